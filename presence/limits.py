@@ -1,0 +1,41 @@
+"""Limits: the per-connection token bucket and sliding-window counters behind SPEC section 7."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; one message costs one token."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class WindowCounter:
+    """Counts events in the last ``window`` seconds; ``hit`` says whether ``limit`` is now exceeded."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._times: deque[float] = deque(maxlen=limit + 1)
+
+    def hit(self) -> bool:
+        now = time.monotonic()
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        return len(self._times) > self.limit

@@ -1,0 +1,162 @@
+-- _lib.lua: helpers prepended to every single-workspace script (Redis scripts cannot import).
+--
+-- Conventions shared by acquire, takeover, release, join, leave, status, snapshot and expire:
+--   KEYS[1] lease   string  the lease itself: value = fence of the current grant, TTL = lease TTL
+--   KEYS[2] holder  hash    the announced holder {fence, user, name, tab, since}; outlives the
+--                           lease key until a script notices the expiry and announces it
+--   KEYS[3] fence   string  fence counter, never expires, seeded from TIME when missing
+--   KEYS[4] seq     string  change sequence counter, same seeding
+--   KEYS[5] tabs    zset    conn -> presence expiry (Redis time, ms)
+--   KEYS[6] info    hash    conn -> tab info JSON [user, name, tab, active, meta, server]
+--   KEYS[7] queue   list    FIFO wait queue of conns
+--   ARGV[1] channel, ARGV[2] 'PUBLISH' or 'SPUBLISH'
+-- All keys share the hash tag {workspace}: one slot per script on Redis Cluster.
+-- Every script returns {status, detail JSON or '', event JSON...}: the events it published, in order.
+-- Time comes from Redis TIME only, never from a server's clock.
+local K_LEASE, K_HOLDER, K_FENCE, K_SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_TABS, K_INFO, K_QUEUE = KEYS[5], KEYS[6], KEYS[7]
+local CHANNEL, PUBCMD = ARGV[1], ARGV[2]
+local events = {}
+local unpack = unpack or table.unpack
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as decimal strings: cjson and tostring print 14 significant digits only.
+local function str(n)
+  return string.format('%.0f', n)
+end
+
+-- A counter that survives data loss: when missing it restarts from Redis TIME in microseconds,
+-- above anything it held before (a counter grows by far less than a million a second).
+local function counter(key)
+  if redis.call('EXISTS', key) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  return redis.call('INCR', key)
+end
+
+local function holder()
+  local h = redis.call('HMGET', K_HOLDER, 'fence', 'user', 'name', 'tab', 'since')
+  if not h[1] then return false end
+  return {fence = h[1], user = h[2], name = h[3], tab = h[4], since = h[5]}
+end
+
+local function person(h)
+  return {id = h.user, name = h.name}
+end
+
+local function matches(h, user, tab, scope)
+  return h.user == user and (scope == 'user' or h.tab == tab)
+end
+
+local function emit(ev)
+  ev.seq = str(counter(K_SEQ))
+  local msg = cjson.encode(ev)
+  redis.call(PUBCMD, CHANNEL, msg)
+  events[#events + 1] = msg
+end
+
+local function reply(status, detail)
+  -- cjson implementations differ on empty tables ({} or []): send '' for an empty detail.
+  local out = {status, (detail and next(detail) ~= nil) and cjson.encode(detail) or ''}
+  for i = 1, #events do out[#out + 1] = events[i] end
+  return out
+end
+
+-- The announced holder if its lease is still alive; announces a silent expiry otherwise.
+local function settle()
+  local h = holder()
+  if h and redis.call('GET', K_LEASE) ~= h.fence then
+    redis.call('DEL', K_HOLDER)
+    emit({kind = 'expired', lease = true, holder = cjson.null, reason = 'expired', user = person(h)})
+    return false
+  end
+  return h
+end
+
+-- Remove presence entries whose Redis-time expiry passed; returns {conn = info} of the removed.
+local function prune(now)
+  local removed, any = {}, false
+  local dead = redis.call('ZRANGEBYSCORE', K_TABS, '-inf', now)
+  for i = 1, #dead do
+    removed[dead[i]] = redis.call('HGET', K_INFO, dead[i]) or '[]'
+    redis.call('HDEL', K_INFO, dead[i])
+    any = true
+  end
+  if any then redis.call('ZREMRANGEBYSCORE', K_TABS, '-inf', now) end
+  return removed, any
+end
+
+local function emit_pruned(removed)
+  local rm, who = {}, nil
+  for conn, info in pairs(removed) do
+    rm[conn] = 1
+    if not who then
+      local ok, t = pcall(cjson.decode, info)
+      if ok and t[1] then who = {id = t[1], name = t[2]} end
+    end
+  end
+  emit({kind = 'left', user = who or cjson.null, rm = rm})
+end
+
+-- Live tabs as {conn = info JSON}, after pruning the dead ones (announced as 'left').
+local function live_tabs(now)
+  local removed, any = prune(now)
+  if any then emit_pruned(removed) end
+  local conns = redis.call('ZRANGE', K_TABS, 0, -1)
+  local tabs = {}
+  if #conns > 0 then
+    local infos = redis.call('HMGET', K_INFO, unpack(conns))
+    for i = 1, #conns do
+      if infos[i] then tabs[conns[i]] = infos[i] end
+    end
+  end
+  return tabs
+end
+
+-- Is any live tab other than `except` one of the holder's (same user; same tab id in tab scope)?
+local function holder_has_other_tab(h, scope, except, now)
+  local conns = redis.call('ZRANGEBYSCORE', K_TABS, '(' .. now, '+inf')
+  for i = 1, #conns do
+    if conns[i] ~= except then
+      local info = redis.call('HGET', K_INFO, conns[i])
+      if info then
+        local t = cjson.decode(info)
+        if matches(h, t[1], t[3], scope) then return true end
+      end
+    end
+  end
+  return false
+end
+
+local function holder_json(h)
+  return {fence = h.fence, user = h.user, name = h.name, tab = h.tab, since = h.since}
+end
+
+-- Grant the lease to a new holder: a new fence, SET (NX unless forced) PX ttl, the holder record.
+local function grant(user, name, tab, ttl, force)
+  local fence = str(counter(K_FENCE))
+  local ok
+  if force then
+    ok = redis.call('SET', K_LEASE, fence, 'PX', ttl)
+  else
+    ok = redis.call('SET', K_LEASE, fence, 'NX', 'PX', ttl)
+  end
+  if not ok then return false end
+  local since = str(now_ms())
+  redis.call('HSET', K_HOLDER, 'fence', fence, 'user', user, 'name', name, 'tab', tab, 'since', since)
+  return {fence = fence, user = user, name = name, tab = tab, since = since}
+end
+
+local function snapshot(now)
+  local tabs = live_tabs(now)
+  local h = holder()
+  local seq = redis.call('GET', K_SEQ) or '0'
+  return {seq = seq, holder = h and holder_json(h) or cjson.null,
+          ttl_ms = h and redis.call('PTTL', K_LEASE) or -2,
+          tabs = next(tabs) ~= nil and tabs or cjson.null}
+end

@@ -1,0 +1,171 @@
+"""The wire protocol of ``/ws``: every message struct and the one decoder.
+
+Frames are JSON text objects tagged by ``type``. Client messages form one tagged union decoded
+by :data:`decode_client`; server messages are encoded with :func:`encode`. Optional fields that
+are unset are omitted from the JSON rather than sent as ``null``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+# Request ids are echoed back verbatim; clients use strings or small integers.
+RequestId = str | int | None
+
+WORKSPACE_RE = re.compile(r"[A-Za-z0-9._~:@/-]{1,200}")
+TAB_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
+MAX_META_BYTES = 1024
+
+
+class _Message(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknown_fields=False):
+    pass
+
+
+# -- client to server ---------------------------------------------------------------------------
+
+
+class Hello(_Message, tag="hello"):
+    token: str
+    workspace: str
+    tab: str
+    client: str | None = None
+
+
+class Acquire(_Message, tag="acquire"):
+    id: RequestId = None
+    wait: bool = False
+
+
+class Takeover(_Message, tag="takeover"):
+    id: RequestId = None
+
+
+class Release(_Message, tag="release"):
+    id: RequestId = None
+
+
+class Pong(_Message, tag="pong"):
+    n: int
+
+
+class Status(_Message, tag="status"):
+    id: RequestId = None
+    active: bool | None = None
+    meta: dict[str, Any] | None = None
+
+
+ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status
+
+_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+
+
+def decode_client(frame: str | bytes) -> ClientMessage:
+    """Decode one client frame; raises ``msgspec.DecodeError`` (or ``ValidationError``) with a
+    message that names the offending field, which is sent back to the client as is."""
+    return _decoder.decode(frame)
+
+
+# -- server to client ---------------------------------------------------------------------------
+
+
+class Person(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+
+
+class HolderView(msgspec.Struct, omit_defaults=True):
+    user: Person
+    since_ms: int
+    tabs: int
+    fence: int | None = None
+
+
+class Viewer(msgspec.Struct):
+    user: Person
+    tabs: int
+    active: bool
+
+
+class Change(msgspec.Struct, omit_defaults=True, rename={"from_": "from"}):
+    kind: str
+    user: Person | None = None
+    from_: Person | None = None
+
+
+class StateView(msgspec.Struct, omit_defaults=False):
+    workspace: str
+    seq: int
+    holder: HolderView | None
+    viewers: list[Viewer]
+
+
+class Welcome(_Message, tag="welcome"):
+    conn: str
+    user: Person
+    workspace: str
+    heartbeat_ms: int
+    lease_ttl_ms: int
+    scope: str
+    state: StateView
+
+
+class State(_Message, tag="state"):
+    workspace: str
+    seq: int
+    holder: HolderView | None
+    viewers: list[Viewer]
+    change: Change | None = None
+
+
+class Acquired(_Message, tag="acquired"):
+    fence: int
+    ttl_ms: int
+    id: RequestId = None
+    rejoined: bool = False
+
+
+class Busy(_Message, tag="busy"):
+    holder: HolderView
+    id: RequestId = None
+
+
+class Queued(_Message, tag="queued"):
+    position: int
+    id: RequestId = None
+
+
+class Released(_Message, tag="released"):
+    reason: str
+    id: RequestId = None
+    by: Person | None = None
+
+
+class Ping(_Message, tag="ping"):
+    n: int
+    ttl_ms: int | None = None
+
+
+class Error(_Message, tag="error"):
+    code: str
+    message: str
+    id: RequestId = None
+
+
+ServerMessage = Welcome | State | Acquired | Busy | Queued | Released | Ping | Error
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: ServerMessage) -> str:
+    return _encoder.encode(message).decode()
+
+
+def valid_workspace(workspace: str) -> bool:
+    return WORKSPACE_RE.fullmatch(workspace) is not None
+
+
+def valid_tab(tab: str) -> bool:
+    return TAB_RE.fullmatch(tab) is not None

@@ -1,0 +1,158 @@
+"""Replica: this process's copy of one workspace's Redis state, kept current by sequenced events.
+
+Every change to a workspace is made by a Lua script that also publishes an :class:`Event` with the
+workspace's next sequence number. A replica applies events strictly in order; a jump in the
+sequence is a gap, and the owner re-reads the workspace (:class:`Snapshot`) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from .protocol import HolderView, Person, StateView, Viewer
+
+
+class HolderRecord(msgspec.Struct, frozen=True):
+    """The announced lease holder, as stored in the workspace's holder hash."""
+
+    fence: int
+    user: str
+    name: str
+    tab: str
+    since: int
+
+    @property
+    def person(self) -> Person:
+        return Person(self.user, self.name)
+
+
+class TabInfo(msgspec.Struct, array_like=True, frozen=True):
+    """One tab's presence entry (stored as a JSON array in Redis)."""
+
+    user: str
+    name: str
+    tab: str
+    active: bool
+    meta: dict[str, object] | None
+    server: str
+
+
+class Event(msgspec.Struct, rename={"from_": "from"}):
+    """One published change. ``lease`` events replace the holder (``None``: nobody)."""
+
+    seq: int
+    kind: str
+    lease: bool = False
+    holder: HolderRecord | None = None
+    ttl_ms: int | None = None
+    user: Person | None = None
+    from_: Person | None = None
+    by: Person | None = None
+    reason: str | None = None
+    origin: str = ""
+    add: dict[str, str] = {}
+    rm: dict[str, int] = {}
+
+
+class Snapshot(msgspec.Struct):
+    """The whole workspace as read by one script."""
+
+    seq: int
+    holder: HolderRecord | None
+    ttl_ms: int
+    tabs: dict[str, str] | None = None
+
+
+_event_decoder = msgspec.json.Decoder(Event, strict=False)
+_snapshot_decoder = msgspec.json.Decoder(Snapshot, strict=False)
+_info_decoder = msgspec.json.Decoder(TabInfo)
+_info_encoder = msgspec.json.Encoder()
+
+
+def decode_event(raw: str | bytes) -> Event:
+    return _event_decoder.decode(raw)
+
+
+def decode_snapshot(raw: str | bytes) -> Snapshot:
+    return _snapshot_decoder.decode(raw)
+
+
+def encode_info(info: TabInfo) -> str:
+    return _info_encoder.encode(info).decode()
+
+
+def _decode_info(raw: str) -> TabInfo | None:
+    try:
+        return _info_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None  # a foreign or corrupt entry must not break everyone's view
+
+
+class Applied(enum.Enum):
+    APPLIED = "applied"
+    STALE = "stale"  # already seen (the same event by reply and by pub/sub)
+    GAP = "gap"  # an event is missing: re-read the workspace
+
+
+class Replica:
+    """Holder and tabs of one workspace at sequence number ``seq`` (0: never read)."""
+
+    def __init__(self, workspace: str) -> None:
+        self.workspace = workspace
+        self.seq = 0
+        self.holder: HolderRecord | None = None
+        self.tabs: dict[str, TabInfo] = {}
+
+    def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
+        """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
+        if snapshot.seq < self.seq or (snapshot.seq == self.seq and not force):
+            return False
+        self.seq = snapshot.seq
+        self.holder = snapshot.holder
+        self.tabs = {c: i for c, raw in (snapshot.tabs or {}).items() if (i := _decode_info(raw)) is not None}
+        return True
+
+    def apply(self, event: Event) -> Applied:
+        if event.seq <= self.seq:
+            return Applied.STALE
+        if self.seq == 0 or event.seq != self.seq + 1:
+            return Applied.GAP
+        self.seq = event.seq
+        for conn in event.rm:
+            self.tabs.pop(conn, None)
+        for conn, raw in event.add.items():
+            if (info := _decode_info(raw)) is not None:
+                self.tabs[conn] = info
+        if event.lease:
+            self.holder = event.holder
+        return Applied.APPLIED
+
+    def holder_tabs(self) -> int:
+        h = self.holder
+        if h is None:
+            return 0
+        return sum(1 for t in self.tabs.values() if t.user == h.user)
+
+    def holder_view(self, with_fence: bool = True) -> HolderView | None:
+        h = self.holder
+        if h is None:
+            return None
+        return HolderView(
+            user=h.person, since_ms=h.since, tabs=self.holder_tabs(), fence=h.fence if with_fence else None
+        )
+
+    def viewers(self) -> list[Viewer]:
+        by_user: dict[str, Viewer] = {}
+        for info in self.tabs.values():
+            v = by_user.get(info.user)
+            if v is None:
+                by_user[info.user] = Viewer(Person(info.user, info.name), 1, info.active)
+            else:
+                v.tabs += 1
+                v.active = v.active or info.active
+        return sorted(by_user.values(), key=lambda v: (v.user.name, v.user.id))
+
+    def view(self) -> StateView:
+        return StateView(self.workspace, self.seq, self.holder_view(), self.viewers())

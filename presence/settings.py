@@ -1,0 +1,200 @@
+"""Settings: one typed object built from ``PRESENCE_*`` environment variables and CLI flags.
+
+Every value is validated once, at start-up, and a bad value stops the server with a message
+that names the variable and says what to fix. Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+DEV_SECRET = "presence-dev-mode-insecure-public-key"
+"""The fixed signing key of dev mode. Public on purpose: dev tokens must never be trusted."""
+
+Scope = Literal["user", "tab"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message says which one and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    secret: str | None = None
+    admin_token: str | None = None
+    api_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    heartbeat_ms: int = 5000
+    dead_after_ms: int = 12000
+    lease_ttl_ms: int = 15000
+    grace_ms: int = 5000
+    hello_timeout_ms: int = 5000
+    lease_scope: Scope = "user"
+    key_prefix: str = "presence"
+    max_message_bytes: int = 16 * 1024
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    max_tabs_per_user: int = 100
+    send_queue_size: int = 256
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_dev_on_public: bool = False
+    log_json: bool = False
+    log_level: str = "info"
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.secret is None
+
+    @property
+    def signing_key(self) -> str:
+        return self.secret if self.secret is not None else DEV_SECRET
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the in-process fakeredis (no ``PRESENCE_REDIS_URL``)."""
+        return self.redis_url is None
+
+    @property
+    def safety_margin_ms(self) -> int:
+        """How long before the Redis TTL the local lease deadline falls.
+
+        It absorbs clock drift between this process and Redis, and the delay between Redis
+        executing a renewal and this process hearing about it.
+        """
+        return max(100, min(2000, self.lease_ttl_ms // 10))
+
+    @property
+    def presence_ttl_ms(self) -> int:
+        """Redis-side lifetime of a tab's presence entry between two heartbeats."""
+        return self.lease_ttl_ms
+
+    def validate(self) -> Settings:
+        """Check cross-field rules; return self so it chains."""
+        problems: list[str] = []
+        if self.secret is not None and len(self.secret) < 32:
+            problems.append(
+                "PRESENCE_SECRET must be at least 32 characters (HS256 keys shorter than the hash are weak); "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.heartbeat_ms < 50:
+            problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")
+        if self.lease_ttl_ms <= 2 * self.heartbeat_ms:
+            problems.append(
+                f"PRESENCE_LEASE_TTL_MS ({self.lease_ttl_ms}) must exceed twice PRESENCE_HEARTBEAT_MS "
+                f"({self.heartbeat_ms}), so a lease survives one missed renewal; "
+                f"raise it to at least {2 * self.heartbeat_ms + 1}"
+            )
+        if self.dead_after_ms <= self.heartbeat_ms:
+            problems.append(
+                f"PRESENCE_DEAD_AFTER_MS ({self.dead_after_ms}) must exceed PRESENCE_HEARTBEAT_MS "
+                f"({self.heartbeat_ms}), or every tab is declared dead before it can answer a ping"
+            )
+        if self.grace_ms < 0 or self.grace_ms > self.lease_ttl_ms:
+            problems.append(
+                f"PRESENCE_GRACE_MS ({self.grace_ms}) must be between 0 and PRESENCE_LEASE_TTL_MS "
+                f"({self.lease_ttl_ms})"
+            )
+        if self.hello_timeout_ms <= 0:
+            problems.append("PRESENCE_HELLO_TIMEOUT_MS must be positive")
+        if self.lease_scope not in ("user", "tab"):
+            problems.append(f"PRESENCE_LEASE_SCOPE must be 'user' or 'tab', not {self.lease_scope!r}")
+        if not self.key_prefix or any(c in self.key_prefix for c in "{} \t\r\n"):
+            problems.append("PRESENCE_KEY_PREFIX must be non-empty, without spaces or braces")
+        if self.max_message_bytes < 1024:
+            problems.append("PRESENCE_MAX_MESSAGE_BYTES must be at least 1024")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            problems.append("PRESENCE_RATE_LIMIT must be positive (messages per second, burst twice that)")
+        if self.max_tabs_per_user < 1:
+            problems.append("PRESENCE_MAX_TABS_PER_USER must be at least 1")
+        if self.redis_cluster and self.redis_url is None:
+            problems.append("PRESENCE_REDIS_CLUSTER=true needs PRESENCE_REDIS_URL (a node of the cluster)")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(
+                f"PRESENCE_REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        if not 0 < self.port < 65536:
+            problems.append(f"port must be between 1 and 65535, got {self.port}")
+        if self.dev_mode and not self.allow_dev_on_public and not _is_loopback(self.host):
+            problems.append(
+                f"refusing to run in dev mode (no PRESENCE_SECRET) on non-loopback address {self.host!r}: "
+                "set PRESENCE_SECRET to a long random string, bind to 127.0.0.1, or pass "
+                "--allow-dev-on-public (PRESENCE_ALLOW_DEV_ON_PUBLIC=true) if you really mean it"
+            )
+        if problems:
+            raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from the environment, then apply explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        parse_errors: list[str] = []
+        for field in dataclasses.fields(cls):
+            raw = env.get(_ENV_NAMES.get(field.name, "PRESENCE_" + field.name.upper()))
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = _parse(field.name, raw)
+            except ValueError as exc:
+                parse_errors.append(str(exc))
+        if "PORT" in env and "port" not in values and env["PORT"]:
+            try:
+                values["port"] = _parse("port", env["PORT"])
+            except ValueError as exc:
+                parse_errors.append(str(exc))
+        if parse_errors:
+            raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(parse_errors))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "rate_limit" in values and "rate_burst" not in values:
+            values["rate_burst"] = max(1, int(2 * float(values["rate_limit"])))  # type: ignore[arg-type]
+        return cls(**values).validate()  # type: ignore[arg-type]
+
+
+_ENV_NAMES = {"port": "PRESENCE_PORT", "host": "PRESENCE_HOST"}
+
+_INT_FIELDS = {
+    "heartbeat_ms", "dead_after_ms", "lease_ttl_ms", "grace_ms", "hello_timeout_ms",
+    "max_message_bytes", "rate_burst", "max_tabs_per_user", "send_queue_size", "port",
+}
+_BOOL_FIELDS = {"redis_cluster", "allow_dev_on_public", "log_json"}
+
+
+def _parse(name: str, raw: str) -> object:
+    env_name = _ENV_NAMES.get(name, "PRESENCE_" + name.upper())
+    if name in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{env_name} must be a whole number, got {raw!r}") from None
+    if name == "rate_limit":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{env_name} must be a number (messages per second), got {raw!r}") from None
+    if name in _BOOL_FIELDS:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{env_name} must be true or false, got {raw!r}")
+    if name == "allowed_origins":
+        return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    return raw
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

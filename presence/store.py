@@ -1,0 +1,174 @@
+"""Store: the Redis connection (real, cluster or embedded fakeredis) and its Lua scripts.
+
+The rest of the package talks to Redis only through :class:`Store`, which runs scripts by SHA,
+reloads them when Redis forgot them (a restart, ``SCRIPT FLUSH``), batches several script calls
+into one round trip, and turns connection failures into :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .errors import StoreUnavailable
+from .settings import Settings
+
+log = logging.getLogger("presence.store")
+
+Args = Sequence[str | int | float]
+
+# Scripts that run with _lib.lua prepended; renew.lua stands alone.
+_WITH_LIB = ("acquire", "takeover", "release", "join", "leave", "status", "snapshot", "expire", "touch")
+_STANDALONE = ("renew",)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str, lib: str = "") -> Script:
+        body = resources.files("presence.lua").joinpath(f"{name}.lua").read_text()
+        source = f"{lib}\n{body}" if lib else body
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def load_scripts() -> dict[str, Script]:
+    lib = resources.files("presence.lua").joinpath("_lib.lua").read_text()
+    scripts = {name: Script.load(name, lib) for name in _WITH_LIB}
+    scripts.update({name: Script.load(name) for name in _STANDALONE})
+    return scripts
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script invocation, for :meth:`Store.batch`."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Args
+
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError, TimeoutError)
+
+
+class Store:
+    """Owns the Redis client.
+
+    Lifecycle: construct, ``await start()`` (connects and loads scripts; raises
+    ``StoreUnavailable`` when Redis is unreachable, but the store stays usable and reconnects on
+    the next call), use, ``await close()`` (idempotent).
+    """
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.scripts = load_scripts()
+        self.cluster = settings.redis_cluster
+        self.publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
+        self.scripts_loaded = False
+        self.client: Any = client if client is not None else self._connect(settings)
+        self._closed = False
+
+    @staticmethod
+    def _connect(settings: Settings) -> Any:
+        if settings.redis_url is None:
+            import fakeredis
+
+            return fakeredis.FakeAsyncRedis(decode_responses=True)
+        timeout = max(0.5, min(5.0, settings.heartbeat_ms / 1000))
+        # Few, fast retries: a lease deadline is measured in seconds, and every script is safe to
+        # retry (a retried acquire or takeover answers 'rejoined', a retried release 'not_holder').
+        options: dict[str, Any] = dict(
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=max(1, settings.heartbeat_ms // 1000),
+        )
+        if settings.redis_cluster:
+            return RedisCluster.from_url(settings.redis_url, **options)
+        options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+
+    async def start(self) -> None:
+        await self.load_scripts()
+
+    async def load_scripts(self) -> None:
+        try:
+            for script in self.scripts.values():
+                sha = await self.client.script_load(script.source)
+                if sha != script.sha:  # pragma: no cover - would mean a hashing mismatch
+                    raise RuntimeError(f"script {script.name}: Redis returned sha {sha}, expected {script.sha}")
+        except _TRANSIENT as exc:
+            self.scripts_loaded = False
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        self.scripts_loaded = True
+
+    async def call(self, script: Script, keys: Sequence[str], args: Args) -> Any:
+        """Run one script; reload the scripts once if Redis lost them."""
+        try:
+            try:
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.load_scripts()
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """Run many script calls in one pipeline: one round trip (per cluster node).
+
+        Each result is the script's reply or the ``RedisError`` it raised.
+        """
+        if not calls:
+            return []
+        try:
+            results = await self._pipeline(calls)
+            if any(isinstance(r, NoScriptError) for r in results):
+                await self.load_scripts()
+                results = await self._pipeline(calls)
+            return results
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+
+    async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for c in calls:
+            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, RedisError) and isinstance(r, _TRANSIENT):
+                raise r
+        return results
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (*_TRANSIENT, RedisError):
+            return False
+
+    async def redis_time_ms(self) -> int:
+        sec, usec = await self.client.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a broken connection must not mask the shutdown
+            log.debug("error while closing the Redis client", exc_info=True)

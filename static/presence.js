@@ -1,0 +1,590 @@
+// @ts-check
+// presence.js - browser client for the presence server (SPEC section 8). One ES module, no dependencies.
+
+/** @typedef {{id: string, name: string}} User */
+/** @typedef {{user: User, fence?: number, since_ms: number, tabs: number}} Holder */
+/** @typedef {{user: User, tabs: number, active: boolean}} Viewer */
+/**
+ * @typedef {{kind: "joined"|"left"|"acquired"|"released"|"expired"|"taken_over"|"revoked",
+ *            user: User, from?: User}} Change
+ */
+/** @typedef {{workspace: string, seq: number, holder: Holder|null, viewers: Viewer[], change?: Change}} State */
+/**
+ * @typedef {{type: "welcome", conn: string, user: User, workspace: string, heartbeat_ms: number,
+ *            lease_ttl_ms: number, scope?: "user"|"tab", state: State}} WelcomeMsg
+ * @typedef {{type: "state"} & State} StateMsg
+ * @typedef {{type: "acquired", id?: string, fence: number, ttl_ms: number, rejoined?: boolean}} AcquiredMsg
+ * @typedef {{type: "busy", id?: string, holder: Holder}} BusyMsg
+ * @typedef {{type: "queued", id?: string, position: number}} QueuedMsg
+ * @typedef {{type: "released", id?: string,
+ *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
+ * @typedef {{type: "ping", n: number, ttl_ms?: number}} PingMsg
+ * @typedef {{type: "error", id?: string, code: string, message: string}} ErrorMsg
+ * @typedef {WelcomeMsg|StateMsg|AcquiredMsg|BusyMsg|QueuedMsg|ReleasedMsg|PingMsg|ErrorMsg} ServerMsg
+ */
+/**
+ * @typedef {{acquired: true, fence: number, rejoined: boolean}
+ *         | {acquired: false, holder: Holder}
+ *         | {acquired: false, queued: true, position: number}} AcquireResult
+ * @typedef {{released: true, reason: string}} ReleaseResult
+ * @typedef {"connecting"|"open"|"closed"|"reconnecting"} ConnectionStatus
+ * @typedef {{status: ConnectionStatus, code?: number, reason?: string, delay?: number}} ConnectionDetail
+ * @typedef {string | ((info: {refresh: boolean}) => string | Promise<string>)} TokenSource
+ * @typedef {Pick<Storage, "getItem"|"setItem">} TabStorage
+ */
+/**
+ * @typedef {object} PresenceOptions
+ * @property {string} workspace
+ * @property {TokenSource} token  a string, or a (possibly async) function called before every connection
+ *   attempt; `refresh` is true when the previous attempt was refused with 4401.
+ * @property {string} [url]  WebSocket URL of `/ws`; default: same host as the page.
+ * @property {string} [tabId]  override of the per-tab id kept in sessionStorage.
+ * @property {TabStorage|null} [storage]  default: sessionStorage when available.
+ * @property {typeof WebSocket} [WebSocket]
+ * @property {() => number} [random]
+ * @property {() => number} [now]  monotonic milliseconds; default: performance.now.
+ * @property {(fn: () => void, ms: number) => any} [setTimeout]
+ * @property {(handle: any) => void} [clearTimeout]
+ * @property {EventTarget|null} [window]  source of pagehide/pageshow/online; default: globalThis.window.
+ */
+
+export const CLIENT_NAME = "presence.js/1";
+export const TAB_KEY = "presence.tab";
+const BASE_DELAY_MS = 500;
+const MAX_DELAY_MS = 30000;
+const SILENCE_FACTOR = 2.5;
+const DEFAULT_HEARTBEAT_MS = 5000;
+/** Close codes after which reconnecting cannot help. */
+const FATAL_CLOSE = new Map([[4400, "protocol_error"], [4403, "forbidden"]]);
+
+/**
+ * Reconnect delay with capped exponential backoff and full jitter.
+ * @param {number} attempt  0 for the first retry
+ * @param {() => number} [random]  returns [0, 1)
+ */
+export function backoffDelay(attempt, random = Math.random) {
+  return random() * Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** attempt);
+}
+
+/**
+ * Safety margin subtracted from a lease TTL so the client stops editing before the server can expire it.
+ * @param {number} ttlMs
+ */
+export function leaseMargin(ttlMs) {
+  return Math.min(1000, ttlMs / 10);
+}
+
+/** @returns {string} */
+export function randomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return c.randomUUID();
+  return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12);
+}
+
+/**
+ * The tab id kept under `presence.tab`, created once per browser tab (reloads keep it).
+ * @param {TabStorage|null|undefined} storage
+ */
+export function loadTabId(storage) {
+  try {
+    const existing = storage?.getItem(TAB_KEY);
+    if (existing) return existing;
+    const id = randomId();
+    storage?.setItem(TAB_KEY, id);
+    return id;
+  } catch {
+    return randomId(); // storage disabled (privacy mode, sandboxed frame)
+  }
+}
+
+/**
+ * `ws(s)://host/ws` for the current page, or `url` made absolute.
+ * @param {string} [url]
+ */
+export function resolveUrl(url) {
+  const base = globalThis.location?.href;
+  if (!url && !base) throw new TypeError("PresenceClient: `url` is required outside a browser");
+  const u = new URL(url || "/ws", base);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  if (u.protocol === "https:") u.protocol = "wss:";
+  return u.href;
+}
+
+function defaultStorage() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** An Error with a machine-readable `code` (server error codes, or "disconnected", "unauthorized", ...). */
+export class PresenceError extends Error {
+  /** @param {string} code @param {string} [message] */
+  constructor(code, message) {
+    super(message || code);
+    this.name = "PresenceError";
+    this.code = code;
+  }
+}
+
+/** @typedef {{resolve: (v: any) => void, reject: (e: Error) => void}} Pending */
+
+/**
+ * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
+ * - state: State (the welcome's snapshot too)
+ * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}; queued: {position, id?}
+ * - released: {reason, by?, id?}; reason: released, taken_over, expired, lost, revoked (or idle)
+ * - error: {code, message, id?}: server errors no request claims, token failures, giving up
+ * - connection: ConnectionDetail; canedit: {canEdit} whenever `canEdit` flips (deadline included)
+ *
+ *   const client = new PresenceClient({ workspace: "doc-1", token: async () => fetchToken() });
+ *   await client.connect();
+ *   const r = await client.acquire();   // {acquired: true, fence} | {acquired: false, holder}
+ */
+export class PresenceClient extends EventTarget {
+  /** @type {State|null} latest workspace snapshot */
+  state = null;
+  /** @type {boolean} we believe we hold the lease */
+  holding = false;
+  /** @type {number|null} fence of the latest grant; kept (not cleared) after a release */
+  fence = null;
+  /** @type {User|null} */
+  user = null;
+  /** @type {boolean} a `welcome` arrived on the current socket */
+  connected = false;
+
+  #url; #workspace; #token; #WS; #random; #now; #setTimeout; #clearTimeout; #window;
+  /** @type {WebSocket|null} */ #ws = null;
+  #stopped = true;
+  #gen = 0;
+  #attempt = 0;
+  #authFailures = 0;
+  #refreshToken = false;
+  #heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  #deadline = 0;
+  #canEdit = false;
+  #waiting = false;
+  #nextId = 0;
+  /** @type {WelcomeMsg|null} */ #welcome = null;
+  /** @type {Map<string, Pending>} */ #pending = new Map();
+  /** @type {{resolve: (w: WelcomeMsg) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
+  /** @type {{active?: boolean, meta?: object}|null} */ #lastStatus = null;
+  /** @type {Map<"retry"|"silence"|"deadline", any>} */ #timers = new Map();
+
+  /** @param {PresenceOptions} options */
+  constructor(options) {
+    super();
+    if (!options?.workspace) throw new TypeError("PresenceClient: `workspace` is required");
+    if (options.token == null) throw new TypeError("PresenceClient: `token` is required");
+    this.#url = resolveUrl(options.url);
+    this.#workspace = options.workspace;
+    this.#token = options.token;
+    /** @type {string} sent as `tab` in hello; kept in sessionStorage so a reload reuses it */
+    this.tabId = options.tabId || loadTabId(options.storage === undefined ? defaultStorage() : options.storage);
+    const WS = options.WebSocket || globalThis.WebSocket;
+    if (!WS) throw new TypeError("PresenceClient: no WebSocket implementation");
+    this.#WS = WS;
+    this.#random = options.random || Math.random;
+    this.#now = options.now || (() => performance.now());
+    this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
+    this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
+    this.#window = options.window === undefined ? globalThis.window ?? null : options.window;
+  }
+
+  get workspace() { return this.#workspace; }
+  /** True while we hold the lease and its local deadline has not passed (connected or not). */
+  get canEdit() { return this.holding && this.#now() < this.#deadline; }
+  /** Milliseconds left before the local lease deadline (0 when not holding). */
+  get leaseRemainingMs() { return this.holding ? Math.max(0, this.#deadline - this.#now()) : 0; }
+
+  // ---- public API ---------------------------------------------------------------------------------
+
+  /**
+   * Opens the connection (and keeps it open, reconnecting as needed). Resolves with the next `welcome`;
+   * rejects when the client gives up: close 4400/4403, repeated 4401, or close() before welcome.
+   * @returns {Promise<WelcomeMsg>}
+   */
+  connect() {
+    const promise = new Promise((resolve, reject) => this.#connectWaiters.push({ resolve, reject }));
+    if (this.#stopped) {
+      this.#stopped = false;
+      this.#attempt = 0;
+      this.#authFailures = 0;
+      this.#pageListeners(true);
+      this.#open();
+    } else if (this.connected) {
+      this.#settleConnect(null);
+    }
+    return promise;
+  }
+
+  /**
+   * Asks for the lease. With `wait: true` the server queues us instead of answering busy; the promise then
+   * resolves with `{acquired: false, queued: true, position}` and an `acquired` event fires later.
+   * @param {{wait?: boolean}} [opts]
+   * @returns {Promise<AcquireResult>}
+   */
+  acquire(opts = {}) {
+    return this.#request(opts.wait ? { type: "acquire", wait: true } : { type: "acquire" });
+  }
+
+  /** Force-takes the lease from its holder. @returns {Promise<AcquireResult>} */
+  takeover() {
+    return this.#request({ type: "takeover" });
+  }
+
+  /** Gives the lease up (and leaves the wait queue). @returns {Promise<ReleaseResult>} */
+  release() {
+    this.#waiting = false;
+    return this.#request({ type: "release" });
+  }
+
+  /**
+   * Per-tab presence info; re-sent after each reconnect. The server only answers on error (`error` event).
+   * @param {{active?: boolean, meta?: object}} info
+   * @returns {boolean} whether it was sent now
+   */
+  status(info) {
+    this.#lastStatus = { ...info };
+    return this.connected && this.#send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+  }
+
+  /** Stops everything: timers, reconnects, the socket (closed with 1000). Does not fire `released`. */
+  close() {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#waiting = false;
+    this.#pageListeners(false);
+    this.#dropSocket(1000, "client closed");
+    this.#disarm("retry");
+    this.#setHolding(false);
+    this.#settleConnect(new PresenceError("closed", "client closed before connecting"));
+    this.#emit("connection", { status: "closed", code: 1000, reason: "client closed" });
+  }
+
+  // ---- connection lifecycle -----------------------------------------------------------------------
+
+  async #open() {
+    const gen = ++this.#gen;
+    this.#emit("connection", { status: "connecting" });
+    let token;
+    try {
+      const source = this.#token;
+      token = typeof source === "function" ? await source({ refresh: this.#refreshToken }) : source;
+    } catch (err) {
+      if (gen !== this.#gen || this.#stopped) return;
+      this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
+      this.#scheduleReconnect(0, "token_failed");
+      return;
+    }
+    if (gen !== this.#gen || this.#stopped) return;
+    let ws;
+    try {
+      ws = new this.#WS(this.#url);
+    } catch (err) { // bad URL, blocked by CSP or mixed content: retrying cannot help
+      return this.#giveUp(0, String(/** @type {any} */ (err)?.message || err), "connect_failed");
+    }
+    this.#ws = ws;
+    ws.onopen = () => {
+      if (this.#ws === ws) {
+        this.#send({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME });
+      }
+    };
+    ws.onmessage = (ev) => { if (this.#ws === ws) this.#onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this.#ws === ws) this.#onClose(ev.code, ev.reason); };
+    ws.onerror = () => {}; // a close event always follows
+    this.#armSilenceTimer();
+  }
+
+  /** @param {number} code @param {string} reason */
+  #onClose(code, reason) {
+    this.#dropSocket();
+    if (this.#stopped) return;
+    if (code === 4401) {
+      const limit = typeof this.#token === "function" ? 3 : 1;
+      if (++this.#authFailures > limit) return this.#giveUp(code, reason, "unauthorized");
+      this.#refreshToken = true;
+    } else {
+      const fatal = FATAL_CLOSE.get(code);
+      if (fatal) return this.#giveUp(code, reason, fatal);
+    }
+    if (code === 4429) this.#attempt = Math.max(this.#attempt, 4);
+    this.#scheduleReconnect(code, reason);
+  }
+
+  /** @param {number} code @param {string} reason */
+  #scheduleReconnect(code, reason) {
+    const delay = backoffDelay(this.#attempt, this.#random);
+    this.#attempt = Math.min(this.#attempt + 1, 20);
+    this.#emit("connection", { status: "reconnecting", code, reason, delay });
+    this.#arm("retry", delay, () => this.#open());
+  }
+
+  /** Permanent failure: no more reconnects. @param {number} code @param {string} reason @param {string} errCode */
+  #giveUp(code, reason, errCode) {
+    this.#stopped = true;
+    this.#pageListeners(false);
+    this.#disarm("retry");
+    const err = new PresenceError(errCode, reason || `connection refused (${code})`);
+    this.#emit("error", { code: errCode, message: err.message });
+    if (this.holding) this.#lose({ reason: "lost" });
+    this.#settleConnect(err);
+    this.#emit("connection", { status: "closed", code, reason });
+  }
+
+  /**
+   * Detaches the current socket (closing it when `code` is given) and fails pending requests.
+   * @param {number} [code] @param {string} [reason]
+   */
+  #dropSocket(code, reason) {
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#gen++; // also cancels an attempt still waiting for its token
+    this.connected = false;
+    this.#disarm("silence");
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      if (code) try { ws.close(code, reason); } catch { /* already closed */ }
+    }
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(new PresenceError("disconnected", "connection lost"));
+  }
+
+  #armSilenceTimer() {
+    this.#arm("silence", SILENCE_FACTOR * this.#heartbeatMs, () => {
+      // A dead network may never deliver the close event: give up on this socket right away.
+      this.#dropSocket(4000, "heartbeat timeout");
+      if (!this.#stopped) this.#scheduleReconnect(1006, "heartbeat timeout");
+    });
+  }
+
+  /** (Re)starts the named timer. @param {"retry"|"silence"|"deadline"} name @param {number} ms @param {() => void} fn */
+  #arm(name, ms, fn) {
+    this.#disarm(name);
+    this.#timers.set(name, this.#setTimeout(() => {
+      this.#timers.delete(name);
+      fn();
+    }, ms));
+  }
+
+  /** @param {"retry"|"silence"|"deadline"} name */
+  #disarm(name) {
+    if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
+    this.#timers.delete(name);
+  }
+
+  /** @param {Error|null} err */
+  #settleConnect(err) {
+    const waiters = this.#connectWaiters;
+    this.#connectWaiters = [];
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve(/** @type {WelcomeMsg} */ (this.#welcome));
+    }
+  }
+
+  /** @param {boolean} on */
+  #pageListeners(on) {
+    const win = this.#window;
+    if (!win) return;
+    const method = on ? "addEventListener" : "removeEventListener";
+    win[method]("pagehide", this.#onPageHide);
+    win[method]("pageshow", this.#onPageShow);
+    win[method]("online", this.#onOnline);
+  }
+
+  #onPageHide = () => {
+    // Leave cleanly (the server keeps our lease for its grace period); a bfcache restore reconnects.
+    this.#dropSocket(1000, "pagehide");
+    this.#disarm("retry");
+    this.#emit("connection", { status: "closed", code: 1000, reason: "pagehide" });
+  };
+
+  /** @param {Event} ev */
+  #onPageShow = (ev) => {
+    if (!(/** @type {any} */ (ev).persisted) || this.#stopped || this.#ws) return;
+    this.#updateCanEdit(); // timers were frozen while the page sat in the bfcache
+    this.#attempt = 0;
+    this.#disarm("retry");
+    this.#open();
+  };
+
+  #onOnline = () => {
+    if (!this.#timers.has("retry") || this.#stopped) return;
+    this.#disarm("retry");
+    this.#open();
+  };
+
+  // ---- messages -------------------------------------------------------------------------------------
+
+  /** @param {unknown} data */
+  #onMessage(data) {
+    if (typeof data !== "string") return;
+    /** @type {ServerMsg} */
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    this.#armSilenceTimer();
+    switch (msg.type) {
+      case "welcome": return this.#onWelcome(msg);
+      case "state": {
+        const { type: _type, ...state } = msg;
+        return this.#setState(state);
+      }
+      case "ping":
+        this.#send({ type: "pong", n: msg.n });
+        if (this.holding && typeof msg.ttl_ms === "number") this.#setDeadline(msg.ttl_ms);
+        return;
+      case "acquired": {
+        this.#waiting = false;
+        this.fence = msg.fence;
+        this.holding = true;
+        this.#setDeadline(msg.ttl_ms);
+        const result = { acquired: true, fence: msg.fence, rejoined: !!msg.rejoined };
+        this.#emit("acquired", { ...result, ttl_ms: msg.ttl_ms, id: msg.id });
+        return this.#settle(msg.id, result);
+      }
+      case "busy":
+        this.#emit("busy", { holder: msg.holder, id: msg.id });
+        return this.#settle(msg.id, { acquired: false, holder: msg.holder });
+      case "queued":
+        this.#waiting = true;
+        this.#emit("queued", { position: msg.position, id: msg.id });
+        return this.#settle(msg.id, { acquired: false, queued: true, position: msg.position });
+      case "released":
+        this.#lose({ reason: msg.reason, by: msg.by, id: msg.id });
+        return this.#settle(msg.id, { released: true, reason: msg.reason });
+      case "error": {
+        const pending = msg.id != null ? this.#pending.get(String(msg.id)) : undefined;
+        if (!pending) return this.#emit("error", { code: msg.code, message: msg.message, id: msg.id });
+        this.#pending.delete(String(msg.id));
+        return pending.reject(new PresenceError(msg.code, msg.message));
+      }
+    }
+  }
+
+  /** @param {WelcomeMsg} msg */
+  #onWelcome(msg) {
+    this.connected = true;
+    this.#welcome = msg;
+    this.#attempt = 0;
+    this.#authFailures = 0;
+    this.#refreshToken = false;
+    this.user = msg.user;
+    if (msg.heartbeat_ms > 0) this.#heartbeatMs = msg.heartbeat_ms;
+    this.#armSilenceTimer();
+    if (this.holding) this.#rejoin(msg.state?.holder ?? null);
+    if (this.#waiting && !this.holding) this.#send({ type: "acquire", id: this.#newId(), wait: true });
+    if (this.#lastStatus) this.#send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+    this.#setState(msg.state);
+    this.#emit("connection", { status: "open" });
+    this.#settleConnect(null);
+  }
+
+  /**
+   * After a reconnect while holding: rejoin if the lease is still ours, otherwise report why it is gone.
+   * @param {Holder|null} holder  holder in the welcome state
+   */
+  #rejoin(holder) {
+    const ours = holder && holder.user.id === this.user?.id && (holder.fence == null || holder.fence === this.fence);
+    if (!ours) {
+      if (holder) this.#lose({ reason: "taken_over", by: holder.user });
+      else this.#lose({ reason: "expired" });
+      return;
+    }
+    this.#request({ type: "acquire" }).then(
+      (r) => { if (!r.acquired && this.holding) this.#lose({ reason: "taken_over", by: r.holder?.user }); },
+      (err) => { if (err.code !== "disconnected" && this.holding) this.#lose({ reason: "lost" }); },
+    );
+  }
+
+  /** @param {State} state */
+  #setState(state) {
+    if (!state) return;
+    this.state = state;
+    this.#emit("state", state);
+  }
+
+  /** @param {{reason: string, by?: User, id?: string}} detail */
+  #lose(detail) {
+    this.#setHolding(false);
+    this.#emit("released", detail);
+  }
+
+  /** @param {boolean} holding */
+  #setHolding(holding) {
+    this.holding = holding;
+    if (!holding) this.#disarm("deadline");
+    this.#updateCanEdit();
+  }
+
+  /** Local deadline = now + ttl - margin; a timer flips canEdit exactly then. @param {number} ttlMs */
+  #setDeadline(ttlMs) {
+    this.#deadline = this.#now() + ttlMs - leaseMargin(ttlMs);
+    this.#armDeadlineTimer();
+    this.#updateCanEdit();
+  }
+
+  #armDeadlineTimer() {
+    const left = this.#deadline - this.#now();
+    if (!this.holding || left <= 0) return this.#disarm("deadline");
+    this.#arm("deadline", left, () => {
+      if (this.#now() < this.#deadline) this.#armDeadlineTimer(); // timer fired early
+      this.#updateCanEdit();
+    });
+  }
+
+  #updateCanEdit() {
+    const canEdit = this.canEdit;
+    if (canEdit === this.#canEdit) return;
+    this.#canEdit = canEdit;
+    this.#emit("canedit", { canEdit });
+  }
+
+  // ---- requests -------------------------------------------------------------------------------------
+
+  #newId() {
+    return String(++this.#nextId);
+  }
+
+  /** @param {Record<string, unknown>} msg @returns {Promise<any>} */
+  #request(msg) {
+    if (!this.connected) return Promise.reject(new PresenceError("disconnected", "not connected"));
+    const id = this.#newId();
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      if (!this.#send({ ...msg, id })) {
+        this.#pending.delete(id);
+        reject(new PresenceError("disconnected", "not connected"));
+      }
+    });
+  }
+
+  /** @param {string|undefined} id @param {unknown} result */
+  #settle(id, result) {
+    if (id == null) return;
+    const pending = this.#pending.get(String(id));
+    if (!pending) return;
+    this.#pending.delete(String(id));
+    pending.resolve(result);
+  }
+
+  /** @param {Record<string, unknown>} msg */
+  #send(msg) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** @param {string} type @param {object} detail */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

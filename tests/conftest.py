@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from procs import RedisServer, ServerProcess
+
+# Short, configured timings: timing-dependent tests use these and generous bounds.
+FAST = {
+    "PRESENCE_HEARTBEAT_MS": "300",
+    "PRESENCE_DEAD_AFTER_MS": "900",
+    "PRESENCE_LEASE_TTL_MS": "1500",
+    "PRESENCE_GRACE_MS": "600",
+    "PRESENCE_HELLO_TIMEOUT_MS": "1000",
+    "PRESENCE_LOG_LEVEL": "info",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run long soak/chaos tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("PRESENCE_RUNSLOW"):
+        return
+    skip = pytest.mark.skip(reason="long test: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests isolate themselves by key prefix."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill, restart or flush it."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+class Cluster:
+    """Presence server processes sharing one Redis, created on demand and closed by the fixture."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.servers: list[ServerProcess] = []
+
+    def server(self, name: str = "server", **env: str) -> ServerProcess:
+        full = {**FAST, "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": self.prefix, **env}
+        proc = ServerProcess(full, name=name).start()
+        self.servers.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()
+
+
+@pytest.fixture
+def servers(redis_server: RedisServer, prefix: str) -> Iterator[Cluster]:
+    c = Cluster(redis_server.url, prefix)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def tabs() -> AsyncIterator[list]:  # type: ignore[type-arg]
+    """Collects test tabs and closes them after the test."""
+    opened: list = []  # type: ignore[type-arg]
+    yield opened
+    for t in opened:
+        with contextlib.suppress(Exception):
+            await t.drop()

@@ -1,0 +1,234 @@
+// Lease handling of PresenceClient: requests by id, unsolicited grants, local deadline, rejoin.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { accept, connected, flush, record, state, welcome, BOB, ME } from "./helpers.mjs";
+
+test("acquire/busy/queued resolve by request id, in any order", async () => {
+  const { client, ws } = await connected();
+  const a = client.acquire();
+  const b = client.acquire({ wait: true });
+  const c = client.acquire();
+  const [ma, mb, mc] = ws.sent.filter((m) => m.type === "acquire");
+  assert.equal(ma.wait, undefined);
+  assert.equal(mb.wait, true);
+  assert.ok(ma.id != null && ma.id !== mb.id && mb.id !== mc.id);
+  const holder = { user: BOB, since_ms: 1, tabs: 1 };
+  ws.receive({ type: "queued", id: mb.id, position: 2 });
+  ws.receive({ type: "busy", id: "no-such-request", holder });
+  ws.receive({ type: "busy", id: mc.id, holder });
+  ws.receive({ type: "acquired", id: ma.id, fence: 9, ttl_ms: 10000 });
+  assert.deepEqual(await a, { acquired: true, fence: 9, rejoined: false });
+  assert.deepEqual(await b, { acquired: false, queued: true, position: 2 });
+  assert.deepEqual(await c, { acquired: false, holder });
+  assert.equal(client.holding, true);
+  assert.equal(client.fence, 9);
+});
+
+test("acquire({wait}) resolves queued, then an acquired event fires when our turn comes", async () => {
+  const { client, clock, ws } = await connected();
+  const events = record(client, clock, ["queued", "acquired"]);
+  const p = client.acquire({ wait: true });
+  const { id } = ws.last("acquire");
+  ws.receive({ type: "queued", id, position: 1 });
+  assert.deepEqual(await p, { acquired: false, queued: true, position: 1 });
+  assert.equal(client.holding, false);
+  ws.receive({ type: "acquired", fence: 3, ttl_ms: 10000 });
+  assert.deepEqual(events.map(([t]) => t), ["queued", "acquired"]);
+  assert.equal(client.holding, true);
+  assert.equal(client.canEdit, true);
+});
+
+test("takeover sends takeover and resolves on acquired; errors reject with .code", async () => {
+  const { client, ws } = await connected();
+  const p = client.takeover();
+  const m = ws.last("takeover");
+  assert.ok(m.id != null);
+  ws.receive({ type: "acquired", id: m.id, fence: 12, ttl_ms: 10000 });
+  assert.deepEqual(await p, { acquired: true, fence: 12, rejoined: false });
+  const q = client.takeover();
+  ws.receive({ type: "error", id: ws.last("takeover").id, code: "forbidden", message: "no takeover" });
+  await assert.rejects(q, { code: "forbidden", message: "no takeover" });
+});
+
+test("release resolves on released with its id and fires released", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 4, ttl_ms: 10000 });
+  const events = record(client, clock, ["released", "canedit"]);
+  const p = client.release();
+  const { id } = ws.last("release");
+  ws.receive({ type: "released", id, reason: "released" });
+  assert.deepEqual(await p, { released: true, reason: "released" });
+  assert.equal(client.holding, false);
+  assert.equal(client.canEdit, false);
+  assert.equal(client.fence, 4, "fence keeps its last known value");
+  assert.deepEqual(events.map(([t, d]) => [t, d.reason ?? d.canEdit]), [["canedit", false], ["released", "released"]]);
+});
+
+test("requests while disconnected reject; pending requests reject when the connection drops", async () => {
+  const { client, ws, clock, sockets } = await connected();
+  const p = client.acquire();
+  ws.serverClose(1006);
+  await assert.rejects(p, { code: "disconnected" });
+  await assert.rejects(client.acquire(), { code: "disconnected" });
+  await assert.rejects(client.release(), { code: "disconnected" });
+  clock.advance(0);
+  await accept(sockets);
+  const q = client.acquire();
+  sockets.at(-1).receive({ type: "acquired", id: sockets.at(-1).last("acquire").id, fence: 1, ttl_ms: 1000 });
+  assert.equal((await q).acquired, true);
+});
+
+test("unsolicited acquired (another tab of ours, reload within grace) makes us holder", async () => {
+  const { client, clock, ws } = await connected();
+  const events = record(client, clock, ["acquired", "canedit"]);
+  ws.receive({ type: "acquired", fence: 21, ttl_ms: 10000, rejoined: true });
+  assert.equal(client.holding, true);
+  assert.equal(client.fence, 21);
+  assert.equal(client.canEdit, true);
+  assert.deepEqual(events.map(([t]) => t), ["canedit", "acquired"]);
+  assert.equal(events[1][1].rejoined, true);
+  assert.equal(events[1][1].fence, 21);
+});
+
+test("canEdit turns false exactly at the local deadline while disconnected, with a canedit event", async () => {
+  const { client, clock, ws } = await connected();
+  clock.advance(100);
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline = 100 + 10000 - 1000
+  const events = record(client, clock, ["canedit"]);
+  clock.advance(2000);
+  ws.serverClose(1006); // network gone; reconnects keep failing
+  assert.equal(client.connected, false);
+  assert.equal(client.holding, true);
+  clock.advance(9099 - clock.t);
+  assert.equal(client.canEdit, true);
+  assert.equal(client.leaseRemainingMs, 1);
+  assert.deepEqual(events, []);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events, [["canedit", { canEdit: false }, 9100]]);
+});
+
+test("canEdit turns false at the deadline while connected when no ping renews it", async () => {
+  const { client, clock, ws } = await connected({}, welcome({ heartbeat_ms: 60000 }));
+  const events = record(client, clock, ["canedit"]);
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 2000 }); // margin 200 -> deadline 1800
+  clock.advance(1799);
+  assert.equal(client.canEdit, true);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events.map(([, d, t]) => [d.canEdit, t]), [[true, 0], [false, 1800]]);
+});
+
+test("a ping with ttl_ms pushes the local deadline while holding", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
+  clock.advance(800);
+  ws.receive({ type: "ping", n: 1, ttl_ms: 10000 }); // deadline 9800
+  clock.advance(800);
+  ws.receive({ type: "ping", n: 2, ttl_ms: 10000 }); // deadline 10600
+  ws.serverClose(1006);
+  clock.advance(10599 - clock.t);
+  assert.equal(client.canEdit, true);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+});
+
+test("ping ttl_ms is ignored when not holding", async () => {
+  const { client, ws } = await connected();
+  ws.receive({ type: "ping", n: 1, ttl_ms: 10000 });
+  assert.equal(client.holding, false);
+  assert.equal(client.canEdit, false);
+});
+
+test("released from the server (taken over) ends holding and canEdit", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 });
+  const events = record(client, clock, ["released"]);
+  ws.receive({ type: "released", reason: "taken_over", by: BOB });
+  assert.equal(client.holding, false);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events[0][1], { reason: "taken_over", by: BOB, id: undefined });
+  clock.advance(20000);
+  assert.equal(client.canEdit, false);
+});
+
+test("after a reconnect while holding, acquire is sent automatically to rejoin", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1012, "restart");
+  clock.advance(0);
+  const holder = { user: ME, fence: 7, since_ms: 1, tabs: 1 };
+  const ws2 = await accept(sockets, welcome({ conn: "c2", state: state({ holder }) }));
+  const rejoin = ws2.last("acquire");
+  assert.ok(rejoin, "acquire sent after welcome");
+  assert.ok(rejoin.id != null);
+  assert.equal(client.holding, true);
+  ws2.receive({ type: "acquired", id: rejoin.id, fence: 7, ttl_ms: 10000, rejoined: true });
+  assert.equal(client.fence, 7);
+  assert.equal(client.canEdit, true);
+  await flush();
+  assert.equal(client.holding, true);
+});
+
+test("after a reconnect, another holder in welcome means taken over (no acquire sent)", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1006);
+  const events = record(client, clock, ["released"]);
+  clock.advance(0);
+  const holder = { user: BOB, fence: 8, since_ms: 1, tabs: 1 };
+  const ws2 = await accept(sockets, welcome({ state: state({ holder }) }));
+  assert.equal(ws2.last("acquire"), undefined);
+  assert.equal(client.holding, false);
+  assert.deepEqual(events.map(([, d]) => d), [{ reason: "taken_over", by: BOB }]);
+});
+
+test("after a reconnect, no holder in welcome means expired", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1006);
+  const events = record(client, clock, ["released"]);
+  clock.advance(0);
+  const ws2 = await accept(sockets);
+  assert.equal(ws2.last("acquire"), undefined);
+  assert.equal(client.holding, false);
+  assert.deepEqual(events.map(([, d]) => d.reason), ["expired"]);
+});
+
+test("a busy answer to the rejoin means we lost the lease", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1006);
+  clock.advance(0);
+  const holder = { user: ME, fence: 7, since_ms: 1, tabs: 1 };
+  const ws2 = await accept(sockets, welcome({ state: state({ holder }) }));
+  const events = record(client, clock, ["released"]);
+  ws2.receive({ type: "busy", id: ws2.last("acquire").id, holder: { user: BOB, since_ms: 2, tabs: 1 } });
+  await flush();
+  assert.equal(client.holding, false);
+  assert.deepEqual(events.map(([, d]) => d), [{ reason: "taken_over", by: BOB }]);
+});
+
+test("a queued wait is renewed after a reconnect", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  const p = client.acquire({ wait: true });
+  ws.receive({ type: "queued", id: ws.last("acquire").id, position: 3 });
+  await p;
+  ws.serverClose(1006);
+  clock.advance(0);
+  const ws2 = await accept(sockets);
+  assert.equal(ws2.last("acquire")?.wait, true);
+});
+
+test("status() is sent with an id and re-sent after a reconnect", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  assert.equal(client.status({ active: false, meta: { cursor: 3 } }), true);
+  const m = ws.last("status");
+  assert.ok(m.id != null);
+  assert.deepEqual({ ...m, id: 0 }, { type: "status", id: 0, active: false, meta: { cursor: 3 } });
+  ws.serverClose(1006);
+  assert.equal(client.status({ active: true }), false);
+  clock.advance(0);
+  const ws2 = await accept(sockets);
+  assert.equal(ws2.last("status").active, true);
+});

@@ -1,0 +1,20 @@
+"""Runs the JS client's unit tests (node's built-in runner, no npm dependencies)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_js_unit_tests_pass() -> None:
+    proc = subprocess.run(
+        ["node", "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "# fail 0" in proc.stdout

@@ -1,0 +1,156 @@
+"""A test WebSocket client that speaks the presence protocol like a browser tab would.
+
+It answers pings by itself (unless told to play dead), records every message it receives, and
+lets a test await the first message matching a type and predicate, so tests synchronise on
+events rather than sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from presence import auth
+from presence.settings import DEV_SECRET
+
+Msg = dict[str, Any]
+_ids = itertools.count(1)
+
+
+def token(user: str, name: str | None = None, secret: str = DEV_SECRET, **kw: Any) -> str:
+    return auth.mint(secret, user, name or user.title(), **kw)
+
+
+class Tab:
+    def __init__(self, url: str, user: str, workspace: str, tab: str | None = None,
+                 secret: str = DEV_SECRET, answer_pings: bool = True, **token_kw: Any) -> None:
+        self.url = url
+        self.user = user
+        self.workspace = workspace
+        self.tab = tab or f"{user}-{next(_ids)}"
+        self.token = token(user, secret=secret, **token_kw)
+        self.answer_pings = answer_pings
+        self.messages: list[Msg] = []
+        self.ws: ClientConnection | None = None
+        self.welcome: Msg | None = None
+        self._new = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+        self.closed_code: int | None = None
+        self.closed_reason: str | None = None
+
+    async def connect(self, expect_welcome: bool = True, **kw: Any) -> Tab:
+        self.ws = await websockets.connect(self.url, max_size=None, **kw)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.send({"type": "hello", "token": self.token, "workspace": self.workspace, "tab": self.tab})
+        if expect_welcome:
+            self.welcome = await self.expect("welcome")
+        return self
+
+    async def send(self, msg: Msg | str) -> None:
+        assert self.ws is not None
+        await self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                msg["_t"] = time.monotonic()
+                if msg["type"] == "ping" and self.answer_pings:
+                    await self.ws.send(json.dumps({"type": "pong", "n": msg["n"]}))
+                async with self._new:
+                    self.messages.append(msg)
+                    self._new.notify_all()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if True:
+                self.closed_code = self.ws.close_code
+                self.closed_reason = self.ws.close_reason
+            async with self._new:
+                self._new.notify_all()
+
+    def of(self, kind: str) -> list[Msg]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    async def expect(self, kind: str, where: Callable[[Msg], bool] = lambda m: True,
+                     timeout: float = 5.0, after: int = 0) -> Msg:
+        """The first message of ``kind`` (from index ``after`` on) for which ``where`` holds."""
+        deadline = time.monotonic() + timeout
+        async with self._new:
+            while True:
+                for m in self.messages[after:]:
+                    if m["type"] == kind and where(m):
+                        return m
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(
+                        f"{self.user}/{self.tab}: connection closed ({self.closed_code} {self.closed_reason}) "
+                        f"before a {kind!r}; got {[m['type'] for m in self.messages]}"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{self.user}/{self.tab}: no {kind!r} within {timeout}s; got "
+                        f"{[(m['type'], m.get('reason') or m.get('change')) for m in self.messages[after:]]}"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new.wait(), left)
+
+    async def request(self, kind: str, timeout: float = 5.0, **fields: Any) -> Msg:
+        """Send a request with a fresh id and return the reply carrying that id."""
+        rid = next(_ids)
+        mark = len(self.messages)
+        await self.send({"type": kind, "id": rid, **fields})
+        async with self._new:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.messages[mark:]:
+                if m.get("id") == rid:
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no reply to {kind} #{rid}; got {[m['type'] for m in self.messages[mark:]]}")
+            async with self._new:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new.wait(), min(left, 0.5))
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.closed_code
+
+    def state(self) -> Msg:
+        """The latest state this tab was told about (welcome's or a state message)."""
+        for m in reversed(self.messages):
+            if m["type"] == "state":
+                return m
+            if m["type"] == "welcome":
+                return m["state"]  # type: ignore[no-any-return]
+        raise AssertionError("no state yet")
+
+    async def close(self, code: int = 1000) -> None:
+        if self.ws is not None:
+            await self.ws.close(code)
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._reader.cancel()
+
+    async def drop(self) -> None:
+        """Vanish without a close frame (network died, tab crashed)."""
+        if self.ws is not None:
+            self.ws.transport.abort()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
