@@ -8,8 +8,9 @@ in ``presence/lua/`` with a KEYS/ARGV/returns header each.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from .protocol import Person
 from .replica import Event, Snapshot, TabInfo, decode_event, encode_info
 from .settings import Settings
 from .store import Call, Store
+
+log = logging.getLogger("presence.lease")
 
 RENEW_CHUNK = 500  # leases per renew script call: bounds how long one call blocks Redis
 TOUCH_CHUNK = 200  # workspaces per touch script call
@@ -97,12 +100,31 @@ class TouchResult:
     events: list[Event]
 
 
+EventsObserver = Callable[[str, list[Event]], None]
+
+
 class LeaseStore:
+    """Typed calls to the workspace scripts.
+
+    ``observers`` are called with ``(workspace, events)`` for every event a script run by *this*
+    process published: each change is seen exactly once across all processes (audit, metrics).
+    """
+
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
         self.scripts = store.scripts
+        self.observers: list[EventsObserver] = []
         self._keys: dict[str, WorkspaceKeys] = {}
+
+    def _observe(self, workspace: str, events: list[Event]) -> None:
+        if not events:
+            return
+        for observer in self.observers:
+            try:
+                observer(workspace, events)
+            except Exception:
+                log.exception("events observer %r failed", observer)
 
     def keys(self, workspace: str) -> WorkspaceKeys:
         k = self._keys.get(workspace)
@@ -118,7 +140,9 @@ class LeaseStore:
     async def _run(self, name: str, workspace: str, *args: str | int) -> Outcome:
         k = self.keys(workspace)
         reply = await self.store.call(self.scripts[name], k.all, [*self._head(k), *args])
-        return _outcome(reply)
+        out = _outcome(reply)
+        self._observe(workspace, out.events)
+        return out
 
     async def acquire(self, workspace: str, user: str, name: str, tab: str, origin: str) -> Outcome:
         s = self.settings
@@ -223,4 +247,5 @@ class LeaseStore:
             for ws, (missing, *events) in zip(chunk, res, strict=True):
                 gone = list(_detail_decoder.decode(missing)) if missing else []
                 touched.append(TouchResult(ws, gone, [decode_event(e) for e in events]))
+                self._observe(ws, touched[-1].events)
         return renewed, touched

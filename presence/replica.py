@@ -40,10 +40,12 @@ class TabInfo(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Event(msgspec.Struct, rename={"from_": "from"}):
-    """One published change. ``lease`` events replace the holder (``None``: nobody)."""
+    """One published change. ``lease`` events replace the holder (``None``: nobody); those that end
+    a holder's lease carry it as ``prev``. ``at`` is the Redis time of the change (epoch ms)."""
 
     seq: int
     kind: str
+    at: int = 0
     lease: bool = False
     holder: HolderRecord | None = None
     ttl_ms: int | None = None
@@ -52,6 +54,7 @@ class Event(msgspec.Struct, rename={"from_": "from"}):
     by: Person | None = None
     reason: str | None = None
     origin: str = ""
+    prev: HolderRecord | None = None
     add: dict[str, str] = {}
     rm: dict[str, int] = {}
 

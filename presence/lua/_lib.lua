@@ -45,6 +45,10 @@ local function holder()
   return {fence = h[1], user = h[2], name = h[3], tab = h[4], since = h[5]}
 end
 
+local function holder_json(h)
+  return {fence = h.fence, user = h.user, name = h.name, tab = h.tab, since = h.since}
+end
+
 local function person(h)
   return {id = h.user, name = h.name}
 end
@@ -55,6 +59,7 @@ end
 
 local function emit(ev)
   ev.seq = str(counter(K_SEQ))
+  ev.at = str(now_ms())
   local msg = cjson.encode(ev)
   redis.call(PUBCMD, CHANNEL, msg)
   events[#events + 1] = msg
@@ -72,7 +77,8 @@ local function settle()
   local h = holder()
   if h and redis.call('GET', K_LEASE) ~= h.fence then
     redis.call('DEL', K_HOLDER)
-    emit({kind = 'expired', lease = true, holder = cjson.null, reason = 'expired', user = person(h)})
+    emit({kind = 'expired', lease = true, holder = cjson.null, reason = 'expired', user = person(h),
+          prev = holder_json(h)})
     return false
   end
   return h
@@ -131,10 +137,6 @@ local function holder_has_other_tab(h, scope, except, now)
     end
   end
   return false
-end
-
-local function holder_json(h)
-  return {fence = h.fence, user = h.user, name = h.name, tab = h.tab, since = h.since}
 end
 
 -- Grant the lease to a new holder: a new fence, SET (NX unless forced) PX ttl, the holder record.

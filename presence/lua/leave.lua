@@ -19,7 +19,8 @@ if clean and h and matches(h, t[1], t[3], scope) and not holder_has_other_tab(h,
   if grace <= 0 then
     redis.call('DEL', K_LEASE, K_HOLDER)
     emit(ev)
-    emit({kind = 'released', lease = true, holder = cjson.null, reason = 'released', user = person(h)})
+    emit({kind = 'released', lease = true, holder = cjson.null, reason = 'released', user = person(h),
+          prev = holder_json(h)})
     return reply('left', {ttl_ms = 0})
   end
   if pttl > grace then

@@ -12,7 +12,7 @@ if not h or (token ~= '' and h.fence ~= token) then
 end
 redis.call('DEL', K_LEASE, K_HOLDER)
 local ev = {kind = reason, lease = true, holder = cjson.null, reason = reason, user = person(h),
-            origin = origin}
+            origin = origin, prev = holder_json(h)}
 if by ~= '' then ev.by = cjson.decode(by) end
 emit(ev)
 return reply('released', {fence = h.fence})

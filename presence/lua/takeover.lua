@@ -15,7 +15,7 @@ end
 local g = grant(user, name, tab, ttl, h ~= false)
 if h then
   emit({kind = 'taken_over', lease = true, holder = holder_json(g), ttl_ms = ttl, user = person(g),
-        from = person(h), reason = 'taken_over', origin = origin})
+        from = person(h), reason = 'taken_over', origin = origin, prev = holder_json(h)})
   return reply('taken_over', {fence = g.fence, ttl_ms = ttl, from = person(h)})
 end
 emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ttl, user = person(g),
