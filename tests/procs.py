@@ -139,4 +139,5 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.kill()
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("PRESENCE_KEEP_LOGS"):
+            self.log_path.unlink(missing_ok=True)
