@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import httpx
-
 from procs import ROOT, ServerProcess
 from wsclient import Tab
 
