@@ -1,0 +1,229 @@
+"""The real ``static/presence.js`` and demo page in headless Chromium, against real
+``presence serve`` processes on a real redis-server. Two browser contexts are two users."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HAVE_BROWSER,
+    SERVER_DOWN_NOISE,
+    BrowserTab,
+    ConsoleLog,
+    needs_browser,
+    sync_playwright,
+)
+from conftest import Cluster
+from procs import RedisServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+pytestmark = [pytest.mark.browser, needs_browser, pytest.mark.timeout(90)]
+
+NewTab = Callable[[str, str], BrowserTab]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not HAVE_BROWSER:
+        pytest.skip("needs the playwright package and Debian's /usr/bin/chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture
+def new_page(browser: Browser, console: ConsoleLog) -> Iterator[Callable[[str], Page]]:
+    """``new_page(name)``: a page in a fresh browser context (one per user), watched for errors."""
+    contexts: list[BrowserContext] = []
+
+    def make(name: str) -> Page:
+        context = browser.new_context(viewport={"width": 1100, "height": 760})
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        console.watch(page, name)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def new_tab(new_page: Callable[[str], Page]) -> Callable[[str, str], BrowserTab]:
+    """``new_tab(name, base_url)``: a :class:`BrowserTab` driving the real client of ``base_url``."""
+
+    def make(name: str, base_url: str) -> BrowserTab:
+        page = new_page(name)
+        # the harness page (/healthz) has no <link rel=icon>: answer the browser's favicon request
+        page.context.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+        return BrowserTab(page, base_url)
+
+    return make
+
+
+def lease_key(prefix: str, workspace: str) -> str:
+    return f"{prefix}:{{{workspace}}}:lease"
+
+
+def test_acquire_then_busy_for_another_user(servers: Cluster, new_tab: NewTab, console: ConsoleLog) -> None:
+    server = servers.server("a")
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    assert alice.start("alice", "Alice", "doc-busy")["user"] == {"id": "alice", "name": "Alice"}
+    bob.start("bob", "Bob", "doc-busy")
+    # both see both in the viewer list
+    for tab in (alice, bob):
+        tab.wait("() => client.state.viewers.map((v) => v.user.id).sort().join() === 'alice,bob'")
+
+    got = alice.call("acquire")
+    assert got["acquired"] is True and isinstance(got["fence"], int)
+    assert alice.js("() => [client.holding, client.canEdit, client.fence]") == [True, True, got["fence"]]
+    assert alice.js("() => client.leaseRemainingMs") > 0
+
+    bob.wait("(f) => client.state.holder && client.state.holder.fence === f", got["fence"])
+    assert bob.js("() => client.state.holder.user") == {"id": "alice", "name": "Alice"}
+    refused = bob.call("acquire")
+    assert refused["acquired"] is False
+    assert refused["holder"]["user"] == {"id": "alice", "name": "Alice"}
+    assert bob.js("() => [client.holding, client.canEdit]") == [False, False]
+    assert [e["detail"]["holder"]["user"]["id"] for e in bob.events("busy")] == ["alice"]
+
+    # release: Bob hears it and may now acquire, with a higher fence
+    assert alice.call("release") == {"released": True, "reason": "released"}
+    assert alice.js("() => [client.holding, client.canEdit]") == [False, False]
+    bob.wait("() => client.state.holder === null")
+    second = bob.call("acquire")
+    assert second["acquired"] is True and second["fence"] > got["fence"]
+    alice.wait("() => client.state.holder && client.state.holder.user.id === 'bob'")
+    assert console.errors() == []
+
+
+def test_takeover_reaches_the_old_holder_as_released_taken_over(
+    servers: Cluster, new_tab: NewTab, console: ConsoleLog
+) -> None:
+    server = servers.server("a")
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    alice.start("alice", "Alice", "doc-takeover")
+    bob.start("bob", "Bob", "doc-takeover")
+    first = alice.call("acquire")
+    assert first["acquired"] is True
+
+    taken = bob.call("takeover")
+    taken_at = bob.events("acquired")[-1]["at"]
+    assert taken["acquired"] is True and taken["fence"] > first["fence"]
+    assert bob.js("() => [client.holding, client.canEdit]") == [True, True]
+
+    alice.wait("() => events.some((e) => e.type === 'released')")
+    released = alice.events("released")
+    assert [e["detail"]["reason"] for e in released] == ["taken_over"]
+    assert released[0]["detail"]["by"] == {"id": "bob", "name": "Bob"}
+    assert released[0]["at"] - taken_at < 1000, "the old holder must hear of the takeover within 1 s"
+    assert alice.js("() => [client.holding, client.canEdit]") == [False, False]
+    assert [e["detail"] for e in alice.events("canedit")] == [{"canEdit": True}, {"canEdit": False}]
+    alice.wait("(f) => client.state.holder && client.state.holder.fence === f", taken["fence"])
+    assert alice.js("() => client.state.holder.user.id") == "bob"
+    # the old holder cannot simply carry on: its acquire is now busy
+    assert alice.call("acquire")["acquired"] is False
+    assert console.errors() == []
+
+
+def test_server_killed_can_edit_turns_false_by_the_lease_deadline(
+    servers: Cluster, redis_server: RedisServer, prefix: str, new_tab: NewTab, console: ConsoleLog
+) -> None:
+    # FAST timings: heartbeat 300 ms, lease TTL 1500 ms
+    server = servers.server("a")
+    alice = new_tab("alice", server.http_url)
+    alice.start("alice", "Alice", "doc-deadline")
+    assert alice.call("acquire")["acquired"] is True
+    alice.wait("() => events.filter((e) => e.type === 'connection').length > 0")
+    assert alice.js("() => client.canEdit") is True
+
+    server.kill()  # SIGKILL: no close frame, no release, no more renewals
+    killed_at = time.time() * 1000
+    ttl_left = redis_server.client().pttl(lease_key(prefix, "doc-deadline"))
+    assert ttl_left > 0, "the lease must still be alive in Redis right after the kill"
+    expires_at = killed_at + ttl_left  # no later than the lease's real expiry in Redis
+
+    alice.wait("() => !client.canEdit", timeout_s=5)
+    flipped = [e for e in alice.events("canedit") if e["detail"] == {"canEdit": False}]
+    assert len(flipped) == 1
+    assert flipped[0]["at"] <= expires_at, (
+        f"canEdit turned false {flipped[0]['at'] - expires_at:.0f} ms after the lease could expire in Redis"
+    )
+    # the client learned it from its own deadline, not from the server: it still believes it holds
+    assert alice.js("() => [client.holding, client.connected, client.leaseRemainingMs]") == [True, False, 0]
+    assert alice.events("released") == []
+    assert console.errors(allow=SERVER_DOWN_NOISE) == []
+
+
+def test_server_restart_client_reconnects_and_rejoins_its_lease(
+    servers: Cluster, redis_server: RedisServer, prefix: str, new_tab: NewTab, console: ConsoleLog
+) -> None:
+    # a TTL long enough for the lease to outlive the restart plus the client's reconnect backoff
+    server = servers.server(
+        "a", PRESENCE_HEARTBEAT_MS="1000", PRESENCE_DEAD_AFTER_MS="3000", PRESENCE_LEASE_TTL_MS="12000",
+        PRESENCE_GRACE_MS="2000",
+    )
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    alice.start("alice", "Alice", "doc-restart")
+    bob.start("bob", "Bob", "doc-restart")
+    fence = alice.call("acquire")["fence"]
+    bob.wait("(f) => client.state.holder && client.state.holder.fence === f", fence)
+
+    server.kill()
+    alice.wait("() => !client.connected")
+    bob.wait("() => !client.connected")
+    down_at = alice.now_ms()
+    server.start()  # same port, same Redis
+
+    alice.wait("() => client.connected && client.canEdit", timeout_s=15)
+    rejoined = [e for e in alice.events("acquired") if e["at"] >= down_at]
+    assert rejoined, "the client must be told it holds the lease again"
+    assert all(e["detail"]["fence"] == fence for e in rejoined)
+    assert any(e["detail"]["rejoined"] for e in rejoined)
+    assert alice.js("() => [client.holding, client.fence]") == [True, fence]
+    assert alice.events("released") == [], "the lease was never lost"
+    assert int(redis_server.client().get(lease_key(prefix, "doc-restart")) or 0) == fence
+
+    # the other user reconnected too and sees the same holder, still with the same fence
+    bob.wait("(f) => client.connected && client.state.holder && client.state.holder.fence === f", fence,
+             timeout_s=15)
+    assert bob.js("() => client.state.holder.user.id") == "alice"
+    assert bob.call("acquire")["acquired"] is False
+    assert console.errors(allow=SERVER_DOWN_NOISE) == []
+
+
+def test_reload_keeps_the_tab_id_and_the_lease(servers: Cluster, new_tab: NewTab, console: ConsoleLog) -> None:
+    server = servers.server("a", PRESENCE_GRACE_MS="1500")
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    tab_id = alice.start("alice", "Alice", "doc-reload")["tab"]
+    bob.start("bob", "Bob", "doc-reload")
+    fence = alice.call("acquire")["fence"]
+    bob.wait("(f) => client.state.holder && client.state.holder.fence === f", fence)
+
+    # a reload fires pagehide (a clean close: the server keeps the lease for the grace period)
+    assert alice.start("alice", "Alice", "doc-reload")["tab"] == tab_id
+    alice.wait("() => client.holding && client.canEdit")
+    acquired = alice.events("acquired")
+    assert [(e["detail"]["fence"], e["detail"]["rejoined"]) for e in acquired] == [(fence, True)]
+    # Bob never saw the lease change hands
+    changes = bob.js("() => events.filter((e) => e.type === 'state' && e.detail.change)"
+                     ".map((e) => e.detail.change.kind)")
+    assert "released" not in changes and "expired" not in changes
+    assert bob.js("() => client.state.holder.fence") == fence
+    assert console.errors() == []
