@@ -9,12 +9,13 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import auth, session
+from . import admin, api, auth, session
 from .hub import Hub
 from .settings import Settings
 
@@ -96,9 +97,11 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/demo", demo),
         Route("/demo/token", demo_token),
+        *api.routes,  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
+        *admin.routes(hub, files),  # /admin/api, /dashboard, /metrics
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(session.ExposeAbort)])
     app.state.hub = hub
     app.state.settings = settings
     return app

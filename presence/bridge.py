@@ -8,6 +8,10 @@ connection open while no workspace is watched.
 Whenever a workspace channel is (re)confirmed after the connection dropped, messages may have
 been lost in between: the bridge reports it through ``on_resubscribed`` and the hub re-reads the
 workspace. redis-py's own reconnect-and-resubscribe shows up here the same way.
+
+On Redis Cluster the transport is :class:`~presence.shards.ShardRouter` instead: sharded
+subscriptions on the primary that serves each workspace's slot, the control channel classic; the
+same confirmations, waiters and re-reads apply.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import StoreUnavailable
+from .shards import ShardRouter
 from .store import Store
 
 log = logging.getLogger("presence.bridge")
@@ -40,7 +45,6 @@ class Bridge:
         self.control_channel = control_channel
         self.on_message = on_message
         self.on_resubscribed = on_resubscribed
-        self.sharded = store.cluster
         self.wanted: set[str] = set()
         self.active: set[str] = set()
         self.connected = False
@@ -49,9 +53,11 @@ class Bridge:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ever_confirmed: set[str] = set()
+        self._router = ShardRouter(self) if store.cluster else None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="pubsub bridge")
+        run = self._router.run() if self._router is not None else self._supervise()
+        self._task = asyncio.get_running_loop().create_task(run, name="pubsub bridge")
 
     async def subscribe(self, channel: str, timeout: float) -> None:
         """Make sure ``channel`` is subscribed; returns once Redis confirmed it."""
@@ -116,35 +122,26 @@ class Bridge:
             remove = self._requested - self.wanted
             if add:
                 self._requested |= add
-                if self.sharded:
-                    await pubsub.ssubscribe(*add)
-                else:
-                    await pubsub.subscribe(*add)
+                await pubsub.subscribe(*add)
             if remove:
                 self._requested -= remove
                 self.active -= remove
-                if self.sharded:
-                    await pubsub.sunsubscribe(*remove)
-                else:
-                    await pubsub.unsubscribe(*remove)
+                await pubsub.unsubscribe(*remove)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
-            if self.sharded:
-                msg = await pubsub.get_sharded_message(timeout=1.0)
-            else:
-                msg = await pubsub.get_message(timeout=1.0)
+            msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 continue
             kind, channel = msg["type"], msg["channel"]
-            if kind in ("message", "smessage"):
+            if kind == "message":
                 try:
                     self.on_message(channel, msg["data"])
                 except Exception:
                     log.exception("failed to handle a message on %s", channel)
-            elif kind in ("subscribe", "ssubscribe"):
+            elif kind == "subscribe":
                 self._confirmed(channel)
-            elif kind in ("unsubscribe", "sunsubscribe"):
+            elif kind == "unsubscribe":
                 self.active.discard(channel)
 
     def _confirmed(self, channel: str) -> None:

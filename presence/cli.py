@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, auth
+from . import __version__, auth, logctx
 from .settings import Settings, SettingsError
 
 
@@ -18,6 +18,9 @@ class _JsonFormatter(logging.Formatter):
             "time": self.formatTime(record), "level": record.levelname, "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in ("conn", "request"):  # set by logctx.ContextFilter
+            if value := getattr(record, key, ""):
+                entry[key] = value
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -25,10 +28,11 @@ class _JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(logctx.ContextFilter())
     if as_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(logctx.TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -73,6 +73,20 @@ class TakeoverForbidden(RequestError):
     code = "takeover_forbidden"
 
 
+class TakeoverCooldown(RequestError):
+    """A takeover right after another one: the cooldown stops takeover wars."""
+
+    code = "takeover_cooldown"
+
+
+class RequestPending(RequestError):
+    code = "request_pending"
+
+
+class NoRequest(RequestError):
+    code = "no_request"
+
+
 class Unavailable(RequestError):
     """Redis did not answer in time; the request may be retried."""
 

@@ -61,10 +61,12 @@ class Heartbeat:
             next_at += self.interval
             if next_at < loop.time():  # fell behind (paused process): do not burst
                 next_at = loop.time() + self.interval
+            started = loop.time()
             try:
                 await self.tick()
             except Exception:
                 log.exception("heartbeat tick failed")
+            self.hub.metrics.tick_seconds.observe(loop.time() - started)
             self.ticks += 1
 
     async def tick(self) -> None:
@@ -101,6 +103,7 @@ class Heartbeat:
         sent_at = loop.time()
         try:
             renewed, touched = await asyncio.wait_for(hub.lease.tick(leases, touch), timeout=self.interval)
+            hub.metrics.renew_seconds.observe(loop.time() - sent_at)
         except (StoreUnavailable, TimeoutError) as exc:
             if self._redis_ok:
                 log.warning("heartbeat: Redis unavailable (%r); leases rely on their local deadlines", exc)

@@ -12,19 +12,36 @@ import asyncio
 import logging
 import secrets
 from collections import Counter
+from collections.abc import Callable
 
 from .bridge import Bridge
 from .errors import (
+    NoRequest,
     NotHolder,
     Overloaded,
+    RequestPending,
     Restarting,
     StoreUnavailable,
+    TakeoverCooldown,
     TakeoverForbidden,
     TooMany,
     Unavailable,
 )
 from .lease import LeaseStore, Outcome
-from .protocol import Acquired, Busy, HolderView, Person, Released, Welcome
+from .metrics import Metrics
+from .ops import Ops
+from .protocol import (
+    Acquired,
+    Asked,
+    Busy,
+    Declined,
+    HolderView,
+    Person,
+    Queued,
+    Released,
+    RequestId,
+    Welcome,
+)
 from .replica import HolderRecord, TabInfo, decode_event
 from .room import Room
 from .settings import Settings
@@ -44,6 +61,8 @@ class Hub:
         self.server_id = server_id or secrets.token_hex(4)
         self.store = store or Store(settings)
         self.lease = LeaseStore(self.store, settings)
+        self.metrics = Metrics(self)
+        self.control_handlers: list[Callable[[str], None]] = []  # messages on <prefix>:control
         self.rooms: dict[str, Room] = {}
         self._rooms_by_channel: dict[str, Room] = {}
         self.tasks = TaskSet()
@@ -59,6 +78,7 @@ class Hub:
         from .heartbeat import Heartbeat  # cycle: the heartbeat drives the hub
 
         self.heartbeat = Heartbeat(self)
+        self.ops = Ops(self)  # audit log, server registry, control commands
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -69,6 +89,7 @@ class Hub:
             log.error("Redis unavailable at start-up (%s); serving 1013 until it answers", exc)
         self.bridge.start()
         self.heartbeat.start()
+        self.ops.start()
 
     async def stop(self) -> None:
         """Close every tab with 1012 (their leases stay: clients reconnect elsewhere within the
@@ -85,6 +106,7 @@ class Hub:
         await self.tasks.close()
         for room in self.rooms.values():
             room.close()
+        await self.ops.stop()  # flushes the audit log: needs the store
         await self.store.close()
 
     @property
@@ -209,18 +231,22 @@ class Hub:
         except StoreUnavailable as exc:
             raise Unavailable("Redis unavailable, try again") from exc
 
-    async def acquire(self, tab: Tab, request_id: object) -> Acquired | Busy:
+    async def acquire(self, tab: Tab, request_id: RequestId, wait: bool = False) -> Acquired | Busy | Queued:
         room = self.rooms[tab.workspace]
         sent_at = asyncio.get_running_loop().time()
         out = await self._script(
-            self.lease.acquire(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn)
+            self.lease.acquire(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn, wait)
         )
+        self.metrics.lease_request("acquire", out.status, asyncio.get_running_loop().time() - sent_at)
         room.apply(out.events)
         if out.status == "busy":
             return Busy(holder=self._holder_view(room, out.detail.get("holder")), id=request_id)  # type: ignore[arg-type]
+        if out.status == "queued":
+            tab.queue_position = out.int("position")
+            return Queued(position=tab.queue_position, id=request_id)
         return self._granted(room, tab, out, sent_at, request_id)
 
-    async def takeover(self, tab: Tab, request_id: object) -> Acquired:
+    async def takeover(self, tab: Tab, request_id: RequestId) -> Acquired:
         if not tab.may_take_over:
             raise TakeoverForbidden("your token does not allow taking over a lease")
         room = self.rooms[tab.workspace]
@@ -228,29 +254,90 @@ class Hub:
         out = await self._script(
             self.lease.takeover(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn)
         )
+        self.metrics.lease_request("takeover", out.status, asyncio.get_running_loop().time() - sent_at)
         room.apply(out.events)
+        if out.status == "cooldown":
+            raise TakeoverCooldown(
+                f"the lease was taken over moments ago; try again in {out.int('retry_ms')} ms"
+            )
         return self._granted(room, tab, out, sent_at, request_id)
 
-    def _granted(self, room: Room, tab: Tab, out: Outcome, sent_at: float, request_id: object) -> Acquired:
+    def _granted(self, room: Room, tab: Tab, out: Outcome, sent_at: float, request_id: RequestId) -> Acquired:
         fence = out.int("fence")
         tab.fence = fence
+        tab.queue_position = 0
         room.confirm(fence, sent_at, out.int("ttl_ms"))
-        return Acquired(
-            fence=fence, ttl_ms=room.ttl_left_ms(), id=request_id,  # type: ignore[arg-type]
-            rejoined=out.status == "rejoined",
-        )
+        return Acquired(fence=fence, ttl_ms=room.ttl_left_ms(), id=request_id, rejoined=out.status == "rejoined")
 
-    async def release(self, tab: Tab, request_id: object) -> Released:
+    async def release(self, tab: Tab, request_id: RequestId) -> Released:
+        """Give the lease up (it goes to the next in line), or leave the wait queue."""
         room = self.rooms[tab.workspace]
-        if tab.fence is None:
-            raise NotHolder("you do not hold the lease")
-        out = await self._script(self.lease.release(tab.workspace, tab.fence, "released", tab.conn))
+        if tab.fence is None and not tab.queue_position:
+            raise NotHolder("you neither hold the lease nor wait for it")
+        # A waiter passes fence 0, which matches no grant: None would mean "whoever holds it".
+        fence = tab.fence if tab.fence is not None else 0
+        out = await self._script(self.lease.release(tab.workspace, fence, "released", tab.conn))
         room.apply(out.events)
         if out.status == "not_holder":
             tab.fence = None
             raise NotHolder("you no longer hold the lease")
         tab.fence = None
-        return Released(reason="released", id=request_id)  # type: ignore[arg-type]
+        tab.queue_position = 0
+        return Released(reason="released", id=request_id)
+
+    async def request(self, tab: Tab, request_id: RequestId, message: str) -> Acquired | Asked:
+        """Politely ask the holder for the lease."""
+        room = self.rooms[tab.workspace]
+        sent_at = asyncio.get_running_loop().time()
+        out = await self._script(
+            self.lease.request(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn, message)
+        )
+        room.apply(out.events)
+        if out.status == "pending":
+            raise RequestPending("someone else's request is waiting for the holder's answer")
+        if out.status == "requested":
+            holder = self._holder_view(room, out.detail.get("holder"))
+            assert holder is not None
+            return Asked(holder=holder, deadline_ms=out.int("deadline_ms"), id=request_id)
+        return self._granted(room, tab, out, sent_at, request_id)
+
+    async def decline(self, tab: Tab, request_id: RequestId) -> Declined:
+        """The holder keeps the lease: the pending request ends."""
+        room = self.rooms[tab.workspace]
+        if tab.fence is None:
+            raise NotHolder("only the holder can decline a request")
+        out = await self._script(self.lease.handoff(tab.workspace, "decline", tab.fence, by=tab.user))
+        room.apply(out.events)
+        if out.status != "ended":
+            raise NoRequest("there is no pending request to decline")
+        return Declined(reason="declined", id=request_id)
+
+    def request_due(self, room: Room, conn: str) -> None:
+        """A local requester's deadline passed: take over (if allowed) or end the request."""
+        tab = room.tabs.get(conn)
+        may_take = self.settings.handoff_takeover and tab is not None and tab.may_take_over
+        self.tasks.spawn(self._request_due(room, conn, may_take), name=f"request deadline {conn}")
+
+    async def _request_due(self, room: Room, conn: str, may_take: bool) -> None:
+        try:
+            out = await self.lease.handoff(room.workspace, "timeout", conn, may_take_over=may_take)
+        except StoreUnavailable:
+            room.retry_request(conn, self.settings.heartbeat_ms)
+            return
+        if out.status == "early":
+            room.retry_request(conn, out.int("left_ms"))
+        room.apply(out.events)
+
+    def idle_due(self, room: Room, fence: int) -> None:
+        """The holder's tabs were all inactive for PRESENCE_IDLE_RELEASE_MS: release with reason idle."""
+        self.tasks.spawn(self._idle_release(room, fence), name=f"idle release {room.workspace}")
+
+    async def _idle_release(self, room: Room, fence: int) -> None:
+        try:
+            out = await self.lease.release(room.workspace, fence, "idle")
+        except StoreUnavailable:
+            return  # the next status change re-arms the timer
+        room.apply(out.events)
 
     async def status(self, tab: Tab) -> None:
         room = self.rooms[tab.workspace]
@@ -267,6 +354,10 @@ class Hub:
     # -- keeping rooms current ------------------------------------------------------------
 
     def _on_pubsub(self, channel: str, data: str) -> None:
+        if channel == self.bridge.control_channel:
+            for handler in self.control_handlers:
+                handler(data)
+            return
         room = self._rooms_by_channel.get(channel)
         if room is not None:
             room.apply([decode_event(data)])  # a room not filled yet sees a gap and re-reads

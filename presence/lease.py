@@ -41,6 +41,7 @@ class WorkspaceKeys:
     tabs: str
     info: str
     queue: str
+    request: str
 
     @classmethod
     def of(cls, prefix: str, workspace: str) -> WorkspaceKeys:
@@ -55,12 +56,13 @@ class WorkspaceKeys:
             tabs=f"{base}:tabs",
             info=f"{base}:info",
             queue=f"{base}:queue",
+            request=f"{base}:request",
         )
 
     @property
     def all(self) -> list[str]:
-        """The seven keys in the order every single-workspace script expects (see _lib.lua)."""
-        return [self.lease, self.holder, self.fence, self.seq, self.tabs, self.info, self.queue]
+        """The eight keys in the order every single-workspace script expects (see _lib.lua)."""
+        return [self.lease, self.holder, self.fence, self.seq, self.tabs, self.info, self.queue, self.request]
 
 
 @dataclass(slots=True)
@@ -134,8 +136,9 @@ class LeaseStore:
             k = self._keys[workspace] = WorkspaceKeys.of(self.settings.key_prefix, workspace)
         return k
 
-    def _head(self, k: WorkspaceKeys) -> list[str]:
-        return [k.channel, self.store.publish_command]
+    def _head(self, k: WorkspaceKeys) -> list[str | int]:
+        s = self.settings
+        return [k.channel, self.store.publish_command, s.lease_ttl_ms, s.lease_scope]
 
     async def _run(self, name: str, workspace: str, *args: str | int) -> Outcome:
         k = self.keys(workspace)
@@ -144,13 +147,29 @@ class LeaseStore:
         self._observe(workspace, out.events)
         return out
 
-    async def acquire(self, workspace: str, user: str, name: str, tab: str, origin: str) -> Outcome:
-        s = self.settings
-        return await self._run("acquire", workspace, user, name, tab, origin, s.lease_scope, s.lease_ttl_ms)
+    async def acquire(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False
+    ) -> Outcome:
+        return await self._run("acquire", workspace, user, name, tab, origin, "1" if wait else "0")
 
     async def takeover(self, workspace: str, user: str, name: str, tab: str, origin: str) -> Outcome:
-        s = self.settings
-        return await self._run("takeover", workspace, user, name, tab, origin, s.lease_scope, s.lease_ttl_ms)
+        cooldown = self.settings.takeover_cooldown_ms
+        return await self._run("takeover", workspace, user, name, tab, origin, cooldown)
+
+    async def request(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
+    ) -> Outcome:
+        """Ask the holder for the lease (polite handoff)."""
+        timeout = self.settings.handoff_timeout_ms
+        return await self._run("request", workspace, user, name, tab, origin, message, timeout)
+
+    async def handoff(
+        self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None
+    ) -> Outcome:
+        """Resolve a pending request: ``decline`` (arg: the holder's fence), ``cancel`` or
+        ``timeout`` (arg: the requester's conn)."""
+        by_json = _person_encoder.encode(by).decode() if by is not None else ""
+        return await self._run("handoff", workspace, mode, str(arg), "1" if may_take_over else "0", by_json)
 
     async def release(
         self, workspace: str, fence: int | None, reason: str = "released", origin: str = "",
@@ -162,10 +181,8 @@ class LeaseStore:
         return await self._run("release", workspace, token, reason, origin, by_json)
 
     async def join(self, workspace: str, conn: str, info: TabInfo) -> Joined:
-        s = self.settings
         out = await self._run(
-            "join", workspace, conn, encode_info(info), info.user, info.tab, s.lease_scope,
-            s.presence_ttl_ms, s.lease_ttl_ms,
+            "join", workspace, conn, encode_info(info), info.user, info.tab, self.settings.presence_ttl_ms
         )
         d = out.detail
         snapshot = msgspec.convert(d["snapshot"], Snapshot, strict=False)
@@ -173,8 +190,7 @@ class LeaseStore:
         return Joined(bool(d["rejoined"]), fence, snapshot, out.events)
 
     async def leave(self, workspace: str, conn: str, clean: bool) -> Outcome:
-        s = self.settings
-        return await self._run("leave", workspace, conn, "1" if clean else "0", s.grace_ms, s.lease_scope)
+        return await self._run("leave", workspace, conn, "1" if clean else "0", self.settings.grace_ms)
 
     async def status(self, workspace: str, conn: str, info: TabInfo) -> Outcome:
         return await self._run("status", workspace, conn, encode_info(info))
@@ -219,7 +235,7 @@ class LeaseStore:
                 args: list[str | int] = [self.settings.presence_ttl_ms, self.store.publish_command]
                 for ws in chunk:
                     k = self.keys(ws)
-                    keys += [k.tabs, k.info, k.seq]
+                    keys += [k.tabs, k.info, k.seq, k.queue, k.request]
                     args += [k.channel, len(tabs[ws]), *tabs[ws]]
                 calls.append((chunk, Call(self.scripts["touch"], keys, args)))
         return calls

@@ -18,6 +18,7 @@ RequestId = str | int | None
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9._~:@/-]{1,200}")
 TAB_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 MAX_META_BYTES = 1024
+MAX_REQUEST_MESSAGE = 500
 
 
 class _Message(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknown_fields=False):
@@ -28,9 +29,9 @@ class _Message(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unkn
 
 
 class Hello(_Message, tag="hello"):
-    token: str
     workspace: str
     tab: str
+    token: str | None = None  # missing: closed 4401 like a bad token, so clients fetch a new one
     client: str | None = None
 
 
@@ -57,7 +58,20 @@ class Status(_Message, tag="status"):
     meta: dict[str, Any] | None = None
 
 
-ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status
+class Request(_Message, tag="request"):
+    """Politely ask the holder for the lease."""
+
+    id: RequestId = None
+    message: str = ""
+
+
+class Decline(_Message, tag="decline"):
+    """The holder keeps the lease and turns the pending request down."""
+
+    id: RequestId = None
+
+
+ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status | Request | Decline
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
@@ -95,11 +109,19 @@ class Change(msgspec.Struct, omit_defaults=True, rename={"from_": "from"}):
     from_: Person | None = None
 
 
+class RequestView(msgspec.Struct):
+    by: Person
+    message: str
+    deadline_at: int  # epoch ms, Redis clock
+
+
 class StateView(msgspec.Struct, omit_defaults=False):
     workspace: str
     seq: int
     holder: HolderView | None
     viewers: list[Viewer]
+    queue: list[Person] = []
+    request: RequestView | None = None
 
 
 class Welcome(_Message, tag="welcome"):
@@ -117,6 +139,8 @@ class State(_Message, tag="state"):
     seq: int
     holder: HolderView | None
     viewers: list[Viewer]
+    queue: list[Person]
+    request: RequestView | None
     change: Change | None = None
 
 
@@ -143,6 +167,30 @@ class Released(_Message, tag="released"):
     by: Person | None = None
 
 
+class Asked(_Message, tag="asked"):
+    """Reply to ``request``: the holder was asked and has ``deadline_ms`` to answer."""
+
+    holder: HolderView
+    deadline_ms: int
+    id: RequestId = None
+
+
+class Requested(_Message, tag="requested"):
+    """To the holder's tabs: someone asks for the lease."""
+
+    by: Person
+    deadline_ms: int
+    message: str = ""
+
+
+class Declined(_Message, tag="declined"):
+    """A request ended without handing the lease over: declined, timeout or cancelled."""
+
+    reason: str
+    id: RequestId = None
+    by: Person | None = None
+
+
 class Ping(_Message, tag="ping"):
     n: int
     ttl_ms: int | None = None
@@ -154,7 +202,9 @@ class Error(_Message, tag="error"):
     id: RequestId = None
 
 
-ServerMessage = Welcome | State | Acquired | Busy | Queued | Released | Ping | Error
+ServerMessage = (
+    Welcome | State | Acquired | Busy | Queued | Released | Asked | Requested | Declined | Ping | Error
+)
 
 _encoder = msgspec.json.Encoder()
 

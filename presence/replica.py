@@ -11,7 +11,7 @@ import enum
 
 import msgspec
 
-from .protocol import HolderView, Person, StateView, Viewer
+from .protocol import HolderView, Person, RequestView, StateView, Viewer
 
 
 class HolderRecord(msgspec.Struct, frozen=True):
@@ -39,6 +39,20 @@ class TabInfo(msgspec.Struct, array_like=True, frozen=True):
     server: str
 
 
+class RequestRecord(msgspec.Struct, frozen=True):
+    """A pending polite-handoff request: ``conn`` asks the holder; answer due by ``deadline``."""
+
+    conn: str
+    user: str
+    name: str
+    message: str
+    deadline: int
+
+    @property
+    def person(self) -> Person:
+        return Person(self.user, self.name)
+
+
 class Event(msgspec.Struct, rename={"from_": "from"}):
     """One published change. ``lease`` events replace the holder (``None``: nobody); those that end
     a holder's lease carry it as ``prev``. ``at`` is the Redis time of the change (epoch ms)."""
@@ -57,6 +71,12 @@ class Event(msgspec.Struct, rename={"from_": "from"}):
     prev: HolderRecord | None = None
     add: dict[str, str] = {}
     rm: dict[str, int] = {}
+    # Absent: unchanged; null: now empty / none.
+    queue: dict[str, int] | msgspec.UnsetType | None = msgspec.UNSET
+    request: RequestRecord | msgspec.UnsetType | None = msgspec.UNSET
+    handoff: str = ""  # conn the lease was handed to (queue head or requester)
+    target: str = ""  # conn a request_ended event answers
+    wait_ms: int | None = None  # a new request's answer timeout
 
 
 class Snapshot(msgspec.Struct):
@@ -66,6 +86,8 @@ class Snapshot(msgspec.Struct):
     holder: HolderRecord | None
     ttl_ms: int
     tabs: dict[str, str] | None = None
+    queue: dict[str, int] | None = None
+    request: RequestRecord | None = None
 
 
 _event_decoder = msgspec.json.Decoder(Event, strict=False)
@@ -84,6 +106,10 @@ def decode_snapshot(raw: str | bytes) -> Snapshot:
 
 def encode_info(info: TabInfo) -> str:
     return _info_encoder.encode(info).decode()
+
+
+def _ordered(queue: dict[str, int] | None) -> list[str]:
+    return sorted(queue or {}, key=lambda conn: (queue or {})[conn])
 
 
 def _decode_info(raw: str) -> TabInfo | None:
@@ -107,6 +133,8 @@ class Replica:
         self.seq = 0
         self.holder: HolderRecord | None = None
         self.tabs: dict[str, TabInfo] = {}
+        self.queue: list[str] = []  # conns, first in line first
+        self.request: RequestRecord | None = None
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
@@ -115,6 +143,8 @@ class Replica:
         self.seq = snapshot.seq
         self.holder = snapshot.holder
         self.tabs = {c: i for c, raw in (snapshot.tabs or {}).items() if (i := _decode_info(raw)) is not None}
+        self.queue = _ordered(snapshot.queue)
+        self.request = snapshot.request
         return True
 
     def apply(self, event: Event) -> Applied:
@@ -130,6 +160,10 @@ class Replica:
                 self.tabs[conn] = info
         if event.lease:
             self.holder = event.holder
+        if event.queue is not msgspec.UNSET:
+            self.queue = _ordered(event.queue)
+        if event.request is not msgspec.UNSET:
+            self.request = event.request
         return Applied.APPLIED
 
     def holder_tabs(self) -> int:
@@ -157,5 +191,22 @@ class Replica:
                 v.active = v.active or info.active
         return sorted(by_user.values(), key=lambda v: (v.user.name, v.user.id))
 
+    def waiting(self) -> list[Person]:
+        """Users in the wait queue, first in line first (a user once, at their best place)."""
+        seen: dict[str, Person] = {}
+        for conn in self.queue:
+            info = self.tabs.get(conn)
+            if info is not None and info.user not in seen:
+                seen[info.user] = Person(info.user, info.name)
+        return list(seen.values())
+
+    def request_view(self) -> RequestView | None:
+        r = self.request
+        if r is None:
+            return None
+        return RequestView(by=r.person, message=r.message, deadline_at=r.deadline)
+
     def view(self) -> StateView:
-        return StateView(self.workspace, self.seq, self.holder_view(), self.viewers())
+        return StateView(
+            self.workspace, self.seq, self.holder_view(), self.viewers(), self.waiting(), self.request_view()
+        )

@@ -1,37 +1,69 @@
 """Room: the tabs this process has in one workspace, the workspace's replica, and its timers.
 
 A room turns replica changes into messages: every local tab gets a fresh ``state``; tabs of the
-new holder get ``acquired``; tabs of the old one get ``released`` with the reason. It keeps two
-timers, neither of which waits on Redis:
+new holder get ``acquired``; tabs of the old one get ``released`` with the reason; waiters get
+their ``queued`` position; the holder hears of handoff requests and requesters of their end.
+Its timers never wait on Redis:
 
 - the *expiry watch*, armed at the lease's PTTL, after which the owner checks Redis and
   announces a lease that expired silently (no keyspace notifications needed);
 - the *local deadline* (monotonic time before the last confirmed renewal + TTL - margin): when it
-  passes without a newer confirmation, the holder's local tabs are told ``released{lost}``.
+  passes without a newer confirmation, the holder's local tabs are told ``released{lost}``;
+- the *request deadline* of a local requester's handoff request, and the *idle timer* of a
+  holder whose tabs all report inactive (``PRESENCE_IDLE_RELEASE_MS``).
 
-The room does no I/O: it asks its owner (:class:`RoomOwner`) to re-read or check the workspace.
+The room does no I/O: it asks its owner (:class:`RoomOwner`) to re-read, check or act.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from .protocol import Acquired, Change, Person, Released, State
+from .protocol import Acquired, Change, Declined, Person, Queued, Released, Requested, State
 from .replica import Applied, Event, HolderRecord, Replica, Snapshot
 from .settings import Settings
 from .tab import Tab
 
 log = logging.getLogger("presence.room")
 
-_LEASE_CHANGES = {"acquired", "released", "expired", "taken_over", "revoked", "idle"}
+_CHANGE_KINDS = {"joined", "left", "acquired", "released", "expired", "taken_over", "revoked", "idle"}
 
 
 class RoomOwner(Protocol):
     def resync(self, room: Room) -> None: ...
 
     def check_expiry(self, room: Room) -> None: ...
+
+    def request_due(self, room: Room, conn: str) -> None: ...
+
+    def idle_due(self, room: Room, fence: int) -> None: ...
+
+
+class Timer:
+    """At most one pending call; re-arming replaces it."""
+
+    def __init__(self) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
+        self.cancel()
+        self._handle = asyncio.get_running_loop().call_later(max(0.0, delay), self._fire, callback, args)
+
+    def _fire(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._handle = None
+        callback(*args)
+
+    @property
+    def armed(self) -> bool:
+        return self._handle is not None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Room:
@@ -48,8 +80,10 @@ class Room:
         self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
         self.deadline: float | None = None  # loop time; local lease deadline for ``deadline_fence``
         self.deadline_fence: int | None = None
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._deadline = Timer()
+        self._expiry = Timer()
+        self._request = Timer()
+        self._idle = Timer()
         self.closed = False
 
     def __repr__(self) -> str:
@@ -78,10 +112,8 @@ class Room:
                 self.owner.resync(self)
                 return
             if result is Applied.APPLIED:
-                if event.lease and event.ttl_ms is not None:
-                    self._arm_expiry(event.ttl_ms)
-                elif event.ttl_ms is not None and self.replica.holder is not None:
-                    self._arm_expiry(event.ttl_ms)  # grace shortened the lease
+                if event.ttl_ms is not None and self.replica.holder is not None:
+                    self._arm_expiry(event.ttl_ms)  # a new lease, or grace shortened it
                 self._changed(before, event)
 
     def reset(self, snapshot: Snapshot) -> None:
@@ -96,33 +128,60 @@ class Room:
 
     def _changed(self, before: HolderRecord | None, event: Event | None) -> None:
         after = self.replica.holder
-        loop = asyncio.get_running_loop()
         origin = event.origin if event is not None else ""
         if after is None:
-            self._cancel_expiry()
+            self._expiry.cancel()
         if after is not None and (before is None or before.fence != after.fence):
             # A holder we learnt of from an event: its TTL started about now.
             ttl = event.ttl_ms if event is not None and event.ttl_ms else self.settings.lease_ttl_ms
             if any(self.holds(t, after) for t in self.tabs.values()):
-                self.confirm(after.fence, loop.time(), ttl)
+                self.confirm(after.fence, asyncio.get_running_loop().time(), ttl)
         state = self.state_message(event)
+        positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
         for tab in list(self.tabs.values()):
             if not tab.welcomed:
                 continue  # its welcome will carry the state
-            if self.holds(tab, after):
-                assert after is not None
-                if tab.fence != after.fence:
-                    tab.fence = after.fence
-                    if tab.conn != origin:
-                        tab.send(Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms()))
-            elif tab.fence is not None:
-                tab.fence = None
-                if tab.conn != origin:
-                    reason, by = self._loss_reason(event, after)
-                    tab.send(Released(reason=reason, by=by))
+            self._tell_lease(tab, after, event, origin)
+            position = positions.get(tab.conn, 0)
+            if position != tab.queue_position:
+                tab.queue_position = position
+                if position and tab.conn != origin:
+                    tab.send(Queued(position=position))
             tab.send(state)
         if after is None or not any(self.holds(t, after) for t in self.tabs.values()):
             self._cancel_deadline()
+        if event is not None:
+            self._tell_request(event)
+        self._watch_policies()
+
+    def _tell_lease(self, tab: Tab, after: HolderRecord | None, event: Event | None, origin: str) -> None:
+        if after is not None and self.holds(tab, after):
+            if tab.fence != after.fence:
+                tab.fence = after.fence
+                if tab.conn != origin:
+                    tab.send(Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms()))
+        elif tab.fence is not None:
+            tab.fence = None
+            if tab.conn != origin:
+                reason, by = self._loss_reason(event, after)
+                tab.send(Released(reason=reason, by=by))
+
+    def _tell_request(self, event: Event) -> None:
+        request = self.replica.request
+        if event.kind == "requested" and request is not None:
+            wait_ms = event.wait_ms or self.settings.handoff_timeout_ms
+            for tab in self.holder_tabs():
+                tab.send(Requested(by=request.person, deadline_ms=wait_ms, message=request.message))
+            if request.conn in self.tabs:
+                self._request.arm(wait_ms / 1000 + 0.05, self.owner.request_due, self, request.conn)
+        if event.kind == "request_ended" and event.target in self.tabs and event.target != event.origin:
+            self.tabs[event.target].send(Declined(reason=event.reason or "declined", by=event.by))
+        if request is None or request.conn not in self.tabs:
+            self._request.cancel()
+
+    def retry_request(self, conn: str, left_ms: int) -> None:
+        """The request deadline has not passed in Redis time yet: look again then."""
+        self._request.arm(left_ms / 1000 + 0.05, self.owner.request_due, self, conn)
 
     @staticmethod
     def _loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
@@ -136,11 +195,30 @@ class Room:
     def state_message(self, event: Event | None = None) -> State:
         r = self.replica
         change = None
-        if event is not None and event.kind != "status" and (event.kind in _LEASE_CHANGES or event.user):
+        if event is not None and event.kind in _CHANGE_KINDS:
             change = Change(kind=event.kind, user=event.user, from_=event.from_)
         return State(
-            workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(), change=change
+            workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
+            queue=r.waiting(), request=r.request_view(), change=change,
         )
+
+    # -- idle policy ----------------------------------------------------------------------
+
+    def _watch_policies(self) -> None:
+        h = self.replica.holder
+        idle_ms = self.settings.idle_release_ms
+        if idle_ms <= 0 or h is None or not self.holder_tabs():
+            self._idle.cancel()
+            return
+        holder_tabs = [
+            t for t in self.replica.tabs.values()
+            if t.user == h.user and (self.settings.lease_scope == "user" or t.tab == h.tab)
+        ]
+        if holder_tabs and not any(t.active for t in holder_tabs):
+            if not self._idle.armed:
+                self._idle.arm(idle_ms / 1000, self.owner.idle_due, self, h.fence)
+        else:
+            self._idle.cancel()
 
     # -- local deadline -------------------------------------------------------------------
 
@@ -151,9 +229,7 @@ class Room:
         if self.deadline_fence == fence and self.deadline is not None and deadline <= self.deadline:
             return
         self.deadline, self.deadline_fence = deadline, fence
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._deadline_passed)
+        self._deadline.arm(deadline - asyncio.get_running_loop().time(), self._deadline_passed)
         self._arm_expiry(ttl)
 
     def ttl_left_ms(self) -> int:
@@ -162,7 +238,6 @@ class Room:
         return max(0, int((self.deadline - asyncio.get_running_loop().time()) * 1000))
 
     def _deadline_passed(self) -> None:
-        self._deadline_timer = None
         fence = self.deadline_fence
         self.deadline = self.deadline_fence = None
         lost = [t for t in self.tabs.values() if t.fence is not None and t.fence == fence]
@@ -176,37 +251,26 @@ class Room:
         self.owner.resync(self)
 
     def _cancel_deadline(self) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer = None
+        self._deadline.cancel()
         self.deadline = self.deadline_fence = None
 
     # -- expiry watch ---------------------------------------------------------------------
 
     def _arm_expiry(self, ttl_ms: int) -> None:
-        if self.closed:
-            return
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        # A little after the PTTL, so the key is surely gone when we look.
-        delay = max(0, ttl_ms) / 1000 + 0.02
-        self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expiry_due)
+        if not self.closed:
+            # A little after the PTTL, so the key is surely gone when we look.
+            self._expiry.arm(max(0, ttl_ms) / 1000 + 0.02, self._expiry_due)
 
     def rearm_expiry(self, ttl_ms: int) -> None:
         self._arm_expiry(ttl_ms)
 
     def _expiry_due(self) -> None:
-        self._expiry_timer = None
         if self.replica.holder is not None:
             self.owner.check_expiry(self)
-
-    def _cancel_expiry(self) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        self._expiry_timer = None
 
     def close(self) -> None:
         """Stop the timers; the room is no longer used. Idempotent."""
         self.closed = True
-        self._cancel_expiry()
+        for timer in (self._expiry, self._request, self._idle):
+            timer.cancel()
         self._cancel_deadline()

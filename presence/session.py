@@ -17,20 +17,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import auth
-from .errors import BadMessage, CloseError, ProtocolViolation, RateLimited, RequestError, TimedOut, TooMany
+from . import auth, logctx
+from .errors import BadMessage, BadToken, CloseError, ProtocolViolation, RateLimited, RequestError, TimedOut, TooMany
 from .hub import Hub
 from .limits import TokenBucket, WindowCounter
 from .protocol import (
     MAX_META_BYTES,
+    MAX_REQUEST_MESSAGE,
     Acquire,
     ClientMessage,
+    Decline,
     Error,
     Hello,
     Pong,
     Release,
+    Request,
     Status,
     Takeover,
     decode_client,
@@ -44,6 +48,30 @@ log = logging.getLogger("presence.session")
 
 BAD_FRAMES_PER_MINUTE = 10
 CLEAN_CLOSE_CODES = (1000, 1001)
+
+
+ABORT_SCOPE_KEY = "presence.abort"
+
+
+class ExposeAbort:
+    """ASGI middleware: puts the server connection's ``abort`` into a WebSocket's scope.
+
+    A close frame to a client that stopped reading waits behind its full send buffer forever;
+    the tab's close watchdog aborts such a connection instead. ASGI has no abort, so this reaches
+    the transport of the server's protocol object (uvicorn) when there is one; without it the
+    watchdog only logs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            abort = getattr(transport, "abort", None)
+            if callable(abort):
+                scope[ABORT_SCOPE_KEY] = abort
+        await self.app(scope, receive, send)
 
 
 def origin_allowed(settings: Settings, origin: str | None, host: str | None) -> bool:
@@ -68,7 +96,12 @@ async def serve(websocket: WebSocket) -> None:
     try:
         tab = await _handshake(websocket, hub)
     except CloseError as exc:
+        hub.metrics.closed(exc.close_code)
         await _close(websocket, exc.close_code, str(exc))
+        return
+    except Exception:  # a bug or an unexpected Redis reply: this connection ends, nobody else's
+        log.exception("handshake failed")
+        await _close(websocket, 1011, "internal error")
         return
     if tab is None:
         return
@@ -100,13 +133,18 @@ async def _handshake(websocket: WebSocket, hub: Hub) -> Tab | None:
         raise ProtocolViolation("invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -")
     if not valid_tab(hello.tab):
         raise ProtocolViolation("invalid tab id: 1-128 characters of A-Z a-z 0-9 . _ ~ : @ -")
+    if not hello.token:
+        raise BadToken("missing token")
     identity = auth.verify(hello.token, settings.signing_key)
     identity.check_workspace(hello.workspace)
     hub.admit(identity.user)
     tab = Tab(
         websocket, hub.next_conn(), identity.user, hello.workspace, hello.tab,
         may_take_over=identity.may_take_over, queue_size=settings.send_queue_size,
+        abort=websocket.scope.get(ABORT_SCOPE_KEY),
     )
+    tab.on_send = hub.metrics.message_out
+    logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
     tab.start()
     try:
         await hub.join(tab)
@@ -132,6 +170,7 @@ class Session:
         self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
         self.refused = WindowCounter(s.rate_burst, 10.0)
         self.bad = WindowCounter(BAD_FRAMES_PER_MINUTE - 1, 60.0)
+        self.throttled = False  # the last message was refused and told so
 
     async def run(self) -> None:
         tab = self.tab
@@ -150,6 +189,8 @@ class Session:
                 except CloseError as exc:
                     tab.close(exc.close_code, str(exc))
         finally:
+            if tab.closing is not None:
+                self.hub.metrics.closed(tab.closing.code)
             await self.hub.leave(tab, clean)
             self.hub.dismiss(tab.user)
             await tab.stop()
@@ -160,14 +201,19 @@ class Session:
         if not self.bucket.allow():
             if self.refused.hit():
                 raise TooMany("message rate limit exceeded")
-            tab.send(Error(code=RateLimited.code, message="too many messages, slow down"))
+            if not self.throttled:  # one error per streak: a flood is not answered with a flood
+                self.throttled = True
+                tab.send(Error(code=RateLimited.code, message="too many messages, slow down"))
             return
+        self.throttled = False
         try:
             message = decode_client(payload)
         except msgspec.MsgspecError as exc:
             self._bad(str(exc))
             return
         request_id = getattr(message, "id", None)
+        self.hub.metrics.message_in(type(message).__name__.lower())
+        logctx.request_id.set("" if request_id is None else str(request_id)[:64])
         try:
             await self.dispatch(message)
         except RequestError as exc:
@@ -183,8 +229,8 @@ class Session:
         match message:
             case Pong(n=n):
                 tab.pong(n)
-            case Acquire(id=rid):
-                tab.send(await hub.acquire(tab, rid))
+            case Acquire(id=rid, wait=wait):
+                tab.send(await hub.acquire(tab, rid, wait))
             case Takeover(id=rid):
                 tab.send(await hub.takeover(tab, rid))
             case Release(id=rid):
@@ -198,5 +244,12 @@ class Session:
                 if meta is not None:
                     tab.meta = meta
                 await hub.status(tab)
+            case Request(id=rid, message=text):
+                if len(text) > MAX_REQUEST_MESSAGE:
+                    self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)
+                    return
+                tab.send(await hub.request(tab, rid, text))
+            case Decline(id=rid):
+                tab.send(await hub.decline(tab, rid))
             case Hello():
                 self._bad("hello was already received")

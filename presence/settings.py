@@ -42,6 +42,11 @@ class Settings:
     rate_burst: int = 40
     max_tabs_per_user: int = 100
     send_queue_size: int = 256
+    handoff_timeout_ms: int = 30000
+    handoff_takeover: bool = True
+    takeover_cooldown_ms: int = 0
+    idle_release_ms: int = 0
+    audit_max_len: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000
     allow_dev_on_public: bool = False
@@ -111,6 +116,14 @@ class Settings:
             problems.append("PRESENCE_MAX_MESSAGE_BYTES must be at least 1024")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             problems.append("PRESENCE_RATE_LIMIT must be positive (messages per second, burst twice that)")
+        if self.audit_max_len < 100:
+            problems.append("PRESENCE_AUDIT_MAX_LEN must be at least 100 (audit stream entries kept)")
+        if self.handoff_timeout_ms < 1000:
+            problems.append("PRESENCE_HANDOFF_TIMEOUT_MS must be at least 1000 (the holder needs time to answer)")
+        if self.takeover_cooldown_ms < 0:
+            problems.append("PRESENCE_TAKEOVER_COOLDOWN_MS must be 0 (off) or positive")
+        if self.idle_release_ms < 0:
+            problems.append("PRESENCE_IDLE_RELEASE_MS must be 0 (off) or positive")
         if self.max_tabs_per_user < 1:
             problems.append("PRESENCE_MAX_TABS_PER_USER must be at least 1")
         if self.redis_cluster and self.redis_url is None:
@@ -160,33 +173,31 @@ class Settings:
 
 _ENV_NAMES = {"port": "PRESENCE_PORT", "host": "PRESENCE_HOST"}
 
-_INT_FIELDS = {
-    "heartbeat_ms", "dead_after_ms", "lease_ttl_ms", "grace_ms", "hello_timeout_ms",
-    "max_message_bytes", "rate_burst", "max_tabs_per_user", "send_queue_size", "port",
-}
-_BOOL_FIELDS = {"redis_cluster", "allow_dev_on_public", "log_json"}
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 
 
 def _parse(name: str, raw: str) -> object:
+    """Parse one variable by the type of its field."""
     env_name = _ENV_NAMES.get(name, "PRESENCE_" + name.upper())
-    if name in _INT_FIELDS:
+    kind = _FIELD_TYPES[name]
+    if kind == "int":
         try:
             return int(raw)
         except ValueError:
             raise ValueError(f"{env_name} must be a whole number, got {raw!r}") from None
-    if name == "rate_limit":
+    if kind == "float":
         try:
             return float(raw)
         except ValueError:
-            raise ValueError(f"{env_name} must be a number (messages per second), got {raw!r}") from None
-    if name in _BOOL_FIELDS:
+            raise ValueError(f"{env_name} must be a number, got {raw!r}") from None
+    if kind == "bool":
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{env_name} must be true or false, got {raw!r}")
-    if name == "allowed_origins":
+    if kind.startswith("tuple"):
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     return raw
 

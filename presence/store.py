@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,8 +31,11 @@ log = logging.getLogger("presence.store")
 Args = Sequence[str | int | float]
 
 # Scripts that run with _lib.lua prepended; renew.lua stands alone.
-_WITH_LIB = ("acquire", "takeover", "release", "join", "leave", "status", "snapshot", "expire", "touch")
-_STANDALONE = ("renew",)
+_WITH_LIB = (
+    "acquire", "takeover", "release", "join", "leave", "status", "snapshot", "expire", "touch", "request",
+    "handoff",
+)
+_STANDALONE = ("renew", "announce", "census")  # the last two: registry.py, global keys only
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class Store:
         self.scripts_loaded = False
         self.client: Any = client if client is not None else self._connect(settings)
         self._closed = False
+        self.on_latency: Callable[[str, float], None] = lambda op, seconds: None  # set by hub.metrics
 
     @staticmethod
     def _connect(settings: Settings) -> Any:
@@ -119,6 +124,7 @@ class Store:
 
     async def call(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         """Run one script; reload the scripts once if Redis lost them."""
+        started = time.perf_counter()
         try:
             try:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
@@ -127,6 +133,8 @@ class Store:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         except _TRANSIENT as exc:
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        finally:
+            self.on_latency(script.name, time.perf_counter() - started)
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run many script calls in one pipeline: one round trip (per cluster node).
@@ -147,8 +155,12 @@ class Store:
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for c in calls:
-            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+            # Not pipe.evalsha(): redis-py's cluster pipeline blocks it, as it cannot know that every
+            # call touches one slot; ours do (the {workspace} hash tag), and this routes each by its keys.
+            pipe.execute_command("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
+        started = time.perf_counter()
         results: list[Any] = await pipe.execute(raise_on_error=False)
+        self.on_latency("pipeline", time.perf_counter() - started)
         for r in results:
             if isinstance(r, RedisError) and isinstance(r, _TRANSIENT):
                 raise r

@@ -3,6 +3,15 @@
 Nothing ever awaits a client's socket except the tab's own writer task: ``send`` only enqueues
 into a bounded queue, and a tab whose queue overflows (a client that stopped reading) is closed
 with 1013 without slowing anyone else down.
+
+Two guards keep a stuck peer from costing more than a bounded time:
+
+- a message that carries ``ttl_ms`` (``acquired``, ``ping``) is stamped when the writer sends it,
+  not when it was queued: time spent waiting behind a slow socket (or in a paused process) is
+  taken off, so a client is never told it holds the lease for longer than the server knows;
+- once a close is requested, the peer has ``close_timeout`` seconds to complete the closing
+  handshake; after that the connection is aborted (a close frame can be stuck behind a full
+  send buffer of a client that stopped reading, and would never be delivered).
 """
 
 from __future__ import annotations
@@ -12,11 +21,14 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
+
+import msgspec
 
 from . import protocol
 from .errors import Overloaded
-from .protocol import Person, ServerMessage
+from .protocol import Acquired, Person, Ping, ServerMessage
 
 log = logging.getLogger("presence.tab")
 
@@ -25,6 +37,24 @@ class Socket(Protocol):
     async def send_text(self, data: str) -> None: ...
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+CLOSE_TIMEOUT_S = 5.0
+"""How long a peer has to complete the closing handshake before its connection is aborted."""
+
+
+class _Timed:
+    """A queued message whose ``ttl_ms`` counts down to ``deadline`` (loop time) while it waits."""
+
+    __slots__ = ("deadline", "message")
+
+    def __init__(self, message: Acquired | Ping, deadline: float) -> None:
+        self.message = message
+        self.deadline = deadline
+
+    def encode(self, now: float) -> str:
+        ttl_ms = max(0, int((self.deadline - now) * 1000))
+        return protocol.encode(msgspec.structs.replace(self.message, ttl_ms=ttl_ms))
 
 
 class _Close:
@@ -45,16 +75,19 @@ class Tab:
     - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``. Set
       when the holder changes to this tab's user/tab or a request is granted; cleared when the
       tab is told ``released`` (including ``lost`` at the local deadline).
+    - ``queue_position``: 1-based place in the workspace's wait queue, 0 when not waiting.
     - ``ping_n`` / ``pong_n``: the last ping sent and the last one answered; a tab is renewed by
       the heartbeat only while ``pong_n == ping_n`` (it answered the latest ping).
     - ``last_seen``: monotonic time of the hello or the last pong; too old means dead (4408).
     - ``welcomed``: false until ``welcome`` is queued; rooms send nothing to the tab before that.
-    - ``closing``: set once a close was requested; the tab sends nothing after that.
+    - ``closing``: set once a close was requested; the tab sends nothing after that. The peer
+      then has ``close_timeout`` seconds before ``abort`` (if given) drops the connection.
     """
 
     def __init__(
         self, socket: Socket, conn: str, user: Person, workspace: str, tab_id: str,
         may_take_over: bool = True, queue_size: int = 256,
+        abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
     ) -> None:
         self.socket = socket
         self.conn = conn
@@ -65,17 +98,22 @@ class Tab:
         self.active = True
         self.meta: dict[str, object] | None = None
         self.fence: int | None = None
+        self.queue_position = 0
         self.ping_n = 0
         self.pong_n = 0
         self.last_seen = time.monotonic()
         self.welcomed = False
         self.closing: _Close | None = None
         self.close_sent = False
-        self._queue: deque[str] = deque()
+        self._queue: deque[str | _Timed] = deque()
         self._queue_size = queue_size
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._abort = abort
+        self._close_timeout = close_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.on_send: Callable[[ServerMessage], None] = lambda message: None  # metrics hook
 
     def __repr__(self) -> str:
         return f"<Tab {self.conn} {self.user.id}@{self.workspace}>"
@@ -96,9 +134,15 @@ class Tab:
             if self._writer is not None:
                 self._writer.cancel()
             self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
+            self._arm_watchdog()
             return
-        self._queue.append(protocol.encode(message))
+        if isinstance(message, Acquired | Ping) and message.ttl_ms is not None:
+            deadline = asyncio.get_running_loop().time() + message.ttl_ms / 1000
+            self._queue.append(_Timed(message, deadline))
+        else:
+            self._queue.append(protocol.encode(message))
         self._wakeup.set()
+        self.on_send(message)
 
     def pong(self, n: int) -> None:
         if 0 < n <= self.ping_n:
@@ -117,11 +161,27 @@ class Tab:
         self._wakeup.set()
         if self._writer is None:  # never started: close directly
             self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self._close_timeout, self._close_overdue)
+
+    def _close_overdue(self) -> None:
+        self._watchdog = None
+        log.info("%r: the peer did not complete the close within %.1fs; aborting", self, self._close_timeout)
+        if self._abort is not None:
+            try:
+                self._abort()
+            except Exception:
+                log.debug("%r: abort failed", self, exc_info=True)
 
     async def _write(self) -> None:
         while True:
+            loop = asyncio.get_running_loop()
             while self._queue:
-                await self.socket.send_text(self._queue.popleft())
+                item = self._queue.popleft()
+                await self.socket.send_text(item if isinstance(item, str) else item.encode(loop.time()))
             if self.closing is not None:
                 await self._send_close()
                 return
@@ -146,7 +206,11 @@ class Tab:
             log.debug("%r: writer stopped: %r", self, exc)
 
     async def stop(self) -> None:
-        """Stop the writer (the connection is over). Idempotent."""
+        """Stop the writer (the connection is over). Idempotent.
+
+        A close watchdog stays armed: the session ends as soon as the close frame is handed to the
+        server, but a peer that does not read can keep that frame (and the socket) buffered forever.
+        """
         for task in (self._writer, self._closer):
             if task is not None and not task.done():
                 task.cancel()

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from procs import RedisServer, ServerProcess
+from procs import LocalRedisCluster, RedisServer, ServerProcess
 
 # Short, configured timings: timing-dependent tests use these and generous bounds.
 FAST = {
@@ -87,3 +87,19 @@ async def tabs() -> AsyncIterator[list]:  # type: ignore[type-arg]
     for t in opened:
         with contextlib.suppress(Exception):
             await t.drop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A local 3-primary Redis Cluster for the session; tests isolate themselves by key prefix.
+    Tests that kill nodes or move slots use ``own_redis_cluster``."""
+    cluster = LocalRedisCluster().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def own_redis_cluster() -> Iterator[LocalRedisCluster]:
+    cluster = LocalRedisCluster().start()
+    yield cluster
+    cluster.close()

@@ -7,6 +7,7 @@ its fixture afterwards. Nothing here touches the machine's own Redis on port 637
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -141,3 +142,125 @@ class ServerProcess:
             self.kill()
         if not os.environ.get("PRESENCE_KEEP_LOGS"):
             self.log_path.unlink(missing_ok=True)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(500):
+        # Below the kernel's ephemeral range, so +10000 stays a valid port and is rarely taken.
+        port = random.randint(17000, 27000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class LocalRedisCluster:
+    """A throw-away Redis Cluster on 127.0.0.1: ``masters`` primaries, no replicas, no persistence.
+
+    Nodes keep their ``nodes.conf`` in their own directory, so a killed node restarted with
+    :meth:`start_node` rejoins with its id and slots (and no data, like a crashed cache).
+    """
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000) -> None:
+        self.ports: list[int] = []
+        while len(self.ports) < masters:
+            port = free_cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="presence-cluster-")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True, socket_timeout=5)
+
+    def start_node(self, port: int) -> None:
+        node_dir = Path(self.dir, str(port))
+        node_dir.mkdir(exist_ok=True)
+        cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(node_dir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+               "--cluster-node-timeout", str(self.node_timeout_ms)]
+        log = open(node_dir / "redis.log", "ab")  # noqa: SIM115 - the child owns it
+        self.procs[port] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(lambda: self.node(port).ping(), 10, f"cluster node :{port}")
+
+    def start(self) -> LocalRedisCluster:
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+            )
+            self.wait_ok()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Every node says ``cluster_state:ok`` and knows every other node."""
+        def ok() -> bool:
+            for port in self.ports:
+                info = self.node(port).execute_command("CLUSTER INFO")  # parsed into a dict by redis-py
+                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != len(self.ports):
+                    return False
+            return True
+        wait_until(ok, timeout, "Redis Cluster state ok", interval=0.1)
+
+    def kill_node(self, port: int) -> None:
+        proc = self.procs.pop(port, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary serving ``slot``."""
+        for start, end, primary, *_ in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+        raise LookupError(f"slot {slot} is not served")
+
+    def migrate_slot(self, slot: int, to_port: int) -> None:
+        """Move one slot and its keys to another primary, as ``redis-cli --cluster reshard`` does."""
+        from_port = self.owner(slot)
+        if from_port == to_port:
+            return
+        src, dst = self.node(from_port), self.node(to_port)
+        src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+        for port in [to_port, from_port, *(p for p in self.ports if p not in (to_port, from_port))]:
+            self.node(port).execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+        wait_until(lambda: all(self._sees(p, slot, to_port) for p in self.ports), 10, f"slot {slot} moved")
+
+    def _sees(self, port: int, slot: int, owner: int) -> bool:
+        for start, end, primary, *_ in self.node(port).execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1]) == owner
+        return False
+
+    def close(self) -> None:
+        for port in list(self.procs):
+            self.kill_node(port)
+        shutil.rmtree(self.dir, ignore_errors=True)

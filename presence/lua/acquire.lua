@@ -1,23 +1,34 @@
--- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, or report busy.
--- KEYS: the seven workspace keys (see _lib.lua).
--- ARGV: [1] channel [2] publish command [3] user [4] name [5] tab [6] origin conn [7] scope
---       [8] lease ttl ms
+-- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
+-- or (wait) join the FIFO queue.
+-- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
+-- ARGV: [5] user [6] name [7] tab [8] origin conn [9] wait ('1' or '0')
 -- Returns {'acquired', {fence, ttl_ms}, events...}   a new grant (event kind 'acquired')
 --         {'rejoined', {fence, ttl_ms}}               the caller already held it: TTL replaced
 --         {'busy',     {holder}}                      someone else holds it
-local user, name, tab, origin, scope, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+--         {'queued',   {holder, position}, events...} waiting in line (event kind 'queued')
+local user, name, tab, origin, wait = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
 local h = settle()
 if h then
-  if matches(h, user, tab, scope) then
-    redis.call('PEXPIRE', K_LEASE, ttl)
-    return reply('rejoined', {fence = h.fence, ttl_ms = ttl})
+  if matches(h, user, tab) then
+    redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
+    redis.call('LREM', K_QUEUE, 0, origin)
+    return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
   end
-  return reply('busy', {holder = holder_json(h)})
+  if not wait then
+    return reply('busy', {holder = holder_json(h)})
+  end
+  local pos = redis.call('LPOS', K_QUEUE, origin)
+  if not pos then
+    redis.call('RPUSH', K_QUEUE, origin)
+    emit({kind = 'queued', user = {id = user, name = name}, queue = queue_map(), origin = origin})
+  end
+  return reply('queued', {holder = holder_json(h), position = (redis.call('LPOS', K_QUEUE, origin) or 0) + 1})
 end
-local g = grant(user, name, tab, ttl, false)
+local g = grant(user, name, tab, false)
 if not g then
   return reply('busy', {holder = cjson.null})
 end
-emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ttl,
+redis.call('LREM', K_QUEUE, 0, origin)
+emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL,
       user = person(g), origin = origin})
-return reply('acquired', {fence = g.fence, ttl_ms = ttl})
+return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})

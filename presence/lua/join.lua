@@ -1,13 +1,11 @@
 -- join: a tab enters the workspace. Adds its presence entry, and when the tab belongs to the
 -- holder (same user; same tab id in tab scope) replaces the lease TTL in the same step, so a
 -- reload within the grace period keeps the lease and its fence.
--- KEYS: the seven workspace keys (see _lib.lua).
--- ARGV: [1] channel [2] publish command [3] conn [4] tab info JSON [5] user [6] tab [7] scope
---       [8] presence ttl ms [9] lease ttl ms
+-- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
+-- ARGV: [5] conn [6] tab info JSON [7] user [8] tab [9] presence ttl ms
 -- Returns {'joined', {rejoined, fence?, snapshot}, events...}: snapshot = the whole workspace
--- ({seq, holder, ttl_ms, tabs}) right after this join.
-local conn, info, user, tab, scope = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local presence_ttl, lease_ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+-- ({seq, holder, ttl_ms, tabs, queue, request}) right after this join.
+local conn, info, user, tab, presence_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local now = now_ms()
 local h = settle()
 local removed, any = prune(now)
@@ -17,8 +15,8 @@ redis.call('HSET', K_INFO, conn, info)
 redis.call('PEXPIRE', K_TABS, presence_ttl * 2)
 redis.call('PEXPIRE', K_INFO, presence_ttl * 2)
 local rejoined = false
-if h and matches(h, user, tab, scope) then
-  redis.call('PEXPIRE', K_LEASE, lease_ttl)
+if h and matches(h, user, tab) then
+  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
   rejoined = true
 end
 local t = cjson.decode(info)

@@ -1,12 +1,16 @@
--- leave: a tab leaves the workspace. When it closed cleanly and was the holder's last live tab,
--- the lease TTL is shortened to the grace period (never lengthened): a reload within grace
--- rejoins it, otherwise it expires and the expiry watchers announce it.
--- KEYS: the seven workspace keys (see _lib.lua).
--- ARGV: [1] channel [2] publish command [3] conn [4] clean ('1' or '0') [5] grace ms [6] scope
+-- leave: a tab leaves the workspace (and the queue, and its pending handoff request). When it
+-- closed cleanly and was the holder's last live tab, the lease TTL is shortened to the grace
+-- period (never lengthened): a reload within grace rejoins it, otherwise it expires and the
+-- expiry watchers announce it (and hand it on).
+-- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
+-- ARGV: [5] conn [6] clean ('1' or '0') [7] grace ms
 -- Returns {'left', {ttl_ms?}, events...} | {'gone', ''} when the tab had no presence entry.
-local conn, clean, grace, scope = ARGV[3], ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
+local conn, clean, grace = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 local info = redis.call('HGET', K_INFO, conn)
-redis.call('LREM', K_QUEUE, 0, conn)
+local dequeued = redis.call('LREM', K_QUEUE, 0, conn) > 0
+local r = request()
+local unrequested = r and r.conn == conn
+if unrequested then redis.call('DEL', K_REQUEST) end
 if not info then return reply('gone', nil) end
 local now = now_ms()
 local h = settle()
@@ -14,15 +18,15 @@ redis.call('ZREM', K_TABS, conn)
 redis.call('HDEL', K_INFO, conn)
 local t = cjson.decode(info)
 local ev = {kind = 'left', user = {id = t[1], name = t[2]}, rm = {[conn] = 1}, origin = conn}
-if clean and h and matches(h, t[1], t[3], scope) and not holder_has_other_tab(h, scope, conn, now) then
-  local pttl = redis.call('PTTL', K_LEASE)
+if dequeued then ev.queue = queue_map() end
+if unrequested then ev.request = cjson.null end
+if clean and h and matches(h, t[1], t[3]) and not holder_has_other_tab(h, conn, now) then
   if grace <= 0 then
-    redis.call('DEL', K_LEASE, K_HOLDER)
     emit(ev)
-    emit({kind = 'released', lease = true, holder = cjson.null, reason = 'released', user = person(h),
-          prev = holder_json(h)})
+    end_lease(h, 'released', '', nil, now)
     return reply('left', {ttl_ms = 0})
   end
+  local pttl = redis.call('PTTL', K_LEASE)
   if pttl > grace then
     redis.call('PEXPIRE', K_LEASE, grace)
     pttl = grace

@@ -1,18 +1,20 @@
--- release: end a lease. Compare-and-set on the fence, so a holder whose lease expired and was
--- granted to someone else cannot release its successor's lease.
--- KEYS: the seven workspace keys (see _lib.lua).
--- ARGV: [1] channel [2] publish command [3] fence the caller holds ('' = whoever holds it:
---       an operator's force release) [4] reason: 'released', 'revoked' or 'idle'
---       [5] origin conn [6] by: JSON person who caused it, or ''
--- Returns {'released', {fence}, events...} | {'not_holder', {holder}, events...}
-local token, reason, origin, by = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- release: end a lease and hand it to the next in line. Compare-and-set on the fence, so a holder
+-- whose lease expired and was granted to someone else cannot release its successor's lease.
+-- Called by a waiter that does not hold the lease, it only leaves the queue.
+-- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
+-- ARGV: [5] fence the caller holds ('' = whoever holds it: an operator's force release)
+--       [6] reason: 'released', 'revoked' or 'idle' [7] origin conn [8] by: JSON person or ''
+-- Returns {'released', {fence, next?}, events...}  ended (next: who it was handed to)
+--         {'dequeued', '', events...}               the caller was only waiting: left the queue
+--         {'not_holder', {holder}, events...}
+local token, reason, origin, by = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local h = settle()
 if not h or (token ~= '' and h.fence ~= token) then
+  if origin ~= '' and redis.call('LREM', K_QUEUE, 0, origin) > 0 then
+    emit({kind = 'dequeued', queue = queue_map(), origin = origin})
+    return reply('dequeued', nil)
+  end
   return reply('not_holder', {holder = h and holder_json(h) or cjson.null})
 end
-redis.call('DEL', K_LEASE, K_HOLDER)
-local ev = {kind = reason, lease = true, holder = cjson.null, reason = reason, user = person(h),
-            origin = origin, prev = holder_json(h)}
-if by ~= '' then ev.by = cjson.decode(by) end
-emit(ev)
-return reply('released', {fence = h.fence})
+local g = end_lease(h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
+return reply('released', {fence = h.fence, next = g and person(g) or nil})

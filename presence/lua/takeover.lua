@@ -1,23 +1,35 @@
 -- takeover: force-take the lease. Replaces the holder, bumps the fence and publishes atomically,
--- so the old holder's next renew fails even if it never hears the message.
--- KEYS: the seven workspace keys (see _lib.lua).
--- ARGV: [1] channel [2] publish command [3] user [4] name [5] tab [6] origin conn [7] scope
---       [8] lease ttl ms
--- Returns {'acquired', {fence, ttl_ms}, events...}      it was free (event kind 'acquired')
+-- so the old holder's next renew fails even if it never hears the message. Refused during the
+-- takeover cooldown that follows a takeover (to stop takeover wars).
+-- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
+-- ARGV: [5] user [6] name [7] tab [8] origin conn [9] cooldown ms (0: none)
+-- Returns {'acquired', {fence, ttl_ms}, events...}         it was free (event kind 'acquired')
 --         {'taken_over', {fence, ttl_ms, from}, events...} replaced a holder ('taken_over')
---         {'rejoined', {fence, ttl_ms}}                  the caller already held it
-local user, name, tab, origin, scope, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+--         {'rejoined', {fence, ttl_ms}}                     the caller already held it
+--         {'cooldown', {retry_ms, holder}}                  too soon after the last takeover
+local user, name, tab, origin, cooldown = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local h = settle()
-if h and matches(h, user, tab, scope) then
-  redis.call('PEXPIRE', K_LEASE, ttl)
-  return reply('rejoined', {fence = h.fence, ttl_ms = ttl})
+if h and matches(h, user, tab) then
+  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
+  return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
 end
-local g = grant(user, name, tab, ttl, h ~= false)
+if h and h.took and cooldown > 0 then
+  local left = tonumber(h.since) + cooldown - now_ms()
+  if left > 0 then return reply('cooldown', {retry_ms = left, holder = holder_json(h)}) end
+end
+local g = grant(user, name, tab, h ~= false)
+redis.call('LREM', K_QUEUE, 0, origin)
+local ev = {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL, user = person(g),
+            origin = origin, queue = queue_map()}
+local r = request()
+if r and r.conn == origin then
+  redis.call('DEL', K_REQUEST)  -- the requester took it: its request is moot
+  ev.request = cjson.null
+end
 if h then
-  emit({kind = 'taken_over', lease = true, holder = holder_json(g), ttl_ms = ttl, user = person(g),
-        from = person(h), reason = 'taken_over', origin = origin, prev = holder_json(h)})
-  return reply('taken_over', {fence = g.fence, ttl_ms = ttl, from = person(h)})
+  ev.kind, ev.from, ev.reason, ev.prev = 'taken_over', person(h), 'taken_over', holder_json(h)
+  emit(ev)
+  return reply('taken_over', {fence = g.fence, ttl_ms = LEASE_TTL, from = person(h)})
 end
-emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ttl, user = person(g),
-      origin = origin})
-return reply('acquired', {fence = g.fence, ttl_ms = ttl})
+emit(ev)
+return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})

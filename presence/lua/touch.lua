@@ -1,6 +1,7 @@
 -- touch: refresh the presence entries of one server's live tabs in many workspaces at once (one
 -- heartbeat tick), and prune entries whose server stopped refreshing them (announced as 'left').
--- KEYS: per workspace, 3 keys: tabs, info, seq (any slots on plain Redis; one slot on Cluster)
+-- KEYS: per workspace, 5 keys: tabs, info, seq, queue, request (any slots on plain Redis; one
+--       slot per call on Cluster)
 -- ARGV: [1] presence ttl ms [2] publish command, then per workspace: channel, n, conn1..connN
 -- Returns per workspace {missing, event JSON...}: missing = '' or a JSON map of the given conns that had
 -- no entry any more (pruned while this server was paused: the server joins them again).
@@ -8,8 +9,9 @@ local presence_ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
 local a = 3
-for w = 1, #KEYS / 3 do
-  K_TABS, K_INFO, K_SEQ = KEYS[3 * w - 2], KEYS[3 * w - 1], KEYS[3 * w]
+for w = 1, #KEYS / 5 do
+  local k = 5 * (w - 1)
+  K_TABS, K_INFO, K_SEQ, K_QUEUE, K_REQUEST = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   CHANNEL = ARGV[a]
   local n = tonumber(ARGV[a + 1])
   events = {}

@@ -1,0 +1,269 @@
+"""Admin: the operators' HTTP surface. ``/admin/api/*`` is JSON behind ``PRESENCE_ADMIN_TOKEN``
+(``Authorization: Bearer``, compared in constant time; 401 without or with a wrong token, 404
+when no admin token is configured). ``/admin/api/live`` is the dashboard's WebSocket: the token is
+its first frame (browsers cannot set headers on a WebSocket, and a URL would put it in logs).
+``/dashboard`` is the static page and ``/metrics`` the Prometheus text (unauthenticated, as
+scrapers expect: keep it on a private network).
+
+| method, path | |
+|---|---|
+| GET /admin/api/workspaces?q=&limit= | active workspaces (id contains ``q``): holder, fence, TTL, viewers |
+| GET /admin/api/workspaces/{id} | one workspace with every tab |
+| POST /admin/api/workspaces/{id}/release | force release ``{reason?, by?}``: holder told ``revoked`` |
+| POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
+| GET /admin/api/servers | live server processes |
+| GET /admin/api/audit?before=&limit= | audit log, newest first, paged by stream id |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import audit, logctx
+from .auth import same_secret
+from .errors import StoreUnavailable
+from .metrics import CONTENT_TYPE
+from .overview import describe, overview, snapshots
+from .protocol import Person, valid_workspace
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("presence.admin")
+
+Handler = Callable[[Request], Awaitable[Response]]
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_NOTE = 200
+LIVE_AUDIT_S = 0.25  # how often the live feed looks for new audit entries
+LIVE_STATE_S = 1.0  # how often it re-reads workspaces and servers
+LIVE_SEND_TIMEOUT_S = 5.0  # a dashboard that stops reading is dropped, nobody else waits
+
+_json = msgspec.json.Encoder()
+
+
+def _reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+class Admin:
+    def __init__(self, hub: Hub, files: Path) -> None:
+        self.hub = hub
+        self.files = files
+        self.token = hub.settings.admin_token
+
+    def routes(self) -> list[BaseRoute]:
+        g = self._guard
+        return [
+            Route("/metrics", self.metrics),
+            Route("/dashboard", self.dashboard),
+            Route("/admin/api/workspaces", g(self.workspaces)),
+            Route("/admin/api/workspaces/{workspace:path}/release", g(self.release), methods=["POST"]),
+            Route("/admin/api/workspaces/{workspace:path}/tabs/{conn}/close", g(self.close_tab), methods=["POST"]),
+            Route("/admin/api/workspaces/{workspace:path}", g(self.workspace)),
+            Route("/admin/api/servers", g(self.servers)),
+            Route("/admin/api/audit", g(self.audit)),
+            WebSocketRoute("/admin/api/live", self.live),
+        ]
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            if self.token is None:
+                return _reply({"error": "the admin API is disabled: set PRESENCE_ADMIN_TOKEN"}, 404)
+            if not same_secret(_bearer(request.headers.get("authorization")), self.token):
+                return _reply({"error": "missing or wrong admin token"}, 401,
+                              {"WWW-Authenticate": 'Bearer realm="presence admin"'})
+            given = request.headers.get("x-request-id", "")
+            rid = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(6)
+            reset = logctx.request_id.set(rid)
+            try:
+                response = await handler(request)
+            except StoreUnavailable as exc:
+                log.warning("admin %s %s: %s", request.method, request.url.path, exc)
+                response = _reply({"error": "Redis unavailable, try again"}, 503)
+            finally:
+                logctx.request_id.reset(reset)
+            response.headers["X-Request-Id"] = rid
+            return response
+
+        return guarded
+
+    # -- open endpoints -----------------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    async def dashboard(self, request: Request) -> Response:
+        return FileResponse(self.files / "dashboard.html", headers={"Cache-Control": "no-cache"})
+
+    # -- JSON API ---------------------------------------------------------------------------
+
+    def _workspace_id(self, request: Request) -> str | None:
+        ws = str(request.path_params["workspace"])
+        return ws if valid_workspace(ws) else None
+
+    async def workspaces(self, request: Request) -> Response:
+        q = request.query_params.get("q", "")[:200]
+        limit = _int(request.query_params.get("limit"), 100, 1, 1000)
+        return _reply(await overview(self.hub, q, limit))
+
+    async def workspace(self, request: Request) -> Response:
+        ws = self._workspace_id(request)
+        if ws is None:
+            return _reply({"error": "invalid workspace id"}, 400)
+        (snap,), now = await asyncio.gather(snapshots(self.hub, [ws]), self.hub.store.redis_time_ms())
+        return _reply({"now": now, "workspace": describe(ws, snap, now, detail=True)})
+
+    async def release(self, request: Request) -> Response:
+        ws = self._workspace_id(request)
+        if ws is None:
+            return _reply({"error": "invalid workspace id"}, 400)
+        body = await _body(request)
+        note, by = str(body.get("reason") or "")[:MAX_NOTE], str(body.get("by") or "")[:100]
+        reset = audit.note.set(note)  # the audit observer runs inside the release call below
+        try:
+            out = await self.hub.lease.release(ws, None, "revoked", by=Person("admin", by or "operator"))
+        finally:
+            audit.note.reset(reset)
+        if out.status != "released":
+            return _reply({"released": False, "error": "nobody holds this workspace"}, 409)
+        prev = next((e.prev for e in out.events if e.prev is not None), None)
+        log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.detail.get("fence"), note or "-")
+        return _reply({
+            "released": True, "fence": int(out.detail["fence"]),
+            "holder": None if prev is None else {"user": {"id": prev.user, "name": prev.name}, "tab": prev.tab},
+        })
+
+    async def close_tab(self, request: Request) -> Response:
+        ws = self._workspace_id(request)
+        conn = str(request.path_params["conn"])
+        if ws is None:
+            return _reply({"error": "invalid workspace id"}, 400)
+        (snap,) = await snapshots(self.hub, [ws])
+        if conn not in (snap.tabs or {}):
+            return _reply({"error": f"no tab {conn!r} in {ws!r}"}, 404)
+        note = str((await _body(request)).get("reason") or "")[:MAX_NOTE]
+        await self.hub.ops.control.close_tab(conn, note)
+        return _reply({"closing": conn}, 202)
+
+    async def servers(self, request: Request) -> Response:
+        census = await self.hub.ops.registry.census()
+        return _reply({"now": census.now, "servers": census.servers})
+
+    async def audit(self, request: Request) -> Response:
+        before = request.query_params.get("before") or None
+        if before is not None and not STREAM_ID.fullmatch(before):
+            return _reply({"error": "before must be a stream id like 1700000000000-0"}, 400)
+        limit = _int(request.query_params.get("limit"), 50, 1, 500)
+        entries = await self.hub.ops.audit.page(before, limit)
+        return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
+
+    # -- live feed --------------------------------------------------------------------------
+
+    async def live(self, websocket: WebSocket) -> None:
+        """The dashboard's feed: ``{"token", "q"?}`` first, then ``{"q"}`` to change the filter.
+        Sends ``audit`` frames (new entries, oldest first) and ``state`` frames (the overview)."""
+        await websocket.accept()
+        try:
+            first = msgspec.json.decode(await asyncio.wait_for(websocket.receive_text(), 5.0))
+        except (TimeoutError, WebSocketDisconnect, msgspec.DecodeError, KeyError):
+            await _close(websocket, 4400, "send {\"token\": ...} first")
+            return
+        if self.token is None:
+            await _close(websocket, 4404, "the admin API is disabled: set PRESENCE_ADMIN_TOKEN")
+            return
+        if not isinstance(first, dict) or not same_secret(str(first.get("token") or ""), self.token):
+            await _close(websocket, 4401, "missing or wrong admin token")
+            return
+        view = {"q": str(first.get("q") or "")[:200], "changed": True}
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(self._live_reader(websocket, view))
+            pusher = tg.create_task(self._live_pusher(websocket, view))
+            await asyncio.wait([reader, pusher], return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            pusher.cancel()
+        await _close(websocket, 1012 if self.hub.stopping else 1000, "")
+
+    async def _live_reader(self, websocket: WebSocket, view: dict[str, Any]) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while True:
+                try:
+                    msg = msgspec.json.decode(await websocket.receive_text())
+                except msgspec.DecodeError:
+                    continue
+                if isinstance(msg, dict) and isinstance(msg.get("q"), str):
+                    view["q"], view["changed"] = msg["q"][:200], True
+
+    async def _live_pusher(self, websocket: WebSocket, view: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        last_id, next_state = "", 0.0
+        while not self.hub.stopping:
+            try:
+                if not last_id:  # the newest entries first, then everything after them
+                    recent = await self.hub.ops.audit.page(None, 50)
+                    last_id = recent[0]["id"] if recent else "0-0"
+                    entries = recent[::-1]
+                else:
+                    entries = await self.hub.ops.audit.after(last_id, 200)
+                if entries:
+                    last_id = entries[-1]["id"]
+                    await _send(websocket, {"type": "audit", "entries": entries})
+                if view["changed"] or loop.time() >= next_state:
+                    view["changed"], next_state = False, loop.time() + LIVE_STATE_S
+                    await _send(websocket, {"type": "state", **await overview(self.hub, view["q"], 200)})
+            except StoreUnavailable:
+                await _send(websocket, {"type": "unavailable"})
+            except (WebSocketDisconnect, RuntimeError, TimeoutError):
+                return  # the dashboard went away or stopped reading
+            await asyncio.sleep(LIVE_AUDIT_S)
+
+
+async def _send(websocket: WebSocket, body: object) -> None:
+    await asyncio.wait_for(websocket.send_text(_json.encode(body).decode()), LIVE_SEND_TIMEOUT_S)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the peer may be gone already
+        await websocket.close(code, reason)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw or len(raw) > 4096:
+        return {}
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _int(raw: str | None, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(raw))) if raw else default
+    except ValueError:
+        return default
+
+
+def routes(hub: Hub, files: Path) -> list[BaseRoute]:
+    return Admin(hub, files).routes()

@@ -1,0 +1,53 @@
+"""API: the HTTP surface for app backends (``/api/v1``), behind ``PRESENCE_API_KEY``.
+
+``GET /api/v1/workspaces/{id}/lease`` answers who holds a workspace's lease, its fence and the
+time left, so a backend can validate the fence a browser sends with a save.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import auth
+from .errors import StoreUnavailable
+from .hub import Hub
+from .protocol import valid_workspace
+
+
+def _api_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def lease(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    if hub.settings.api_key is None:
+        return JSONResponse({"error": "the API is disabled: set PRESENCE_API_KEY"}, status_code=404)
+    if not auth.same_secret(_api_key(request), hub.settings.api_key):
+        return JSONResponse(
+            {"error": "missing or wrong API key (Authorization: Bearer <PRESENCE_API_KEY>)"},
+            status_code=401, headers={"WWW-Authenticate": "Bearer"},
+        )
+    workspace = request.path_params["workspace"]
+    if not valid_workspace(workspace):
+        return JSONResponse({"error": "invalid workspace id"}, status_code=400)
+    try:
+        snapshot, _ = await hub.lease.snapshot(workspace)
+    except StoreUnavailable:
+        return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
+    h = snapshot.holder
+    return JSONResponse({
+        "workspace": workspace,
+        "holder": None if h is None else {
+            "user": {"id": h.user, "name": h.name}, "fence": h.fence, "since_ms": h.since,
+        },
+        "fence": None if h is None else h.fence,
+        "ttl_ms": max(0, snapshot.ttl_ms) if h is not None else 0,
+    })
+
+
+routes = [Route("/api/v1/workspaces/{workspace:path}/lease", lease)]

@@ -1,0 +1,156 @@
+"""Metrics: this process's Prometheus metrics, in a registry the app owns (never the global one,
+so several hubs in one test process do not collide).
+
+Each ``presence serve`` process is a single uvicorn worker with its own registry at its own
+``/metrics``: Prometheus scrapes every process and its ``instance`` label tells them apart, so no
+multiprocess mode is needed. Cluster totals are sums over instances, e.g.
+``sum(presence_connections)`` or ``sum(rate(presence_lease_events_total{kind="taken_over"}[5m]))``.
+Lease events are counted by the process whose Lua script made the change (the lease observers),
+so each change is counted exactly once across the fleet.
+
+Gauges of the process's state (connections, workspaces, leases) are read from the hub at scrape
+time: they cannot drift from the truth the way inc/dec bookkeeping can.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .protocol import Error, ServerMessage
+from .replica import Event
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds. Acquire is one script round trip: sub-millisecond on a LAN, seconds when Redis struggles.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+LEASE_KINDS = ("acquired", "released", "taken_over", "expired", "revoked", "idle")
+
+
+def local_counts(hub: Hub) -> tuple[int, int, int]:
+    """(connections, workspaces, leases) of this process: tabs, rooms, and rooms whose lease is
+    held by one of this process's tabs."""
+    connections = leases = 0
+    for room in hub.rooms.values():
+        connections += len(room.tabs)
+        if room.holder_tabs():
+            leases += 1
+    return connections, len(hub.rooms), leases
+
+
+class _HubState(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        connections, workspaces, leases = local_counts(self.hub)
+        yield GaugeMetricFamily("presence_connections", "Open tab connections on this process", connections)
+        yield GaugeMetricFamily("presence_workspaces", "Workspaces with a tab on this process", workspaces)
+        yield GaugeMetricFamily(
+            "presence_leases_held", "Workspaces whose lease is held by a tab on this process", leases
+        )
+        yield GaugeMetricFamily("presence_ready", "1 when Redis, scripts and pub/sub are up", int(self.hub.ready))
+        info = GaugeMetricFamily("presence_server", "This process (value 1)", labels=["server", "version"])
+        info.add_metric([self.hub.server_id, __version__], 1)
+        yield info
+
+
+class Metrics:
+    """Everything this process measures. The hub owns one; core modules call its methods."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        r.register(_HubState(hub))
+        self.acquire_seconds = Histogram(
+            "presence_acquire_seconds", "Acquire/takeover script latency, by operation and result",
+            ["op", "result"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.renew_seconds = Histogram(
+            "presence_renew_seconds", "Latency of a heartbeat's batched renew+presence round trip",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "presence_redis_seconds", "Redis command latency (script name, pipeline, audit, registry)",
+            ["op"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tick_seconds = Histogram(
+            "presence_heartbeat_tick_seconds", "Duration of one heartbeat tick", buckets=TICK_BUCKETS, registry=r,
+        )
+        self.lease_events = PromCounter(
+            "presence_lease_events", "Lease changes made by this process's scripts, by kind "
+            "(acquired, released, taken_over, expired, revoked, idle)", ["kind"], registry=r,
+        )
+        self.errors = PromCounter("presence_errors", "error messages sent to tabs, by code", ["code"], registry=r)
+        self.closes = PromCounter(
+            "presence_closes", "Connections closed by the server, by close code", ["code"], registry=r
+        )
+        self.messages_in = PromCounter("presence_messages_in", "Frames received, by type", ["type"], registry=r)
+        self.messages_out = PromCounter("presence_messages_out", "Messages queued, by type", ["type"], registry=r)
+        self.audit_written = PromCounter("presence_audit_written", "Audit entries written", registry=r)
+        self.audit_dropped = PromCounter(
+            "presence_audit_dropped", "Audit entries dropped because the buffer was full", registry=r
+        )
+        for kind in LEASE_KINDS:
+            self.lease_events.labels(kind)  # present at 0 from the start: rate() needs a baseline
+        # Plain copies for the dashboard (see summary): cheap to read, no registry walk.
+        self.event_counts: Counter[str] = Counter()
+        self.acquire_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        hub.lease.observers.append(self.on_events)
+        hub.store.on_latency = self.redis
+
+    # -- hooks called by the core ---------------------------------------------------------
+
+    def lease_request(self, op: str, result: str, seconds: float) -> None:
+        self.acquire_seconds.labels(op, result).observe(seconds)
+        self.acquire_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def redis(self, op: str, seconds: float) -> None:
+        self.redis_seconds.labels(op).observe(seconds)
+
+    def message_in(self, kind: str) -> None:
+        self.messages_in.labels(kind).inc()
+
+    def message_out(self, message: ServerMessage) -> None:
+        self.messages_out.labels(type(message).__name__.lower()).inc()
+        if isinstance(message, Error):
+            self.errors.labels(message.code).inc()
+
+    def closed(self, code: int) -> None:
+        self.closes.labels(str(code)).inc()
+
+    def on_events(self, workspace: str, events: list[Event]) -> None:
+        for event in events:
+            if event.lease:
+                self.lease_events.labels(event.kind).inc()
+                self.event_counts[event.kind] += 1
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, object]:
+        """Cumulative counters for the server registry; the dashboard plots their differences."""
+        return {"events": dict(self.event_counts), "acquire_buckets": list(self.acquire_buckets)}
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,414 @@
+// The operations dashboard: one live WebSocket (/admin/api/live) feeds it "state" frames (active
+// workspaces, servers, cumulative counters) about once a second and "audit" frames as entries
+// are written; actions use the JSON API with the admin token as a Bearer header. Everything that
+// came from a client (workspace ids, user names) is inserted as text, never as HTML.
+
+const TOKEN_KEY = "presence.admin.token";
+const HISTORY_MS = 5 * 60_000; // what the plots show
+const LATENCY_WINDOW_MS = 10_000; // percentiles over this much recent data
+const MAX_AUDIT_ROWS = 300;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function duration(ms) {
+  if (ms === null || ms === undefined || ms < 0) return "–";
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${Math.floor(s % 60)} s`;
+  const h = Math.floor(m / 60);
+  return h < 48 ? `${h} h ${m % 60} min` : `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+const who = (u) => (u ? (u.name && u.name !== u.id ? `${u.name} (${u.id})` : u.id) : "");
+
+// -- state -------------------------------------------------------------------------------------
+
+const view = {
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  ws: null,
+  backoff: 500,
+  frame: null, // the last state frame
+  receivedAt: 0, // performance.now() when it arrived
+  samples: [], // {t, connections, events, buckets}
+  bounds: [],
+  oldestAudit: null,
+  auditIds: new Set(),
+  filter: "",
+};
+
+// -- live connection ---------------------------------------------------------------------------
+
+function setStatus(state, text) {
+  const s = $("status");
+  s.dataset.state = state;
+  s.textContent = text;
+}
+
+function connect() {
+  if (!view.token) return askToken();
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/admin/api/live`;
+  const ws = new WebSocket(url);
+  view.ws = ws;
+  setStatus("connecting", "connecting…");
+  ws.onopen = () => ws.send(JSON.stringify({ token: view.token, q: "" }));
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "state") onState(msg);
+    else if (msg.type === "audit") onAudit(msg.entries, true);
+    else if (msg.type === "unavailable") setStatus("degraded", "Redis unavailable");
+  };
+  ws.onclose = (ev) => {
+    if (view.ws !== ws) return;
+    view.ws = null;
+    if (ev.code === 4401) return askToken("That token was refused.");
+    if (ev.code === 4404) return askToken("The admin API is disabled: set PRESENCE_ADMIN_TOKEN on the server.");
+    setStatus("down", "disconnected, retrying…");
+    const delay = Math.random() * view.backoff;
+    view.backoff = Math.min(view.backoff * 2, 10_000);
+    setTimeout(connect, delay);
+  };
+  ws.onerror = () => {}; // a close event follows
+}
+
+function askToken(error) {
+  $("main").hidden = true;
+  $("logout").hidden = true;
+  setStatus("down", "not signed in");
+  const err = $("login-error");
+  err.hidden = !error;
+  err.textContent = error || "";
+  if (!$("login").open) $("login").showModal();
+}
+
+$("login-form").addEventListener("submit", () => {
+  view.token = $("token").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, view.token);
+  view.backoff = 500;
+  connect();
+});
+
+$("logout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  view.token = "";
+  if (view.ws) view.ws.close();
+  askToken();
+});
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${view.token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const data = await res.json().catch(() => ({}));
+  if (res.status === 401) askToken("That token was refused.");
+  return { ok: res.ok, status: res.status, data };
+}
+
+// -- frames ------------------------------------------------------------------------------------
+
+function onState(frame) {
+  view.frame = frame;
+  view.receivedAt = performance.now();
+  view.backoff = 500;
+  $("main").hidden = false;
+  $("logout").hidden = false;
+  setStatus("live", "live");
+  const t = frame.totals;
+  view.bounds = t.latency_bounds || view.bounds;
+  view.samples.push({ t: frame.now, connections: t.connections, events: t.events || {}, buckets: t.acquire_buckets || [] });
+  while (view.samples.length && view.samples[0].t < frame.now - HISTORY_MS - LATENCY_WINDOW_MS) view.samples.shift();
+  $("totals").replaceChildren(
+    el("span", {}, el("b", {}, t.connections), " connections"),
+    el("span", {}, el("b", {}, t.leases), " leases"),
+    el("span", {}, el("b", {}, frame.total), " workspaces"),
+    el("span", {}, el("b", {}, frame.servers.length), " servers"),
+  );
+  renderWorkspaces();
+  renderServers();
+  renderCharts();
+}
+
+function matches(w, q) {
+  if (!q) return true;
+  const hay = [w.workspace, w.holder && who(w.holder.user), ...w.viewers.map((v) => who(v.user))];
+  return hay.some((s) => s && s.toLowerCase().includes(q));
+}
+
+function renderWorkspaces() {
+  const frame = view.frame;
+  if (!frame) return;
+  const q = view.filter.toLowerCase();
+  const rows = frame.workspaces.filter((w) => matches(w, q));
+  $("ws-count").textContent = frame.matching > frame.workspaces.length
+    ? `${rows.length} shown of ${frame.matching}` : `${rows.length}`;
+  $("ws-empty").hidden = rows.length > 0;
+  const ttlMax = Math.max(1, ...frame.servers.map((s) => s.lease_ttl_ms || 0));
+  $("workspaces").tBodies[0].replaceChildren(...rows.map((w) => {
+    const h = w.holder;
+    return el("tr", { dataset: { workspace: w.workspace }, class: h ? "held" : "" },
+      el("td", { class: "mono" }, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showDetail(w.workspace); } }, w.workspace)),
+      el("td", {}, h ? who(h.user) : el("span", { class: "muted" }, "free")),
+      el("td", { class: "num mono" }, h ? h.fence : ""),
+      el("td", { class: "held-for", dataset: h ? { since: h.held_ms } : {} }, h ? duration(h.held_ms) : ""),
+      el("td", {}, h && w.ttl_ms !== null
+        ? el("div", { class: "countdown", dataset: { ttl: w.ttl_ms, max: ttlMax } },
+            el("span", { class: "bar" }), el("span", { class: "left" }, duration(w.ttl_ms)))
+        : ""),
+      el("td", {}, w.viewers.map((v) => el("span", { class: v.active ? "chip" : "chip idle", title: `${v.tabs} tab(s)` }, v.user.name))),
+      el("td", { class: "num" }, w.tabs),
+      el("td", { class: "mono small" }, w.servers.join(" ")),
+      el("td", {}, h ? el("button", { class: "danger small release", type: "button", onclick: () => confirmRelease(w) }, "Force release") : ""),
+    );
+  }));
+  tickCountdowns();
+}
+
+// Interpolates between frames so countdowns move smoothly.
+function tickCountdowns() {
+  const elapsed = performance.now() - view.receivedAt;
+  for (const c of document.querySelectorAll(".countdown")) {
+    const left = Math.max(0, Number(c.dataset.ttl) - elapsed);
+    c.querySelector(".left").textContent = duration(left);
+    c.querySelector(".bar").style.width = `${Math.min(100, (100 * left) / Number(c.dataset.max))}%`;
+    c.classList.toggle("low", left < 0.3 * Number(c.dataset.max));
+  }
+  for (const c of document.querySelectorAll(".held-for[data-since]")) {
+    c.textContent = duration(Number(c.dataset.since) + elapsed);
+  }
+}
+setInterval(tickCountdowns, 100);
+
+function renderServers() {
+  const servers = view.frame.servers;
+  $("srv-count").textContent = servers.length;
+  $("servers").tBodies[0].replaceChildren(...servers.map((s) => el("tr", {},
+    el("td", { class: "mono" }, s.id),
+    el("td", { class: "mono small" }, `${s.host}:${s.port} · pid ${s.pid} · v${s.version}`),
+    el("td", { class: "num" }, s.connections),
+    el("td", { class: "num" }, s.leases),
+    el("td", { class: "num" }, s.workspaces),
+    el("td", {}, duration(view.frame.now - s.started_ms)),
+    el("td", {}, s.stopping ? el("span", { class: "bad" }, "stopping")
+      : s.ready ? el("span", { class: "good" }, "ready") : el("span", { class: "bad" }, "not ready"),
+      s.audit_dropped ? el("span", { class: "bad", title: "audit entries dropped" }, ` · ${s.audit_dropped} dropped`) : ""),
+  )));
+}
+
+function onAudit(entries, live) {
+  const list = $("audit");
+  for (const e of entries) {
+    if (view.auditIds.has(e.id)) continue;
+    view.auditIds.add(e.id);
+    const row = auditRow(e);
+    if (live) list.prepend(row); else list.append(row);
+    if (!view.oldestAudit || e.id < view.oldestAudit) view.oldestAudit = e.id;
+  }
+  while (list.children.length > MAX_AUDIT_ROWS && live) {
+    view.auditIds.delete(list.lastElementChild.dataset.id);
+    list.lastElementChild.remove();
+    view.oldestAudit = list.lastElementChild ? list.lastElementChild.dataset.id : null;
+  }
+}
+
+function auditRow(e) {
+  const user = e.user ? who({ id: e.user, name: e.name }) : "";
+  const details = [];
+  if (e.fence !== undefined) details.push(`fence ${e.fence}`);
+  if (e.from_user) details.push(`from ${who({ id: e.from_user, name: e.from_name })}`);
+  if (e.held_ms !== undefined) details.push(`held ${duration(e.held_ms)}`);
+  if (e.by_name) details.push(`by ${e.by_name}`);
+  if (e.note) details.push(`“${e.note}”`);
+  return el("li", { dataset: { id: e.id, kind: e.kind } },
+    el("time", {}, clock(e.at || Number(e.id.split("-")[0]))),
+    el("span", { class: `kind k-${e.kind}` }, e.kind.replace("_", " ")),
+    el("span", { class: "mono" }, e.workspace),
+    el("span", {}, user),
+    el("span", { class: "muted" }, details.join(" · ")),
+    el("span", { class: "muted mono small" }, e.server),
+  );
+}
+
+$("older").addEventListener("click", async () => {
+  const q = new URLSearchParams({ limit: "100" });
+  if (view.oldestAudit) q.set("before", view.oldestAudit);
+  const r = await api("GET", `/admin/api/audit?${q}`);
+  if (r.ok) {
+    onAudit(r.data.entries, false);
+    $("older").disabled = !r.data.next;
+  }
+});
+
+// -- actions -----------------------------------------------------------------------------------
+
+function toast(text, bad) {
+  const t = $("toast");
+  t.textContent = text;
+  t.classList.toggle("bad", Boolean(bad));
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+let pending = null;
+function confirmRelease(w) {
+  pending = w.workspace;
+  $("confirm-text").textContent =
+    `Take the lease of “${w.workspace}” away from ${who(w.holder.user)} (fence ${w.holder.fence})? ` +
+    "Their tabs are told at once that the lease was revoked.";
+  $("confirm-reason").value = "";
+  $("confirm").showModal();
+}
+
+$("confirm").addEventListener("close", async () => {
+  const workspace = pending;
+  pending = null;
+  if ($("confirm").returnValue !== "ok" || !workspace) return;
+  const reason = $("confirm-reason").value.trim();
+  const r = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/release`, { reason });
+  if (r.ok) toast(`Released “${workspace}” (fence ${r.data.fence}).`);
+  else toast(`Could not release “${workspace}”: ${r.data.error || r.status}`, true);
+});
+
+async function showDetail(workspace) {
+  const r = await api("GET", `/admin/api/workspaces/${encodeURI(workspace)}`);
+  if (!r.ok) return toast(`Could not read “${workspace}”: ${r.data.error || r.status}`, true);
+  const w = r.data.workspace;
+  $("detail-title").textContent = w.holder
+    ? `${workspace} · held by ${who(w.holder.user)} (fence ${w.holder.fence})` : `${workspace} · free`;
+  $("detail-tabs").tBodies[0].replaceChildren(...w.tab_list.map((t) => el("tr", {},
+    el("td", { class: "mono small" }, t.conn),
+    el("td", {}, who(t.user)),
+    el("td", { class: "mono small" }, t.tab),
+    el("td", {}, t.active ? "yes" : "idle"),
+    el("td", { class: "mono small" }, t.server),
+    el("td", {}, el("button", { class: "small ghost", type: "button", onclick: async (ev) => {
+      ev.target.disabled = true;
+      const c = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/tabs/${encodeURIComponent(t.conn)}/close`, {});
+      toast(c.ok ? `Closing tab ${t.conn}.` : `Could not close ${t.conn}: ${c.data.error || c.status}`, !c.ok);
+    } }, "Close tab")),
+  )));
+  if (!$("detail").open) $("detail").showModal();
+}
+
+$("filter").addEventListener("input", (e) => {
+  view.filter = e.target.value.trim();
+  renderWorkspaces();
+});
+
+// -- charts ------------------------------------------------------------------------------------
+
+// Counters are cumulative sums over the live servers: a server that restarts or vanishes makes
+// a sum drop, which is not negative activity, so differences are clamped at zero.
+function rate(a, b, kind) {
+  const dt = (b.t - a.t) / 1000;
+  if (dt <= 0) return 0;
+  return Math.max(0, ((b.events[kind] || 0) - (a.events[kind] || 0)) / dt);
+}
+
+function percentile(older, newer, q) {
+  const n = newer.buckets.length;
+  const d = newer.buckets.map((c, i) => Math.max(0, c - (older.buckets[i] || 0)));
+  const total = d.reduce((s, c) => s + c, 0);
+  if (!total || !view.bounds.length) return null;
+  let seen = 0;
+  for (let i = 0; i < n; i++) {
+    if (seen + d[i] >= q * total) {
+      const lo = i === 0 ? 0 : view.bounds[i - 1];
+      const hi = i < view.bounds.length ? view.bounds[i] : view.bounds[view.bounds.length - 1] * 2;
+      return 1000 * (lo + ((hi - lo) * (q * total - seen)) / d[i]); // linear within the bucket, ms
+    }
+    seen += d[i];
+  }
+  return null;
+}
+
+function series() {
+  const s = view.samples;
+  const out = { connections: [], acquires: [], takeovers: [], expiries: [], p50: [], p99: [] };
+  for (let i = 1; i < s.length; i++) {
+    const a = s[i - 1], b = s[i];
+    out.connections.push([b.t, b.connections]);
+    out.acquires.push([b.t, rate(a, b, "acquired") + rate(a, b, "taken_over")]);
+    out.takeovers.push([b.t, rate(a, b, "taken_over")]);
+    out.expiries.push([b.t, rate(a, b, "expired")]);
+    let j = i;
+    while (j > 0 && s[j - 1].t >= b.t - LATENCY_WINDOW_MS) j--;
+    out.p50.push([b.t, percentile(s[j], b, 0.5)]);
+    out.p99.push([b.t, percentile(s[j], b, 0.99)]);
+  }
+  return out;
+}
+
+const COLORS = ["#2563eb", "#dc2626", "#059669"];
+
+function plot(canvas, lines, now) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const t0 = now - HISTORY_MS;
+  let max = 0;
+  for (const l of lines) for (const [t, v] of l.points) if (t >= t0 && v !== null) max = Math.max(max, v);
+  max = max > 0 ? niceCeil(max) : 1;
+  const pad = { l: 34, r: 6, t: 6, b: 16 };
+  const x = (t) => pad.l + ((t - t0) / HISTORY_MS) * (w - pad.l - pad.r);
+  const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
+  g.strokeStyle = "#e5e7eb"; g.fillStyle = "#6b7280"; g.lineWidth = 1; g.font = "10px system-ui, sans-serif";
+  for (const f of [0, 0.5, 1]) {
+    const yy = Math.round(y(max * f)) + 0.5;
+    g.beginPath(); g.moveTo(pad.l, yy); g.lineTo(w - pad.r, yy); g.stroke();
+    g.textAlign = "right"; g.fillText(fmt(max * f), pad.l - 4, yy + 3);
+  }
+  g.textAlign = "left"; g.fillText("−5 min", pad.l, h - 3);
+  g.textAlign = "right"; g.fillText("now", w - pad.r, h - 3);
+  lines.forEach((l, i) => {
+    g.strokeStyle = COLORS[i]; g.lineWidth = 1.5; g.beginPath();
+    let open = false;
+    for (const [t, v] of l.points) {
+      if (t < t0 || v === null) { open = false; continue; }
+      if (open) g.lineTo(x(t), y(v)); else g.moveTo(x(t), y(v));
+      open = true;
+    }
+    g.stroke();
+    if (lines.length > 1) { g.fillStyle = COLORS[i]; g.textAlign = "left"; g.fillText(l.label, pad.l + 4 + i * 64, pad.t + 9); }
+  });
+}
+
+function niceCeil(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((c) => c >= v);
+}
+const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : Number(v.toFixed(2)).toString());
+
+function renderCharts() {
+  const s = series();
+  const now = view.frame.now;
+  plot($("chart-connections"), [{ label: "connections", points: s.connections }], now);
+  plot($("chart-acquires"), [{ label: "acquires", points: s.acquires }], now);
+  plot($("chart-events"), [{ label: "takeovers", points: s.takeovers }, { label: "expiries", points: s.expiries }], now);
+  plot($("chart-latency"), [{ label: "p50", points: s.p50 }, { label: "p99", points: s.p99 }], now);
+}
+
+connect();
