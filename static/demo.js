@@ -12,8 +12,8 @@ const el = {
   status: $("status"), form: /** @type {HTMLFormElement} */ ($("identity")),
   name: /** @type {HTMLInputElement} */ ($("name")), user: /** @type {HTMLInputElement} */ ($("user")),
   workspace: /** @type {HTMLInputElement} */ ($("workspace")),
-  banner: $("banner"), bannerText: $("banner-text"), bannerActions: $("banner-actions"),
-  noticeActions: $("notice-actions"),
+  banner: $("banner"), notice: $("notice"), noticeText: $("notice-text"), inUse: $("inuse"),
+  bannerText: $("banner-text"), bannerActions: $("banner-actions"),
   takeover: /** @type {HTMLButtonElement} */ ($("takeover")), wait: /** @type {HTMLButtonElement} */ ($("wait")),
   readonly: /** @type {HTMLButtonElement} */ ($("readonly")), dismiss: /** @type {HTMLButtonElement} */ ($("dismiss")),
   holder: $("holder"), edit: /** @type {HTMLButtonElement} */ ($("edit")),
@@ -84,36 +84,38 @@ function render() {
   if (ui.readOnlyFor !== holderKey) ui.readOnly = false;
 
   // banner: a notice about us losing the lease, and/or "X is editing" with the three choices
-  const parts = [];
-  if (ui.notice) parts.push(ui.notice);
-  if (other && ui.readOnly) parts.push(`Read-only: ${otherName} ${other.user.id === me?.id ? "are" : "is"} editing.`);
+  let inUse = "";
+  const since = other ? ` since ${time(other.since_ms)}` : "";
+  if (other && ui.readOnly) inUse = `Read-only: ${otherName} ${other.user.id === me?.id ? "are" : "is"} editing${since}.`;
   else if (other) {
-    parts.push(`${otherName} ${other.user.id === me?.id ? "are" : "is"} editing.`);
-    if (ui.queued) parts.push(`You are number ${ui.queued} in line; the document opens for you when it is free.`);
+    inUse = `${otherName} ${other.user.id === me?.id ? "are" : "is"} editing${since}.`;
+    if (ui.queued) inUse += ` You are number ${ui.queued} in line; the document opens for you when it is free.`;
   }
-  el.banner.hidden = parts.length === 0;
+  el.banner.hidden = !ui.notice && !inUse;
   el.banner.classList.toggle("note", !!other && ui.readOnly && !ui.notice);
-  el.bannerText.textContent = parts.join(" ");
+  el.notice.hidden = !ui.notice;
+  el.noticeText.textContent = ui.notice;
+  el.inUse.hidden = !inUse;
+  el.bannerText.textContent = inUse;
   el.bannerActions.hidden = !other || ui.readOnly;
-  el.noticeActions.hidden = !ui.notice;
   el.wait.disabled = ui.queued > 0;
   el.wait.setAttribute("aria-pressed", String(ui.queued > 0));
 
-  // who holds it
+  // who holds it (someone else: the banner says so)
+  el.holder.hidden = !!other;
   if (c?.holding && !c.canEdit) el.holder.textContent = "Editing paused: the server has not confirmed your lease in time.";
-  else if (c?.holding) el.holder.textContent = `You are editing (fence ${c.fence}).`;
-  else if (holder) el.holder.textContent = `${holder.user.id === me?.id ? "You (another tab)" : holder.user.name} `
-    + `${holder.user.id === me?.id ? "are" : "is"} editing since ${time(holder.since_ms)}.`;
-  else el.holder.textContent = "Nobody is editing.";
+  else if (c?.holding) el.holder.textContent = "You are editing.";
+  else if (!other) el.holder.textContent = "Nobody is editing.";
 
   // controls
   const connected = !!c?.connected;
-  el.edit.disabled = !connected || !!c?.holding;
+  el.edit.disabled = !connected || !!c?.holding || !!other; // someone else: the banner offers the choices
   el.done.disabled = !connected || !c?.holding;
   el.takeover.disabled = !connected;
   el.editor.disabled = !c?.canEdit;
 
-  // viewers
+  // viewers (dimmed while disconnected: the list may be out of date)
+  el.viewers.classList.toggle("stale", !connected);
   el.viewers.replaceChildren(...(c?.state?.viewers ?? []).map((v) => {
     const li = document.createElement("li");
     const name = document.createElement("span");
@@ -165,7 +167,7 @@ async function join(who) {
   });
 
   on("connection", (d) => {
-    const why = d.code ? ` (${d.code}${d.reason ? ` ${d.reason}` : ""})` : "";
+    const why = d.code ? ` (${d.code}${d.reason ? ` ${d.reason}` : ""})` : d.reason ? ` (${d.reason})` : "";
     const text = {
       connecting: "Connecting…",
       open: `Connected as ${c.user?.name}`,
@@ -194,6 +196,7 @@ async function join(who) {
   on("released", (d) => {
     ui.queued = 0;
     if (d.reason !== "released") {
+      say("");
       localStorage.setItem(draftKey(), el.editor.value);
       const at = time();
       ui.notice = {
@@ -205,7 +208,9 @@ async function join(who) {
     }
     render();
   });
-  on("error", (d) => say(`Problem: ${d.message || d.code}`));
+  on("error", (d) => say(d.code === "token_failed"
+    ? `Could not get a token from the server (${d.message}); retrying by itself.`
+    : `Problem: ${d.message || d.code}`));
 
   render();
   try {

@@ -43,6 +43,8 @@
  * @property {typeof WebSocket} [WebSocket]
  * @property {() => number} [random]
  * @property {() => number} [now]  monotonic milliseconds; default: performance.now.
+ * @property {() => number} [wallNow]  wall-clock milliseconds; default: Date.now. The lease deadline is kept on
+ *   both clocks, because the monotonic one stops while the computer sleeps.
  * @property {(fn: () => void, ms: number) => any} [setTimeout]
  * @property {(handle: any) => void} [clearTimeout]
  * @property {EventTarget|null} [window]  source of pagehide/pageshow/online; default: globalThis.window.
@@ -54,6 +56,8 @@ const BASE_DELAY_MS = 500;
 const MAX_DELAY_MS = 30000;
 const SILENCE_FACTOR = 2.5;
 const DEFAULT_HEARTBEAT_MS = 5000;
+/** While holding, the deadline is re-checked at least this often (timers do not run while the computer sleeps). */
+const DEADLINE_CHECK_MS = 1000;
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = new Map([[4400, "protocol_error"], [4403, "forbidden"]]);
 
@@ -154,7 +158,7 @@ export class PresenceClient extends EventTarget {
   /** @type {boolean} a `welcome` arrived on the current socket */
   connected = false;
 
-  #url; #workspace; #token; #WS; #random; #now; #setTimeout; #clearTimeout; #window;
+  #url; #workspace; #token; #WS; #random; #now; #wallNow; #setTimeout; #clearTimeout; #window;
   /** @type {WebSocket|null} */ #ws = null;
   #stopped = true;
   #gen = 0;
@@ -163,6 +167,7 @@ export class PresenceClient extends EventTarget {
   #refreshToken = false;
   #heartbeatMs = DEFAULT_HEARTBEAT_MS;
   #deadline = 0;
+  #wallDeadline = 0;
   #canEdit = false;
   #waiting = false;
   #nextId = 0;
@@ -187,6 +192,7 @@ export class PresenceClient extends EventTarget {
     this.#WS = WS;
     this.#random = options.random || Math.random;
     this.#now = options.now || (() => performance.now());
+    this.#wallNow = options.wallNow || (() => Date.now());
     this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
     this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
     this.#window = options.window === undefined ? globalThis.window ?? null : options.window;
@@ -194,9 +200,16 @@ export class PresenceClient extends EventTarget {
 
   get workspace() { return this.#workspace; }
   /** True while we hold the lease and its local deadline has not passed (connected or not). */
-  get canEdit() { return this.holding && this.#now() < this.#deadline; }
-  /** Milliseconds left before the local lease deadline (0 when not holding). */
-  get leaseRemainingMs() { return this.holding ? Math.max(0, this.#deadline - this.#now()) : 0; }
+  get canEdit() { return this.leaseRemainingMs > 0; }
+  /**
+   * Milliseconds left before the local lease deadline (0 when not holding). The deadline is measured on the
+   * monotonic clock and on the wall clock, and the earlier one counts: the monotonic clock does not advance
+   * while the computer sleeps, the wall clock may be stepped; neither can make the lease look longer.
+   */
+  get leaseRemainingMs() {
+    if (!this.holding) return 0;
+    return Math.max(0, Math.min(this.#deadline - this.#now(), this.#wallDeadline - this.#wallNow()));
+  }
 
   // ---- public API ---------------------------------------------------------------------------------
 
@@ -526,16 +539,19 @@ export class PresenceClient extends EventTarget {
 
   /** Local deadline = now + ttl - margin; a timer flips canEdit exactly then. @param {number} ttlMs */
   #setDeadline(ttlMs) {
-    this.#deadline = this.#now() + ttlMs - leaseMargin(ttlMs);
+    const left = ttlMs - leaseMargin(ttlMs);
+    this.#deadline = this.#now() + left;
+    this.#wallDeadline = this.#wallNow() + left;
     this.#armDeadlineTimer();
     this.#updateCanEdit();
   }
 
+  /** Checks the deadline when it is due, and at least every second (a sleeping computer delays timers). */
   #armDeadlineTimer() {
-    const left = this.#deadline - this.#now();
-    if (!this.holding || left <= 0) return this.#disarm("deadline");
-    this.#arm("deadline", left, () => {
-      if (this.#now() < this.#deadline) this.#armDeadlineTimer(); // timer fired early
+    const left = this.leaseRemainingMs;
+    if (left <= 0) return this.#disarm("deadline");
+    this.#arm("deadline", Math.min(left, DEADLINE_CHECK_MS), () => {
+      this.#armDeadlineTimer(); // early (or a periodic check): wait for the rest
       this.#updateCanEdit();
     });
   }

@@ -22,9 +22,14 @@ from typing import Any
 import pytest
 
 try:
-    from playwright.sync_api import ConsoleMessage, Page, sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+    from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extra installs it; the tests are skipped without it
+    sync_playwright = expect = None  # type: ignore[assignment]
+
+__all__ = [
+    "CHROMIUM", "CHROMIUM_ARGS", "HARNESS_JS", "HARNESS_PATH", "HAVE_BROWSER", "SERVER_DOWN_NOISE", "BrowserTab",
+    "ConsoleLog", "expect", "needs_browser", "sync_playwright",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

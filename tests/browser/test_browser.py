@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,6 +17,7 @@ from browser_support import (
     SERVER_DOWN_NOISE,
     BrowserTab,
     ConsoleLog,
+    expect,
     needs_browser,
     sync_playwright,
 )
@@ -226,4 +229,77 @@ def test_reload_keeps_the_tab_id_and_the_lease(servers: Cluster, new_tab: NewTab
                      ".map((e) => e.detail.change.kind)")
     assert "released" not in changes and "expired" not in changes
     assert bob.js("() => client.state.holder.fence") == fence
+    assert console.errors() == []
+
+
+def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> None:
+    page.goto(f"{base_url}/demo?user={user}&name={name}&workspace={workspace}")
+    page.wait_for_function("document.getElementById('status').dataset.status === 'open'")
+
+
+def test_demo_page_takeover_story_without_console_errors(
+    servers: Cluster, new_page: Callable[[str], Page], console: ConsoleLog, tmp_path: Path
+) -> None:
+    server = servers.server("a", PRESENCE_LEASE_TTL_MS="6000", PRESENCE_HEARTBEAT_MS="1000",
+                            PRESENCE_DEAD_AFTER_MS="3000")
+    alice, bob = new_page("alice"), new_page("bob")
+    open_demo(alice, server.http_url, "alice", "Alice", "doc-demo")
+    open_demo(bob, server.http_url, "bob", "Bob", "doc-demo")
+    for page in (alice, bob):
+        expect(page.locator("#viewers li")).to_have_count(2)
+    expect(alice.locator("#status")).to_have_text("Connected as Alice")
+    expect(alice.locator("#viewers")).to_contain_text("Alice (you)")
+    expect(alice.locator("#banner")).to_be_hidden()
+    expect(alice.locator("#editor")).to_be_disabled()
+
+    # Alice edits
+    alice.get_by_role("button", name="Edit", exact=True).click()
+    expect(alice.locator("#editor")).to_be_enabled()
+    expect(alice.locator("#holder")).to_contain_text("You are editing")
+    expect(alice.locator("#countdown")).to_contain_text("Lease")
+    alice.locator("#editor").fill("Minutes of the Monday meeting, by Alice.")
+    expect(alice.locator("#message")).to_contain_text("Saved at")
+
+    # Bob sees who is editing, with the three choices, and cannot type
+    expect(bob.locator("#banner")).to_be_visible()
+    expect(bob.locator("#banner")).to_contain_text(re.compile(r"Alice is editing since \d{1,2}:\d{2}"))
+    for label in ("Take over", "Wait for it", "Open read-only"):
+        expect(bob.get_by_role("button", name=label)).to_be_visible()
+    expect(bob.locator("#editor")).to_be_disabled()
+    expect(bob.locator("#viewers li").filter(has_text="Alice")).to_contain_text("editing")
+    alice.screenshot(path=tmp_path / "1-alice-editing.png", full_page=True)
+    bob.screenshot(path=tmp_path / "1-bob-sees-banner.png", full_page=True)
+
+    # Bob takes over: he may edit now, Alice is told who took over and that her text was kept
+    bob.get_by_role("button", name="Take over").click()
+    expect(bob.locator("#editor")).to_be_enabled()
+    expect(bob.locator("#banner")).to_be_hidden()
+    expect(alice.locator("#notice-text")).to_have_text(
+        re.compile(r"^Bob took over at \d{1,2}:\d{2}.*, your last changes were kept locally\.$")
+    )
+    expect(alice.locator("#banner")).to_contain_text("Bob is editing since")
+    expect(alice.locator("#editor")).to_be_disabled()
+    expect(alice.get_by_role("button", name="Dismiss")).to_be_visible()
+    expect(alice.get_by_role("button", name="Take over")).to_be_visible()
+    draft = alice.evaluate("() => localStorage.getItem('presence.demo.draft:doc-demo:alice')")
+    assert draft == "Minutes of the Monday meeting, by Alice."
+    alice.screenshot(path=tmp_path / "2-alice-taken-over.png", full_page=True)
+    bob.screenshot(path=tmp_path / "2-bob-editing.png", full_page=True)
+
+    # Alice dismisses the notice and chooses to read only: the banner shrinks to a note
+    alice.get_by_role("button", name="Dismiss").click()
+    expect(alice.locator("#notice")).to_be_hidden()
+    expect(alice.locator("#banner")).to_contain_text("Bob is editing since")
+    alice.get_by_role("button", name="Open read-only").click()
+    expect(alice.locator("#banner")).to_contain_text("Read-only: Bob is editing since")
+    expect(alice.get_by_role("button", name="Take over")).to_be_hidden()
+    # Bob is done: Alice may edit again
+    bob.get_by_role("button", name="Done editing").click()
+    expect(alice.locator("#banner")).to_be_hidden()
+    expect(alice.locator("#holder")).to_have_text("Nobody is editing.")
+    alice.screenshot(path=tmp_path / "3-alice-free-again.png", full_page=True)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "1-alice-editing.png", "1-bob-sees-banner.png", "2-alice-taken-over.png", "2-bob-editing.png",
+        "3-alice-free-again.png",
+    ]
     assert console.errors() == []

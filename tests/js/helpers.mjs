@@ -2,13 +2,25 @@
 import assert from "node:assert/strict";
 import { PresenceClient } from "../../static/presence.js";
 
-/** Deterministic clock: now(), setTimeout/clearTimeout, advance(ms) runs due timers in order. */
+/**
+ * Deterministic clock: now(), setTimeout/clearTimeout, advance(ms) runs due timers in order.
+ * wallNow() is the wall clock: it moves with advance(), and alone with sleep(ms) (a computer asleep: the
+ * monotonic clock and the timers stand still) or step(ms) (the wall clock set forward or back).
+ */
 export class FakeClock {
   t = 0;
   seq = 0;
+  wallOffset = 1_700_000_000_000;
   /** @type {Map<number, {at: number, fn: () => void}>} */
   timers = new Map();
   now = () => this.t;
+  wallNow = () => this.t + this.wallOffset;
+  sleep(ms) {
+    this.wallOffset += ms;
+  }
+  step(ms) {
+    this.wallOffset += ms;
+  }
   setTimeout = (fn, ms) => {
     const id = ++this.seq;
     this.timers.set(id, { at: this.t + Math.max(0, ms), fn });
@@ -130,6 +142,7 @@ export function makeClient(options = {}) {
     storage,
     random: () => 0,
     now: clock.now,
+    wallNow: clock.wallNow,
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     window: null,

@@ -119,6 +119,36 @@ test("canEdit turns false at the deadline while connected when no ping renews it
   assert.deepEqual(events.map(([, d, t]) => [d.canEdit, t]), [[true, 0], [false, 1800]]);
 });
 
+test("a computer that slept past the deadline: canEdit is false on waking, its event within a second", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000 on both clocks
+  const events = record(client, clock, ["canedit"]);
+  clock.advance(2000);
+  ws.receive({ type: "ping", n: 1 }); // the connection is alive (no lease time in it)
+  clock.sleep(60000); // monotonic clock and timers stand still, the wall clock moves on
+  assert.equal(client.canEdit, false, "the wall-clock deadline has passed");
+  assert.equal(client.leaseRemainingMs, 0);
+  assert.equal(client.holding, true);
+  clock.advance(1000); // the periodic deadline check runs after waking
+  assert.deepEqual(events, [["canedit", { canEdit: false }, 3000]]);
+  ws.receive({ type: "ping", n: 2, ttl_ms: 10000 }); // the server still had it (it renewed): editing resumes
+  assert.equal(client.canEdit, true);
+});
+
+test("a wall clock set back does not extend the lease: the monotonic deadline still ends it", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
+  const events = record(client, clock, ["canedit"]);
+  ws.serverClose(1006);
+  clock.step(-3_600_000);
+  clock.advance(8999);
+  assert.equal(client.canEdit, true);
+  assert.equal(client.leaseRemainingMs, 1);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events, [["canedit", { canEdit: false }, 9000]]);
+});
+
 test("a ping with ttl_ms pushes the local deadline while holding", async () => {
   const { client, clock, ws } = await connected();
   ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
