@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -23,14 +22,16 @@ log = logging.getLogger("presence.app")
 
 
 def static_dir() -> Path:
-    """``static/`` of the source tree, or its copy inside the installed wheel."""
-    repo = Path(__file__).resolve().parent.parent / "static"
-    if (repo / "presence.js").exists():
-        return repo
-    try:
-        return Path(str(resources.files("presence.static")))
-    except ModuleNotFoundError:
-        return repo
+    """The copy inside the installed wheel (``presence/static``), or ``static/`` of the source tree.
+
+    (Not ``importlib.resources.files``: ``static/`` has no ``__init__.py``, and the str() of the
+    ``MultiplexedPath`` it returns for such a namespace package is its repr, not a path.)
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "static", here.parent / "static"):
+        if (candidate / "presence.js").is_file():
+            return candidate
+    return here.parent / "static"
 
 
 class CachedStatic(StaticFiles):

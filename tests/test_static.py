@@ -1,0 +1,128 @@
+"""The bundled browser files: served with the right types and cache headers, and shipped in the wheel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from presence.app import create_app, static_dir
+from presence.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_FILES = ["presence.js", "demo.html", "demo.css", "demo.js"]
+
+
+@pytest.fixture
+def client() -> TestClient:
+    # no lifespan (no `with`): static files need neither Redis nor the hub running
+    return TestClient(create_app(Settings()))
+
+
+def test_static_dir_of_the_source_tree_has_every_file() -> None:
+    assert static_dir() == ROOT / "static"
+    for name in STATIC_FILES:
+        assert (static_dir() / name).is_file(), name
+
+
+def test_presence_js_is_served_as_javascript_with_cache_headers(client: TestClient) -> None:
+    r = client.get("/static/presence.js")
+    assert r.status_code == 200
+    assert r.headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
+    cache = r.headers["cache-control"]
+    assert "max-age=" in cache and "must-revalidate" in cache
+    assert "export class PresenceClient" in r.text
+    assert r.content == (ROOT / "static" / "presence.js").read_bytes()
+    # revalidation: an unchanged file costs a 304 and no body
+    etag = r.headers["etag"]
+    again = client.get("/static/presence.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+@pytest.mark.parametrize(("path", "ctype"), [
+    ("/static/demo.js", ("text/javascript", "application/javascript")),
+    ("/static/demo.css", ("text/css",)),
+    ("/static/demo.html", ("text/html",)),
+])
+def test_demo_assets_are_served_with_their_types(client: TestClient, path: str, ctype: tuple[str, ...]) -> None:
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["content-type"].split(";")[0] in ctype
+    assert "max-age=" in r.headers["cache-control"]
+
+
+def test_demo_page_is_html_and_not_cached_in_dev_mode(client: TestClient) -> None:
+    r = client.get("/demo")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["cache-control"] == "no-cache"
+    assert 'src="/static/demo.js"' in r.text
+
+
+def test_demo_is_not_served_outside_dev_mode() -> None:
+    app_client = TestClient(create_app(Settings(secret="s" * 40)))
+    assert app_client.get("/demo").status_code == 404
+    assert app_client.get("/static/presence.js").status_code == 200
+
+
+def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path: Path) -> None:
+    # build from a clean copy, so neither a stale build/ directory nor the checkout is involved
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "presence", src / "presence", ignore=ignore)
+    shutil.copytree(ROOT / "static", src / "static", ignore=ignore)
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-w", str(dist), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = dist.glob("presence-*.whl")
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        for name in STATIC_FILES:
+            assert f"presence/static/{name}" in names, sorted(n for n in names if "static" in n)
+            assert zf.read(f"presence/static/{name}") == (ROOT / "static" / name).read_bytes()
+
+    # install it apart from the checkout and ask the installed package where its files are
+    target = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(wheel), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    probe = (
+        "import json, presence, presence.app as a\n"
+        "from starlette.testclient import TestClient\n"
+        "from presence.settings import Settings\n"
+        "r = TestClient(a.create_app(Settings())).get('/static/presence.js')\n"
+        "print(json.dumps({'package': presence.__file__, 'static': str(a.static_dir()),\n"
+        "                  'status': r.status_code, 'type': r.headers.get('content-type', ''),\n"
+        "                  'cache': r.headers.get('cache-control', ''), 'size': len(r.content)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target), "HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(seen["package"]).is_relative_to(target), seen
+    static = Path(seen["static"])
+    assert static == target / "presence" / "static", seen
+    for name in STATIC_FILES:
+        assert (static / name).is_file(), name
+    assert seen["status"] == 200, seen
+    assert seen["type"].startswith("text/javascript"), seen
+    assert "max-age=" in seen["cache"], seen
+    assert seen["size"] == (ROOT / "static" / "presence.js").stat().st_size
