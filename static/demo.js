@@ -204,6 +204,7 @@ async function join(who) {
         expired: `Your edit lease expired at ${at}, your last changes were kept locally.`,
         lost: `The connection to the server was lost at ${at}, your last changes were kept locally.`,
         revoked: `An operator revoked your edit lease at ${at}, your last changes were kept locally.`,
+        idle: `Your edit lease was released at ${at} because you were away, your last changes were kept locally.`,
       }[/** @type {string} */ (d.reason)] ?? `You stopped editing at ${at} (${d.reason}); your changes were kept locally.`;
     }
     render();

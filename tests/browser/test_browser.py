@@ -232,6 +232,28 @@ def test_reload_keeps_the_tab_id_and_the_lease(servers: Cluster, new_tab: NewTab
     assert console.errors() == []
 
 
+def test_closing_the_page_leaves_cleanly_so_the_lease_ends_after_grace_not_ttl(
+    servers: Cluster, new_tab: NewTab, console: ConsoleLog
+) -> None:
+    server = servers.server("a", PRESENCE_LEASE_TTL_MS="8000", PRESENCE_HEARTBEAT_MS="1000",
+                            PRESENCE_DEAD_AFTER_MS="3000", PRESENCE_GRACE_MS="500")
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    alice.start("alice", "Alice", "doc-close")
+    bob.start("bob", "Bob", "doc-close")
+    fence = alice.call("acquire")["fence"]
+    bob.wait("(f) => client.state.holder && client.state.holder.fence === f", fence)
+
+    closed_at = bob.now_ms()
+    alice.page.close()  # pagehide: the socket is closed cleanly (1000), not dropped
+    bob.wait("() => client.state.holder === null", timeout_s=6)
+    freed = next(e for e in bob.events("state") if e["at"] >= closed_at and e["detail"]["holder"] is None)
+    # grace is 500 ms, the TTL 8 s: only a clean close frees it this early
+    assert freed["at"] - closed_at < 3000, f"lease ended {freed['at'] - closed_at:.0f} ms after the page closed"
+    assert freed["at"] - closed_at >= 400, "the lease is kept for the grace period"
+    bob.wait("() => client.state.viewers.map((v) => v.user.id).join() === 'bob'")
+    assert bob.call("acquire")["acquired"] is True
+    assert console.errors() == []
+
 def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> None:
     page.goto(f"{base_url}/demo?user={user}&name={name}&workspace={workspace}")
     page.wait_for_function("document.getElementById('status').dataset.status === 'open'")
