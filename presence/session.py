@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,7 +60,7 @@ class ExposeAbort:
     A close frame to a client that stopped reading waits behind its full send buffer forever;
     the tab's close watchdog aborts such a connection instead. ASGI has no abort, so this reaches
     the transport of the server's protocol object (uvicorn) when there is one; without it the
-    watchdog only logs.
+    watchdog does nothing.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -68,10 +69,18 @@ class ExposeAbort:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
-            abort = getattr(transport, "abort", None)
-            if callable(abort):
-                scope[ABORT_SCOPE_KEY] = abort
+            # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
+            if all(callable(getattr(transport, m, None)) for m in ("abort", "is_closing", "get_write_buffer_size")):
+                scope[ABORT_SCOPE_KEY] = functools.partial(_abort_if_stuck, transport)
         await self.app(scope, receive, send)
+
+
+def _abort_if_stuck(transport: Any) -> bool:
+    """Abort a connection that is still open or still has unsent data; True if it did."""
+    if transport.is_closing() and transport.get_write_buffer_size() == 0:
+        return False  # closed, or closing with nothing left to send
+    transport.abort()
+    return True
 
 
 def origin_allowed(settings: Settings, origin: str | None, host: str | None) -> bool:

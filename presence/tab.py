@@ -87,7 +87,7 @@ class Tab:
     def __init__(
         self, socket: Socket, conn: str, user: Person, workspace: str, tab_id: str,
         may_take_over: bool = True, queue_size: int = 256,
-        abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
+        abort: Callable[[], bool] | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
     ) -> None:
         self.socket = socket
         self.conn = conn
@@ -169,12 +169,13 @@ class Tab:
 
     def _close_overdue(self) -> None:
         self._watchdog = None
-        log.info("%r: the peer did not complete the close within %.1fs; aborting", self, self._close_timeout)
-        if self._abort is not None:
-            try:
-                self._abort()
-            except Exception:
-                log.debug("%r: abort failed", self, exc_info=True)
+        if self._abort is None:
+            return
+        try:
+            if self._abort():
+                log.info("%r: the peer did not complete the close within %.1fs; aborted", self, self._close_timeout)
+        except Exception:
+            log.debug("%r: abort failed", self, exc_info=True)
 
     async def _write(self) -> None:
         while True:
