@@ -153,7 +153,6 @@ def test_server_killed_can_edit_turns_false_by_the_lease_deadline(
     alice = new_tab("alice", server.http_url)
     alice.start("alice", "Alice", "doc-deadline")
     assert alice.call("acquire")["acquired"] is True
-    alice.wait("() => events.filter((e) => e.type === 'connection').length > 0")
     assert alice.js("() => client.canEdit") is True
 
     server.kill()  # SIGKILL: no close frame, no release, no more renewals
@@ -161,13 +160,17 @@ def test_server_killed_can_edit_turns_false_by_the_lease_deadline(
     ttl_left = redis_server.client().pttl(lease_key(prefix, "doc-deadline"))
     assert ttl_left > 0, "the lease must still be alive in Redis right after the kill"
     expires_at = killed_at + ttl_left  # no later than the lease's real expiry in Redis
+    now, remaining = alice.js("() => [Date.now(), client.leaseRemainingMs]")
+    assert remaining > 0
+    client_deadline = now + remaining
+    assert client_deadline <= expires_at, (
+        f"the client's deadline falls {client_deadline - expires_at:.0f} ms after the lease can expire in Redis"
+    )
 
     alice.wait("() => !client.canEdit", timeout_s=5)
     flipped = [e for e in alice.events("canedit") if e["detail"] == {"canEdit": False}]
-    assert len(flipped) == 1
-    assert flipped[0]["at"] <= expires_at, (
-        f"canEdit turned false {flipped[0]['at'] - expires_at:.0f} ms after the lease could expire in Redis"
-    )
+    assert len(flipped) == 1, "one canedit event, fired by the deadline timer"
+    assert client_deadline - 50 <= flipped[0]["at"] <= client_deadline + 500, (flipped[0]["at"], client_deadline)
     # the client learned it from its own deadline, not from the server: it still believes it holds
     assert alice.js("() => [client.holding, client.connected, client.leaseRemainingMs]") == [True, False, 0]
     assert alice.events("released") == []
