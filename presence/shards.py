@@ -139,13 +139,16 @@ class Link:
             self._unsubscribing |= remove
             for group in _by_slot(add):
                 await pubsub.ssubscribe(*group)
+                _raise_if_cancelled()
             for group in _by_slot(remove):
                 await pubsub.sunsubscribe(*group)
+                _raise_if_cancelled()
 
     async def _read(self, pubsub: Any) -> None:
         bridge = self.router.bridge
         while True:
             msg = await pubsub.get_message(timeout=1.0)
+            _raise_if_cancelled()
             if msg is None:
                 continue
             kind, channel = msg["type"], msg["channel"]
@@ -250,6 +253,7 @@ class ShardRouter:
         wanted = self.bridge.wanted
         for channel in [c for c in self.route if c not in wanted]:
             self.links[self.route.pop(channel)].drop(channel, tell_redis=True)
+            self.bridge.active.discard(channel)
         # After a refresh any channel may have moved; otherwise only new ones need a route.
         for channel in set(wanted) if refreshed else wanted - self.route.keys():
             try:
@@ -281,8 +285,17 @@ class ShardRouter:
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            _, pending = await asyncio.wait({task}, timeout=5.0)
+            if pending:  # pragma: no cover - would be a bug; the task group still awaits it at shutdown
+                log.error("pub/sub link %s did not stop within 5s of cancellation", name)
+
+
+def _raise_if_cancelled() -> None:
+    """Python 3.11's ``asyncio.wait_for``, which redis-py wraps around socket writes, can swallow a
+    cancellation that arrives as the write completes; a link must still stop when cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _close(pubsub: Any) -> None:

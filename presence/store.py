@@ -17,9 +17,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -67,7 +68,14 @@ class Call:
     args: Args
 
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError, TimeoutError)
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, ConnectionError, TimeoutError,
+)
+# Redis Cluster's ways of saying "not now": a failover or a slot move in progress, no reachable node
+# (SlotNotCoveredError is a RedisClusterException). And redis-py's cluster client closes every
+# pooled connection when one node fails, under the feet of commands in flight to other nodes, which
+# then fail with AttributeError or RuntimeError ("transport closed") instead of a ConnectionError.
+_CLUSTER_TRANSIENT = (ClusterDownError, TryAgainError, RedisClusterException, AttributeError, RuntimeError)
 
 
 class Store:
@@ -86,6 +94,9 @@ class Store:
         self.scripts_loaded = False
         self.client: Any = client if client is not None else self._connect(settings)
         self._closed = False
+        self._transient: tuple[type[BaseException], ...] = (
+            _TRANSIENT + _CLUSTER_TRANSIENT if self.cluster else _TRANSIENT
+        )
         self.on_latency: Callable[[str, float], None] = lambda op, seconds: None  # set by hub.metrics
 
     @staticmethod
@@ -104,6 +115,9 @@ class Store:
             health_check_interval=max(1, settings.heartbeat_ms // 1000),
         )
         if settings.redis_cluster:
+            # The cluster client re-reads the slot map between attempts (how it follows a failover);
+            # beyond two, the heartbeat's next tick is the better retry.
+            options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), 2)
             return RedisCluster.from_url(settings.redis_url, **options)
         options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
         return aioredis.Redis.from_url(settings.redis_url, **options)
@@ -117,7 +131,7 @@ class Store:
                 sha = await self.client.script_load(script.source)
                 if sha != script.sha:  # pragma: no cover - would mean a hashing mismatch
                     raise RuntimeError(f"script {script.name}: Redis returned sha {sha}, expected {script.sha}")
-        except _TRANSIENT as exc:
+        except self._transient as exc:
             self.scripts_loaded = False
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
         self.scripts_loaded = True
@@ -131,7 +145,7 @@ class Store:
             except NoScriptError:
                 await self.load_scripts()
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        except _TRANSIENT as exc:
+        except self._transient as exc:
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
         finally:
             self.on_latency(script.name, time.perf_counter() - started)
@@ -149,7 +163,7 @@ class Store:
                 await self.load_scripts()
                 results = await self._pipeline(calls)
             return results
-        except _TRANSIENT as exc:
+        except self._transient as exc:
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
 
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
@@ -162,14 +176,16 @@ class Store:
         results: list[Any] = await pipe.execute(raise_on_error=False)
         self.on_latency("pipeline", time.perf_counter() - started)
         for r in results:
-            if isinstance(r, RedisError) and isinstance(r, _TRANSIENT):
+            if isinstance(r, RedisError) and isinstance(r, self._transient):
                 raise r
         return results
 
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (*_TRANSIENT, RedisError):
+        except RedisError:
+            return False
+        except self._transient:
             return False
 
     async def redis_time_ms(self) -> int:
