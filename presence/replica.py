@@ -170,7 +170,7 @@ class Replica:
         h = self.holder
         if h is None:
             return 0
-        return sum(1 for t in self.tabs.values() if t.user == h.user)
+        return len({t.tab for t in self.tabs.values() if t.user == h.user})
 
     def holder_view(self, with_fence: bool = True) -> HolderView | None:
         h = self.holder
@@ -181,14 +181,19 @@ class Replica:
         )
 
     def viewers(self) -> list[Viewer]:
+        """One entry per user. Tabs are counted by tab id, not connection: a tab that reconnected
+        while its old connection's presence entry has not expired yet (its server died) is one tab."""
+        tab_ids: dict[str, set[str]] = {}
         by_user: dict[str, Viewer] = {}
         for info in self.tabs.values():
+            tab_ids.setdefault(info.user, set()).add(info.tab)
             v = by_user.get(info.user)
             if v is None:
-                by_user[info.user] = Viewer(Person(info.user, info.name), 1, info.active)
+                by_user[info.user] = Viewer(Person(info.user, info.name), 0, info.active)
             else:
-                v.tabs += 1
                 v.active = v.active or info.active
+        for user, v in by_user.items():
+            v.tabs = len(tab_ids[user])
         return sorted(by_user.values(), key=lambda v: (v.user.name, v.user.id))
 
     def waiting(self) -> list[Person]:

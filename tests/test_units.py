@@ -87,6 +87,7 @@ def test_replica_viewers_are_one_entry_per_user() -> None:
     r.reset(Snapshot(seq=1, holder=None, ttl_ms=-2, tabs={
         "c1": '["a","Ann","t1",false,null,"s"]', "c2": '["a","Ann","t2",true,null,"s"]',
         "c3": '["b","Bob","t3",false,null,"s"]', "c4": "not json",
+        "c5": '["b","Bob","t3",false,null,"dead-server"]',  # t3 reconnected; old entry not pruned yet
     }))
     viewers = {v.user.id: (v.tabs, v.active) for v in r.viewers()}
     assert viewers == {"a": (2, True), "b": (1, False)}
