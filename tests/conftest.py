@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from procs import LocalRedisCluster, RedisServer, ServerProcess
+from procs import LocalRedisCluster, RedisServer, ServerProcess, TlsFiles, TlsRedisServer
 
 # Short, configured timings: timing-dependent tests use these and generous bounds.
 FAST = {
@@ -103,3 +104,24 @@ def own_redis_cluster() -> Iterator[LocalRedisCluster]:
     cluster = LocalRedisCluster().start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA and a server certificate for 127.0.0.1; skips when openssl is missing."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found: no TLS tests")
+    return TlsFiles(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture
+def tls_redis(tls_files: TlsFiles) -> Iterator[TlsRedisServer]:
+    """A TLS-only redis-server; skips when this redis-server was built without TLS."""
+    server = TlsRedisServer(tls_files)
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError) as exc:
+        server.close()
+        pytest.skip(f"redis-server without TLS support: {exc}")
+    yield server
+    server.close()

@@ -82,6 +82,65 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class TlsFiles:
+    """A throw-away CA and a server certificate for 127.0.0.1, made with ``openssl``."""
+
+    def __init__(self, directory: str) -> None:
+        d = Path(directory)
+        self.ca, self.cert, self.key = str(d / "ca.crt"), str(d / "server.crt"), str(d / "server.key")
+        ca_key, csr, ext = d / "ca.key", d / "server.csr", d / "san.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for cmd in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=presence test CA",
+             "-keyout", str(ca_key), "-out", self.ca],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", self.key,
+             "-out", str(csr)],
+            ["x509", "-req", "-in", str(csr), "-CA", self.ca, "-CAkey", str(ca_key), "-CAcreateserial",
+             "-days", "2", "-extfile", str(ext), "-out", self.cert],
+        ):
+            subprocess.run(["openssl", *cmd], check=True, capture_output=True, timeout=60)
+
+    def server_args(self) -> list[str]:
+        return ["--tls-cert-file", self.cert, "--tls-key-file", self.key, "--tls-ca-cert-file", self.ca,
+                "--tls-auth-clients", "no"]
+
+    def url_query(self) -> str:
+        return f"ssl_ca_certs={self.ca}"
+
+
+class TlsRedisServer(RedisServer):
+    """A redis-server that speaks TLS only (``rediss://``)."""
+
+    def __init__(self, tls: TlsFiles) -> None:
+        super().__init__(extra=tls.server_args())
+        self.tls = tls
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?{self.tls.url_query()}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5, ssl=True,
+                           ssl_ca_certs=self.tls.ca)
+
+    def start(self) -> TlsRedisServer:
+        cmd = [REDIS_SERVER, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", self.dir, *self.extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_until(self._up, 10, f"TLS redis-server :{self.port}")
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def _up(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise RuntimeError(f"redis-server refused TLS: {err[-500:]}")
+        return bool(self.client().ping())
+
+
 class ServerProcess:
     """``python -m presence serve`` in a child process."""
 
@@ -170,7 +229,8 @@ class LocalRedisCluster:
     :meth:`start_node` rejoins with its id and slots (and no data, like a crashed cache).
     """
 
-    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000) -> None:
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000, tls: TlsFiles | None = None) -> None:
+        self.tls = tls
         self.ports: list[int] = []
         while len(self.ports) < masters:
             port = free_cluster_port()
@@ -182,13 +242,19 @@ class LocalRedisCluster:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.ports[0]}/0?{self.tls.url_query()}"
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
+    def _tls_kw(self) -> dict[str, object]:
+        return {} if self.tls is None else {"ssl": True, "ssl_ca_certs": self.tls.ca}
+
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(port=port, decode_responses=True, socket_timeout=5, **self._tls_kw())  # type: ignore[arg-type]
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True, socket_timeout=5)
+        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True, socket_timeout=5,
+                                  **self._tls_kw())  # type: ignore[arg-type]
 
     def start_node(self, port: int) -> None:
         node_dir = Path(self.dir, str(port))
@@ -196,6 +262,8 @@ class LocalRedisCluster:
         cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                "--dir", str(node_dir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                "--cluster-node-timeout", str(self.node_timeout_ms)]
+        if self.tls is not None:  # TLS only, the cluster bus too
+            cmd[1:3] = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", *self.tls.server_args()]
         log = open(node_dir / "redis.log", "ab")  # noqa: SIM115 - the child owns it
         self.procs[port] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -205,8 +273,9 @@ class LocalRedisCluster:
         try:
             for port in self.ports:
                 self.start_node(port)
+            tls = [] if self.tls is None else ["--tls", "--cacert", self.tls.ca]
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                ["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                  "--cluster-replicas", "0", "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
             )
