@@ -1,9 +1,9 @@
-"""Hub: one per server process. Owns the rooms, the store, the pub/sub bridge and the heartbeat,
-and carries out each tab's requests.
+"""Hub: one per server process. Owns the rooms, the store, the pub/sub bridge, the heartbeat and
+the request handlers; enters tabs into their workspace and takes them out again.
 
-Requests run one Lua script each and apply the events it returns straight away; the same events
-arrive again through pub/sub and are recognised by their sequence number. No asyncio lock is
-ever held across Redis I/O: rooms are plain dictionaries changed between awaits.
+Rooms are kept current by the events of the scripts this process runs (applied at once) and by
+the same events arriving through pub/sub, recognised by their sequence number. No asyncio lock
+is ever held across Redis I/O: rooms are plain dictionaries changed between awaits.
 """
 
 from __future__ import annotations
@@ -16,33 +16,21 @@ from collections.abc import Callable
 
 from .bridge import Bridge
 from .errors import (
-    NoRequest,
-    NotHolder,
     Overloaded,
-    RequestPending,
     Restarting,
     StoreUnavailable,
-    TakeoverCooldown,
-    TakeoverForbidden,
     TooMany,
-    Unavailable,
 )
-from .lease import LeaseStore, Outcome
+from .lease import LeaseStore
 from .metrics import Metrics
 from .ops import Ops
 from .protocol import (
     Acquired,
-    Asked,
-    Busy,
-    Declined,
-    HolderView,
     Person,
-    Queued,
-    Released,
-    RequestId,
     Welcome,
 )
-from .replica import HolderRecord, TabInfo, decode_event
+from .replica import TabInfo, decode_event
+from .requests import Requests
 from .room import Room
 from .settings import Settings
 from .store import Store
@@ -78,6 +66,7 @@ class Hub:
         from .heartbeat import Heartbeat  # cycle: the heartbeat drives the hub
 
         self.heartbeat = Heartbeat(self)
+        self.requests = Requests(self)
         self.ops = Ops(self)  # audit log, server registry, control commands
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -223,133 +212,13 @@ class Hub:
             room.close()
             self.bridge.unsubscribe(room.channel)
 
-    # -- requests -------------------------------------------------------------------------
-
-    async def _script(self, coro: object) -> Outcome:
-        try:
-            return await coro  # type: ignore[misc,no-any-return]
-        except StoreUnavailable as exc:
-            raise Unavailable("Redis unavailable, try again") from exc
-
-    async def acquire(self, tab: Tab, request_id: RequestId, wait: bool = False) -> Acquired | Busy | Queued:
-        room = self.rooms[tab.workspace]
-        sent_at = asyncio.get_running_loop().time()
-        out = await self._script(
-            self.lease.acquire(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn, wait)
-        )
-        self.metrics.lease_request("acquire", out.status, asyncio.get_running_loop().time() - sent_at)
-        room.apply(out.events)
-        if out.status == "busy":
-            return Busy(holder=self._holder_view(room, out.detail.get("holder")), id=request_id)  # type: ignore[arg-type]
-        if out.status == "queued":
-            tab.queue_position = out.int("position")
-            return Queued(position=tab.queue_position, id=request_id)
-        return self._granted(room, tab, out, sent_at, request_id)
-
-    async def takeover(self, tab: Tab, request_id: RequestId) -> Acquired:
-        if not tab.may_take_over:
-            raise TakeoverForbidden("your token does not allow taking over a lease")
-        room = self.rooms[tab.workspace]
-        sent_at = asyncio.get_running_loop().time()
-        out = await self._script(
-            self.lease.takeover(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn)
-        )
-        self.metrics.lease_request("takeover", out.status, asyncio.get_running_loop().time() - sent_at)
-        room.apply(out.events)
-        if out.status == "cooldown":
-            raise TakeoverCooldown(
-                f"the lease was taken over moments ago; try again in {out.int('retry_ms')} ms"
-            )
-        return self._granted(room, tab, out, sent_at, request_id)
-
-    def _granted(self, room: Room, tab: Tab, out: Outcome, sent_at: float, request_id: RequestId) -> Acquired:
-        fence = out.int("fence")
-        tab.fence = fence
-        tab.queue_position = 0
-        room.confirm(fence, sent_at, out.int("ttl_ms"))
-        return Acquired(fence=fence, ttl_ms=room.ttl_left_ms(), id=request_id, rejoined=out.status == "rejoined")
-
-    async def release(self, tab: Tab, request_id: RequestId) -> Released:
-        """Give the lease up (it goes to the next in line), or leave the wait queue."""
-        room = self.rooms[tab.workspace]
-        if tab.fence is None and not tab.queue_position:
-            raise NotHolder("you neither hold the lease nor wait for it")
-        # A waiter passes fence 0, which matches no grant: None would mean "whoever holds it".
-        fence = tab.fence if tab.fence is not None else 0
-        out = await self._script(self.lease.release(tab.workspace, fence, "released", tab.conn))
-        room.apply(out.events)
-        if out.status == "not_holder":
-            tab.fence = None
-            raise NotHolder("you no longer hold the lease")
-        tab.fence = None
-        tab.queue_position = 0
-        return Released(reason="released", id=request_id)
-
-    async def request(self, tab: Tab, request_id: RequestId, message: str) -> Acquired | Asked:
-        """Politely ask the holder for the lease."""
-        room = self.rooms[tab.workspace]
-        sent_at = asyncio.get_running_loop().time()
-        out = await self._script(
-            self.lease.request(tab.workspace, tab.user.id, tab.user.name, tab.tab_id, tab.conn, message)
-        )
-        room.apply(out.events)
-        if out.status == "pending":
-            raise RequestPending("someone else's request is waiting for the holder's answer")
-        if out.status == "requested":
-            holder = self._holder_view(room, out.detail.get("holder"))
-            assert holder is not None
-            return Asked(holder=holder, deadline_ms=out.int("deadline_ms"), id=request_id)
-        return self._granted(room, tab, out, sent_at, request_id)
-
-    async def decline(self, tab: Tab, request_id: RequestId) -> Declined:
-        """The holder keeps the lease: the pending request ends."""
-        room = self.rooms[tab.workspace]
-        if tab.fence is None:
-            raise NotHolder("only the holder can decline a request")
-        out = await self._script(self.lease.handoff(tab.workspace, "decline", tab.fence, by=tab.user))
-        room.apply(out.events)
-        if out.status != "ended":
-            raise NoRequest("there is no pending request to decline")
-        return Declined(reason="declined", id=request_id)
+    # -- timers of rooms (see Room) -------------------------------------------------------
 
     def request_due(self, room: Room, conn: str) -> None:
-        """A local requester's deadline passed: take over (if allowed) or end the request."""
-        tab = room.tabs.get(conn)
-        may_take = self.settings.handoff_takeover and tab is not None and tab.may_take_over
-        self.tasks.spawn(self._request_due(room, conn, may_take), name=f"request deadline {conn}")
-
-    async def _request_due(self, room: Room, conn: str, may_take: bool) -> None:
-        try:
-            out = await self.lease.handoff(room.workspace, "timeout", conn, may_take_over=may_take)
-        except StoreUnavailable:
-            room.retry_request(conn, self.settings.heartbeat_ms)
-            return
-        if out.status == "early":
-            room.retry_request(conn, out.int("left_ms"))
-        room.apply(out.events)
+        self.requests.request_due(room, conn)
 
     def idle_due(self, room: Room, fence: int) -> None:
-        """The holder's tabs were all inactive for PRESENCE_IDLE_RELEASE_MS: release with reason idle."""
-        self.tasks.spawn(self._idle_release(room, fence), name=f"idle release {room.workspace}")
-
-    async def _idle_release(self, room: Room, fence: int) -> None:
-        try:
-            out = await self.lease.release(room.workspace, fence, "idle")
-        except StoreUnavailable:
-            return  # the next status change re-arms the timer
-        room.apply(out.events)
-
-    async def status(self, tab: Tab) -> None:
-        room = self.rooms[tab.workspace]
-        out = await self._script(self.lease.status(tab.workspace, tab.conn, self.info(tab)))
-        room.apply(out.events)
-
-    def _holder_view(self, room: Room, raw: object) -> HolderView | None:
-        if not isinstance(raw, dict):
-            return room.replica.holder_view(with_fence=False)
-        h = HolderRecord(int(raw["fence"]), raw["user"], raw["name"], raw["tab"], int(raw["since"]))
-        tabs = sum(1 for t in room.replica.tabs.values() if t.user == h.user)
-        return HolderView(user=h.person, since_ms=h.since, tabs=tabs)
+        self.requests.idle_due(room, fence)
 
     # -- keeping rooms current ------------------------------------------------------------
 

@@ -239,11 +239,11 @@ class Session:
             case Pong(n=n):
                 tab.pong(n)
             case Acquire(id=rid, wait=wait):
-                tab.send(await hub.acquire(tab, rid, wait))
+                tab.send(await hub.requests.acquire(tab, rid, wait))
             case Takeover(id=rid):
-                tab.send(await hub.takeover(tab, rid))
+                tab.send(await hub.requests.takeover(tab, rid))
             case Release(id=rid):
-                tab.send(await hub.release(tab, rid))
+                tab.send(await hub.requests.release(tab, rid))
             case Status(id=rid, active=active, meta=meta):
                 if meta is not None and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
                     self._bad(f"meta is larger than {MAX_META_BYTES} bytes", rid)
@@ -252,13 +252,13 @@ class Session:
                     tab.active = active
                 if meta is not None:
                     tab.meta = meta
-                await hub.status(tab)
+                await hub.requests.status(tab)
             case Request(id=rid, message=text):
                 if len(text) > MAX_REQUEST_MESSAGE:
                     self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)
                     return
-                tab.send(await hub.request(tab, rid, text))
+                tab.send(await hub.requests.request(tab, rid, text))
             case Decline(id=rid):
-                tab.send(await hub.decline(tab, rid))
+                tab.send(await hub.requests.decline(tab, rid))
             case Hello():
                 self._bad("hello was already received")
