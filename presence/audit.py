@@ -10,7 +10,8 @@ Entry fields (all strings in Redis; :func:`decode` types them): ``kind`` (acquir
 taken_over, expired, revoked, idle), ``workspace``, ``user``/``name``/``tab`` (the new holder for
 acquired and taken_over, the ended holder otherwise), ``fence``, ``at`` (Redis time, ms),
 ``held_ms`` (how long the ended holder held it), ``from_*`` (the replaced holder of a takeover),
-``reason``, ``by_id``/``by_name``, ``note`` (an operator's words), ``server``, ``origin`` (conn).
+``reason``, ``by_id``/``by_name``, ``note`` (an operator's words), ``server``, ``origin`` (the conn
+whose request made the change), ``handoff`` (the conn a lease was handed to from the queue).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def entry(event: Event, workspace: str, server: str) -> dict[str, str] | None:
         e.update(by_id=event.by.id, by_name=event.by.name)
     if event.origin:
         e["origin"] = event.origin
+    if event.handoff:
+        e["handoff"] = event.handoff  # granted from the wait queue or a handoff request, to this conn
     if text := note.get():
         e["note"] = text
     return e
@@ -92,6 +95,8 @@ class AuditLog:
         self.dropped = 0
         self.written = 0
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is buffered or in flight
+        self._idle.set()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
@@ -104,6 +109,7 @@ class AuditLog:
             if e is not None:
                 self._push(e)
         if self.buffer:
+            self._idle.clear()
             self._wake.set()
 
     def _push(self, e: dict[str, str]) -> None:
@@ -151,6 +157,7 @@ class AuditLog:
         delay = 0.05
         while True:
             if not self.buffer:
+                self._idle.set()
                 if self._stopping:
                     return
                 self._wake.clear()
@@ -194,6 +201,10 @@ class AuditLog:
             pipe.xadd(self.key, e, maxlen=self.max_len, approximate=self.approximate)
         await pipe.execute()
         self.metrics.redis("audit", time.perf_counter() - started)
+
+    async def drain(self) -> None:
+        """Return once everything observed so far is written (or dropped)."""
+        await self._idle.wait()
 
     # -- reading ----------------------------------------------------------------------------
 

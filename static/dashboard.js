@@ -203,7 +203,7 @@ function renderServers() {
   $("srv-count").textContent = servers.length;
   $("servers").tBodies[0].replaceChildren(...servers.map((s) => el("tr", {},
     el("td", { class: "mono" }, s.id),
-    el("td", { class: "mono small" }, `${s.host}:${s.port} · pid ${s.pid} · v${s.version}`),
+    el("td", { class: "mono small", title: `pid ${s.pid} · version ${s.version} · ${s.scope} scope` }, `${s.host}:${s.port}`),
     el("td", { class: "num" }, s.connections),
     el("td", { class: "num" }, s.leases),
     el("td", { class: "num" }, s.workspaces),
@@ -361,19 +361,21 @@ function series() {
 
 const COLORS = ["#2563eb", "#dc2626", "#059669"];
 
-function plot(canvas, lines, now) {
+// The window grows from 30 s to HISTORY_MS as samples accumulate, so a fresh page shows a line.
+function plot(canvas, lines, now, first) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  const t0 = now - HISTORY_MS;
+  const span = Math.min(HISTORY_MS, Math.max(30_000, now - first));
+  const t0 = now - span;
   let max = 0;
   for (const l of lines) for (const [t, v] of l.points) if (t >= t0 && v !== null) max = Math.max(max, v);
   max = max > 0 ? niceCeil(max) : 1;
   const pad = { l: 34, r: 6, t: 6, b: 16 };
-  const x = (t) => pad.l + ((t - t0) / HISTORY_MS) * (w - pad.l - pad.r);
+  const x = (t) => pad.l + ((t - t0) / span) * (w - pad.l - pad.r);
   const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
   g.strokeStyle = "#e5e7eb"; g.fillStyle = "#6b7280"; g.lineWidth = 1; g.font = "10px system-ui, sans-serif";
   for (const f of [0, 0.5, 1]) {
@@ -381,18 +383,19 @@ function plot(canvas, lines, now) {
     g.beginPath(); g.moveTo(pad.l, yy); g.lineTo(w - pad.r, yy); g.stroke();
     g.textAlign = "right"; g.fillText(fmt(max * f), pad.l - 4, yy + 3);
   }
-  g.textAlign = "left"; g.fillText("−5 min", pad.l, h - 3);
+  g.textAlign = "left"; g.fillText(span >= 60_000 ? `−${Math.round(span / 60_000)} min` : `−${Math.round(span / 1000)} s`, pad.l, h - 3);
   g.textAlign = "right"; g.fillText("now", w - pad.r, h - 3);
   lines.forEach((l, i) => {
-    g.strokeStyle = COLORS[i]; g.lineWidth = 1.5; g.beginPath();
-    let open = false;
+    g.strokeStyle = g.fillStyle = COLORS[i]; g.lineWidth = 1.5; g.beginPath();
+    let open = false, last = null;
     for (const [t, v] of l.points) {
       if (t < t0 || v === null) { open = false; continue; }
       if (open) g.lineTo(x(t), y(v)); else g.moveTo(x(t), y(v));
-      open = true;
+      open = true; last = [t, v];
     }
     g.stroke();
-    if (lines.length > 1) { g.fillStyle = COLORS[i]; g.textAlign = "left"; g.fillText(l.label, pad.l + 4 + i * 64, pad.t + 9); }
+    if (last) { g.beginPath(); g.arc(x(last[0]), y(last[1]), 2.5, 0, 2 * Math.PI); g.fill(); }
+    if (lines.length > 1) { g.textAlign = "left"; g.fillText(l.label, pad.l + 4 + i * 64, pad.t + 9); }
   });
 }
 
@@ -405,10 +408,11 @@ const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : Number(v.
 function renderCharts() {
   const s = series();
   const now = view.frame.now;
-  plot($("chart-connections"), [{ label: "connections", points: s.connections }], now);
-  plot($("chart-acquires"), [{ label: "acquires", points: s.acquires }], now);
-  plot($("chart-events"), [{ label: "takeovers", points: s.takeovers }, { label: "expiries", points: s.expiries }], now);
-  plot($("chart-latency"), [{ label: "p50", points: s.p50 }, { label: "p99", points: s.p99 }], now);
+  const first = view.samples.length ? view.samples[0].t : now;
+  plot($("chart-connections"), [{ label: "connections", points: s.connections }], now, first);
+  plot($("chart-acquires"), [{ label: "acquires", points: s.acquires }], now, first);
+  plot($("chart-events"), [{ label: "takeovers", points: s.takeovers }, { label: "expiries", points: s.expiries }], now, first);
+  plot($("chart-latency"), [{ label: "p50", points: s.p50 }, { label: "p99", points: s.p99 }], now, first);
 }
 
 connect();

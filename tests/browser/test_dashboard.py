@@ -1,0 +1,121 @@
+"""The ops dashboard in real headless Chromium (Debian's /usr/bin/chromium through Playwright,
+never a downloaded browser) against a real server process and redis-server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from conftest import Cluster
+from wsclient import Tab
+
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover - the test extra installs it
+    async_playwright = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+HAVE_BROWSER = async_playwright is not None and CHROMIUM.exists() and shutil.which(str(CHROMIUM)) is not None
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not HAVE_BROWSER, reason="needs the playwright package and Debian's /usr/bin/chromium"),
+]
+
+ADMIN = "dashboard-admin-token-0123456789"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+def watch_errors(page: Page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    return errors
+
+
+async def test_dashboard_shows_and_revokes_a_lease(
+    servers: Cluster, browser: Browser, tabs: list[Tab], tmp_path: Path
+) -> None:
+    a = servers.server("a", PRESENCE_ADMIN_TOKEN=ADMIN)
+    holder = await Tab(a.ws_url, "alice", "team/roadmap").connect()
+    viewer = await Tab(a.ws_url, "bob", "team/roadmap").connect()
+    other = await Tab(a.ws_url, "carol", "notes-7").connect()
+    tabs += [holder, viewer, other]
+    fence = (await holder.request("acquire"))["fence"]
+
+    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+    page = await context.new_page()
+    errors = watch_errors(page)
+    await page.goto(a.http_url + "/dashboard")
+
+    # A wrong token is refused and the page says so; the right one opens the dashboard.
+    await page.fill("#token", "not-the-token")
+    await page.click("#login-submit")
+    await page.wait_for_selector("#login-error:not([hidden])")
+    assert "refused" in (await page.text_content("#login-error") or "")
+    await page.fill("#token", ADMIN)
+    await page.click("#login-submit")
+    row = page.locator('tr[data-workspace="team/roadmap"]')
+    await row.wait_for()
+    assert "Alice" in await row.inner_text()
+    assert str(fence) in await row.inner_text()
+    assert "Bob" in await row.inner_text()
+    assert await page.evaluate("sessionStorage.getItem('presence.admin.token')") == ADMIN
+
+    # The countdown moves between frames (interpolated locally, refreshed by the feed).
+    left = row.locator(".countdown .left")
+    first = await left.inner_text()
+    await page.wait_for_function(
+        "([sel, t]) => document.querySelector(sel).textContent !== t",
+        arg=['tr[data-workspace="team/roadmap"] .countdown .left', first], timeout=3000,
+    )
+    await page.wait_for_selector('#audit li[data-kind="acquired"]')
+    await page.wait_for_selector("#servers tbody tr")
+
+    # Filter by holder name.
+    await page.fill("#filter", "alic")
+    await page.wait_for_function("document.querySelectorAll('#workspaces tbody tr').length === 1")
+    await page.fill("#filter", "")
+    await page.wait_for_selector('tr[data-workspace="notes-7"]')
+
+    for _ in range(3):  # some activity for the plots
+        await other.request("acquire")
+        await other.request("release")
+        await page.wait_for_timeout(700)  # spread over several one-second samples (for the picture only)
+    await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+    # Force release with confirmation: the holder's tab is told it was revoked.
+    await row.locator("button.release").click()
+    await page.wait_for_selector("#confirm[open]")
+    assert "Alice" in (await page.text_content("#confirm-text") or "")
+    await page.fill("#confirm-reason", "browser test")
+    await page.screenshot(path=str(tmp_path / "confirm.png"))
+    await page.click("#confirm-ok")
+    released = await holder.expect("released", timeout=5)
+    assert released["reason"] == "revoked"
+    await page.wait_for_selector('#audit li[data-kind="revoked"]')
+    assert "browser test" in await page.locator('#audit li[data-kind="revoked"]').inner_text()
+    await page.wait_for_function(
+        "!document.querySelector('tr[data-workspace=\"team/roadmap\"] .countdown')", timeout=3000
+    )
+    assert "free" in await row.inner_text()
+    print("screenshots:", tmp_path / "dashboard.png", tmp_path / "confirm.png")
+    await context.close()
+    assert errors == [], errors
