@@ -5,10 +5,14 @@
 /** @typedef {{user: User, fence?: number, since_ms: number, tabs: number}} Holder */
 /** @typedef {{user: User, tabs: number, active: boolean}} Viewer */
 /**
- * @typedef {{kind: "joined"|"left"|"acquired"|"released"|"expired"|"taken_over"|"revoked",
+ * @typedef {{kind: "joined"|"left"|"acquired"|"released"|"expired"|"taken_over"|"revoked"|"idle",
  *            user: User, from?: User}} Change
+ * @typedef {{by: User, message: string, deadline_at: number}} HandoffRequest  deadline_at: epoch ms, Redis clock
  */
-/** @typedef {{workspace: string, seq: number, holder: Holder|null, viewers: Viewer[], change?: Change}} State */
+/**
+ * @typedef {{workspace: string, seq: number, holder: Holder|null, viewers: Viewer[], queue?: User[],
+ *            request?: HandoffRequest|null, change?: Change}} State  queue: users waiting, first in line first
+ */
 /**
  * @typedef {{type: "welcome", conn: string, user: User, workspace: string, heartbeat_ms: number,
  *            lease_ttl_ms: number, scope?: "user"|"tab", state: State}} WelcomeMsg
@@ -16,17 +20,24 @@
  * @typedef {{type: "acquired", id?: string, fence: number, ttl_ms: number, rejoined?: boolean}} AcquiredMsg
  * @typedef {{type: "busy", id?: string, holder: Holder}} BusyMsg
  * @typedef {{type: "queued", id?: string, position: number}} QueuedMsg
+ * @typedef {{type: "asked", id?: string, holder: Holder, deadline_ms: number}} AskedMsg
+ * @typedef {{type: "requested", by: User, message?: string, deadline_ms: number}} RequestedMsg
+ * @typedef {{type: "declined", id?: string, reason: "declined"|"timeout"|"cancelled", by?: User}} DeclinedMsg
  * @typedef {{type: "released", id?: string,
  *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
  * @typedef {{type: "ping", n: number, ttl_ms?: number}} PingMsg
  * @typedef {{type: "error", id?: string, code: string, message: string}} ErrorMsg
- * @typedef {WelcomeMsg|StateMsg|AcquiredMsg|BusyMsg|QueuedMsg|ReleasedMsg|PingMsg|ErrorMsg} ServerMsg
+ * @typedef {WelcomeMsg|StateMsg|AcquiredMsg|BusyMsg|QueuedMsg|AskedMsg|RequestedMsg|DeclinedMsg|ReleasedMsg
+ *           |PingMsg|ErrorMsg} ServerMsg
  */
 /**
  * @typedef {{acquired: true, fence: number, rejoined: boolean}
  *         | {acquired: false, holder: Holder}
  *         | {acquired: false, queued: true, position: number}} AcquireResult
  * @typedef {{released: true, reason: string}} ReleaseResult
+ * @typedef {{acquired: true, fence: number, rejoined: boolean}
+ *         | {asked: true, deadline_ms: number, holder: Holder}} RequestResult
+ * @typedef {{declined: true, reason: string}} DeclineResult
  * @typedef {"connecting"|"open"|"closed"|"reconnecting"} ConnectionStatus
  * @typedef {{status: ConnectionStatus, code?: number, reason?: string, delay?: number}} ConnectionDetail
  * @typedef {string | ((info: {refresh: boolean}) => string | Promise<string>)} TokenSource
@@ -60,6 +71,8 @@ const DEFAULT_HEARTBEAT_MS = 5000;
 const DEADLINE_CHECK_MS = 1000;
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = new Map([[4400, "protocol_error"], [4403, "forbidden"]]);
+/** Longest `request` message the server accepts (characters). */
+export const MAX_REQUEST_MESSAGE = 500;
 
 /**
  * Reconnect delay with capped exponential backoff and full jitter.
@@ -137,7 +150,13 @@ export class PresenceError extends Error {
 /**
  * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
  * - state: State (the welcome's snapshot too)
- * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}; queued: {position, id?}
+ * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}
+ * - queued: {position, id?}: our place in the wait queue (1 = next), again whenever it changes
+ * - asked: {holder, deadline_ms, id?}: our request() reached the holder, who has deadline_ms to answer
+ * - requested: {by, message, deadline_ms}: we hold the lease and `by` asks for it: release() gives it to
+ *   them, decline() keeps it; unanswered, `by` may take it over after deadline_ms
+ * - declined: {reason, by?}: our request ended without a handoff; reason: declined (by the holder),
+ *   timeout (no answer and no takeover allowed), cancelled (our connection dropped, which withdraws it)
  * - released: {reason, by?, id?}; reason: released, taken_over, expired, lost, revoked (or idle)
  * - error: {code, message, id?}: server errors no request claims, token failures, giving up
  * - connection: ConnectionDetail; canedit: {canEdit} whenever `canEdit` flips (deadline included)
@@ -145,6 +164,8 @@ export class PresenceError extends Error {
  *   const client = new PresenceClient({ workspace: "doc-1", token: async () => fetchToken() });
  *   await client.connect();
  *   const r = await client.acquire();   // {acquired: true, fence} | {acquired: false, holder}
+ *   await client.acquire({ wait: true }); // {acquired: false, queued: true, position}; `acquired` fires later
+ *   await client.request("Typo fix");      // {asked: true, deadline_ms, holder}; `acquired` or `declined` later
  */
 export class PresenceClient extends EventTarget {
   /** @type {State|null} latest workspace snapshot */
@@ -157,6 +178,8 @@ export class PresenceClient extends EventTarget {
   user = null;
   /** @type {boolean} a `welcome` arrived on the current socket */
   connected = false;
+  /** @type {number} our place in the wait queue (1 = next), 0 when not waiting */
+  queuePosition = 0;
 
   #url; #workspace; #token; #WS; #random; #now; #wallNow; #setTimeout; #clearTimeout; #window;
   /** @type {WebSocket|null} */ #ws = null;
@@ -170,6 +193,7 @@ export class PresenceClient extends EventTarget {
   #wallDeadline = 0;
   #canEdit = false;
   #waiting = false;
+  #asking = false;
   #nextId = 0;
   /** @type {WelcomeMsg|null} */ #welcome = null;
   /** @type {Map<string, Pending>} */ #pending = new Map();
@@ -239,18 +263,48 @@ export class PresenceClient extends EventTarget {
    * @returns {Promise<AcquireResult>}
    */
   acquire(opts = {}) {
-    return this.#request(opts.wait ? { type: "acquire", wait: true } : { type: "acquire" });
+    return this.#call(opts.wait ? { type: "acquire", wait: true } : { type: "acquire" });
   }
 
   /** Force-takes the lease from its holder. @returns {Promise<AcquireResult>} */
   takeover() {
-    return this.#request({ type: "takeover" });
+    return this.#call({ type: "takeover" });
   }
 
-  /** Gives the lease up (and leaves the wait queue). @returns {Promise<ReleaseResult>} */
+  /**
+   * Gives the lease up: to the pending requester if any (see `requested`), else to the first in line.
+   * Called while waiting in line, it leaves the queue instead. @returns {Promise<ReleaseResult>}
+   */
   release() {
     this.#waiting = false;
-    return this.#request({ type: "release" });
+    this.queuePosition = 0;
+    return this.#call({ type: "release" });
+  }
+
+  /**
+   * Politely asks the holder for the lease (polite handoff). Resolves `{asked: true, deadline_ms, holder}`;
+   * then `acquired` fires when the holder gives it (or, by server policy, when the holder did not answer in
+   * time), or `declined` when it does not. A free lease is simply granted: `{acquired: true, fence}`.
+   * Rejects with a PresenceError: `request_pending` (someone else asked first), `bad_message` (message over
+   * MAX_REQUEST_MESSAGE characters), `disconnected`, ...
+   * @param {string} [message]  shown to the holder
+   * @returns {Promise<RequestResult>}
+   */
+  request(message = "") {
+    const text = String(message ?? "");
+    if ([...text].length > MAX_REQUEST_MESSAGE) {
+      return Promise.reject(new PresenceError("bad_message", `message is longer than ${MAX_REQUEST_MESSAGE} characters`));
+    }
+    return this.#call(text ? { type: "request", message: text } : { type: "request" });
+  }
+
+  /**
+   * As the holder, keeps the lease and turns the pending request down (the requester gets `declined`).
+   * Rejects with `no_request` when there is none (any more), `not_holder` when we do not hold the lease.
+   * @returns {Promise<DeclineResult>}
+   */
+  decline() {
+    return this.#call({ type: "decline" });
   }
 
   /**
@@ -268,6 +322,7 @@ export class PresenceClient extends EventTarget {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#waiting = false;
+    this.queuePosition = 0;
     this.#pageListeners(false);
     this.#dropSocket(1000, "client closed");
     this.#disarm("retry");
@@ -356,6 +411,10 @@ export class PresenceClient extends EventTarget {
     this.#gen++; // also cancels an attempt still waiting for its token
     this.connected = false;
     this.#disarm("silence");
+    if (this.#asking) { // the server withdraws the request of a tab that left
+      this.#asking = false;
+      if (!this.#stopped) this.#emit("declined", { reason: "cancelled" });
+    }
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       if (code) try { ws.close(code, reason); } catch { /* already closed */ }
@@ -456,6 +515,8 @@ export class PresenceClient extends EventTarget {
         return;
       case "acquired": {
         this.#waiting = false;
+        this.#asking = false;
+        this.queuePosition = 0;
         this.fence = msg.fence;
         this.holding = true;
         this.#setDeadline(msg.ttl_ms);
@@ -468,8 +529,20 @@ export class PresenceClient extends EventTarget {
         return this.#settle(msg.id, { acquired: false, holder: msg.holder });
       case "queued":
         this.#waiting = true;
+        this.queuePosition = msg.position;
         this.#emit("queued", { position: msg.position, id: msg.id });
         return this.#settle(msg.id, { acquired: false, queued: true, position: msg.position });
+      case "asked":
+        this.#asking = true;
+        this.#emit("asked", { holder: msg.holder, deadline_ms: msg.deadline_ms, id: msg.id });
+        return this.#settle(msg.id, { asked: true, deadline_ms: msg.deadline_ms, holder: msg.holder });
+      case "requested":
+        return this.#emit("requested", { by: msg.by, message: msg.message ?? "", deadline_ms: msg.deadline_ms });
+      case "declined":
+        // The answer to our own decline() only settles it; otherwise our request ended without a handoff.
+        if (msg.id != null && this.#settle(msg.id, { declined: true, reason: msg.reason })) return;
+        this.#asking = false;
+        return this.#emit("declined", { reason: msg.reason, by: msg.by });
       case "released":
         this.#lose({ reason: msg.reason, by: msg.by, id: msg.id });
         return this.#settle(msg.id, { released: true, reason: msg.reason });
@@ -511,7 +584,7 @@ export class PresenceClient extends EventTarget {
       else this.#lose({ reason: "expired" });
       return;
     }
-    this.#request({ type: "acquire" }).then(
+    this.#call({ type: "acquire" }).then(
       (r) => { if (!r.acquired && this.holding) this.#lose({ reason: "taken_over", by: r.holder?.user }); },
       (err) => { if (err.code !== "disconnected" && this.holding) this.#lose({ reason: "lost" }); },
     );
@@ -570,7 +643,7 @@ export class PresenceClient extends EventTarget {
   }
 
   /** @param {Record<string, unknown>} msg @returns {Promise<any>} */
-  #request(msg) {
+  #call(msg) {
     if (!this.connected) return Promise.reject(new PresenceError("disconnected", "not connected"));
     const id = this.#newId();
     return new Promise((resolve, reject) => {
@@ -582,13 +655,14 @@ export class PresenceClient extends EventTarget {
     });
   }
 
-  /** @param {string|undefined} id @param {unknown} result */
+  /** Resolves the request `id` with `result`; false when no request of ours has that id. @param {string|undefined} id @param {unknown} result */
   #settle(id, result) {
-    if (id == null) return;
+    if (id == null) return false;
     const pending = this.#pending.get(String(id));
-    if (!pending) return;
+    if (!pending) return false;
     this.#pending.delete(String(id));
     pending.resolve(result);
+    return true;
   }
 
   /** @param {Record<string, unknown>} msg */
