@@ -16,7 +16,7 @@ from wsclient import Tab
 from presence.hub import Hub
 from presence.protocol import Person
 from presence.replica import Event, HolderRecord
-from presence.settings import Settings
+from presence.settings import Settings, SettingsError
 
 FAST = dict(heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=1500, grace_ms=600)
 
@@ -152,3 +152,11 @@ async def test_expiry_after_the_last_tab_left_is_recorded(servers: Cluster, redi
         await asyncio.sleep(0.05)
     assert expired[0]["user"] == "gina" and int(expired[0]["fence"]) == fence
     assert 500 <= int(expired[0]["held_ms"]) < 3000
+
+
+def test_audit_max_len_setting_is_validated() -> None:
+    assert Settings.from_env({"PRESENCE_AUDIT_MAX_LEN": "500"}).audit_max_len == 500
+    assert Settings.from_env({}).audit_max_len == 10_000
+    for bad in ("5", "lots"):
+        with pytest.raises(SettingsError, match="PRESENCE_AUDIT_MAX_LEN"):
+            Settings.from_env({"PRESENCE_AUDIT_MAX_LEN": bad})
