@@ -137,7 +137,8 @@ async def test_force_release_reaches_holder_on_other_process(
     acquired = next(e for e in (await api(a, "GET", "/admin/api/audit")).json()["entries"]
                     if e["kind"] == "acquired" and e["workspace"] == "stuck")
     assert acquired["server"] == server_id(b)  # recorded by the process that ran the acquire
-    assert entry["held_ms"] == entry["at"] - acquired["at"]
+    # held_ms counts from the grant; the acquired event is stamped a moment later, same script
+    assert 0 <= entry["held_ms"] - (entry["at"] - acquired["at"]) <= 1
 
 
 async def test_close_tab_on_other_process(pair: tuple[ServerProcess, ServerProcess], tabs: list[Tab]) -> None:

@@ -52,9 +52,10 @@ async def test_lease_changes_are_recorded_with_their_fields(hub: Hub) -> None:
     assert "held_ms" not in a
     assert t["user"] == "bob" and t["fence"] == taken.int("fence") > a["fence"]
     assert t["from_user"] == "alice" and t["from_fence"] == a["fence"]
-    assert 0 <= t["held_ms"] == t["at"] - a["at"]  # type: ignore[operator]
+    # held_ms counts from the grant; the acquired event is stamped a moment later in that script
+    assert 0 <= t["held_ms"] - (t["at"] - a["at"]) <= 1  # type: ignore[operator]
     assert r["user"] == "bob" and r["fence"] == t["fence"] and r["reason"] == "released"
-    assert r["held_ms"] == r["at"] - t["at"]  # type: ignore[operator]
+    assert 0 <= r["held_ms"] - (r["at"] - t["at"]) <= 1  # type: ignore[operator]
     assert all(isinstance(e["at"], int) and e["at"] > 1_600_000_000_000 for e in log)
 
 
