@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .replica import Event
 from .settings import Settings
 from .store import Store
+from .tasks import Service
 
 log = logging.getLogger("presence.audit")
 
@@ -78,11 +79,15 @@ def decode(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class AuditLog:
+class AuditLog(Service):
     """Lifecycle: ``observe`` may be called any time; ``start()`` spawns the writer; ``stop()``
     flushes what is buffered (bounded wait) and ends the writer. Idempotent."""
 
+    name = "audit writer"
+    crash_message = "the audit writer died; lease events are no longer recorded"
+
     def __init__(self, store: Store, settings: Settings, server_id: str, metrics: Metrics) -> None:
+        super().__init__()
         self.store = store
         self.server_id = server_id
         self.metrics = metrics
@@ -98,7 +103,6 @@ class AuditLog:
         self._idle = asyncio.Event()  # set while nothing is buffered or in flight
         self._idle.set()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
 
     # -- recording (synchronous, no I/O) ----------------------------------------------------
@@ -128,15 +132,6 @@ class AuditLog:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="audit writer")
-        self._task.add_done_callback(self._crashed)
-
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("the audit writer died; lease events are no longer recorded", exc_info=task.exception())
-
     async def stop(self, timeout: float = 3.0) -> None:
         task, self._task = self._task, None
         if task is None:
@@ -151,9 +146,9 @@ class AuditLog:
                 await task
             log.error("audit: %d entries not written at shutdown (Redis too slow)", len(self.buffer))
         except Exception:
-            pass  # already logged by _crashed
+            pass  # already logged by Service._crashed
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         delay = 0.05
         while True:
             if not self.buffer:

@@ -17,7 +17,6 @@ same confirmations, waiters and re-reads apply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -26,13 +25,14 @@ from typing import Any
 from .errors import StoreUnavailable
 from .shards import ShardRouter
 from .store import Store
+from .tasks import Service
 
 log = logging.getLogger("presence.bridge")
 
 
-class Bridge:
+class Bridge(Service):
     """Lifecycle: ``start()`` spawns the supervisor task; ``subscribe``/``unsubscribe`` any time;
-    ``close()`` stops it (idempotent). ``connected`` is true while the pub/sub connection is up."""
+    ``stop()`` stops it (idempotent). ``connected`` is true while the pub/sub connection is up."""
 
     def __init__(
         self,
@@ -41,6 +41,7 @@ class Bridge:
         on_message: Callable[[str, str], None],
         on_resubscribed: Callable[[str], None],
     ) -> None:
+        super().__init__()
         self.store = store
         self.control_channel = control_channel
         self.on_message = on_message
@@ -51,13 +52,17 @@ class Bridge:
         self._requested: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._ever_confirmed: set[str] = set()
         self._router = ShardRouter(self) if store.cluster else None
 
-    def start(self) -> None:
-        run = self._router.run() if self._router is not None else self._supervise()
-        self._task = asyncio.get_running_loop().create_task(run, name="pubsub bridge")
+    name = "pubsub bridge"
+    crash_message = "the pub/sub bridge died; this process no longer hears workspace changes"
+
+    async def run(self) -> None:
+        if self._router is not None:
+            await self._router.run()
+        else:
+            await self._supervise()
 
     async def subscribe(self, channel: str, timeout: float) -> None:
         """Make sure ``channel`` is subscribed; returns once Redis confirmed it."""
@@ -155,14 +160,6 @@ class Bridge:
             # Confirmed again: the connection dropped in between and messages may be lost.
             self.on_resubscribed(channel)
         self._ever_confirmed.add(channel)
-
-    async def close(self) -> None:
-        """Stop the bridge. Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def _root(exc: BaseException) -> BaseException:

@@ -11,7 +11,6 @@ each room's local deadline is a timer of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import StoreUnavailable, TimedOut
 from .protocol import Ping
+from .tasks import Service
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -26,34 +26,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("presence.heartbeat")
 
 
-class Heartbeat:
+class Heartbeat(Service):
     """Lifecycle: ``start()`` spawns the loop, ``stop()`` cancels and awaits it (idempotent).
     ``ticks`` counts completed ticks; ``last_batch_calls`` is the size of the last Redis batch."""
 
+    name = "heartbeat"
+    crash_message = "the heartbeat loop died; leases will not be renewed"
+
     def __init__(self, hub: Hub) -> None:
+        super().__init__()
         self.hub = hub
         self.interval = hub.settings.heartbeat_ms / 1000
         self.ticks = 0
         self.last_batch_calls = 0
-        self._task: asyncio.Task[None] | None = None
         self._redis_ok = True
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
-        self._task.add_done_callback(self._crashed)
-
-    def _crashed(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("the heartbeat loop died; leases will not be renewed", exc_info=task.exception())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time() + self.interval
         while True:

@@ -91,7 +91,7 @@ class Hub:
             for tab in list(room.tabs.values()):
                 tab.close(Restarting.close_code, "server restarting, reconnect")
         await self.heartbeat.stop()
-        await self.bridge.close()
+        await self.bridge.stop()
         await self.tasks.close()
         for room in self.rooms.values():
             room.close()

@@ -14,7 +14,6 @@ Keys (global, never touched by a workspace script; one hash tag, so one slot on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ import msgspec
 from . import __version__
 from .errors import StoreUnavailable
 from .metrics import LATENCY_BUCKETS, local_counts
+from .tasks import Service
 
 if TYPE_CHECKING:
     from .audit import AuditLog
@@ -43,11 +43,15 @@ class Census:
     workspaces: list[str]
 
 
-class Registry:
+class Registry(Service):
     """Lifecycle: ``start()`` spawns the announce loop; ``stop()`` ends it and withdraws this
     server's entry (best effort). Idempotent."""
 
+    name = "registry"
+    crash_message = "the registry loop died; this server will vanish from the dashboard"
+
     def __init__(self, hub: Hub, audit: AuditLog) -> None:
+        super().__init__()
         self.hub = hub
         self.audit = audit
         s = hub.settings
@@ -58,7 +62,6 @@ class Registry:
         self.started_ms = int(time.time() * 1000)
         self.announced = 0  # completed announcements; tests and readiness checks wait on it
         self._announced = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def info(self) -> dict[str, Any]:
         hub = self.hub
@@ -102,29 +105,16 @@ class Registry:
 
     # -- loop -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="registry")
-        self._task.add_done_callback(self._crashed)
-
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("the registry loop died; this server will vanish from the dashboard",
-                         exc_info=task.exception())
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
+        if self._task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await super().stop()
         try:
             await asyncio.wait_for(self.announce(withdraw=True), 1.0)
         except Exception as exc:  # it expires by itself within its TTL anyway
             log.info("could not withdraw the registry entry (%r); it expires by itself", exc)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         failing = False
         while True:
             try:

@@ -12,12 +12,12 @@ announces the expiry first records it; the others find nothing to announce.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from .errors import StoreUnavailable
 from .replica import Event
+from .tasks import Service
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -28,39 +28,26 @@ MAX_WATCHED = 10_000  # bounded: past this, the oldest are forgotten (their expi
 CONCURRENCY = 16
 
 
-class Sweeper:
+class Sweeper(Service):
     """Lifecycle: ``start()`` spawns the loop, ``stop()`` cancels and awaits it (idempotent)."""
 
+    name = "expiry sweeper"
+    crash_message = "the expiry sweeper died; unwatched expiries are announced late"
+
     def __init__(self, hub: Hub) -> None:
+        super().__init__()
         self.hub = hub
         self.interval = min(0.5, hub.settings.heartbeat_ms / 1000)
         self.horizon = (hub.settings.lease_ttl_ms + 1000) / 1000
         self.seen: set[str] = set()
         self.touched: set[str] = set()  # changed by this process's scripts since the last sweep
         self.watch: dict[str, tuple[float, float]] = {}  # workspace -> (next check, give up at)
-        self._task: asyncio.Task[None] | None = None
 
     def on_events(self, workspace: str, events: list[Event]) -> None:
         if len(self.touched) < MAX_WATCHED:
             self.touched.add(workspace)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="expiry sweeper")
-        self._task.add_done_callback(self._crashed)
-
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("the expiry sweeper died; unwatched expiries are announced late", exc_info=task.exception())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:

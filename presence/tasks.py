@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -47,3 +48,39 @@ class TaskSet:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for t in pending:
                 log.error("task %s did not stop within %.1fs of cancellation", t.get_name(), timeout)
+
+
+class Service:
+    """One long-running background coroutine (``run``) with a fixed lifecycle.
+
+    ``start()`` spawns it; if it ever stops with an exception, that is logged as critical with
+    ``crash_message`` (what no longer works); ``stop()`` cancels it and waits for it (idempotent).
+    """
+
+    name = "service"
+    crash_message = "a background service died"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=self.name)
+        self._task.add_done_callback(self._crashed)
+
+    def _crashed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical(self.crash_message, exc_info=task.exception())
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
