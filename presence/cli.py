@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__, auth, logctx
 from .settings import Settings, SettingsError
@@ -53,12 +54,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"presence: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_json)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+    config = uvicorn_config(create_app(settings), settings.host, settings.port, settings.max_message_bytes)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def uvicorn_config(app: Any, host: str, port: int, max_message_bytes: int) -> Any:
+    """The server stack of ``presence serve`` (``presence bench`` runs its baselines on the same)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
         ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
+        ws_max_size=max_message_bytes,
         ws_per_message_deflate=False,  # memory per tab matters more than bytes on the wire
         ws_ping_interval=None,  # the application heartbeat does this job
         lifespan="on",
@@ -66,8 +76,6 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         proxy_headers=True,
     )
-    uvicorn.Server(config).run()
-    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -107,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--takeover", choices=["yes", "no"], help="may force-take leases (default yes)")
     token.set_defaults(func=_token)
+
+    from .bench import add_parser as add_bench_parser  # argparse only; the bench loads on use
+
+    add_bench_parser(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

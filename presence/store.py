@@ -68,6 +68,8 @@ class Call:
     args: Args
 
 
+POOL_SIZE = 128  # Redis connections per process (per node on Cluster, times four)
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, OSError, ConnectionError, TimeoutError,
 )
@@ -118,9 +120,17 @@ class Store:
             # The cluster client re-reads the slot map between attempts (how it follows a failover);
             # beyond two, the heartbeat's next tick is the better retry.
             options["retry"] = AsyncRetry(ExponentialWithJitterBackoff(base=0.02, cap=0.2), 2)
+            # redis-py refuses a command once a node's pool is full (no waiting on Cluster): room for
+            # a reconnect storm's joins, spread over the primaries.
+            options["max_connections"] = 4 * POOL_SIZE
             return RedisCluster.from_url(settings.redis_url, **options)
         options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
-        return aioredis.Redis.from_url(settings.redis_url, **options)
+        # A burst of requests (a reconnect storm: thousands of joins at once) waits for a free
+        # connection instead of failing with "Too many connections", redis-py's default.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=POOL_SIZE, timeout=timeout, **options
+        )
+        return aioredis.Redis.from_pool(pool)
 
     async def start(self) -> None:
         await self.load_scripts()

@@ -1,0 +1,72 @@
+"""``presence bench``: measures the server against baselines measured in the same run, on loopback.
+
+It starts its own redis-server (or uses ``--redis-url``, which must be on this machine), its own
+``presence serve`` processes, a bare server on the same uvicorn/Starlette stack and a tab farm,
+and measures:
+
+1. acquire round trip over the WebSocket vs the floor (WS echo + the same script from redis-py);
+2. idle cost of N tabs vs a bare server that only pings them (CPU, memory, Redis round trips);
+3. renewing many held leases: one batched tick vs one ``Lock.extend`` per lease;
+4. takeover notice to a tab on another process vs a raw PUBLISH-to-subscriber hop;
+5. time until a lease is free after its holder's process is SIGKILLed, vs the lease TTL;
+6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost.
+
+Everything is bounded (``--timeout``) and every process it started is ended when it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from typing import Any
+from urllib.parse import urlparse
+
+FIGURES = ("acquire", "takeover", "renewal", "idle", "free")  # "idle" also measures the storm
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="measure this server against same-run baselines (loopback only)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small numbers, about a minute (the test suite's mode)")
+    p.add_argument("--tabs", type=int, help="idle tabs and reconnect storm size (default 5000; quick 200)")
+    p.add_argument("--heartbeat-ms", type=int, help="heartbeat of the idle server (default 5000; quick 500)")
+    p.add_argument("--redis-url", help="use this Redis (on this machine) instead of starting one")
+    p.add_argument("--only", help=f"comma list of figures to run: {','.join(FIGURES)}")
+    p.add_argument("--json", metavar="PATH", help="write every figure and the machine's description as JSON")
+    p.add_argument("--chart", metavar="PATH", help="draw the ratios as a PNG (needs presence[chart])")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds (default 900; quick 300)")
+    p.set_defaults(func=main)
+
+
+def loopback_only(url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        return
+    host = parsed.hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SystemExit(f"presence bench: {url!r} is not on this machine; the bench targets loopback only")
+
+
+def main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .run import output, run
+
+    if args.redis_url:
+        loopback_only(args.redis_url)
+    only = set(args.only.split(",")) if args.only else set(FIGURES)
+    unknown = only - set(FIGURES)
+    if unknown:
+        raise SystemExit(f"presence bench: unknown figures {sorted(unknown)}; choose from {','.join(FIGURES)}")
+    try:
+        import uvloop  # uvicorn[standard] brings it; the client side of the bench runs on it too
+    except ImportError:
+        result = asyncio.run(run(args, only))
+    else:
+        result = uvloop.run(run(args, only))
+    output(result, args)
+    return 0

@@ -1,0 +1,165 @@
+"""Tab farm: thousands of browser tabs in one process, driven by ``presence bench`` over its stdin
+and stdout (one JSON object per line each way). Run as ``python -m presence.bench.farm``.
+
+Commands (``op``): ``open`` (connect tabs, send ``hello``, wait for ``welcome``), ``acquire`` (some
+tabs ask for their lease), ``wait_closed`` (until the server closed every tab), ``reconnect``
+(every tab again at once, as after a restart: time to all welcomed and every lease rejoined),
+``counts`` and ``exit``. Each answer carries ``ok`` or ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import auth
+from ..settings import DEV_SECRET
+from .procs import raise_fd_limit
+from .wsclient import Message, WsClient
+
+
+@dataclass(slots=True)
+class FarmTab:
+    user: str
+    workspace: str
+    tab: str
+    token: str
+    client: WsClient | None = None
+    fence: int | None = None  # the lease it was granted, to compare with its rejoin
+    rejoined: int | None = None
+
+
+@dataclass(slots=True)
+class Farm:
+    tabs: list[FarmTab] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    closes: Counter[int] = field(default_factory=Counter)
+
+    def _on_message(self, tab: FarmTab) -> Any:
+        counts = self.counts
+
+        def on_message(client: WsClient, msg: Message) -> None:
+            kind = msg.get("type", "?")
+            counts[kind] += 1
+            if kind == "acquired" and msg.get("rejoined"):
+                tab.rejoined = int(msg["fence"])
+        return on_message
+
+    async def _connect(self, tab: FarmTab, host: str, port: int, path: str, sem: asyncio.Semaphore) -> float:
+        async with sem:
+            started = time.perf_counter()
+            client = await WsClient.connect(host, port, path, timeout=60, on_message=self._on_message(tab))
+            tab.client = client
+            welcome = client.next(lambda m: m.get("type") == "welcome")
+            rejoin = client.next(lambda m: m.get("type") == "acquired") if tab.fence is not None else None
+            client.send({"type": "hello", "token": tab.token, "workspace": tab.workspace, "tab": tab.tab})
+            state = (await asyncio.wait_for(welcome, 60)).get("state") or {}
+            holder = state.get("holder") or {}
+            if rejoin is not None and holder.get("fence") == tab.fence:
+                await asyncio.wait_for(rejoin, 10)  # sent right behind the welcome
+            return time.perf_counter() - started
+
+    async def _connect_all(self, tabs: list[FarmTab], host: str, port: int, path: str, parallel: int) -> dict[str, Any]:
+        sem = asyncio.Semaphore(parallel)
+        started = time.perf_counter()
+        results = await asyncio.gather(*(self._connect(t, host, port, path, sem) for t in tabs), return_exceptions=True)
+        elapsed = time.perf_counter() - started
+        errors = Counter(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, BaseException))
+        return {"seconds": elapsed, "connected": sum(1 for r in results if not isinstance(r, BaseException)),
+                "errors": dict(errors)}
+
+    async def open(self, host: str, port: int, tabs: list[list[str]], path: str = "/ws", parallel: int = 500,
+                   **_: Any) -> dict[str, Any]:
+        new = [FarmTab(u, ws, t, auth.mint(DEV_SECRET, u, u, 7200)) for u, ws, t in tabs]
+        self.tabs += new
+        return await self._connect_all(new, host, port, path, parallel)
+
+    async def acquire(self, indices: list[int], **_: Any) -> dict[str, Any]:
+        async def one(i: int) -> str:
+            tab = self.tabs[i]
+            assert tab.client is not None
+            reply = await tab.client.request({"type": "acquire", "id": i}, timeout=30)
+            if reply["type"] == "acquired":
+                tab.fence = int(reply["fence"])
+            return str(reply["type"])
+        replies = await asyncio.gather(*(one(i) for i in indices))
+        return {"replies": dict(Counter(replies))}
+
+    async def wait_closed(self, timeout: float = 30.0, **_: Any) -> dict[str, Any]:
+        async def one(tab: FarmTab) -> int:
+            assert tab.client is not None
+            return await tab.client.closed(timeout)
+        codes = await asyncio.gather(*(one(t) for t in self.tabs if t.client is not None), return_exceptions=True)
+        self.closes = Counter(c if isinstance(c, int) else -1 for c in codes)
+        return {"closes": {str(k): v for k, v in self.closes.items()}}
+
+    async def reconnect(self, host: str, port: int, path: str = "/ws", parallel: int = 500,
+                        **_: Any) -> dict[str, Any]:
+        released_before = self.counts["released"]
+        for tab in self.tabs:
+            tab.rejoined = None
+        result = await self._connect_all(self.tabs, host, port, path, parallel)
+        holders = [t for t in self.tabs if t.fence is not None]
+        result["holders"] = len(holders)
+        result["rejoined_same_fence"] = sum(1 for t in holders if t.rejoined == t.fence)
+        result["released"] = self.counts["released"] - released_before
+        return result
+
+    async def counts_(self, **_: Any) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "open": sum(1 for t in self.tabs if t.client and t.client.open)}
+
+    async def close_all(self, **_: Any) -> dict[str, Any]:
+        for tab in self.tabs:
+            if tab.client is not None and tab.client.open:
+                tab.client.close(1000)
+        await asyncio.sleep(0.2)
+        for tab in self.tabs:
+            if tab.client is not None:
+                tab.client.abort()
+        self.tabs.clear()
+        self.counts.clear()
+        return {}
+
+
+async def serve() -> None:
+    raise_fd_limit()
+    farm = Farm()
+    ops: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+        "open": farm.open, "acquire": farm.acquire, "wait_closed": farm.wait_closed, "reconnect": farm.reconnect,
+        "counts": farm.counts_, "close_all": farm.close_all,
+    }
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            break
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "exit":
+            await farm.close_all()
+            break
+        try:
+            answer = {"ok": True, **await ops[op](**cmd)}
+        except Exception as exc:
+            answer = {"ok": False, "error": f"{exc!r}", "traceback": traceback.format_exc()[-2000:]}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvicorn[standard] brings it; without it the farm is just slower
+        asyncio.run(serve())
+        return
+    uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()

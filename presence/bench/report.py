@@ -1,0 +1,134 @@
+"""The bench's report: one row per figure (ours, baseline, ratio, goal, met), printed as a table,
+written as JSON, optionally drawn as a PNG (matplotlib, the optional extra ``chart``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class Row:
+    figure: str
+    name: str
+    ours: str
+    baseline: str
+    ratio: float | None  # ours / baseline, or baseline / ours where "times less" is the goal
+    goal: str
+    met: bool | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"figure": self.figure, "name": self.name, "ours": self.ours, "baseline": self.baseline,
+                "ratio": self.ratio, "goal": self.goal, "met": self.met}
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f} ms" if v < 10 else f"{v:.1f} ms"
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if (f := figures.get("acquire")) is not None:
+        for p, limit in (("p50", 1.5), ("p99", 2.0)):
+            ratio = f[f"ratio_{p}"]
+            out.append(Row("1", f"acquire round trip {p}", _ms(f["ours"][p]),
+                           f"{_ms(f['floor'][p])} (echo {_ms(f['echo'][p])} + script {_ms(f['lua'][p])})",
+                           ratio, f"<= {limit}x", ratio <= limit))
+    if (f := figures.get("idle")) is not None:
+        o, b = f["ours"], f["bare"]
+        out.append(Row("2", f"idle CPU, {f['tabs']} tabs, heartbeat {f['heartbeat_ms']} ms",
+                       f"{o['cpu_pct']:.2f}% of a core", f"{b['cpu_pct']:.2f}% (bare pings)", f["cpu_ratio"],
+                       "<= 1.5x", f["cpu_ratio"] <= 1.5))
+        out.append(Row("2", "memory per tab", f"{o['kib_per_tab']:.1f} KiB", f"{b['kib_per_tab']:.1f} KiB (bare)",
+                       None, "<= 40 KiB", o["kib_per_tab"] <= 40))
+        rt, small = o.get("round_trips_per_tick"), f["tenth"].get("round_trips_per_tick")
+        if rt is not None and small is not None:
+            out.append(Row("2", "Redis round trips per tick", f"{rt:.2f} with {f['tabs']} tabs "
+                           f"({o['scripts_per_tick']:.0f} script calls)", f"{small:.2f} with {f['tenth']['tabs']} "
+                           f"tabs ({f['tenth']['scripts_per_tick']:.0f})", rt / small, "constant",
+                           rt <= small + 0.5))
+    if (f := figures.get("renewal")) is not None:
+        out.append(Row("3", f"renew {f['leases']} leases, per tick", _ms(f["ours"]["p50"]),
+                       f"{_ms(f['lock_extend']['p50'])} (Lock.extend each)", f["ratio"], ">= 20x less time",
+                       f["ratio"] >= 20))
+    if (f := figures.get("takeover")) is not None:
+        limits: tuple[tuple[str, float | None], ...] = (("p50", None), ("p99", 2.0))
+        for p, most in limits:
+            ratio = f[f"ratio_{p}"]
+            out.append(Row("4", f"takeover notice, other process, {p}", _ms(f["ours"][p]),
+                           f"{_ms(f['pubsub_hop'][p])} (PUBLISH to subscriber)", ratio,
+                           f"<= {most}x" if most else "", ratio <= most if most else None))
+    if (f := figures.get("free")) is not None:
+        d = f["detect"]
+        out.append(Row("5", "free after SIGKILL of the holder's process", f"max {d['max'] / 1000:.2f} s "
+                       f"(mean {d['mean'] / 1000:.2f} s, n={d['n']})", f"lease TTL {f['ttl_ms'] / 1000:.1f} s",
+                       f["ratio_max"], "<= TTL + 1 s", d["max"] <= f["ttl_ms"] + 1000))
+    if (f := figures.get("storm")) is not None:
+        out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
+                       f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",
+                       f["ratio"], "no lease lost", f["leases_lost"] == 0 and f["ours_connected"] == f["tabs"]))
+    return out
+
+
+def table(rs: list[Row]) -> str:
+    head = ("#", "figure", "ours", "baseline", "ratio", "goal", "met")
+    body = [(r.figure, r.name, r.ours, r.baseline, f"{r.ratio:.2f}x" if r.ratio is not None else "", r.goal,
+             {True: "yes", False: "NO", None: ""}[r.met]) for r in rs]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in (head, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine(redis_version: str) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kib = int(next(li for li in Path("/proc/meminfo").read_text().splitlines()
+                           if li.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        mem_kib = 0
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kib / 2**20, 1),
+            "platform": platform.platform(), "python": sys.version.split()[0], "redis": redis_version,
+            "redis_py": version("redis"), "uvicorn": version("uvicorn"), "starlette": version("starlette"),
+            "websockets": version("websockets"), "uvloop": version("uvloop")}
+
+
+def chart(rs: list[Row], path: str) -> None:
+    try:  # an optional extra: imported by name, so type checking does not need it installed
+        matplotlib = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt = importlib.import_module("matplotlib.pyplot")
+    except ImportError as exc:
+        raise RuntimeError("--chart needs matplotlib: pip install 'presence[chart]'") from exc
+    shown = [r for r in rs if r.ratio is not None]
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(shown) + 1.5))
+    names = [f"{r.figure}. {r.name}" for r in shown]
+    colors = ["#3a7d44" if r.met else "#c0392b" if r.met is False else "#7f8c8d" for r in shown]
+    ax.barh(names, [r.ratio or 0 for r in shown], color=colors)
+    for i, r in enumerate(shown):
+        ax.text((r.ratio or 0) * 1.02, i, f"{r.ratio:.2f}x   goal {r.goal}", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio to the baseline measured in the same run (log scale)")
+    ax.set_title("presence bench")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

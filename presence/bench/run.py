@@ -1,0 +1,129 @@
+"""One run of ``presence bench``: start the processes, measure the figures asked for, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import sys
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from . import report
+from .procs import RedisProc, fd_limit, raise_fd_limit
+from .scenarios import Bench, Plan, acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency, timings
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
+    quick = bool(args.quick)
+    tabs = args.tabs or (200 if quick else 5000)
+    heartbeat = args.heartbeat_ms or (500 if quick else 5000)
+    plan = Plan.quick(tabs, heartbeat) if quick else Plan.full(tabs, heartbeat)
+    raise_fd_limit()
+    # The farm holds one socket per tab, the server as many plus its own: both must fit.
+    if fd_limit() < plan.tabs + 200:
+        raise SystemExit(f"presence bench: {plan.tabs} tabs need more open files than the limit "
+                         f"({fd_limit()}); raise it (ulimit -Hn) or pass --tabs")
+    timeout = args.timeout or (300.0 if quick else 900.0)
+    own_redis = None
+    redis_url = args.redis_url
+    if redis_url is None:
+        own_redis = RedisProc()
+        own_redis.start()
+        await own_redis.ready()
+        redis_url = own_redis.url
+    prefix = f"bench{secrets.token_hex(3)}"
+    bench = Bench(plan, redis_url, prefix, _log)
+    figures: dict[str, Any] = {}
+    started = time.perf_counter()
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            await bench.farm.start()
+            await measure(bench, only, figures)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        _log(f"gave up after {timeout:.0f} s (--timeout); reporting what was measured")
+    finally:
+        await bench.close()
+        redis_version = await _redis_version(redis_url)
+        if own_redis is not None:
+            own_redis.close()
+        else:
+            await _forget(redis_url, prefix)
+
+    return {"mode": "quick" if quick else "full", "seconds": time.perf_counter() - started,
+            "plan": dataclasses.asdict(plan), "machine": report.machine(redis_version), "figures": figures}
+
+
+def output(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = report.rows(result["figures"])
+    result["rows"] = [r.as_dict() for r in rows]
+    print(f"\npresence bench ({result['mode']}), {result['seconds']:.0f} s\n")
+    print(report.table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.chart:
+        report.chart(rows, args.chart)
+
+
+async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
+    plan = b.plan
+    if only & {"acquire", "takeover"}:
+        _log("starting two servers and the bare server")
+        a = await b.server("a", keys="ab", **timings(5000))
+        other = await b.server("b", keys="ab", **timings(5000))
+        bare = await b.bare(plan.heartbeat_ms)
+        if "acquire" in only:
+            _log(f"1. acquire round trip, {plan.samples} samples")
+            figures["acquire"] = await acquire_latency(b, a, bare)
+        if "takeover" in only:
+            _log(f"4. takeover notice across processes, {plan.takeovers} samples")
+            figures["takeover"] = await takeover_latency(b, a, other)
+        for proc in (a, other, bare):
+            proc.close()
+    if "renewal" in only:
+        _log(f"3. renewing {plan.leases} leases: batched tick vs Lock.extend")
+        figures["renewal"] = await renewal(b)
+    if "idle" in only:
+        _log(f"2. idle cost of {plan.tabs} tabs, and 6. reconnect storm")
+        figures["idle"], figures["storm"] = await idle_and_storm(b)
+    if "free" in only:
+        _log(f"5. free detection after SIGKILL, {plan.kills} times")
+        figures["free"] = await free_detection(b)
+
+
+async def _redis_version(url: str) -> str:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        return str((await client.info("server"))["redis_version"])
+    except Exception:
+        return "?"
+    finally:
+        await client.aclose()
+
+
+async def _forget(url: str, prefix: str) -> None:
+    """Delete this run's keys from a Redis the bench did not start."""
+    client = aioredis.Redis.from_url(url)
+    with contextlib.suppress(Exception):
+        batch = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    await client.aclose()

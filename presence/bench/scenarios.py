@@ -1,0 +1,476 @@
+"""The six measurements of ``presence bench``, each with its baseline measured in the same run.
+
+Every figure is a dict of plain numbers (milliseconds, seconds, KiB, ratios) that the report turns
+into the table and the JSON file. Timings use ``time.perf_counter`` in this process; the tabs of
+figures 1, 4 and 5 are :class:`WsClient` connections in this process, the thousands of tabs of
+figures 2 and 6 live in the tab farm (a child process, so its CPU is not the server's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
+
+from .. import auth
+from ..lease import LeaseStore
+from ..settings import DEV_SECRET, Settings
+from ..store import Store
+from .procs import BareProc, Proc, ServerProc, child_env
+from .wsclient import Message, WsClient
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to measure and how much: ``full()`` for BENCHMARKS.md, ``quick()`` for the test suite."""
+
+    samples: int  # acquire round trips (figure 1)
+    tabs: int  # idle tabs and reconnect storm (figures 2 and 6)
+    tabs_per_workspace: int
+    heartbeat_ms: int  # of the idle server (figure 2)
+    idle_heartbeats: int  # length of the idle window
+    leases: int  # held leases renewed (figure 3)
+    renew_rounds: int
+    takeovers: int  # figure 4
+    kills: int  # figure 5
+    kill_heartbeat_ms: int
+    kill_ttl_ms: int
+    parallel: int  # connections in flight at once from the farm
+
+    @classmethod
+    def full(cls, tabs: int = 5000, heartbeat_ms: int = 5000) -> Plan:
+        return cls(samples=2000, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=3,
+                   leases=10_000, renew_rounds=5, takeovers=300, kills=3, kill_heartbeat_ms=1000,
+                   kill_ttl_ms=3000, parallel=500)
+
+    @classmethod
+    def quick(cls, tabs: int = 200, heartbeat_ms: int = 500) -> Plan:
+        return cls(samples=100, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=2,
+                   leases=1000, renew_rounds=2, takeovers=20, kills=1, kill_heartbeat_ms=300, kill_ttl_ms=1500,
+                   parallel=100)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Percentiles in milliseconds."""
+    ms = sorted(s * 1000 for s in seconds)
+    if not ms:
+        return {"n": 0}
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(p * len(ms)))]
+
+    return {"n": len(ms), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": statistics.fmean(ms),
+            "max": ms[-1]}
+
+
+def timings(plan_heartbeat_ms: int, **extra: str) -> dict[str, str]:
+    """Server settings scaled to one heartbeat, as the defaults are (5 s, 12 s, 15 s, 5 s)."""
+    hb = plan_heartbeat_ms
+    return {
+        "PRESENCE_HEARTBEAT_MS": str(hb), "PRESENCE_DEAD_AFTER_MS": str(hb * 12 // 5),
+        "PRESENCE_LEASE_TTL_MS": str(hb * 3), "PRESENCE_GRACE_MS": str(hb), **extra,
+    }
+
+
+class Farm:
+    """The tab farm child process, one JSON command per line."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Farm:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "presence.bench.farm", env=child_env(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
+        )
+        return self
+
+    async def call(self, op: str, timeout: float = 300.0, **kw: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"the tab farm exited during {op!r}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise RuntimeError(f"tab farm {op!r} failed: {answer.get('error')}\n{answer.get('traceback', '')}")
+        return answer
+
+    async def close(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"op": "exit"}\n')
+            await self.proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Bench:
+    """Owns every process of one run; ``close()`` ends them all."""
+
+    def __init__(self, plan: Plan, redis_url: str, prefix: str, log: Any) -> None:
+        self.plan = plan
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.log = log
+        self.procs: list[Proc] = []
+        self.farm = Farm()
+        self._n = 0
+
+    async def server(self, name: str, keys: str | None = None, **settings: str) -> ServerProc:
+        """A ``presence serve`` process; servers with the same ``keys`` share their workspaces."""
+        env = {
+            "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": f"{self.prefix}{keys or name}",
+            "PRESENCE_LOG_LEVEL": "warning",
+            # The latency loops send thousands of requests a second on one connection and the farm
+            # opens thousands of tabs; the limits that protect a real server would measure themselves.
+            "PRESENCE_RATE_LIMIT": "1000000", "PRESENCE_RATE_BURST": "2000000",
+            **settings,
+        }
+        proc = ServerProc(name, env)
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    async def bare(self, heartbeat_ms: int) -> BareProc:
+        proc = BareProc(heartbeat_ms)
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    def token(self, user: str) -> str:
+        return auth.mint(DEV_SECRET, user, user.title(), 7200)
+
+    async def tab(self, server: ServerProc, user: str, workspace: str, **kw: Any) -> WsClient:
+        client = await WsClient.connect(HOST, server.port, **kw)
+        welcome = client.next(lambda m: m.get("type") == "welcome")
+        self._n += 1
+        client.send({"type": "hello", "token": self.token(user), "workspace": workspace, "tab": f"{user}-{self._n}"})
+        await asyncio.wait_for(welcome, 10)
+        return client
+
+    def lease_store(self, name: str, **kw: Any) -> LeaseStore:
+        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", **kw).validate()
+        return LeaseStore(Store(settings), settings)
+
+    async def redis_info(self, client: Any) -> dict[str, float]:
+        stats = await client.info("commandstats")
+        cpu = await client.info("cpu")
+        return {
+            "commands": float(sum(v["calls"] for v in stats.values())),
+            "evalsha": float(stats.get("cmdstat_evalsha", {}).get("calls", 0)),
+            "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        }
+
+    async def close(self) -> None:
+        await self.farm.close()
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                proc.signal(signal.SIGCONT)
+                proc.close()
+
+
+# -- 1. acquire round trip -----------------------------------------------------------------------
+
+
+async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[str, Any]:
+    n = b.plan.samples
+    warm = max(20, n // 20)
+    tab = await b.tab(server, "lat", "bench-latency")
+    ours: list[float] = []
+    for i in range(warm + n):
+        started = time.perf_counter()
+        reply = await tab.request({"type": "acquire", "id": i})
+        took = time.perf_counter() - started
+        if reply["type"] != "acquired":
+            raise RuntimeError(f"acquire answered {reply}")
+        await tab.request({"type": "release", "id": -1 - i})
+        if i >= warm:
+            ours.append(took)
+    tab.close()
+
+    echo_client = await WsClient.connect(HOST, bare.port, "/echo")
+    echo: list[float] = []
+    for i in range(warm + n):
+        started = time.perf_counter()
+        await echo_client.request({"type": "acquire", "id": i})
+        if i >= warm:
+            echo.append(time.perf_counter() - started)
+    echo_client.close()
+
+    lease = b.lease_store("floor")
+    lua: list[float] = []
+    try:
+        await lease.store.start()
+        for i in range(warm + n):
+            started = time.perf_counter()
+            out = await lease.acquire("bench-floor", "lat", "Lat", "t", "c")
+            took = time.perf_counter() - started
+            await lease.release("bench-floor", out.int("fence"))
+            if i >= warm:
+                lua.append(took)
+    finally:
+        await lease.store.close()
+    # The floor's distribution: an echo and a script call of the same run, paired at random.
+    random.shuffle(lua)
+    floor = [e + s for e, s in zip(echo, lua, strict=True)]
+    o, f = summary(ours), summary(floor)
+    return {"ours": o, "floor": f, "echo": summary(echo), "lua": summary(lua),
+            "ratio_p50": o["p50"] / f["p50"], "ratio_p99": o["p99"] / f["p99"]}
+
+
+# -- 2. idle cost, and 6. reconnect storm --------------------------------------------------------
+
+
+def farm_tabs(plan: Plan, stem: str) -> list[list[str]]:
+    per = plan.tabs_per_workspace
+    return [[f"{stem}{i}", f"{stem}-ws-{i // per}", f"{stem}-tab-{i}"] for i in range(plan.tabs)]
+
+
+async def _idle_window(b: Bench, proc: Proc, server: ServerProc | None, redis: Any,
+                       heartbeats: int) -> dict[str, Any]:
+    window = b.plan.heartbeat_ms * heartbeats / 1000
+    m0 = await server.metrics() if server is not None else {}
+    r0 = await b.redis_info(redis)
+    cpu0, t0 = proc.cpu_seconds(), time.perf_counter()
+    await asyncio.sleep(window)
+    cpu1, t1 = proc.cpu_seconds(), time.perf_counter()
+    r1 = await b.redis_info(redis)
+    m1 = await server.metrics() if server is not None else {}
+    out: dict[str, Any] = {"window_s": t1 - t0, "cpu_s": cpu1 - cpu0, "cpu_pct": (cpu1 - cpu0) / (t1 - t0) * 100,
+                           "redis_cpu_pct": (r1["cpu"] - r0["cpu"]) / (t1 - t0) * 100}
+    if server is not None:
+        def delta(name: str) -> float:
+            return m1.get(name, 0.0) - m0.get(name, 0.0)
+
+        ticks = delta("presence_heartbeat_tick_seconds_count")
+        if ticks:
+            # Every Redis call of the server (scripts, pipelines, registry, audit) is one observation.
+            out.update(ticks=ticks, round_trips_per_tick=delta("presence_redis_seconds_count") / ticks,
+                       batches_per_tick=delta("presence_renew_seconds_count") / ticks,
+                       commands_per_tick=(r1["commands"] - r0["commands"]) / ticks,
+                       scripts_per_tick=(r1["evalsha"] - r0["evalsha"]) / ticks)
+    return out
+
+
+async def _open(b: Bench, port: int, tabs: list[list[str]]) -> None:
+    opened = await b.farm.call("open", host=HOST, port=port, tabs=tabs, parallel=b.plan.parallel, timeout=600)
+    if opened["connected"] != len(tabs):
+        raise RuntimeError(f"only {opened['connected']} of {len(tabs)} tabs connected: {opened['errors']}")
+
+
+async def _hold(b: Bench, indices: list[int]) -> None:
+    acquired = await b.farm.call("acquire", indices=indices)
+    if acquired["replies"].get("acquired") != len(indices):
+        raise RuntimeError(f"not every holder got its lease: {acquired['replies']}")
+
+
+async def idle_and_storm(b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
+    plan = b.plan
+    hb, n, per = plan.heartbeat_ms, plan.tabs, plan.tabs_per_workspace
+    redis = aioredis.Redis.from_url(b.redis_url, decode_responses=True)
+    try:
+        # The bare server first, so the farm holds one set of sockets at a time.
+        bare = await b.bare(hb)
+        rss0 = bare.rss_bytes()
+        await _open(b, bare.port, farm_tabs(plan, "bare"))
+        await asyncio.sleep(hb / 1000)
+        bare_idle = await _idle_window(b, bare, None, redis, plan.idle_heartbeats)
+        bare_idle["kib_per_tab"] = (bare.rss_bytes() - rss0) / n / 1024
+        await b.farm.call("close_all")
+        bare.close()
+
+        # A lease TTL that outlives a restart, for the storm that follows on the same server.
+        server = await b.server("idle", **timings(hb, PRESENCE_LEASE_TTL_MS=str(max(3 * hb, 15_000))))
+        rss0 = server.rss_bytes()
+        tabs = farm_tabs(plan, "idle")
+        # A tenth of the tabs first: the Redis round trips per tick must not grow with the tabs.
+        tenth = max(per, n // 10 // per * per)
+        await _open(b, server.port, tabs[:tenth])
+        await _hold(b, list(range(0, tenth, per)))
+        await asyncio.sleep(hb * 1.5 / 1000)
+        small = await _idle_window(b, server, server, redis, 2)
+        await _open(b, server.port, tabs[tenth:])
+        await _hold(b, list(range(tenth, n, per)))
+        await asyncio.sleep(hb * 1.5 / 1000)  # every tab answered a ping: every lease is renewed
+        ours_idle = await _idle_window(b, server, server, redis, plan.idle_heartbeats)
+        ours_idle["kib_per_tab"] = (server.rss_bytes() - rss0) / n / 1024
+        ours_idle["workspaces"], ours_idle["leases"] = -(-n // per), -(-n // per)
+        idle = {"tabs": n, "heartbeat_ms": hb, "ours": ours_idle, "bare": bare_idle,
+                "cpu_ratio": ours_idle["cpu_s"] / max(bare_idle["cpu_s"], 1e-9),
+                "tenth": {"tabs": tenth, "round_trips_per_tick": small.get("round_trips_per_tick"),
+                          "scripts_per_tick": small.get("scripts_per_tick")}}
+
+        # 6. Restart the server under the tabs: SIGTERM closes them with 1012 and keeps the leases.
+        server.signal(signal.SIGTERM)
+        closed = await b.farm.call("wait_closed", timeout=60)
+        code = await server.wait(30)
+        restart_started = time.perf_counter()
+        await server.restart()
+        restart_s = time.perf_counter() - restart_started
+        storm = await b.farm.call("reconnect", host=HOST, port=server.port, parallel=plan.parallel, timeout=600)
+        await b.farm.call("close_all")
+        server.close()
+        fresh = await b.bare(hb)
+        baseline = await b.farm.call("open", host=HOST, port=fresh.port, tabs=farm_tabs(plan, "storm"),
+                                     parallel=plan.parallel, timeout=600)
+        await b.farm.call("close_all")
+        fresh.close()
+        storm_out = {
+            "tabs": n, "closes": closed["closes"], "exit_code": code, "restart_s": restart_s,
+            "ours_s": storm["seconds"], "ours_connected": storm["connected"], "errors": storm["errors"],
+            "holders": storm["holders"], "rejoined_same_fence": storm["rejoined_same_fence"],
+            "released": storm["released"], "leases_lost": storm["holders"] - storm["rejoined_same_fence"],
+            "bare_s": baseline["seconds"], "bare_connected": baseline["connected"],
+            "ratio": storm["seconds"] / max(baseline["seconds"], 1e-9),
+        }
+        return idle, storm_out
+    finally:
+        await redis.aclose()
+
+
+# -- 3. lease renewal ------------------------------------------------------------------------------
+
+
+async def renewal(b: Bench) -> dict[str, Any]:
+    n, rounds = b.plan.leases, b.plan.renew_rounds
+    ttl_ms = 120_000  # nothing expires while the baseline takes its time
+    lease = b.lease_store("renew", lease_ttl_ms=ttl_ms)
+    client = aioredis.Redis.from_url(b.redis_url, decode_responses=True, max_connections=64)
+    try:
+        await lease.store.start()
+        fences: dict[str, int] = {}
+        for start in range(0, n, 50):  # redis-py's pool holds 100 connections at most
+            outs = await asyncio.gather(
+                *(lease.acquire(f"r{i}", "renew", "Renew", "t", "c") for i in range(start, min(n, start + 50)))
+            )
+            fences.update({f"r{start + j}": out.int("fence") for j, out in enumerate(outs)})
+        ours: list[float] = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            renewed, _ = await lease.tick(fences, {})
+            ours.append(time.perf_counter() - started)
+            if not all(renewed.values()):
+                raise RuntimeError("a batched renewal failed")
+
+        locks = [Lock(client, f"{b.prefix}lock:{i}", timeout=ttl_ms / 1000) for i in range(n)]
+        for start in range(0, n, 50):
+            await asyncio.gather(*(lk.acquire(blocking=False) for lk in locks[start : start + 50]))
+        theirs: list[float] = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for lk in locks:  # each holder extends its own lock: one round trip per lease
+                await lk.extend(ttl_ms / 1000, replace_ttl=True)
+            theirs.append(time.perf_counter() - started)
+        o, t = summary(ours), summary(theirs)
+        # Ours: that many script calls in one pipeline (one round trip); theirs: one round trip each.
+        return {"leases": n, "rounds": rounds, "ours": o, "lock_extend": t,
+                "script_calls_ours": len(lease.renew_calls(fences)), "ratio": t["p50"] / o["p50"]}
+    finally:
+        await lease.store.close()
+        await client.aclose()
+
+
+# -- 4. takeover notification across processes -------------------------------------------------
+
+
+async def takeover_latency(b: Bench, a: ServerProc, bserver: ServerProc) -> dict[str, Any]:
+    n = b.plan.takeovers
+    ws = "bench-takeover"
+    left = await b.tab(a, "left", ws)
+    right = await b.tab(bserver, "right", ws)
+    if (await left.request({"type": "acquire", "id": 0}))["type"] != "acquired":
+        raise RuntimeError("no initial lease")
+    holder, taker = left, right
+    ours: list[float] = []
+    for i in range(1, n + 1):
+        lost = holder.next(lambda m: m.get("type") == "released")
+        reply = taker.next(lambda m, i=i: m.get("id") == i)  # type: ignore[misc]
+        started = time.perf_counter()
+        taker.send({"type": "takeover", "id": i})
+        await asyncio.wait_for(lost, 10)
+        ours.append(time.perf_counter() - started)
+        if (await asyncio.wait_for(reply, 10))["type"] != "acquired":
+            raise RuntimeError("takeover refused")
+        holder, taker = taker, holder  # every sample crosses processes, both ways in turn
+    left.close()
+    right.close()
+
+    # The raw hop: redis-py PUBLISH on one connection, a subscriber on another, in this process.
+    pub = aioredis.Redis.from_url(b.redis_url)
+    sub: Any = aioredis.Redis.from_url(b.redis_url).pubsub()
+    channel = f"{b.prefix}hop"
+    hop: list[float] = []
+    try:
+        await sub.subscribe(channel)
+        await sub.get_message(timeout=2)  # the confirmation
+        for i in range(n + 20):
+            started = time.perf_counter()
+            await pub.publish(channel, str(i))
+            msg = None
+            while msg is None or msg["type"] != "message":
+                msg = await sub.get_message(timeout=5)
+                if msg is None:
+                    raise RuntimeError("a published message did not arrive")
+            if i >= 20:
+                hop.append(time.perf_counter() - started)
+    finally:
+        await sub.aclose()
+        await pub.aclose()
+    o, h = summary(ours), summary(hop)
+    return {"ours": o, "pubsub_hop": h, "ratio_p50": o["p50"] / h["p50"], "ratio_p99": o["p99"] / h["p99"]}
+
+
+# -- 5. free detection after SIGKILL ---------------------------------------------------------------
+
+
+async def free_detection(b: Bench) -> dict[str, Any]:
+    plan = b.plan
+    settings = timings(plan.kill_heartbeat_ms, PRESENCE_LEASE_TTL_MS=str(plan.kill_ttl_ms))
+    watcher_server = await b.server("watch", keys="kill", **settings)
+    holder_server = await b.server("hold", keys="kill", **settings)
+    detected: list[float] = []
+    for r in range(plan.kills):
+        ws = f"bench-kill-{r}"
+        watcher = await b.tab(watcher_server, "watcher", ws)
+        holder = await b.tab(holder_server, "holder", ws)
+        seen = watcher.next(lambda m: m.get("type") == "state" and m.get("holder") is not None)
+        if (await holder.request({"type": "acquire", "id": 1}))["type"] != "acquired":
+            raise RuntimeError("no lease to lose")
+        await asyncio.wait_for(seen, 5)
+        # A random phase of the renewal cycle: the lease has between TTL - heartbeat and TTL left.
+        await asyncio.sleep(random.uniform(1, 2) * plan.kill_heartbeat_ms / 1000)
+        freed = watcher.next(_freed)
+        started = time.perf_counter()
+        holder_server.kill()
+        await asyncio.wait_for(freed, plan.kill_ttl_ms / 1000 + 10)
+        detected.append(time.perf_counter() - started)
+        watcher.close()
+        holder.abort()
+        if r + 1 < plan.kills:
+            await holder_server.restart()
+    s = summary(detected)
+    return {"ttl_ms": plan.kill_ttl_ms, "heartbeat_ms": plan.kill_heartbeat_ms, "detect": s,
+            "ratio_max": s["max"] / plan.kill_ttl_ms}
+
+
+def _freed(m: Message) -> bool:
+    return m.get("type") == "state" and m.get("holder") is None and (m.get("change") or {}).get("kind") == "expired"
