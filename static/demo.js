@@ -19,6 +19,19 @@ const el = {
   holder: $("holder"), edit: /** @type {HTMLButtonElement} */ ($("edit")),
   done: /** @type {HTMLButtonElement} */ ($("done")), countdown: $("countdown"),
   editor: /** @type {HTMLTextAreaElement} */ ($("editor")), message: $("message"), viewers: $("viewers"),
+  live: $("live"), queue: $("queue"),
+  // asking for the lease (polite handoff) and waiting in line
+  ask: /** @type {HTMLButtonElement} */ ($("ask")), askLabel: $("ask-label"), askHint: $("ask-hint"),
+  askForm: /** @type {HTMLFormElement} */ ($("ask-form")), askMessageLabel: $("ask-message-label"),
+  askMessage: /** @type {HTMLInputElement} */ ($("ask-message")),
+  askCancel: /** @type {HTMLButtonElement} */ ($("ask-cancel")),
+  askStatus: $("ask-status"), askStatusText: $("ask-status-text"), askCountdown: $("ask-countdown"),
+  queuePosition: $("queue-position"), queuePositionText: $("queue-position-text"), actionProblem: $("action-problem"),
+  leaveQueue: /** @type {HTMLButtonElement} */ ($("leave-queue")),
+  // the holder's "X asks for this document" prompt
+  prompt: $("request-prompt"), promptText: $("request-text"), promptMessage: $("request-message"),
+  give: /** @type {HTMLButtonElement} */ ($("give")), keep: /** @type {HTMLButtonElement} */ ($("keep")),
+  promptCountdown: $("request-countdown"),
 };
 
 /** @type {PresenceClient|null} */
@@ -28,7 +41,17 @@ const ui = {
   readOnly: false,          // the user chose "Open read-only" for the current holder
   readOnlyFor: "",          // ... for this holder (user id + fence); a new holder shows the banner again
   notice: "",               // "Bob took over at 10:42, ..." until dismissed or editing again
-  queued: 0,                // position in the wait queue, 0 when not waiting
+  tone: "warn",             // of the notice: warn, good ("It's yours now") or info
+  askOpen: false,           // the "Ask Alice for it" message form is open
+  waiting: false,           // we are in the wait queue ("Wait for it")
+  lastHolder: "",           // name of the last other user seen holding the lease
+  /** @type {{name: string, deadline: number}|null} our request is waiting for the holder's answer */
+  asking: null,
+  /** @type {{by: {id: string, name: string}, message: string, deadline: number}|null} someone asks us */
+  prompt: null,
+  /** @type {string} who we just got the lease from by asking; the next state tells how (handed over or timeout) */
+  grantedBy: "",
+  problem: "",              // why the last choice in the banner (take over, ask, wait) failed
 };
 
 const time = (/** @type {number} */ ms = Date.now()) =>
@@ -39,6 +62,55 @@ const draftKey = () => `presence.demo.draft:${client?.workspace}:${client?.user?
 /** @param {string} text */
 function say(text) {
   el.message.textContent = text;
+}
+
+/** Sets the banner notice (and reads it out). @param {string} text @param {"warn"|"good"|"info"} [tone] */
+function notify(text, tone = "warn") {
+  ui.notice = text;
+  ui.tone = tone;
+  announce(text);
+}
+
+/** Screen readers hear `text` once (the countdowns tick silently). @param {string} text */
+function announce(text) {
+  el.live.textContent = text;
+}
+
+/** "Carol", "Carol and Dave", "Carol, Dave and Erin". @param {string[]} names */
+const listNames = (names) => names.length < 2 ? names.join("")
+  : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
+
+/** Whole seconds left before `deadline` (a Date.now() value). @param {number} deadline */
+const secondsLeft = (deadline) => Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+
+/** A browser notification, only when the user allowed them before (the demo never asks) and is elsewhere. */
+function desktopNotify(/** @type {string} */ title, /** @type {string} */ body) {
+  if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
+  if (document.visibilityState === "visible") return;
+  try {
+    new Notification(title, { body, tag: `presence:${client?.workspace}` });
+  } catch { /* not allowed in this context (some browsers want a service worker) */ }
+}
+
+/** A failed action in words. @param {any} err */
+function problem(err) {
+  const holder = client?.state?.holder?.user.name ?? "the editor";
+  switch (err?.code) {
+    case "takeover_cooldown": {
+      const ms = Number(/(\d+) ms/.exec(err.message)?.[1] ?? 0);
+      const wait = ms ? ` in ${Math.ceil(ms / 1000)} s` : " in a moment";
+      return `It was taken over moments ago. To stop takeover wars, try again${wait}, or ask ${holder} for it.`;
+    }
+    case "request_pending": {
+      const by = client?.state?.request?.by.name;
+      return `${by ?? "Someone"} has already asked ${holder} for it. Wait for the answer, or wait in line.`;
+    }
+    case "takeover_forbidden": return `You may not take over. Ask ${holder} for it, or wait for it.`;
+    case "no_request": return "That request is no longer waiting for an answer.";
+    case "not_holder": return "You are not editing this document (any more).";
+    case "disconnected": return "Not connected right now; try again once the connection is back.";
+    default: return `Could not do that: ${err?.message || err}`;
+  }
 }
 
 // ---- document storage (stands in for the app backend) ----------------------------------------------
@@ -82,24 +154,70 @@ function render() {
   const otherName = other ? (other.user.id === me?.id ? "You (in another tab)" : other.user.name) : "";
   const holderKey = other ? `${other.user.id}:${other.fence ?? ""}` : "";
   if (ui.readOnlyFor !== holderKey) ui.readOnly = false;
+  const queued = c?.queuePosition ?? 0;
+  const request = c?.state?.request ?? null;
+  const theirs = other && other.user.id !== me?.id; // someone else (not our other tab) edits
+  if (!theirs) ui.askOpen = false;
 
-  // banner: a notice about us losing the lease, and/or "X is editing" with the three choices
+  // banner: a notice about us losing (or getting) the lease, and/or "X is editing" with the choices
   let inUse = "";
   const since = other ? ` since ${time(other.since_ms)}` : "";
   if (other && ui.readOnly) inUse = `Read-only: ${otherName} ${other.user.id === me?.id ? "are" : "is"} editing${since}.`;
   else if (other) {
     inUse = `${otherName} ${other.user.id === me?.id ? "are" : "is"} editing${since}.`;
-    if (ui.queued) inUse += ` You are number ${ui.queued} in line; the document opens for you when it is free.`;
+    if (request && request.by.id !== me?.id && !ui.asking) inUse += ` ${request.by.name} has asked for it.`;
   }
   el.banner.hidden = !ui.notice && !inUse;
   el.banner.classList.toggle("note", !!other && ui.readOnly && !ui.notice);
+  el.banner.classList.toggle("good", !!ui.notice && ui.tone === "good" && !inUse);
   el.notice.hidden = !ui.notice;
+  el.notice.dataset.tone = ui.tone;
   el.noticeText.textContent = ui.notice;
   el.inUse.hidden = !inUse;
   el.bannerText.textContent = inUse;
   el.bannerActions.hidden = !other || ui.readOnly;
-  el.wait.disabled = ui.queued > 0;
-  el.wait.setAttribute("aria-pressed", String(ui.queued > 0));
+  el.wait.disabled = queued > 0;
+  el.wait.setAttribute("aria-pressed", String(queued > 0));
+
+  // "Ask Alice for it": the button, the message form, then "Waiting for Alice's answer (27 s)"
+  const holderName = other?.user.name ?? "";
+  el.ask.hidden = !theirs || !!ui.asking;
+  el.askLabel.textContent = `Ask ${holderName} for it`;
+  const someoneElseAsked = !!request && request.by.id !== me?.id;
+  el.askHint.textContent = someoneElseAsked ? `${request?.by.name} asked first` : "They can say yes or no";
+  el.ask.disabled = !!ui.asking || ui.askOpen || someoneElseAsked;
+  el.ask.setAttribute("aria-expanded", String(ui.askOpen));
+  el.askForm.hidden = !ui.askOpen || !theirs || ui.readOnly;
+  el.askMessageLabel.textContent = `Message for ${holderName} (optional)`;
+  el.askStatus.hidden = !ui.asking || !other;
+  el.askStatusText.textContent = ui.asking ? `Waiting for ${ui.asking.name}'s answer` : "";
+  el.queuePosition.hidden = !queued || !other;
+  el.queuePositionText.textContent = queued ? `You are #${queued} in line.` : "";
+  el.actionProblem.hidden = !ui.problem || !other;
+  el.actionProblem.textContent = ui.problem;
+
+  // the holder's prompt: "Bob asks for this document - Give it / Keep it"
+  // (kept while holding ends, so that the `released` that follows can tell an unanswered request)
+  if (!request) ui.prompt = null;
+  else if (c?.holding && (!ui.prompt || ui.prompt.by.id !== request.by.id)) {
+    // no `requested` message seen (a tab opened after the request): deadline_at is on Redis' clock
+    ui.prompt = { by: request.by, message: request.message, deadline: request.deadline_at };
+  }
+  el.prompt.hidden = !ui.prompt || !c?.holding;
+  if (ui.prompt) {
+    el.promptText.textContent = `${ui.prompt.by.name} asks for this document.`;
+    el.promptMessage.hidden = !ui.prompt.message;
+    el.promptMessage.textContent = ui.prompt.message ? `“${ui.prompt.message}”` : "";
+  }
+
+  // who is waiting in line
+  const line = c?.state?.queue ?? [];
+  el.queue.hidden = line.length === 0;
+  const names = line.map((u) => (u.id === me?.id ? "you" : u.name));
+  const sentence = listNames(names);
+  el.queue.textContent = line.length
+    ? `${sentence.charAt(0).toUpperCase()}${sentence.slice(1)} ${line.length > 1 || line[0].id === me?.id ? "are" : "is"} waiting for it.`
+    : "";
 
   // who holds it (someone else: the banner says so)
   el.holder.hidden = !!other;
@@ -122,9 +240,11 @@ function render() {
     name.textContent = v.user.id === me?.id ? `${v.user.name} (you)` : v.user.name;
     const tag = document.createElement("span");
     const editing = holder?.user.id === v.user.id;
-    tag.className = editing ? "tag editing" : "tag";
-    tag.textContent = [editing ? "editing" : v.active ? "viewing" : "idle", v.tabs > 1 ? `${v.tabs} tabs` : ""]
-      .filter(Boolean).join(", ");
+    const place = line.findIndex((u) => u.id === v.user.id) + 1;
+    const asks = request?.by.id === v.user.id;
+    tag.className = editing ? "tag editing" : place || asks ? "tag waiting" : "tag";
+    const doing = editing ? "editing" : asks ? "asking for it" : place ? `waiting #${place}` : v.active ? "viewing" : "idle";
+    tag.textContent = [doing, v.tabs > 1 ? `${v.tabs} tabs` : ""].filter(Boolean).join(", ");
     li.append(name, tag);
     return li;
   }));
@@ -136,6 +256,11 @@ function renderCountdown() {
   el.countdown.textContent = client?.holding
     ? (left > 0 ? `Lease ${(left / 1000).toFixed(1)} s (renewed while you are here)` : "Lease expired locally")
     : "";
+  const asking = ui.asking ? `(${secondsLeft(ui.asking.deadline)} s)` : "";
+  if (el.askCountdown.textContent !== asking) el.askCountdown.textContent = asking;
+  const prompt = ui.prompt && client?.holding
+    ? `${ui.prompt.by.name} may take over in ${secondsLeft(ui.prompt.deadline)} s if you do not answer.` : "";
+  if (el.promptCountdown.textContent !== prompt) el.promptCountdown.textContent = prompt;
 }
 setInterval(renderCountdown, 200);
 
@@ -150,7 +275,8 @@ function setStatus(status, text) {
 /** @param {{user: string, name: string, workspace: string}} who */
 async function join(who) {
   client?.close();
-  ui.readOnly = false; ui.readOnlyFor = ""; ui.notice = ""; ui.queued = 0;
+  Object.assign(ui, { readOnly: false, readOnlyFor: "", notice: "", askOpen: false, waiting: false, lastHolder: "",
+    asking: null, prompt: null, grantedBy: "", problem: "" });
   say("");
   const token = async () => {
     const q = new URLSearchParams({ user: who.user, name: who.name });
@@ -177,35 +303,82 @@ async function join(who) {
     setStatus(d.status, text);
     render();
   });
-  on("state", render);
+  on("state", (/** @type {import("/static/presence.js").State} */ s) => {
+    const mine = s.holder?.user.id === c.user?.id;
+    if (s.holder && !mine) ui.lastHolder = s.holder.user.name;
+    // we got the lease by asking: handed over (kind acquired), or the holder did not answer (taken_over)
+    if (ui.grantedBy && mine && s.change?.user.id === c.user?.id) {
+      if (s.change?.kind === "taken_over") notify(`It's yours now: ${ui.grantedBy} did not answer in time.`, "good");
+      ui.grantedBy = "";
+    }
+    // our request is gone while someone else still holds it (its `declined` may follow and say why)
+    if (ui.asking && s.holder && !mine && s.request?.by.id !== c.user?.id) ui.asking = null;
+    render();
+  });
   on("canedit", (d) => {
     render();
     if (d.canEdit) el.editor.focus();
   });
   on("acquired", () => {
-    ui.queued = 0;
-    ui.notice = "";
+    const { asking: asked, waiting } = ui;
+    Object.assign(ui, { asking: null, askOpen: false, waiting: false, notice: "", problem: "" });
+    if (asked) {
+      ui.grantedBy = asked.name;
+      notify(`It's yours now: ${asked.name} handed the document over.`, "good");
+    } else if (waiting) {
+      const who = ui.lastHolder ? `${ui.lastHolder} is done and ` : "";
+      notify(`It's yours now: ${who}you were first in line.`, "good");
+    }
+    if (asked || waiting) desktopNotify("It's yours now", `You can edit ${c.workspace}.`);
     const stored = loadDoc();
     if (document.activeElement !== el.editor) el.editor.value = stored.text;
     render();
   });
   on("queued", (d) => {
-    ui.queued = d.position;
+    ui.waiting = true;
+    announce(`You are #${d.position} in line.`);
+    render();
+  });
+  on("asked", (d) => {
+    ui.asking = { name: d.holder.user.name, deadline: Date.now() + d.deadline_ms };
+    ui.askOpen = false;
+    announce(`You asked ${d.holder.user.name} for the document. Waiting for the answer.`);
+    render();
+  });
+  on("declined", (d) => {
+    const name = d.by?.name ?? ui.asking?.name ?? c.state?.holder?.user.name ?? "The editor";
+    ui.asking = null;
+    notify({
+      declined: `${name} wants to keep the document for now.`,
+      timeout: `${name} did not answer in time.`,
+      cancelled: "Your request was withdrawn because the connection dropped. Ask again if you still need it.",
+    }[/** @type {string} */ (d.reason)] ?? `Your request ended (${d.reason}).`, "info");
+    render();
+  });
+  on("requested", (d) => {
+    ui.prompt = { by: d.by, message: d.message, deadline: Date.now() + d.deadline_ms };
+    announce(`${d.by.name} asks for this document${d.message ? `: ${d.message}` : "."} Give it or keep it?`);
+    desktopNotify(`${d.by.name} asks for ${c.workspace}`, d.message || "Give it or keep it?");
     render();
   });
   on("released", (d) => {
-    ui.queued = 0;
+    const askedBy = ui.prompt?.by;
+    ui.prompt = null;
+    ui.waiting = false;
     if (d.reason !== "released") {
       say("");
       localStorage.setItem(draftKey(), el.editor.value);
       const at = time();
-      ui.notice = {
-        taken_over: `${d.by?.name ?? "Someone"} took over at ${at}, your last changes were kept locally.`,
+      const unanswered = d.reason === "taken_over" && askedBy && d.by?.id === askedBy.id;
+      notify({
+        taken_over: unanswered
+          ? `${askedBy?.name} took over at ${at} because you did not answer the request; your last changes were kept locally.`
+          : `${d.by?.name ?? "Someone"} took over at ${at}, your last changes were kept locally.`,
         expired: `Your edit lease expired at ${at}, your last changes were kept locally.`,
         lost: `The connection to the server was lost at ${at}, your last changes were kept locally.`,
         revoked: `An operator revoked your edit lease at ${at}, your last changes were kept locally.`,
         idle: `Your edit lease was released at ${at} because you were away, your last changes were kept locally.`,
-      }[/** @type {string} */ (d.reason)] ?? `You stopped editing at ${at} (${d.reason}); your changes were kept locally.`;
+      }[/** @type {string} */ (d.reason)] ?? `You stopped editing at ${at} (${d.reason}); your changes were kept locally.`);
     }
     render();
   });
@@ -221,25 +394,80 @@ async function join(who) {
   }
 }
 
-/** Runs a lease action, reporting its outcome. @param {() => Promise<any>} action */
-async function act(action) {
+/**
+ * Runs a lease action, reporting its outcome; resolves with its result (undefined when it failed).
+ * A failed choice of the in-use banner is explained in the banner, others below the editor.
+ * @param {() => Promise<any>} action @param {boolean} [inBanner]
+ */
+async function act(action, inBanner = false) {
+  let r;
+  ui.problem = "";
   try {
-    const r = await action();
+    r = await action();
     if (r && r.acquired === false && r.holder) say(`${r.holder.user.name} is editing right now.`);
-    if (r && r.queued) ui.queued = r.position;
   } catch (err) {
-    say(`Could not do that: ${/** @type {Error} */ (err).message}`);
+    if (inBanner) ui.problem = problem(err);
+    else say(problem(err));
   }
   render();
+  return r;
 }
 
-el.edit.addEventListener("click", () => act(() => /** @type {PresenceClient} */ (client).acquire()));
+const current = () => /** @type {PresenceClient} */ (client);
+
+el.edit.addEventListener("click", () => act(() => current().acquire()));
 el.done.addEventListener("click", () => {
   saveDoc();
-  act(() => /** @type {PresenceClient} */ (client).release());
+  act(() => current().release());
 });
-el.takeover.addEventListener("click", () => act(() => /** @type {PresenceClient} */ (client).takeover()));
-el.wait.addEventListener("click", () => act(() => /** @type {PresenceClient} */ (client).acquire({ wait: true })));
+el.takeover.addEventListener("click", () => act(() => current().takeover(), true));
+el.wait.addEventListener("click", async () => {
+  say("");
+  const r = await act(() => current().acquire({ wait: true }), true);
+  if (r?.queued) announce(`You are #${r.position} in line. The document opens for you when it's free.`);
+});
+el.leaveQueue.addEventListener("click", async () => {
+  if (await act(() => current().release(), true)) say("You left the line.");
+});
+
+// "Ask Alice for it": open the message form, send the request
+el.ask.addEventListener("click", () => {
+  ui.askOpen = true;
+  render();
+  el.askMessage.focus();
+});
+el.askCancel.addEventListener("click", () => {
+  ui.askOpen = false;
+  render();
+  el.ask.focus();
+});
+el.askForm.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") el.askCancel.click();
+});
+el.askForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  say("");
+  ui.notice = "";
+  const r = await act(() => current().request(el.askMessage.value.trim()), true);
+  if (r) el.askMessage.value = "";
+  ui.askOpen = !r && ui.askOpen; // keep the form (and the text) when the request failed
+  render();
+});
+
+// the holder's answer: Give it (release: the lease goes to the requester) or Keep it (decline)
+el.give.addEventListener("click", async () => {
+  const to = ui.prompt?.by.name ?? "them";
+  saveDoc();
+  if (await act(() => current().release())) say(`You gave the document to ${to}.`);
+});
+el.keep.addEventListener("click", async () => {
+  const to = ui.prompt?.by.name ?? "They";
+  if (await act(() => current().decline())) {
+    ui.prompt = null;
+    say(`You kept the document; ${to} was told.`);
+    render();
+  }
+});
 el.readonly.addEventListener("click", () => {
   const holder = client?.state?.holder;
   ui.readOnly = true;

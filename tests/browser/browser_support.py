@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,9 +27,13 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it; the tests are skipped without it
     sync_playwright = expect = None  # type: ignore[assignment]
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext
+
 __all__ = [
     "CHROMIUM", "CHROMIUM_ARGS", "HARNESS_JS", "HARNESS_PATH", "HAVE_BROWSER", "SERVER_DOWN_NOISE", "BrowserTab",
-    "ConsoleLog", "expect", "needs_browser", "sync_playwright",
+    "ConsoleLog", "browser_fixture", "console_fixture", "expect", "needs_browser", "new_page_fixture", "open_demo",
+    "sync_playwright",
 ]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -135,3 +140,49 @@ class BrowserTab:
 
     def now_ms(self) -> float:
         return float(self.page.evaluate("() => Date.now()"))
+
+
+# -- fixtures a test module can import (``from browser_support import browser_fixture, ...``) --------
+
+
+@pytest.fixture(name="browser")
+def browser_fixture() -> Iterator[Browser]:
+    """Debian's Chromium, headless, closed after the test."""
+    if not HAVE_BROWSER:
+        pytest.skip("needs the playwright package and Debian's /usr/bin/chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(name="console")
+def console_fixture() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture(name="new_page")
+def new_page_fixture(browser: Browser, console: ConsoleLog) -> Iterator[Callable[[str], Page]]:
+    """``new_page(name)``: a page in a fresh browser context (one per user), watched for errors."""
+    contexts: list[BrowserContext] = []
+
+    def make(name: str) -> Page:
+        context = browser.new_context(viewport={"width": 1100, "height": 760})
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        console.watch(page, name)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> Page:
+    """Opens ``/demo`` as ``user`` on ``workspace`` and waits until it is connected."""
+    page.goto(f"{base_url}/demo?user={user}&name={name}&workspace={workspace}")
+    page.wait_for_function("document.getElementById('status').dataset.status === 'open'")
+    return page
