@@ -79,11 +79,17 @@ class Requests:
         room.confirm(fence, sent_at, out.int("ttl_ms"))
         return Acquired(fence=fence, ttl_ms=room.ttl_left_ms(), id=request_id, rejoined=out.status == "rejoined")
 
-    async def release(self, tab: Tab, request_id: RequestId) -> Released:
-        """Give the lease up (it goes to the next in line), or leave the wait queue."""
+    async def release(self, tab: Tab, request_id: RequestId) -> Released | Declined:
+        """Give up what the tab has: the lease (it goes to the next in line), its place in the
+        wait queue, or its pending handoff request (answered ``declined{reason: cancelled}``)."""
         room = self.hub.rooms[tab.workspace]
+        request = room.replica.request
+        if tab.fence is None and not tab.queue_position and request is not None and request.conn == tab.conn:
+            out = await self._script(self.hub.lease.handoff(tab.workspace, "cancel", tab.conn))
+            room.apply(out.events)
+            return Declined(reason="cancelled", id=request_id)
         if tab.fence is None and not tab.queue_position:
-            raise NotHolder("you neither hold the lease nor wait for it")
+            raise NotHolder("you neither hold the lease nor wait or ask for it")
         # A waiter passes fence 0, which matches no grant: None would mean "whoever holds it".
         fence = tab.fence if tab.fence is not None else 0
         out = await self._script(self.hub.lease.release(tab.workspace, fence, "released", tab.conn))

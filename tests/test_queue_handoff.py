@@ -202,6 +202,20 @@ async def test_handoff_declined(servers: Cluster, tabs: list[Tab]) -> None:
     assert (await alice.request("acquire"))["fence"] == got["fence"]
 
 
+async def test_requester_withdraws_its_request_with_release(servers: Cluster, tabs: list[Tab]) -> None:
+    a = servers.server("a")
+    alice = await open_tab(tabs, a, "alice")
+    bob = await open_tab(tabs, a, "bob")
+    await alice.request("acquire")
+    await bob.request("request")
+    await alice.expect("state", lambda m: m["request"] is not None)
+    out = await bob.request("release")
+    assert out["type"] == "declined" and out["reason"] == "cancelled"
+    await alice.expect("state", lambda m: m["request"] is None)
+    assert (await bob.request("release"))["code"] == "not_holder"  # nothing left to give up
+    assert not alice.of("released")
+
+
 async def test_handoff_times_out_into_a_takeover(servers: Cluster, tabs: list[Tab]) -> None:
     a, b = servers.server("a"), servers.server("b", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
     alice = await open_tab(tabs, a, "alice")
