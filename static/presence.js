@@ -273,10 +273,13 @@ export class PresenceClient extends EventTarget {
 
   /**
    * Gives the lease up: to the pending requester if any (see `requested`), else to the first in line.
-   * Called while waiting in line, it leaves the queue instead. @returns {Promise<ReleaseResult>}
+   * Called while waiting in line, it leaves the queue instead; called while asking (see request()), it
+   * withdraws the request and resolves `{declined: true, reason: "cancelled"}`.
+   * @returns {Promise<ReleaseResult | DeclineResult>}
    */
   release() {
     this.#waiting = false;
+    this.#asking = false;
     this.queuePosition = 0;
     return this.#call({ type: "release" });
   }

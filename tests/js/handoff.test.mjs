@@ -95,6 +95,18 @@ test("a connection drop while asking fires declined {cancelled} (the server with
   assert.equal(events.length, 1);
 });
 
+test("release() while asking withdraws the request: resolves {declined, cancelled}, no later cancelled event", async () => {
+  const { client, clock, ws } = await connected();
+  const events = record(client, clock, ["declined"]);
+  client.request();
+  ws.receive({ type: "asked", id: ws.last("request").id, holder: ALICE_HOLDS, deadline_ms: 30000 });
+  const p = client.release();
+  ws.receive({ type: "declined", id: ws.last("release").id, reason: "cancelled" });
+  assert.deepEqual(await p, { declined: true, reason: "cancelled" });
+  ws.serverClose(1006);
+  assert.deepEqual(events, []);
+});
+
 test("requested (to the holder) fires requested with by, message and deadline_ms", async () => {
   const { client, clock, ws } = await connected();
   ws.receive({ type: "acquired", fence: 4, ttl_ms: 10000 });
