@@ -200,3 +200,25 @@ async def test_dropped_pubsub_connection_is_followed_by_a_fresh_state(
     await bob.request("release")
     await alice.expect("state", lambda m: m.get("holder") is None and m.get("change", {}).get("kind") == "released",
                        after=mark, timeout=5)
+
+
+async def test_tab_scope_second_tab_of_same_user_is_busy_and_may_take_over(
+    servers: Cluster, tabs: list[Tab]
+) -> None:
+    a, b = servers.server("a", PRESENCE_LEASE_SCOPE="tab"), servers.server("b", PRESENCE_LEASE_SCOPE="tab")
+    first = await open_tab(tabs, a, "alice", tab="tab-1")
+    second = await open_tab(tabs, b, "alice", tab="tab-2")
+    assert second.welcome is not None and second.welcome["scope"] == "tab"
+    got = await first.request("acquire")
+    assert not second.of("acquired")  # not shared: the lease belongs to tab-1 only
+    busy = await second.request("acquire")
+    assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == "alice"  # "open in another tab"
+    taken = await second.request("takeover")
+    assert taken["fence"] > got["fence"]
+    lost = await first.expect("released")
+    assert lost["reason"] == "taken_over" and lost["by"]["id"] == "alice"
+    # A reload of tab-1 does not get the lease back: it is tab-2's now.
+    await first.close(1001)
+    again = await open_tab(tabs, a, "alice", tab="tab-1")
+    assert again.welcome is not None and again.welcome["state"]["holder"]["fence"] == taken["fence"]
+    assert (await again.request("acquire"))["type"] == "busy"
