@@ -8,6 +8,7 @@ in ``presence/lua/`` with a KEYS/ARGV/returns header each.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -72,6 +73,7 @@ class Outcome:
     status: str
     detail: dict[str, Any]
     events: list[Event] = field(default_factory=list)
+    sent_at: float = 0.0  # loop time the script was sent
 
     def int(self, name: str) -> int:
         return int(self.detail[name])
@@ -81,10 +83,15 @@ _detail_decoder = msgspec.json.Decoder(dict[str, Any])
 _person_encoder = msgspec.json.Encoder()
 
 
-def _outcome(reply: Sequence[str]) -> Outcome:
+def _outcome(reply: Sequence[str], sent_at: float) -> Outcome:
     status, raw, *events = reply
     detail = _detail_decoder.decode(raw) if raw else {}
-    return Outcome(status, detail, [decode_event(e) for e in events])
+    return Outcome(status, detail, [_sent(decode_event(e), sent_at) for e in events], sent_at)
+
+
+def _sent(event: Event, sent_at: float) -> Event:
+    event.sent_at = sent_at
+    return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +149,9 @@ class LeaseStore:
 
     async def _run(self, name: str, workspace: str, *args: str | int) -> Outcome:
         k = self.keys(workspace)
+        sent_at = asyncio.get_running_loop().time()
         reply = await self.store.call(self.scripts[name], k.all, [*self._head(k), *args])
-        out = _outcome(reply)
+        out = _outcome(reply, sent_at)
         self._observe(workspace, out.events)
         return out
 
@@ -186,6 +194,7 @@ class LeaseStore:
         )
         d = out.detail
         snapshot = msgspec.convert(d["snapshot"], Snapshot, strict=False)
+        snapshot.sent_at = out.sent_at
         fence = int(d["fence"]) if d.get("fence") is not None else None
         return Joined(bool(d["rejoined"]), fence, snapshot, out.events)
 
@@ -197,7 +206,9 @@ class LeaseStore:
 
     async def snapshot(self, workspace: str) -> tuple[Snapshot, list[Event]]:
         out = await self._run("snapshot", workspace)
-        return msgspec.convert(out.detail, Snapshot, strict=False), out.events
+        snapshot = msgspec.convert(out.detail, Snapshot, strict=False)
+        snapshot.sent_at = out.sent_at
+        return snapshot, out.events
 
     async def check_expiry(self, workspace: str) -> tuple[int | None, list[Event]]:
         """Announce the lease's expiry if it is gone; else return its PTTL."""
@@ -250,6 +261,7 @@ class LeaseStore:
         """
         renew = self.renew_calls(leases)
         touch = self.touch_calls(tabs)
+        sent_at = asyncio.get_running_loop().time()
         results = await self.store.batch([c for _, c in renew] + [c for _, c in touch])
         renewed: dict[str, bool] = {}
         for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
@@ -262,6 +274,6 @@ class LeaseStore:
                 continue
             for ws, (missing, *events) in zip(chunk, res, strict=True):
                 gone = list(_detail_decoder.decode(missing)) if missing else []
-                touched.append(TouchResult(ws, gone, [decode_event(e) for e in events]))
+                touched.append(TouchResult(ws, gone, [_sent(decode_event(e), sent_at) for e in events]))
                 self._observe(ws, touched[-1].events)
         return renewed, touched

@@ -77,6 +77,10 @@ class Event(msgspec.Struct, rename={"from_": "from"}):
     handoff: str = ""  # conn the lease was handed to (queue head or requester)
     target: str = ""  # conn a request_ended event answers
     wait_ms: int | None = None  # a new request's answer timeout
+    # Not on the wire: the loop time this process *sent* the script that published the event
+    # (set by the lease engine on script replies; None when heard by pub/sub). A lease TTL that
+    # the event started cannot end before sent_at + ttl_ms, however late the reply came back.
+    sent_at: float | None = None
 
 
 class Snapshot(msgspec.Struct):
@@ -88,6 +92,7 @@ class Snapshot(msgspec.Struct):
     tabs: dict[str, str] | None = None
     queue: dict[str, int] | None = None
     request: RequestRecord | None = None
+    sent_at: float | None = None  # not on the wire: when the reading script was sent (see Event)
 
 
 _event_decoder = msgspec.json.Decoder(Event, strict=False)

@@ -80,6 +80,7 @@ class Room:
         self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
         self.deadline: float | None = None  # loop time; local lease deadline for ``deadline_fence``
         self.deadline_fence: int | None = None
+        self.deadline_exact = False  # see confirm()
         self._deadline = Timer()
         self._expiry = Timer()
         self._request = Timer()
@@ -124,18 +125,28 @@ class Room:
         self.stale = False
         if snapshot.holder is not None and snapshot.ttl_ms >= 0:
             self._arm_expiry(snapshot.ttl_ms)
-        self._changed(before, None)
+        self._changed(before, None, snapshot)
 
-    def _changed(self, before: HolderRecord | None, event: Event | None) -> None:
+    def _changed(self, before: HolderRecord | None, event: Event | None, snapshot: Snapshot | None = None) -> None:
         after = self.replica.holder
         origin = event.origin if event is not None else ""
         if after is None:
             self._expiry.cancel()
         if after is not None and (before is None or before.fence != after.fence):
-            # A holder we learnt of from an event: its TTL started about now.
-            ttl = event.ttl_ms if event is not None and event.ttl_ms else self.settings.lease_ttl_ms
+            # A holder we learnt of from a script's reply or a re-read: its TTL started (or its
+            # PTTL was measured) after this process sent that script. From pub/sub: about now, a
+            # provisional deadline that the next exact confirmation replaces.
+            if event is not None:
+                ttl, sent_at = event.ttl_ms or self.settings.lease_ttl_ms, event.sent_at
+            elif snapshot is not None:
+                ttl, sent_at = max(0, snapshot.ttl_ms), snapshot.sent_at
+            else:
+                ttl, sent_at = self.settings.lease_ttl_ms, None
             if any(self.holds(t, after) for t in self.tabs.values()):
-                self.confirm(after.fence, asyncio.get_running_loop().time(), ttl)
+                if sent_at is None:
+                    self.confirm(after.fence, asyncio.get_running_loop().time(), ttl, exact=False)
+                else:
+                    self.confirm(after.fence, sent_at, ttl)
         state = self.state_message(event)
         positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
         for tab in list(self.tabs.values()):
@@ -222,13 +233,22 @@ class Room:
 
     # -- local deadline -------------------------------------------------------------------
 
-    def confirm(self, fence: int, sent_at: float, ttl_ms: int | None = None) -> None:
-        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``."""
+    def confirm(self, fence: int, sent_at: float, ttl_ms: int | None = None, exact: bool = True) -> None:
+        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``.
+
+        Exact confirmations only ever move the deadline later (Redis cannot expire the lease
+        before the latest of them + TTL). A provisional one (``exact=False``: heard by pub/sub,
+        timed at receipt) never overrides an exact one, and the first exact one replaces it, even
+        when that makes the deadline earlier.
+        """
         ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
         deadline = sent_at + (ttl - self.settings.safety_margin_ms) / 1000
-        if self.deadline_fence == fence and self.deadline is not None and deadline <= self.deadline:
-            return
-        self.deadline, self.deadline_fence = deadline, fence
+        if self.deadline_fence == fence and self.deadline is not None:
+            if self.deadline_exact and not exact:
+                return
+            if self.deadline_exact == exact and deadline <= self.deadline:
+                return
+        self.deadline, self.deadline_fence, self.deadline_exact = deadline, fence, exact
         self._deadline.arm(deadline - asyncio.get_running_loop().time(), self._deadline_passed)
         self._arm_expiry(ttl)
 

@@ -3,7 +3,8 @@
 It runs its own asyncio loop in a background thread, so a busy or blocked test loop never
 delays the traffic it forwards (and a test may call it from sync or async code alike). Modes:
 
-- ``up``: forward both ways, each chunk delayed by ``latency`` seconds (order preserved);
+- ``up``: forward both ways, each chunk delayed by ``latency`` seconds (order preserved), or by
+  ``latency_down`` on the way back from the target when set;
 - ``cut``: every connection is reset at once, new ones are accepted and reset (a dead link that
   the client notices immediately: connection refused/reset);
 - ``blackhole``: nothing is forwarded and nothing is closed, for existing and new connections
@@ -45,6 +46,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.latency = 0.0
+        self.latency_down: float | None = None  # target -> client; None: same as ``latency``
         self.mode: Mode = "up"
         self.connections = 0  # accepted so far
         self._pairs: set[_Pair] = set()
@@ -63,8 +65,9 @@ class TcpProxy:
         self._call(self._start())
         return self
 
-    def set_latency(self, seconds: float) -> None:
-        self._call(self._set(latency=seconds))
+    def set_latency(self, seconds: float, down: float | None = None) -> None:
+        """Delay each chunk by ``seconds`` (towards the target) and ``down`` (back; default the same)."""
+        self._call(self._set(latency=seconds, down=down))
 
     def cut(self) -> None:
         self._call(self._set(mode="cut"))
@@ -92,9 +95,9 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _set(self, mode: Mode | None = None, latency: float | None = None) -> None:
+    async def _set(self, mode: Mode | None = None, latency: float | None = None, down: float | None = None) -> None:
         if latency is not None:
-            self.latency = latency
+            self.latency, self.latency_down = latency, down
         if mode is None or mode == self.mode:
             return
         previous, self.mode = self.mode, mode
@@ -126,11 +129,13 @@ class TcpProxy:
             return
         self._pairs.add(pair)
         pair.tasks = [
-            asyncio.create_task(self._pipe(reader, up_writer, pair)),
-            asyncio.create_task(self._pipe(up_reader, writer, pair)),
+            asyncio.create_task(self._pipe(reader, up_writer, pair, down=False)),
+            asyncio.create_task(self._pipe(up_reader, writer, pair, down=True)),
         ]
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair, down: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(MAX_PENDING)
 
@@ -151,7 +156,8 @@ class TcpProxy:
                 data = await reader.read(CHUNK)
                 if data and self.mode != "up":
                     continue  # blackhole: the bytes are lost
-                await pending.put((loop.time() + self.latency, data))
+                delay = self.latency_down if down and self.latency_down is not None else self.latency
+                await pending.put((loop.time() + delay, data))
                 if not data:
                     break
             await sender

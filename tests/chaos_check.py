@@ -1,0 +1,274 @@
+"""Correctness checker for lease histories recorded under faults (used by test_chaos and test_faults).
+
+Two sources of truth are combined:
+
+- **What each client was told**, in the order and at the (monotonic) time it received it: every
+  client records its messages plus two marks of its own, ``_release_sent`` (it asked to release:
+  from then on it no longer edits) and ``_closed`` with ``voluntary`` (it closed the tab itself,
+  or lost the connection).
+- **What Redis did**, from an :class:`Observer` subscribed to every workspace channel on a
+  connection no fault touches: each lease event with its sequence number, new holder, ended
+  holder and kind. A gap in the sequence means the observer itself missed something, and the
+  check refuses to judge rather than guess.
+
+A **validity window** is the time during which a client may believe it holds a lease (the time it
+would let its user edit). For one logical client (a user's tab id, across reconnects) and one
+fence, it opens when the client receives ``acquired`` with that fence and closes at the earliest of:
+
+- receiving ``released`` (any reason);
+- sending ``release`` (``_release_sent``) or closing the tab voluntarily;
+- its *local deadline*: the time of the last ``acquired``/``ping`` received for it plus that
+  message's ``ttl_ms``. A message that arrives after the deadline has passed does not revive
+  the window (a late ``acquired`` with the same fence opens a new one).
+
+A connection that dies does not close a window: a disconnected client keeps its deadline.
+
+The checks, per workspace:
+
+1. **Fences strictly increase** in Redis order: every grant's fence is above every earlier one.
+2. **No overlap**: windows of different users never overlap, except where Redis ended the earlier
+   lease by an explicit act (``taken_over``, ``released`` by another tab of the same user,
+   ``revoked``, ``idle``) - the old holder cannot know before it happens, which is what fences are
+   for - and then only if the later grant has the higher fence. A lease that *expired* gives no
+   such excuse: its holder must have stopped before anyone else could start ("the holder knows
+   first").
+3. **Nobody keeps a lost lease silently**: every window of a fence that Redis ended must close no
+   later than ``notify_bound`` after the observer saw the end (told, or its deadline, which a
+   server stopped from renewing cannot extend); windows still open at the end of the run must be
+   of the fence Redis still holds.
+4. Every fence a client was granted was granted by Redis to that client's user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+Msg = dict[str, Any]
+EXPLICIT_ENDS = {"taken_over", "released", "revoked", "idle"}
+
+
+@dataclass
+class Window:
+    workspace: str
+    user: str
+    client: str
+    fence: int
+    start: float
+    end: float
+    why: str  # released:<reason> | release_sent | closed | deadline | open
+
+
+@dataclass
+class Lease:
+    """One grant as Redis made it."""
+
+    workspace: str
+    fence: int
+    user: str
+    seq: int
+    granted_at: float  # observer receipt time
+    kind: str  # acquired | taken_over
+    ended_at: float | None = None
+    end_kind: str | None = None
+
+
+@dataclass
+class Report:
+    windows: int = 0
+    grants: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"{self.grants} grants, {self.windows} client validity windows, {len(self.violations)} violations"
+        return "\n  ".join([head, *self.violations[:30]])
+
+
+def windows(log: list[Msg], workspace: str, user: str, client: str, end_time: float) -> list[Window]:
+    """The validity windows in one client's message log (see the module docstring)."""
+    out: list[Window] = []
+    cur: Window | None = None
+    deadline = 0.0
+
+    def close(at: float, why: str) -> None:
+        nonlocal cur
+        assert cur is not None
+        cur.end, cur.why = max(cur.start, at), why
+        out.append(cur)
+        cur = None
+
+    for m in log:
+        t = m["_t"]
+        if cur is not None and deadline <= t:
+            close(deadline, "deadline")
+        kind = m["type"]
+        if kind == "acquired":
+            if cur is not None and cur.fence != m["fence"]:
+                close(t, "replaced")
+            if cur is None:
+                cur = Window(workspace, user, client, m["fence"], t, t, "open")
+            deadline = t + m["ttl_ms"] / 1000
+        elif kind == "ping" and cur is not None and m.get("ttl_ms") is not None:
+            deadline = t + m["ttl_ms"] / 1000
+        elif kind == "released" and cur is not None:
+            close(t, f"released:{m.get('reason')}")
+        elif kind == "_release_sent" and cur is not None:
+            close(t, "release_sent")
+        elif kind == "_closed" and cur is not None and m.get("voluntary"):
+            close(t, "closed")
+    if cur is not None:
+        if deadline <= end_time:
+            close(deadline, "deadline")
+        else:
+            cur.end, cur.why = end_time, "open"
+            out.append(cur)
+    return out
+
+
+class Observer:
+    """Ground truth: every event on every workspace channel of a key prefix, with receipt times.
+
+    Its connection is named ``chaos-observer`` so fault injection can spare it.
+    """
+
+    NAME = "chaos-observer"
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=self.NAME)
+        self.pattern = f"{prefix}:{{*}}"
+        self.prefix = prefix
+        self.events: dict[str, list[tuple[float, Msg]]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.error: BaseException | None = None
+
+    async def start(self) -> Observer:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def _run(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.psubscribe(self.pattern)
+            while True:
+                msg = await pubsub.get_message(timeout=1.0)
+                if msg is None:
+                    continue
+                if msg["type"] == "psubscribe":
+                    self._ready.set()
+                    continue
+                if msg["type"] != "pmessage":
+                    continue
+                channel: str = msg["channel"]
+                workspace = channel[len(self.prefix) + 2 : -1]
+                self.events[workspace].append((time.monotonic(), json.loads(msg["data"])))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # reported by check(): an observer that stopped is no observer
+            self.error = exc
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.client.aclose()
+
+    def leases(self, report: Report) -> dict[str, list[Lease]]:
+        """Grants per workspace in Redis order, with how and when (observed) each ended."""
+        if self.error is not None:
+            report.violations.append(f"observer failed: {self.error!r}")
+        out: dict[str, list[Lease]] = {}
+        for ws, events in self.events.items():
+            events = sorted(events, key=lambda e: int(e[1]["seq"]))
+            seqs = [int(e["seq"]) for _, e in events]
+            missing = [b for a, b in itertools.pairwise(seqs) if b != a + 1]
+            if missing:
+                report.violations.append(f"{ws}: the observer missed events before seq {missing[:5]} (cannot judge)")
+            grants: list[Lease] = []
+            current: Lease | None = None
+            for at, e in events:
+                if not e.get("lease"):
+                    continue
+                prev, new = e.get("prev"), e.get("holder")
+                if current is not None:  # every lease event replaces the holder
+                    if prev is not None and int(prev["fence"]) != current.fence:
+                        report.violations.append(
+                            f"{ws}: seq {e['seq']} ended fence {prev['fence']} but {current.fence} was the holder"
+                        )
+                    current.ended_at, current.end_kind = at, e["kind"]
+                    current = None
+                if new:
+                    current = Lease(ws, int(new["fence"]), new["user"], int(e["seq"]), at, e["kind"])
+                    grants.append(current)
+            out[ws] = grants
+        return out
+
+
+def check(
+    logs: dict[tuple[str, str, str], list[Msg]], observer: Observer, end_time: float, notify_bound: float,
+    final_holders: dict[str, int | None],
+) -> Report:
+    """Judge a run. ``logs``: (workspace, user, client) -> that client's message log, ordered.
+    ``final_holders``: the fence each workspace's lease key holds at ``end_time`` (None: free)."""
+    report = Report()
+    leases = observer.leases(report)
+    by_ws: dict[str, list[Window]] = defaultdict(list)
+    for (ws, user, client), log in logs.items():
+        by_ws[ws] += windows(log, ws, user, client, end_time)
+    for ws in sorted(set(by_ws) | set(leases)):
+        grants = leases.get(ws, [])
+        report.grants += len(grants)
+        ws_windows = sorted(by_ws.get(ws, []), key=lambda w: w.start)
+        report.windows += len(ws_windows)
+        by_fence = {g.fence: g for g in grants}
+        # 1. fences strictly increase in Redis order
+        for a, b in itertools.pairwise(grants):
+            if b.fence <= a.fence:
+                report.violations.append(f"{ws}: fence {b.fence} (seq {b.seq}) granted after {a.fence}")
+        for w in ws_windows:
+            g = by_fence.get(w.fence)
+            # 4. the client's fence is one Redis granted to its user
+            if g is None or g.user != w.user:
+                report.violations.append(f"{ws}: {w.client} held fence {w.fence}, which Redis never granted to "
+                                         f"{w.user} (granted to {g.user if g else 'nobody'})")
+                continue
+            # 3. nobody keeps a lost lease silently
+            if g.ended_at is not None and w.end > g.ended_at + notify_bound:
+                report.violations.append(
+                    f"{ws}: {w.client} kept fence {w.fence} for {w.end - g.ended_at:.2f}s after Redis ended it "
+                    f"({g.end_kind}); window ended by {w.why}"
+                )
+            if w.why == "open" and final_holders.get(ws) != w.fence:
+                report.violations.append(f"{ws}: {w.client} still holds fence {w.fence} at the end, Redis has "
+                                         f"{final_holders.get(ws)}")
+        # 2. no overlap between different users, unless an explicit act ended the earlier lease
+        for i, a in enumerate(ws_windows):
+            for b in ws_windows[i + 1 :]:
+                if b.start >= a.end:
+                    continue  # sorted by start: b starts after a ended
+                if a.user == b.user or a.fence == b.fence:
+                    continue
+                first, second = (a, b) if a.fence < b.fence else (b, a)
+                ended = by_fence.get(first.fence)
+                excused = ended is not None and ended.end_kind in EXPLICIT_ENDS and second.fence > first.fence
+                if not excused:
+                    report.violations.append(
+                        f"{ws}: overlap of {(min(a.end, b.end) - b.start) * 1000:.0f} ms: {first.client} fence "
+                        f"{first.fence} [{first.why}] and {second.client} fence {second.fence}; Redis ended "
+                        f"{first.fence} by {ended.end_kind if ended else '?'}"
+                    )
+    return report

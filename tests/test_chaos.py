@@ -1,0 +1,290 @@
+"""Chaos soak: many tabs on two ``presence serve`` processes doing random acquire, takeover,
+release, close, crash and reconnect for a bounded time, while faults are injected one after the
+other: pub/sub connections killed, a server's link to Redis slowed down, cut or black-holed
+(through ``tcpproxy``), a server paused with SIGSTOP for longer than the lease TTL, a server
+SIGKILLed and restarted.
+
+Every message each tab receives is recorded with its receipt time, and an observer on a connection
+no fault touches records what Redis did. ``chaos_check.check`` then judges the run:
+
+- a tab's **validity window** for a fence opens when it receives ``acquired`` and closes at the
+  first of: receiving ``released``; sending ``release`` or closing the tab itself; its local
+  deadline (receipt time of the last ``acquired``/``ping`` for it + that message's ``ttl_ms``;
+  a late message does not revive a passed deadline). A connection that dies does not close it;
+- windows of different users never overlap, except after an explicit act that ends a lease in
+  Redis at once (takeover; release by another tab of the same user) where the old holder cannot
+  know first - then the newcomer's fence must be higher. In scope ``user`` a user's tabs share
+  one grant, so they are never compared with each other;
+- fences strictly increase per workspace (in Redis order);
+- every holder whose lease Redis ended stopped holding within TTL + 1 s of it (it was told, or its
+  deadline passed: nobody keeps a lost lease silently), and windows still open at the end are of
+  the fence Redis still holds.
+
+The short run (about 25 s of chaos) is part of the normal suite; ``--runslow`` adds a long one
+(``PRESENCE_CHAOS_SECONDS``, default 300). Each run prints its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from chaos_check import Observer, check
+from chaos_client import ChaosClient
+from procs import RedisServer, ServerProcess
+from tcpproxy import TcpProxy
+
+TTL_MS = 2000
+ENV = {
+    "PRESENCE_HEARTBEAT_MS": "400",
+    "PRESENCE_DEAD_AFTER_MS": "2000",
+    "PRESENCE_LEASE_TTL_MS": str(TTL_MS),
+    "PRESENCE_GRACE_MS": "600",
+    "PRESENCE_HELLO_TIMEOUT_MS": "3000",
+    "PRESENCE_LOG_LEVEL": "warning",
+}
+TTL_S = TTL_MS / 1000
+WORKSPACES = ["w0", "w1", "w2"]
+# (user, workspace, tab): some users have two tabs in one workspace (they share one grant).
+CLIENTS = [
+    ("ann", "w0", "ann-1"), ("ann", "w0", "ann-2"), ("bob", "w0", "bob-1"), ("cat", "w0", "cat-1"),
+    ("bob", "w1", "bob-2"), ("dan", "w1", "dan-1"), ("dan", "w1", "dan-2"), ("eve", "w1", "eve-1"),
+    ("ann", "w2", "ann-3"), ("cat", "w2", "cat-2"), ("eve", "w2", "eve-2"), ("fay", "w2", "fay-1"),
+    ("fay", "w2", "fay-2"), ("gus", "w0", "gus-1"), ("gus", "w1", "gus-2"), ("hal", "w2", "hal-1"),
+]
+
+
+class Node:
+    """A server process behind its own proxy to Redis; restartable on the same port."""
+
+    def __init__(self, name: str, redis_server: RedisServer, prefix: str) -> None:
+        self.proxy = TcpProxy(redis_server.port).start()
+        env = {**ENV, "PRESENCE_REDIS_URL": self.proxy.url, "PRESENCE_KEY_PREFIX": prefix}
+        self.proc = ServerProcess(env, name=name).start()
+
+    def restart(self) -> None:
+        """SIGKILL, then start again on the same port."""
+        old = self.proc
+        old.kill()
+        old.close()
+        self.proc = ServerProcess(old.env, port=old.port, name=old.name).start()
+
+    def close(self) -> None:
+        self.proc.close()
+        self.proxy.close()
+
+
+@pytest.fixture
+def nodes(own_redis: RedisServer, prefix: str) -> Iterator[list[Node]]:
+    made: list[Node] = []
+    try:
+        made += [Node("chaos-a", own_redis, prefix), Node("chaos-b", own_redis, prefix)]
+        yield made
+    finally:
+        for n in made:
+            n.close()
+
+
+class Faults:
+    """Injects one fault at a time, each undone before the next; counts them."""
+
+    def __init__(self, nodes: list[Node], redis_server: RedisServer, rng: random.Random) -> None:
+        self.nodes = nodes
+        self.redis = redis_server.client()
+        self.rng = rng
+        self.count: Counter[str] = Counter()
+
+    def kill_pubsub(self) -> None:
+        for c in self.redis.client_list(_type="pubsub"):
+            if c.get("name") != Observer.NAME:
+                self.redis.client_kill_filter(_id=c["id"])
+
+    async def run(self, until: float) -> None:
+        rng = self.rng
+        while time.monotonic() < until:
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            node = rng.choice(self.nodes)
+            fault = rng.choice(["pubsub", "latency", "cut", "blackhole", "slow_then_cut", "sigstop", "restart"])
+            self.count[fault] += 1
+            if fault == "pubsub":
+                await asyncio.to_thread(self.kill_pubsub)
+            elif fault == "latency":
+                # A round trip below the servers' Redis socket timeout (0.5 s); the way back alone
+                # may exceed the safety margin (TTL/10).
+                down = rng.uniform(0.05, 0.45)
+                node.proxy.set_latency(rng.uniform(0.0, 0.45 - down), down=down)
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+                node.proxy.heal()
+            elif fault == "slow_then_cut":
+                # Grants made over a slow link, then no renewal gets through: the holders' local
+                # deadlines must count from when their requests were sent.
+                node.proxy.set_latency(0.0, down=rng.uniform(0.25, 0.45))
+                await asyncio.sleep(rng.uniform(0.5, 1.5))
+                node.proxy.cut()
+                await asyncio.sleep(TTL_S + rng.uniform(0.2, 1.0))
+                node.proxy.heal()
+            elif fault in ("cut", "blackhole"):
+                node.proxy.cut() if fault == "cut" else node.proxy.blackhole()
+                await asyncio.sleep(rng.uniform(0.3, 2.5))
+                node.proxy.heal()
+            elif fault == "sigstop":
+                node.proc.signal(signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(TTL_S + rng.uniform(0.3, 1.5))
+                finally:
+                    node.proc.signal(signal.SIGCONT)
+            elif fault == "restart":
+                await asyncio.to_thread(node.restart)
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def lease_fences(redis_server: RedisServer, prefix: str) -> dict[str, int | None]:
+    r = redis_server.client()
+    out: dict[str, int | None] = {}
+    for ws in WORKSPACES:
+        value = r.get(f"{prefix}:{{{ws}}}:lease")
+        out[ws] = int(value) if value is not None else None
+    return out
+
+
+async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, seconds: float, seed: int) -> None:
+    rng = random.Random(seed)
+    observer = await Observer(redis_server.url, prefix).start()
+    clients = [ChaosClient(u, ws, tab, lambda: [n.proc.ws_url for n in nodes], random.Random(rng.random()))
+               for u, ws, tab in CLIENTS]
+    faults = Faults(nodes, redis_server, random.Random(rng.random()))
+    started = time.monotonic()
+    until = started + seconds
+    try:
+        await asyncio.gather(faults.run(until), *(c.run(until) for c in clients))
+        # Quiesce: no more faults or requests; every connected tab keeps answering pings. After
+        # two TTLs every stale belief has ended by deadline or been corrected.
+        for n in nodes:
+            n.proxy.heal()
+        for c in clients:
+            if not c.connected:
+                await c.connect()
+        await asyncio.sleep(2 * TTL_S + 1)
+        end_time = time.monotonic()
+        final = await asyncio.to_thread(lease_fences, redis_server, prefix)
+        await asyncio.sleep(0.3)  # messages already in flight at end_time are logged
+    finally:
+        for c in clients:
+            await c.drop(voluntary=True)
+        await observer.close()
+    logs = {(c.workspace, c.user, c.tab): c.log for c in clients}
+    report = check(logs, observer, end_time, notify_bound=TTL_S + 1.0, final_holders=final)
+    ops: Counter[str] = Counter()
+    for c in clients:
+        ops.update(c.ops)
+    figures = (
+        f"chaos soak: {seconds:.0f}s, seed {seed}, {len(clients)} tabs on {len(nodes)} servers, "
+        f"{sum(ops[k] for k in ('acquire', 'takeover', 'release', 'close', 'crash', 'connect'))} operations "
+        f"{dict(ops)}, {sum(faults.count.values())} faults {dict(faults.count)}; {report}"
+    )
+    print(figures)
+    if path := os.environ.get("PRESENCE_CHAOS_REPORT"):
+        await asyncio.to_thread(_append, path, figures + "\n")
+    assert report.grants > 10, figures  # the run did something
+    assert sum(faults.count.values()) >= 3, figures
+    assert not report.violations, figures
+
+
+async def test_chaos_soak_short(nodes: list[Node], own_redis: RedisServer, prefix: str) -> None:
+    seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
+    await soak(nodes, own_redis, prefix, float(os.environ.get("PRESENCE_CHAOS_SHORT_SECONDS", "25")), seed)
+
+
+@pytest.mark.slow
+async def test_chaos_soak_long(nodes: list[Node], own_redis: RedisServer, prefix: str) -> None:
+    seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
+    await soak(nodes, own_redis, prefix, float(os.environ.get("PRESENCE_CHAOS_SECONDS", "300")), seed)
+
+
+def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:
+    """The soak reads each workspace's lease key (README: ``<prefix>:{ws}:lease``) at the end."""
+    from presence.lease import WorkspaceKeys
+
+    assert WorkspaceKeys.of(prefix, "w0").lease == f"{prefix}:{{w0}}:lease"
+
+
+# -- the checker itself: it must flag what it is there to catch --------------------------------
+
+
+class _FakeObserver(Observer):
+    def __init__(self, events: dict[str, list[tuple[float, dict[str, object]]]]) -> None:
+        self.events = events  # type: ignore[assignment]
+        self.error = None
+
+
+def _grant(seq: int, fence: int, user: str, kind: str = "acquired", prev: int | None = None) -> dict[str, object]:
+    e: dict[str, object] = {"seq": seq, "kind": kind, "lease": True,
+                            "holder": {"fence": fence, "user": user, "name": user, "tab": "t", "since": 0}}
+    if prev is not None:
+        e["prev"] = {"fence": prev, "user": "x", "name": "x", "tab": "t", "since": 0}
+    return e
+
+
+def _end(seq: int, fence: int, kind: str) -> dict[str, object]:
+    return {"seq": seq, "kind": kind, "lease": True, "holder": None,
+            "prev": {"fence": fence, "user": "x", "name": "x", "tab": "t", "since": 0}}
+
+
+def _judge(logs: dict[tuple[str, str, str], list[dict[str, object]]], events: list[tuple[float, dict[str, object]]],
+           end: float = 100.0, final: int | None = None) -> list[str]:
+    report = check(logs, _FakeObserver({"w": events}), end, notify_bound=3.0, final_holders={"w": final})
+    return report.violations
+
+
+def test_checker_accepts_a_clean_handover() -> None:
+    logs = {
+        ("w", "ann", "a"): [{"type": "acquired", "fence": 1, "ttl_ms": 1500, "_t": 1.0},
+                            {"type": "ping", "n": 1, "ttl_ms": 1500, "_t": 2.0},
+                            {"type": "released", "reason": "lost", "_t": 3.4}],
+        ("w", "bob", "b"): [{"type": "acquired", "fence": 2, "ttl_ms": 1500, "_t": 3.6},
+                            {"type": "_release_sent", "_t": 4.0}],
+    }
+    events = [(1.0, _grant(1, 1, "ann")), (3.5, _end(2, 1, "expired")), (3.55, _grant(3, 2, "bob")),
+              (4.1, _end(4, 2, "released"))]
+    assert _judge(logs, events) == []
+
+
+def test_checker_flags_overlap_after_expiry_and_a_late_deadline() -> None:
+    logs = {  # ann's last ping promised 1.5 s from 2.0: beyond the moment bob was granted it
+        ("w", "ann", "a"): [{"type": "acquired", "fence": 1, "ttl_ms": 1500, "_t": 1.0},
+                            {"type": "ping", "n": 1, "ttl_ms": 1500, "_t": 2.0}],
+        ("w", "bob", "b"): [{"type": "acquired", "fence": 2, "ttl_ms": 1500, "_t": 3.2}],
+    }
+    events = [(1.0, _grant(1, 1, "ann")), (3.1, _end(2, 1, "expired")), (3.15, _grant(3, 2, "bob"))]
+    assert any("overlap" in v for v in _judge(logs, events, end=4.0, final=2))
+
+
+def test_checker_excuses_a_takeover_but_not_silence_or_lower_fences() -> None:
+    takeover = {
+        ("w", "ann", "a"): [{"type": "acquired", "fence": 5, "ttl_ms": 1500, "_t": 1.0},
+                            {"type": "released", "reason": "taken_over", "_t": 2.3}],
+        ("w", "bob", "b"): [{"type": "acquired", "fence": 6, "ttl_ms": 1500, "_t": 2.0}],
+    }
+    events = [(1.0, _grant(1, 5, "ann")), (1.99, _grant(2, 6, "bob", "taken_over", prev=5))]
+    assert _judge(takeover, events, end=3.0, final=6) == []
+    # Ann keeps being told she holds it (pings with a TTL) long after the takeover: silent keep.
+    silent = {**takeover, ("w", "ann", "a"): [{"type": "acquired", "fence": 5, "ttl_ms": 1500, "_t": 1.0}] + [
+        {"type": "ping", "n": i, "ttl_ms": 1500, "_t": 1.0 + i} for i in range(1, 8)]}
+    assert any("kept fence 5" in v for v in _judge(silent, events, end=20.0, final=6))
+    # A grant with a lower fence than an earlier one.
+    assert any("granted after" in v for v in _judge({}, [(1.0, _grant(1, 9, "ann")), (2.0, _end(2, 9, "released")),
+                                                          (3.0, _grant(3, 8, "bob"))]))
+    # A window still open at the end, for a fence Redis no longer has.
+    assert any("still holds" in v for v in _judge(
+        {("w", "ann", "a"): [{"type": "acquired", "fence": 1, "ttl_ms": 5000, "_t": 99.0}]},
+        [(99.0, _grant(1, 1, "ann"))], end=100.0, final=None))
