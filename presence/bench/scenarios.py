@@ -266,8 +266,9 @@ async def _idle_window(b: Bench, proc: Proc, server: ServerProc | None, redis: A
             # Every Redis call of the server (scripts, pipelines, registry, audit) is one observation.
             out.update(ticks=ticks, round_trips_per_tick=delta("presence_redis_seconds_count") / ticks,
                        batches_per_tick=delta("presence_renew_seconds_count") / ticks,
-                       commands_per_tick=(r1["commands"] - r0["commands"]) / ticks,
-                       scripts_per_tick=(r1["evalsha"] - r0["evalsha"]) / ticks)
+                       scripts_per_tick=(r1["evalsha"] - r0["evalsha"]) / ticks,
+                       # commandstats also counts the commands that scripts run
+                       redis_commands_per_tick=(r1["commands"] - r0["commands"]) / ticks)
     return out
 
 
@@ -320,22 +321,33 @@ async def idle_and_storm(b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
                           "scripts_per_tick": small.get("scripts_per_tick")}}
 
         # 6. Restart the server under the tabs: SIGTERM closes them with 1012 and keeps the leases.
+        sigterm = time.perf_counter()
         server.signal(signal.SIGTERM)
         closed = await b.farm.call("wait_closed", timeout=60)
+        closed_s = time.perf_counter() - sigterm
         code = await server.wait(30)
+        exit_s = time.perf_counter() - sigterm
         restart_started = time.perf_counter()
         await server.restart()
         restart_s = time.perf_counter() - restart_started
+        cpu0 = server.cpu_seconds()
         storm = await b.farm.call("reconnect", host=HOST, port=server.port, parallel=plan.parallel, timeout=600)
+        storm_cpu = server.cpu_seconds() - cpu0
+        all_back_s = time.perf_counter() - sigterm
         await b.farm.call("close_all")
         server.close()
         fresh = await b.bare(hb)
+        cpu0 = fresh.cpu_seconds()
         baseline = await b.farm.call("open", host=HOST, port=fresh.port, tabs=farm_tabs(plan, "storm"),
                                      parallel=plan.parallel, timeout=600)
+        bare_cpu = fresh.cpu_seconds() - cpu0
         await b.farm.call("close_all")
         fresh.close()
         storm_out = {
-            "tabs": n, "closes": closed["closes"], "exit_code": code, "restart_s": restart_s,
+            "tabs": n, "lease_ttl_ms": max(3 * hb, 15_000), "closes": closed["closes"], "exit_code": code,
+            "sigterm_to_all_closed_s": closed_s, "sigterm_to_exit_s": exit_s, "restart_s": restart_s,
+            "sigterm_to_all_rejoined_s": all_back_s,
+            "ours_cpu_ms_per_tab": storm_cpu / n * 1000, "bare_cpu_ms_per_tab": bare_cpu / n * 1000,
             "ours_s": storm["seconds"], "ours_connected": storm["connected"], "errors": storm["errors"],
             "holders": storm["holders"], "rejoined_same_fence": storm["rejoined_same_fence"],
             "released": storm["released"], "leases_lost": storm["holders"] - storm["rejoined_same_fence"],
