@@ -232,7 +232,7 @@ class LeaseStore:
             for i in range(0, len(group), RENEW_CHUNK):
                 chunk = group[i : i + RENEW_CHUNK]
                 keys = [self.keys(ws).lease for ws in chunk]
-                args: list[str | int] = [ttl, *(str(leases[ws]) for ws in chunk)]
+                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk])]
                 calls.append((chunk, Call(self.scripts["renew"], keys, args)))
         return calls
 
@@ -266,7 +266,7 @@ class LeaseStore:
         renewed: dict[str, bool] = {}
         for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
             for j, ws in enumerate(chunk):
-                renewed[ws] = not isinstance(res, Exception) and int(res[j]) == 1
+                renewed[ws] = not isinstance(res, Exception) and res[j] == "1"
         touched: list[TouchResult] = []
         for (chunk, _), res in zip(touch, results[len(renew) :], strict=True):
             if isinstance(res, Exception):

@@ -3,16 +3,20 @@
 -- granted to someone else cannot renew its successor's lease. Renew replaces, never adds.
 -- (Standalone: _lib.lua is not prepended.)
 -- KEYS: lease keys, one per lease (any slots on plain Redis; one slot per call on Cluster)
--- ARGV: [1] ttl ms, [1 + i] the fence expected in KEYS[i]
--- Returns one integer per lease: 1 renewed, 0 not ours any more (expired or replaced).
+-- ARGV: [1] ttl ms, [2] the fences expected in KEYS, in the same order, separated by ','
+-- Returns a string with one character per lease: '1' renewed, '0' not ours any more (expired or
+-- replaced). One string and one argument for all fences, not one value each: for 10,000 leases
+-- that halves what the client packs and leaves it one reply to parse instead of 10,000.
 local ttl = tonumber(ARGV[1])
 local out = {}
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+local i = 0
+for fence in string.gmatch(ARGV[2], '[^,]+') do
+  i = i + 1
+  if redis.call('GET', KEYS[i]) == fence then
     redis.call('PEXPIRE', KEYS[i], ttl)
-    out[i] = 1
+    out[i] = '1'
   else
-    out[i] = 0
+    out[i] = '0'
   end
 end
-return out
+return table.concat(out)
