@@ -30,6 +30,9 @@ from .procs import BareProc, Proc, ServerProc, child_env
 from .wsclient import Message, WsClient
 
 HOST = "127.0.0.1"
+# Latency samples are spaced this far apart, the baselines' too: each request meets a server that
+# finished the previous one's aftermath (audit write, pub/sub echo), as a user's request would.
+GAP_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,7 @@ async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[
         await tab.request({"type": "release", "id": -1 - i})
         if i >= warm:
             ours.append(took)
+        await asyncio.sleep(GAP_S)
     tab.close()
 
     echo_client = await WsClient.connect(HOST, bare.port, "/echo")
@@ -214,6 +218,7 @@ async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[
         await echo_client.request({"type": "acquire", "id": i})
         if i >= warm:
             echo.append(time.perf_counter() - started)
+        await asyncio.sleep(GAP_S)
     echo_client.close()
 
     lease = b.lease_store("floor")
@@ -227,6 +232,7 @@ async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[
             await lease.release("bench-floor", out.int("fence"))
             if i >= warm:
                 lua.append(took)
+            await asyncio.sleep(GAP_S)
     finally:
         await lease.store.close()
     # The floor's distribution: an echo and a script call of the same run, paired at random.
@@ -422,6 +428,7 @@ async def takeover_latency(b: Bench, a: ServerProc, bserver: ServerProc) -> dict
         ours.append(time.perf_counter() - started)
         if (await asyncio.wait_for(reply, 10))["type"] != "acquired":
             raise RuntimeError("takeover refused")
+        await asyncio.sleep(GAP_S)
         holder, taker = taker, holder  # every sample crosses processes, both ways in turn
     left.close()
     right.close()
@@ -444,6 +451,7 @@ async def takeover_latency(b: Bench, a: ServerProc, bserver: ServerProc) -> dict
                     raise RuntimeError("a published message did not arrive")
             if i >= 20:
                 hop.append(time.perf_counter() - started)
+            await asyncio.sleep(GAP_S)
     finally:
         await sub.aclose()
         await pub.aclose()
