@@ -161,7 +161,7 @@ async def _handshake(websocket: WebSocket, hub: Hub) -> Tab | None:
         hub.dismiss(identity.user)
         await tab.stop()
         raise
-    log.info("%r joined (client %s)", tab, hello.client or "?")
+    log.info("%r joined (client %r)", tab, (hello.client or "?")[:80])  # the client's words: quoted, bounded
     return tab
 
 
@@ -227,6 +227,11 @@ class Session:
             await self.dispatch(message)
         except RequestError as exc:
             tab.send(Error(code=exc.code, message=str(exc), id=request_id))
+        except CloseError:
+            raise
+        except Exception:  # a bug or an unexpected Redis reply (OOM, READONLY...): this request fails
+            log.exception("%s request failed", type(message).__name__.lower())
+            tab.send(Error(code="internal", message="internal error, try again", id=request_id))
 
     def _bad(self, why: str, request_id: object = None) -> None:
         if self.bad.hit():

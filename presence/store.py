@@ -19,7 +19,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
-from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -157,6 +165,8 @@ class Store:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         except self._transient as exc:
             raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        except (OutOfMemoryError, ReadOnlyError) as exc:  # up but refusing writes (maxmemory; a replica)
+            raise StoreUnavailable(f"Redis refuses writes: {exc}") from exc
         finally:
             self.on_latency(script.name, time.perf_counter() - started)
 

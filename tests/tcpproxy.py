@@ -109,9 +109,11 @@ class TcpProxy:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
+        tasks = [t for pair in self._pairs for t in pair.tasks]
         for pair in list(self._pairs):
             pair.reset()
         self._pairs.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)  # every task ends before the loop stops
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -205,10 +205,14 @@ async def test_chaos_soak_short(nodes: list[Node], own_redis: RedisServer, prefi
     await soak(nodes, own_redis, prefix, float(os.environ.get("PRESENCE_CHAOS_SHORT_SECONDS", "25")), seed)
 
 
+LONG_SECONDS = float(os.environ.get("PRESENCE_CHAOS_SECONDS", "300"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_SECONDS + 240)
 async def test_chaos_soak_long(nodes: list[Node], own_redis: RedisServer, prefix: str) -> None:
     seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
-    await soak(nodes, own_redis, prefix, float(os.environ.get("PRESENCE_CHAOS_SECONDS", "300")), seed)
+    await soak(nodes, own_redis, prefix, LONG_SECONDS, seed)
 
 
 def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:

@@ -139,6 +139,33 @@ async def test_redis_outage_server_stays_up_holder_told_lost_and_all_recovers(
     assert carol.welcome is not None and carol.welcome["state"]["holder"]["user"]["id"] == "bob"
 
 
+async def test_redis_refusing_writes_fails_requests_not_connections(
+    own_redis: RedisServer, cluster: Cluster, tabs: list[Tab]
+) -> None:
+    """Redis answers but refuses writes (maxmemory reached): a request that needs one gets an
+    ``unavailable`` error and every connection stays open; reads and renewals (PEXPIRE needs no
+    memory) go on, so the holder keeps its lease; all works again once Redis accepts writes."""
+    a = cluster.server("a")
+    alice = await open_tab(tabs, a, "alice")
+    bob = await open_tab(tabs, a, "bob")
+    got = await alice.request("acquire")
+    r = own_redis.client()
+    r.config_set("maxmemory", "1")
+    try:
+        assert (await bob.request("acquire"))["type"] == "busy"  # a read
+        refused = await bob.request("takeover")  # a write
+        assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+        for _ in range(2):  # the holder keeps being renewed
+            await alice.expect("ping", lambda m: m.get("ttl_ms", 0) > int(FAST["PRESENCE_LEASE_TTL_MS"]) // 2,
+                               after=len(alice.messages))
+        assert alice.closed_code is None and bob.closed_code is None and not alice.of("released")
+    finally:
+        r.config_set("maxmemory", "0")
+    taken = await bob.request("takeover")
+    assert taken["type"] == "acquired" and taken["fence"] > got["fence"]
+    assert "Traceback" not in a.log(), a.log()
+
+
 # -- pub/sub connections killed -----------------------------------------------------------------
 
 
