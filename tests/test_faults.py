@@ -355,11 +355,9 @@ async def test_sigterm_closes_tabs_1012_keeps_leases_and_exits_in_time(cluster: 
     termed = time.monotonic()
     assert await alice.closed(timeout=5) == 1012
     assert await viewer.closed(timeout=5) == 1012
-    # It stopped accepting: a new connection is refused (or, at the very worst, told to go away).
-    with pytest.raises((OSError, AssertionError, Exception)):
-        late = Tab(a.ws_url, "late", "doc")
-        await late.connect()
-        tabs.append(late)
+    # It stopped accepting (the listening socket closes before the tabs are closed).
+    with pytest.raises(OSError):
+        await Tab(a.ws_url, "late", "doc").connect()
     rc = await asyncio.to_thread(a.proc.wait, 15)
     assert time.monotonic() - termed < 8, "shutdown took too long"
     assert rc in (0, -signal.SIGTERM), rc
