@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -54,6 +55,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"presence: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_json)
+    # Thousands of open tabs are hundreds of thousands of long-lived objects, and every full
+    # collection walks them all: 0.5 s of stalled event loop at 5,000 tabs, every 15 s or so.
+    # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
+    # cyclic garbage among old objects waits that long (measured: BENCHMARKS.md).
+    gc.set_threshold(700, 10, 1000)
     config = uvicorn_config(create_app(settings), settings.host, settings.port, settings.max_message_bytes)
     uvicorn.Server(config).run()
     return 0
