@@ -45,6 +45,7 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     bench = Bench(plan, redis_url, prefix, _log)
     figures: dict[str, Any] = {}
     started = time.perf_counter()
+    load_before = _loadavg()
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
@@ -63,13 +64,17 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
             await _forget(redis_url, prefix)
 
     return {"mode": "quick" if quick else "full", "seconds": time.perf_counter() - started,
+            # Whatever else ran on the machine meanwhile shows here (1-minute load averages).
+            "load_average": {"before": load_before, "after": _loadavg()},
             "plan": dataclasses.asdict(plan), "machine": report.machine(redis_version), "figures": figures}
 
 
 def output(result: dict[str, Any], args: argparse.Namespace) -> None:
     rows = report.rows(result["figures"])
     result["rows"] = [r.as_dict() for r in rows]
-    print(f"\npresence bench ({result['mode']}), {result['seconds']:.0f} s\n")
+    load = result["load_average"]
+    print(f"\npresence bench ({result['mode']}), {result['seconds']:.0f} s, load average "
+          f"{load['before']:.2f} before, {load['after']:.2f} after\n")
     print(report.table(rows))
     if args.json:
         with open(args.json, "w") as f:
@@ -102,6 +107,14 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
     if "free" in only:
         _log(f"5. free detection after SIGKILL, {plan.kills} times")
         figures["free"] = await free_detection(b)
+
+
+def _loadavg() -> float:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
 
 
 async def _redis_version(url: str) -> str:
