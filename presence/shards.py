@@ -95,6 +95,7 @@ class Link:
         delay = 0.05
         while True:
             pubsub = self._pubsub()
+            failed = True
             try:
                 await pubsub.connect()
                 if not self.sharded:
@@ -108,6 +109,7 @@ class Link:
                     if self.sharded:
                         tg.create_task(self._reconcile(pubsub), name=f"pubsub reconciler {self.name}")
             except asyncio.CancelledError:
+                failed = False  # closed by the router: its node serves none of our channels
                 raise
             except Exception as exc:  # any failure: refresh the slot map, reconnect from scratch
                 if self.connected:
@@ -115,8 +117,8 @@ class Link:
                 else:
                     log.debug("pub/sub link %s still unavailable: %r", self.name, _root(exc))
             finally:
-                was_up, self.connected = self.connected, False
-                self.router.link_down(self, self.requested, was_up)
+                self.connected = False
+                self.router.link_down(self, self.requested, failed)
                 self.requested.clear()
                 self._unsubscribing.clear()
                 try:
@@ -204,11 +206,11 @@ class ShardRouter:
             self.bridge.connected = True
             log.info("pub/sub connected (cluster; %d workspace channels)", len(self.bridge.wanted))
 
-    def link_down(self, link: Link, confirmed: set[str], was_up: bool) -> None:
+    def link_down(self, link: Link, confirmed: set[str], failed: bool) -> None:
         if link is self.control:
             self.bridge.connected = False
         self.bridge.active -= confirmed
-        if was_up or link.sharded:
+        if failed:  # the node may be gone, or its slots elsewhere
             self.request_refresh()
 
     async def run(self) -> None:
