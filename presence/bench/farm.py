@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 import traceback
@@ -53,8 +54,21 @@ class Farm:
         return on_message
 
     async def _connect(self, tab: FarmTab, host: str, port: int, path: str, sem: asyncio.Semaphore) -> float:
+        started = time.perf_counter()
+        for attempt in range(3):
+            try:
+                await self._connect_once(tab, host, port, path, sem)
+                return time.perf_counter() - started
+            except ConnectionError as exc:
+                # 1013: "overloaded, retry later", as presence.js does (with backoff and jitter).
+                if "(1013)" not in str(exc) or attempt == 2:
+                    raise
+                self.counts["retried_1013"] += 1
+                await asyncio.sleep(random.uniform(0.5, 1.0) * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _connect_once(self, tab: FarmTab, host: str, port: int, path: str, sem: asyncio.Semaphore) -> None:
         async with sem:
-            started = time.perf_counter()
             client = await WsClient.connect(host, port, path, timeout=60, on_message=self._on_message(tab))
             tab.client = client
             welcome = client.next(lambda m: m.get("type") == "welcome")
@@ -64,7 +78,6 @@ class Farm:
             holder = state.get("holder") or {}
             if rejoin is not None and holder.get("fence") == tab.fence:
                 await asyncio.wait_for(rejoin, 10)  # sent right behind the welcome
-            return time.perf_counter() - started
 
     async def _connect_all(self, tabs: list[FarmTab], host: str, port: int, path: str, parallel: int) -> dict[str, Any]:
         sem = asyncio.Semaphore(parallel)
@@ -73,7 +86,7 @@ class Farm:
         elapsed = time.perf_counter() - started
         errors = Counter(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, BaseException))
         return {"seconds": elapsed, "connected": sum(1 for r in results if not isinstance(r, BaseException)),
-                "errors": dict(errors)}
+                "errors": dict(errors), "retried_1013": self.counts.pop("retried_1013", 0)}
 
     async def open(self, host: str, port: int, tabs: list[list[str]], path: str = "/ws", parallel: int = 500,
                    **_: Any) -> dict[str, Any]:

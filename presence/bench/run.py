@@ -47,16 +47,18 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     started = time.perf_counter()
     load_before = _loadavg()
     deadline = asyncio.timeout(timeout)
+    failed = True
     try:
         async with deadline:
             await bench.farm.start()
             await measure(bench, only, figures)
+        failed = False
     except TimeoutError:
         if not deadline.expired():
             raise
         _log(f"gave up after {timeout:.0f} s (--timeout); reporting what was measured")
     finally:
-        await bench.close()
+        await bench.close(keep_logs=failed)
         redis_version = await _redis_version(redis_url)
         if own_redis is not None:
             own_redis.close()

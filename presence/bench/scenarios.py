@@ -183,12 +183,14 @@ class Bench:
             "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         }
 
-    async def close(self) -> None:
+    async def close(self, keep_logs: bool = False) -> None:
         await self.farm.close()
         for proc in self.procs:
             with contextlib.suppress(Exception):
                 proc.signal(signal.SIGCONT)
-                proc.close()
+                proc.close(keep_log=keep_logs)
+                if keep_logs and proc.log_path.exists():
+                    self.log(f"log of {proc.name}: {proc.log_path}")
 
 
 # -- 1. acquire round trip -----------------------------------------------------------------------
@@ -355,6 +357,7 @@ async def idle_and_storm(b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
             "sigterm_to_all_rejoined_s": all_back_s,
             "ours_cpu_ms_per_tab": storm_cpu / n * 1000, "bare_cpu_ms_per_tab": bare_cpu / n * 1000,
             "ours_s": storm["seconds"], "ours_connected": storm["connected"], "errors": storm["errors"],
+            "retried_1013": storm["retried_1013"],
             "holders": storm["holders"], "rejoined_same_fence": storm["rejoined_same_fence"],
             "released": storm["released"], "leases_lost": storm["holders"] - storm["rejoined_same_fence"],
             "bare_s": baseline["seconds"], "bare_connected": baseline["connected"],
