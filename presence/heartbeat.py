@@ -59,6 +59,7 @@ class Heartbeat(Service):
 
     async def tick(self) -> None:
         hub = self.hub
+        hub.load_scripts_soon()
         now = time.monotonic()
         dead_after = hub.settings.dead_after_ms / 1000
         leases: dict[str, int] = {}

@@ -63,6 +63,7 @@ class Hub:
         self._checking: set[str] = set()
         self.stopping = False
         self._stopped = False
+        self._loading_scripts = False
         from .heartbeat import Heartbeat  # cycle: the heartbeat drives the hub
 
         self.heartbeat = Heartbeat(self)
@@ -101,6 +102,23 @@ class Hub:
     @property
     def ready(self) -> bool:
         return self.store.scripts_loaded and self.bridge.connected
+
+    def load_scripts_soon(self) -> None:
+        """Scripts not loaded yet (Redis down or slow at start-up): load them in the background,
+        so /readyz recovers by itself (a balancer sends no tab whose join would load them)."""
+        if self.store.scripts_loaded or self._loading_scripts or self.stopping:
+            return
+        self._loading_scripts = True
+        self.tasks.spawn(self._load_scripts(), name="load scripts")
+
+    async def _load_scripts(self) -> None:
+        try:
+            await self.store.load_scripts()
+            log.info("Redis answers: scripts loaded")
+        except StoreUnavailable:
+            pass  # the next heartbeat tick tries again
+        finally:
+            self._loading_scripts = False
 
     def next_conn(self) -> str:
         self._conn_seq += 1

@@ -167,7 +167,11 @@ class ServerProcess:
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
         path = "/readyz" if wait_ready else "/healthz"
-        wait_until(self._answers(path), 20, f"presence {self.name} :{self.port}{path}", interval=0.05)
+        try:
+            wait_until(self._answers(path), 20, f"presence {self.name} :{self.port}{path}", interval=0.05)
+        except BaseException:
+            self.kill()  # nobody else holds on to a process that never came up
+            raise
         return self
 
     def _answers(self, path: str):  # type: ignore[no-untyped-def]
