@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,11 +46,9 @@ class WsClient(asyncio.Protocol):
     also go to ``on_message``. Application pings are answered unless ``answer_pings`` is false."""
 
     def __init__(self, on_message: Callable[[WsClient, Message], None] | None = None,
-                 answer_pings: bool = True, keep: bool = False) -> None:
+                 answer_pings: bool = True) -> None:
         self.on_message = on_message
         self.answer_pings = answer_pings
-        self.keep = keep  # record every message in ``messages`` (tests, small runs)
-        self.messages: list[Message] = []
         self.transport: Any = None
         self.close_code: int | None = None
         self._buf = bytearray()
@@ -194,9 +191,6 @@ class WsClient(asyncio.Protocol):
         msg = _decoder.decode(data)
         if self.answer_pings and msg.get("type") == "ping" and self.transport is not None:
             self.transport.write(frame(b'{"type":"pong","n":%d}' % msg["n"]))
-        if self.keep:
-            msg["_t"] = time.perf_counter()
-            self.messages.append(msg)
         if self._waiters:
             still = []
             for where, fut in self._waiters:
