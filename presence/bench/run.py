@@ -15,8 +15,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import report
+from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
-from .scenarios import Bench, Plan, acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency, timings
+from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
 
 
 def _log(msg: str) -> None:

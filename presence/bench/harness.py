@@ -1,0 +1,185 @@
+"""The harness of ``presence bench``: what to measure (:class:`Plan`), the processes of one run
+(:class:`Bench`, :class:`Farm`) and small helpers shared by the figures in :mod:`.scenarios`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .. import auth
+from ..lease import LeaseStore
+from ..settings import DEV_SECRET, Settings
+from ..store import Store
+from .procs import BareProc, Proc, ServerProc, child_env
+from .wsclient import WsClient
+
+HOST = "127.0.0.1"
+# Latency samples are spaced this far apart, the baselines' too: each request meets a server that
+# finished the previous one's aftermath (audit write, pub/sub echo), as a user's request would.
+GAP_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to measure and how much: ``full()`` for BENCHMARKS.md, ``quick()`` for the test suite."""
+
+    samples: int  # acquire round trips (figure 1)
+    tabs: int  # idle tabs and reconnect storm (figures 2 and 6)
+    tabs_per_workspace: int
+    heartbeat_ms: int  # of the idle server (figure 2)
+    idle_heartbeats: int  # length of the idle window
+    leases: int  # held leases renewed (figure 3)
+    renew_rounds: int
+    takeovers: int  # figure 4
+    kills: int  # figure 5
+    kill_heartbeat_ms: int
+    kill_ttl_ms: int
+    parallel: int  # connections in flight at once from the farm
+
+    @classmethod
+    def full(cls, tabs: int = 5000, heartbeat_ms: int = 5000) -> Plan:
+        return cls(samples=2000, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=3,
+                   leases=10_000, renew_rounds=5, takeovers=300, kills=3, kill_heartbeat_ms=1000,
+                   kill_ttl_ms=3000, parallel=500)
+
+    @classmethod
+    def quick(cls, tabs: int = 200, heartbeat_ms: int = 500) -> Plan:
+        return cls(samples=100, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=2,
+                   leases=1000, renew_rounds=2, takeovers=20, kills=1, kill_heartbeat_ms=300, kill_ttl_ms=1500,
+                   parallel=100)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Percentiles in milliseconds."""
+    ms = sorted(s * 1000 for s in seconds)
+    if not ms:
+        return {"n": 0}
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(p * len(ms)))]
+
+    return {"n": len(ms), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": statistics.fmean(ms),
+            "max": ms[-1]}
+
+
+def timings(plan_heartbeat_ms: int, **extra: str) -> dict[str, str]:
+    """Server settings scaled to one heartbeat, as the defaults are (5 s, 15 s TTL, 5 s grace).
+    Dead tabs are declared after 12 s at least: on a busy machine the bench's own tabs may go
+    without CPU for a while, and no figure measures dead-tab detection."""
+    hb = plan_heartbeat_ms
+    return {
+        "PRESENCE_HEARTBEAT_MS": str(hb), "PRESENCE_DEAD_AFTER_MS": str(max(hb * 12 // 5, 12_000)),
+        "PRESENCE_LEASE_TTL_MS": str(hb * 3), "PRESENCE_GRACE_MS": str(hb), **extra,
+    }
+
+
+class Farm:
+    """The tab farm child process, one JSON command per line."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Farm:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "presence.bench.farm", env=child_env(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
+        )
+        return self
+
+    async def call(self, op: str, timeout: float = 300.0, **kw: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"the tab farm exited during {op!r}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise RuntimeError(f"tab farm {op!r} failed: {answer.get('error')}\n{answer.get('traceback', '')}")
+        return answer
+
+    async def close(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"op": "exit"}\n')
+            await self.proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Bench:
+    """Owns every process of one run; ``close()`` ends them all."""
+
+    def __init__(self, plan: Plan, redis_url: str, prefix: str, log: Any) -> None:
+        self.plan = plan
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.log = log
+        self.procs: list[Proc] = []
+        self.farm = Farm()
+        self._n = 0
+
+    async def server(self, name: str, keys: str | None = None, **settings: str) -> ServerProc:
+        """A ``presence serve`` process; servers with the same ``keys`` share their workspaces."""
+        env = {
+            "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": f"{self.prefix}{keys or name}",
+            "PRESENCE_LOG_LEVEL": "warning",
+            # The latency loops send thousands of requests a second on one connection and the farm
+            # opens thousands of tabs; the limits that protect a real server would measure themselves.
+            "PRESENCE_RATE_LIMIT": "1000000", "PRESENCE_RATE_BURST": "2000000",
+            **settings,
+        }
+        proc = ServerProc(name, env)
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    async def bare(self, heartbeat_ms: int) -> BareProc:
+        proc = BareProc(heartbeat_ms)
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    def token(self, user: str) -> str:
+        return auth.mint(DEV_SECRET, user, user.title(), 7200)
+
+    async def tab(self, server: ServerProc, user: str, workspace: str, **kw: Any) -> WsClient:
+        client = await WsClient.connect(HOST, server.port, **kw)
+        welcome = client.next(lambda m: m.get("type") == "welcome")
+        self._n += 1
+        client.send({"type": "hello", "token": self.token(user), "workspace": workspace, "tab": f"{user}-{self._n}"})
+        await asyncio.wait_for(welcome, 10)
+        return client
+
+    def lease_store(self, name: str, **kw: Any) -> LeaseStore:
+        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", **kw).validate()
+        return LeaseStore(Store(settings), settings)
+
+    async def redis_info(self, client: Any) -> dict[str, float]:
+        stats = await client.info("commandstats")
+        cpu = await client.info("cpu")
+        return {
+            "commands": float(sum(v["calls"] for v in stats.values())),
+            "evalsha": float(stats.get("cmdstat_evalsha", {}).get("calls", 0)),
+            "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        }
+
+    async def close(self, keep_logs: bool = False) -> None:
+        await self.farm.close()
+        for proc in self.procs:
+            with contextlib.suppress(Exception):
+                proc.signal(signal.SIGCONT)
+                proc.close(keep_log=keep_logs)
+                if keep_logs and proc.log_path.exists():
+                    self.log(f"log of {proc.name}: {proc.log_path}")
