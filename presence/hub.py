@@ -281,8 +281,12 @@ class Hub:
     async def _check_expiry(self, room: Room) -> None:
         try:
             ttl_ms, events = await self.lease.check_expiry(room.workspace)
-        except StoreUnavailable:
-            room.rearm_expiry(self.settings.heartbeat_ms)  # try again later
+        except Exception as exc:
+            # Whatever went wrong, the watch must go on: a dropped check would leave an expired
+            # lease unannounced until the next change.
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("expiry check of %s failed; trying again", room.workspace)
+            room.rearm_expiry(self.settings.heartbeat_ms)
             return
         finally:
             self._checking.discard(room.workspace)

@@ -373,7 +373,8 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
                 assert holder["fence"] > got["fence"]
                 assert (await alice.expect("released"))["reason"] == "taken_over"
                 # Nobody renews the dead taker's lease: it expires and is announced.
-                await watch.expect("state", lambda m: m.get("holder") is None, timeout=TTL_S + 3)
+                # (The within-TTL+1s bound is test_e2e's; here, on a loaded machine, that it happens.)
+                await watch.expect("state", lambda m: m.get("holder") is None, timeout=TTL_S + 10)
             else:
                 assert holder is not None and holder["fence"] == got["fence"]
                 assert not alice.of("released")

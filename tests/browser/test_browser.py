@@ -5,66 +5,30 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    HAVE_BROWSER,
     SERVER_DOWN_NOISE,
     BrowserTab,
     ConsoleLog,
+    browser_fixture,  # noqa: F401 - fixture
+    console_fixture,  # noqa: F401 - fixture
     expect,
     needs_browser,
-    sync_playwright,
+    new_page_fixture,  # noqa: F401 - fixture
 )
 from conftest import Cluster
 from procs import RedisServer
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.browser, needs_browser, pytest.mark.timeout(90)]
 
 NewTab = Callable[[str, str], BrowserTab]
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not HAVE_BROWSER:
-        pytest.skip("needs the playwright package and Debian's /usr/bin/chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def console() -> ConsoleLog:
-    return ConsoleLog()
-
-
-@pytest.fixture
-def new_page(browser: Browser, console: ConsoleLog) -> Iterator[Callable[[str], Page]]:
-    """``new_page(name)``: a page in a fresh browser context (one per user), watched for errors."""
-    contexts: list[BrowserContext] = []
-
-    def make(name: str) -> Page:
-        context = browser.new_context(viewport={"width": 1100, "height": 760})
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        page = context.new_page()
-        console.watch(page, name)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 @pytest.fixture
