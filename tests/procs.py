@@ -168,7 +168,7 @@ class ServerProcess:
             )
         path = "/readyz" if wait_ready else "/healthz"
         try:
-            wait_until(self._answers(path), 20, f"presence {self.name} :{self.port}{path}", interval=0.05)
+            wait_until(self._answers(path), 60, f"presence {self.name} :{self.port}{path}", interval=0.05)
         except BaseException:
             self.kill()  # nobody else holds on to a process that never came up
             raise
