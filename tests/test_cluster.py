@@ -17,8 +17,8 @@ import pytest
 from conftest import Cluster
 from procs import LocalRedisCluster
 from redis.crc import key_slot
-from test_e2e import GRACE_S, RELAXED, TTL_S, open_tab
-from wsclient import Tab
+from test_e2e import GRACE_S, RELAXED, TTL_S
+from wsclient import Tab, open_tab
 
 from presence.lease import LeaseStore
 from presence.replica import TabInfo, decode_event

@@ -6,17 +6,12 @@ import asyncio
 import time
 
 from conftest import FAST, Cluster
-from procs import RedisServer, ServerProcess
-from wsclient import Tab
+from procs import RedisServer
+from wsclient import Tab, open_tab
 
 GRACE_S = int(FAST["PRESENCE_GRACE_MS"]) / 1000
 TTL_S = int(FAST["PRESENCE_LEASE_TTL_MS"]) / 1000
 
-
-async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = "doc-1", **kw: object) -> Tab:
-    tab = Tab(server.ws_url, user, ws, **kw)  # type: ignore[arg-type]
-    tabs.append(tab)
-    return await tab.connect()
 
 
 # 100 joins fan out ~10,000 full states to one test process: relaxed timings so the test client

@@ -15,7 +15,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from chaos_check import windows
 from conftest import FAST, Cluster
 from procs import RedisServer, ServerProcess
 from tcpproxy import TcpProxy
-from wsclient import Tab
+from wsclient import Tab, open_tab
 
 from presence.store import load_scripts
 
@@ -60,18 +60,6 @@ def proxy(own_redis: RedisServer) -> Iterator[TcpProxy]:
     p.close()
 
 
-@pytest.fixture
-async def tabs() -> AsyncIterator[list[Tab]]:
-    opened: list[Tab] = []
-    yield opened
-    for t in opened:
-        await t.drop()
-
-
-async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = "doc", **kw: Any) -> Tab:
-    tab = Tab(server.ws_url, user, ws, **kw)
-    tabs.append(tab)
-    return await tab.connect()
 
 
 def http_status(server: ServerProcess, path: str) -> int:

@@ -10,21 +10,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from conftest import Cluster
-from procs import RedisServer, ServerProcess
-from wsclient import Tab
+from procs import RedisServer
+from wsclient import Tab, open_tab
 
 from presence.fencing import FenceGuard, HttpFenceGuard, StaleFence
 from presence.lease import LeaseStore
 from presence.replica import TabInfo
 from presence.settings import Settings
 from presence.store import Store
-
-
-async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = "doc", **kw: object) -> Tab:
-    tab = Tab(server.ws_url, user, ws, **kw)  # type: ignore[arg-type]
-    tabs.append(tab)
-    return await tab.connect()
-
 
 # -- the scripts ------------------------------------------------------------------------------
 

@@ -9,8 +9,7 @@ import pytest
 from conftest import Cluster
 from procs import LocalRedisCluster, ServerProcess, TlsFiles, TlsRedisServer
 from test_cluster import spread
-from test_e2e import open_tab
-from wsclient import Tab
+from wsclient import Tab, open_tab
 
 
 async def takeover_across_servers(a: ServerProcess, b: ServerProcess, tabs: list[Tab], ws: str) -> None:

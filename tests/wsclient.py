@@ -13,13 +13,16 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from presence import auth
 from presence.settings import DEV_SECRET
+
+if TYPE_CHECKING:
+    from procs import ServerProcess
 
 Msg = dict[str, Any]
 _ids = itertools.count(1)
@@ -154,3 +157,10 @@ class Tab:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+
+
+async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = "doc", **kw: Any) -> Tab:
+    """Connect a tab of ``user`` to ``server``; it is added to ``tabs`` so the fixture drops it."""
+    tab = Tab(server.ws_url, user, ws, **kw)
+    tabs.append(tab)
+    return await tab.connect()
