@@ -171,11 +171,12 @@ class Replica:
             self.request = event.request
         return Applied.APPLIED
 
+    def tabs_of(self, user: str) -> int:
+        """How many tabs ``user`` has here, counted by tab id (see :meth:`viewers`)."""
+        return len({t.tab for t in self.tabs.values() if t.user == user})
+
     def holder_tabs(self) -> int:
-        h = self.holder
-        if h is None:
-            return 0
-        return len({t.tab for t in self.tabs.values() if t.user == h.user})
+        return 0 if self.holder is None else self.tabs_of(self.holder.user)
 
     def holder_view(self, with_fence: bool = True) -> HolderView | None:
         h = self.holder

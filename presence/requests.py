@@ -164,5 +164,4 @@ class Requests:
         if not isinstance(raw, dict):
             return room.replica.holder_view(with_fence=False)
         h = HolderRecord(int(raw["fence"]), raw["user"], raw["name"], raw["tab"], int(raw["since"]))
-        tabs = sum(1 for t in room.replica.tabs.values() if t.user == h.user)
-        return HolderView(user=h.person, since_ms=h.since, tabs=tabs)
+        return HolderView(user=h.person, since_ms=h.since, tabs=room.replica.tabs_of(h.user))
