@@ -28,7 +28,7 @@ log = logging.getLogger("presence.heartbeat")
 
 class Heartbeat(Service):
     """Lifecycle: ``start()`` spawns the loop, ``stop()`` cancels and awaits it (idempotent).
-    ``ticks`` counts completed ticks; ``last_batch_calls`` is the size of the last Redis batch."""
+    ``ticks`` counts completed ticks."""
 
     name = "heartbeat"
     crash_message = "the heartbeat loop died; leases will not be renewed"
@@ -38,7 +38,6 @@ class Heartbeat(Service):
         self.hub = hub
         self.interval = hub.settings.heartbeat_ms / 1000
         self.ticks = 0
-        self.last_batch_calls = 0
         self._redis_ok = True
 
     async def run(self) -> None:
