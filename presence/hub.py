@@ -14,13 +14,13 @@ import secrets
 from collections import Counter
 from collections.abc import Callable
 
-from .bridge import Bridge
 from .errors import (
     Overloaded,
     Restarting,
     StoreUnavailable,
     TooMany,
 )
+from .gateway.bridge import Bridge
 from .lease import LeaseStore
 from .metrics import Metrics
 from .ops import Ops

@@ -3,7 +3,7 @@
 Acquire is ``SET NX PX`` inside a script; renew, release, takeover and grace-shortening are
 compare-and-set scripts on the lease's fence; every change publishes a sequenced event from the
 same script. This module maps those scripts to typed Python calls. The scripts themselves live
-in ``presence/lua/`` with a KEYS/ARGV/returns header each.
+in ``presence/gateway/lua/`` with a KEYS/ARGV/returns header each.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ is pruned by score when anyone writes or reads: a crashed process disappears by 
 Keys (global, never touched by a workspace script; one hash tag, so one slot on Cluster):
 ``<prefix>:{#registry}:servers`` (zset id → expiry), ``<prefix>:{#registry}:server_info``
 (hash id → JSON), ``<prefix>:{#registry}:workspaces`` (zset workspace → expiry). The scripts are
-``presence/lua/announce.lua`` and ``census.lua``.
+``presence/gateway/lua/announce.lua`` and ``census.lua``.
 """
 
 from __future__ import annotations

@@ -55,13 +55,13 @@ class Script:
 
     @classmethod
     def load(cls, name: str, lib: str = "") -> Script:
-        body = resources.files("presence.lua").joinpath(f"{name}.lua").read_text()
+        body = resources.files("presence.gateway.lua").joinpath(f"{name}.lua").read_text()
         source = f"{lib}\n{body}" if lib else body
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
 def load_scripts() -> dict[str, Script]:
-    lib = resources.files("presence.lua").joinpath("_lib.lua").read_text()
+    lib = resources.files("presence.gateway.lua").joinpath("_lib.lua").read_text()
     scripts = {name: Script.load(name, lib) for name in _WITH_LIB}
     scripts.update({name: Script.load(name) for name in _STANDALONE})
     return scripts

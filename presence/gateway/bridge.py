@@ -22,10 +22,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from .errors import StoreUnavailable
+from ..errors import StoreUnavailable
+from ..store import Store
+from ..tasks import Service
 from .shards import ShardRouter
-from .store import Store
-from .tasks import Service
 
 log = logging.getLogger("presence.bridge")
 
