@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import BadToken, WorkspaceForbidden
-from .protocol import Person
+from .wire.messages import Person
 
 ALGORITHM = "HS256"
 LEEWAY_S = 10

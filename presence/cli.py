@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from . import __version__, auth, logctx
 from .settings import Settings, SettingsError
@@ -43,7 +42,8 @@ def setup_logging(level: str, as_json: bool) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .http.app import create_app
+    from .http.stack import uvicorn_config
 
     try:
         settings = Settings.from_env(
@@ -63,25 +63,6 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn_config(create_app(settings), settings.host, settings.port, settings.max_message_bytes)
     uvicorn.Server(config).run()
     return 0
-
-
-def uvicorn_config(app: Any, host: str, port: int, max_message_bytes: int) -> Any:
-    """The server stack of ``presence serve`` (``presence bench`` runs its baselines on the same)."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=max_message_bytes,
-        ws_per_message_deflate=False,  # memory per tab matters more than bytes on the wire
-        ws_ping_interval=None,  # the application heartbeat does this job
-        lifespan="on",
-        log_config=None,
-        timeout_graceful_shutdown=5,
-        proxy_headers=True,
-    )
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
+from .gateway.keys import lease_key
+
 
 class StaleFence(Exception):
     """The fence does not hold the workspace's lease (any more): refuse the write."""
@@ -34,11 +36,6 @@ class StaleFence(Exception):
 
 class _SyncRedis(Protocol):
     def get(self, name: str) -> Any: ...
-
-
-def lease_key(prefix: str, workspace: str) -> str:
-    """The Redis key of a workspace's lease; its value is the fence of the current grant."""
-    return f"{prefix}:{{{workspace}}}:lease"
 
 
 class FenceGuard:

@@ -11,46 +11,48 @@ from collections.abc import AsyncIterator
 import pytest
 from conftest import Cluster
 from procs import RedisServer
+from script_support import expiry
 from wsclient import Tab
 
-from presence.hub import Hub
-from presence.protocol import Person
-from presence.replica import Event, HolderRecord
+from presence.core.events import Event, LeaseGranted
+from presence.core.records import HolderRecord
+from presence.server import Server
 from presence.settings import Settings, SettingsError
+from presence.wire.messages import Person
 
 FAST = dict(heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=1500, grace_ms=600)
 
 
-def make_hub(url: str, prefix: str, **kw: object) -> Hub:
-    return Hub(Settings(redis_url=url, key_prefix=prefix, **{**FAST, **kw}), server_id="srv1")  # type: ignore[arg-type]
+def make_hub(url: str, prefix: str, **kw: object) -> Server:
+    return Server(Settings(redis_url=url, key_prefix=prefix, **{**FAST, **kw}), server_id="srv1")  # type: ignore[arg-type]
 
 
 @pytest.fixture
-async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Hub]:
+async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
     h = make_hub(redis_server.url, prefix)
     await h.start()
     yield h
     await h.stop()
 
 
-async def entries(hub: Hub) -> list[dict[str, object]]:
-    await asyncio.wait_for(hub.ops.audit.drain(), 5)
-    return (await hub.ops.audit.page(None, 100))[::-1]  # oldest first
+async def entries(hub: Server) -> list[dict[str, object]]:
+    await asyncio.wait_for(hub.audit.drain(), 5)
+    return (await hub.audit.page(None, 100))[::-1]  # oldest first
 
 
-async def test_lease_changes_are_recorded_with_their_fields(hub: Hub) -> None:
-    lease = hub.lease
+async def test_lease_changes_are_recorded_with_their_fields(hub: Server) -> None:
+    lease = hub.leases
     acquired = await lease.acquire("doc-1", "alice", "Alice", "tab-a", "srv1-1")
     taken = await lease.takeover("doc-1", "bob", "Bob", "tab-b", "srv1-2")
-    released = await lease.release("doc-1", taken.int("fence"), "released", "srv1-2")
+    released = await lease.release("doc-1", taken.reply.fence, "released", "srv1-2")
     assert released.status == "released"
     log = await entries(hub)
     assert [e["kind"] for e in log] == ["acquired", "taken_over", "released"]
     a, t, r = log
     assert a["workspace"] == "doc-1" and a["user"] == "alice" and a["name"] == "Alice" and a["tab"] == "tab-a"
-    assert a["fence"] == acquired.int("fence") and a["server"] == "srv1" and a["origin"] == "srv1-1"
+    assert a["fence"] == acquired.reply.fence and a["server"] == "srv1" and a["origin"] == "srv1-1"
     assert "held_ms" not in a
-    assert t["user"] == "bob" and t["fence"] == taken.int("fence") > a["fence"]
+    assert t["user"] == "bob" and t["fence"] == taken.reply.fence > a["fence"]
     assert t["from_user"] == "alice" and t["from_fence"] == a["fence"]
     # held_ms counts from the grant; the acquired event is stamped a moment later in that script
     assert 0 <= t["held_ms"] - (t["at"] - a["at"]) <= 1  # type: ignore[operator]
@@ -59,13 +61,13 @@ async def test_lease_changes_are_recorded_with_their_fields(hub: Hub) -> None:
     assert all(isinstance(e["at"], int) and e["at"] > 1_600_000_000_000 for e in log)
 
 
-async def test_expiry_and_revocation_are_recorded(hub: Hub) -> None:
-    lease = hub.lease
+async def test_expiry_and_revocation_are_recorded(hub: Server) -> None:
+    lease = hub.leases
     await lease.acquire("doc-2", "carol", "Carol", "t", "srv1-3")
-    ttl, _ = await lease.check_expiry("doc-2")
+    ttl, _ = expiry(await lease.check_expiry("doc-2"))
     assert ttl is not None and ttl > 0
     await asyncio.sleep(ttl / 1000 + 0.05)  # the lease runs out in Redis: nothing to await but time
-    ttl, events = await lease.check_expiry("doc-2")
+    ttl, events = expiry(await lease.check_expiry("doc-2"))
     assert ttl is None and [e.kind for e in events] == ["expired"]
 
     await lease.acquire("doc-3", "dave", "Dave", "t", "srv1-4")
@@ -81,7 +83,7 @@ async def test_expiry_and_revocation_are_recorded(hub: Hub) -> None:
 
 def synthetic(n: int) -> list[Event]:
     h = HolderRecord(fence=7, user="u", name="U", tab="t", since=1_700_000_000_000)
-    return [Event(seq=i + 1, kind="acquired", at=1_700_000_000_000 + i, lease=True, holder=h) for i in range(n)]
+    return [LeaseGranted(seq=i + 1, at=1_700_000_000_000 + i, holder=h) for i in range(n)]
 
 
 async def test_stream_stays_bounded(redis_server: RedisServer, prefix: str) -> None:
@@ -89,21 +91,21 @@ async def test_stream_stays_bounded(redis_server: RedisServer, prefix: str) -> N
     await hub.start()
     try:
         for chunk in range(10):  # several flushes, as in real life
-            hub.ops.audit.observe(f"ws-{chunk}", synthetic(150))
-            await asyncio.wait_for(hub.ops.audit.drain(), 5)
+            hub.audit.on_events(f"ws-{chunk}", synthetic(150))
+            await asyncio.wait_for(hub.audit.drain(), 5)
         length = redis_server.client().xlen(f"{prefix}:audit")
         # MAXLEN ~ trims whole stream nodes (100 entries each by default): bounded, not exact.
         assert 100 <= length <= 300
-        assert hub.ops.audit.written == 1500
+        assert hub.audit.written == 1500
     finally:
         await hub.stop()
 
 
 async def test_full_buffer_drops_oldest_and_counts(redis_server: RedisServer, prefix: str) -> None:
     hub = make_hub(redis_server.url, prefix)  # not started: nothing is written yet
-    audit = hub.ops.audit
+    audit = hub.audit
     audit.capacity = 5
-    audit.observe("ws", synthetic(8))
+    audit.on_events("ws", synthetic(8))
     assert len(audit.buffer) == 5 and audit.dropped == 3
     assert [e["at"] for e in audit.buffer] == [str(1_700_000_000_000 + i) for i in range(3, 8)]
     assert hub.metrics.audit_dropped._value.get() == 3
@@ -116,14 +118,14 @@ async def test_writer_retries_after_redis_comes_back(own_redis: RedisServer, pre
     try:
         own_redis.stop()
         with caplog.at_level(logging.ERROR, logger="presence.audit"):
-            hub.ops.audit.observe("ws", synthetic(3))
+            hub.audit.on_events("ws", synthetic(3))
             deadline = asyncio.get_running_loop().time() + 10
             while not any("writing 3 entries failed" in r.getMessage() for r in caplog.records):
                 assert asyncio.get_running_loop().time() < deadline, "the failure was not logged"
                 await asyncio.sleep(0.05)
         assert any(r.exc_info for r in caplog.records)  # with its traceback
         own_redis.start()
-        await asyncio.wait_for(hub.ops.audit.drain(), 15)
+        await asyncio.wait_for(hub.audit.drain(), 15)
         assert own_redis.client().xlen(f"{prefix}:audit") == 3
     finally:
         await hub.stop()
@@ -132,8 +134,8 @@ async def test_writer_retries_after_redis_comes_back(own_redis: RedisServer, pre
 async def test_shutdown_flushes_the_buffer(redis_server: RedisServer, prefix: str) -> None:
     hub = make_hub(redis_server.url, prefix)
     await hub.start()
-    await asyncio.wait_for(hub.ops.registry.wait_announced(), 5)  # up and talking to Redis
-    hub.ops.audit.observe("ws", synthetic(50))
+    await asyncio.wait_for(hub.registry.wait_announced(), 5)  # up and talking to Redis
+    hub.audit.on_events("ws", synthetic(50))
     await hub.stop()  # no drain first: stop must write what is buffered
     assert redis_server.client().xlen(f"{prefix}:audit") == 50
 

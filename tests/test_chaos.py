@@ -217,7 +217,7 @@ async def test_chaos_soak_long(nodes: list[Node], own_redis: RedisServer, prefix
 
 def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:
     """The soak reads each workspace's lease key (README: ``<prefix>:{ws}:lease``) at the end."""
-    from presence.lease import WorkspaceKeys
+    from presence.gateway.keys import WorkspaceKeys
 
     assert WorkspaceKeys.of(prefix, "w0").lease == f"{prefix}:{{w0}}:lease"
 

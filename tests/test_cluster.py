@@ -20,10 +20,12 @@ from redis.crc import key_slot
 from test_e2e import GRACE_S, RELAXED, TTL_S
 from wsclient import Tab, open_tab
 
-from presence.lease import LeaseStore
-from presence.replica import TabInfo, decode_event
+from presence.core.events import decode_event
+from presence.core.records import TabInfo
+from presence.gateway.gateway import Gateway
+from presence.gateway.keys import Keys
+from presence.gateway.leases import LeaseScripts
 from presence.settings import Settings
-from presence.store import Store
 
 pytestmark = pytest.mark.cluster
 
@@ -59,23 +61,23 @@ def server(c: Cluster, name: str, **env: str) -> object:
 
 
 @pytest.fixture
-async def lease(redis_cluster: LocalRedisCluster) -> AsyncIterator[LeaseStore]:
+async def lease(redis_cluster: LocalRedisCluster) -> AsyncIterator[LeaseScripts]:
     settings = Settings(
         redis_url=redis_cluster.url, redis_cluster=True, heartbeat_ms=300, dead_after_ms=900,
         lease_ttl_ms=60_000, grace_ms=400, key_prefix=f"t{uuid.uuid4().hex[:8]}",
     ).validate()
-    store = Store(settings)
+    store = Gateway(settings)
     await store.start()
-    yield LeaseStore(store, settings)
+    yield LeaseScripts(store, settings, Keys(settings.key_prefix))
     await store.close()
 
 
 async def test_every_event_is_spublished_on_the_workspace_slot(
-    lease: LeaseStore, redis_cluster: LocalRedisCluster
+    lease: LeaseScripts, redis_cluster: LocalRedisCluster
 ) -> None:
     for ws in spread(redis_cluster, 1):
-        channel = lease.keys(ws).channel
-        node = lease.store.client.get_node_from_key(channel)
+        channel = lease.keys.workspace(ws).channel
+        node = lease.gateway.client.get_node_from_key(channel)
         sub = redis_cluster.node(int(node.port)).pubsub()
         sub.ssubscribe(channel)
         assert sub.get_sharded_message(timeout=2)["type"] == "ssubscribe"
@@ -98,10 +100,10 @@ async def test_every_event_is_spublished_on_the_workspace_slot(
 
 
 async def test_batched_tick_covers_every_node_in_one_pipeline_per_node(
-    lease: LeaseStore, redis_cluster: LocalRedisCluster
+    lease: LeaseScripts, redis_cluster: LocalRedisCluster
 ) -> None:
     workspaces = spread(redis_cluster, 100, stem="w")
-    leases = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).int("fence") for ws in workspaces}
+    leases = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in workspaces}
     calls = lease.renew_calls(leases)
     slots = {key_slot(f"{{{ws}}}".encode()) for ws in workspaces}
     assert len(calls) == len(slots)  # one script call per slot: a script touches one slot
@@ -124,11 +126,11 @@ def _evalsha_calls(cluster: LocalRedisCluster) -> dict[int, int]:
 
 
 async def test_scripts_reload_after_a_node_forgot_them(
-    lease: LeaseStore, redis_cluster: LocalRedisCluster
+    lease: LeaseScripts, redis_cluster: LocalRedisCluster
 ) -> None:
     workspaces = spread(redis_cluster, 1)
     redis_cluster.node(redis_cluster.ports[1]).script_flush()  # as after a restart of one node
-    fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).int("fence") for ws in workspaces}
+    fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in workspaces}
     redis_cluster.node(redis_cluster.ports[2]).script_flush()
     renewed, _ = await lease.tick(fences, {})
     assert all(renewed.values())

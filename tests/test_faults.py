@@ -25,7 +25,7 @@ from procs import RedisServer, ServerProcess
 from tcpproxy import TcpProxy
 from wsclient import Tab, open_tab
 
-from presence.store import load_scripts
+from presence.gateway.scripts import load_scripts
 
 # Short timings, but with room for a server that the shared 2-core machine stalls for a second.
 ENV = {

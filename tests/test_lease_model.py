@@ -2,7 +2,7 @@
 
 Random sequences of acquire, takeover, release (with the current, a stale or a made-up fence),
 renew (``tick``), forced expiry (``PEXPIRE`` to 1 ms), TTL shortening, expiry checks and data
-loss (``FLUSHALL``) run against :class:`presence.lease.LeaseStore`, and every answer is compared
+loss (``FLUSHALL``) run against :class:`presence.lease.LeaseScripts`, and every answer is compared
 with a reference model of one workspace: the owner (user, tab), its fence, whether the lease is
 alive, whether its silent expiry has been announced, and every fence ever granted.
 
@@ -29,10 +29,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from procs import RedisServer
+from script_support import expiry
 
-from presence.lease import LeaseStore, Outcome
+from presence.gateway.gateway import Gateway
+from presence.gateway.keys import Keys
+from presence.gateway.leases import LeaseScripts
+from presence.gateway.replies import Outcome
 from presence.settings import Settings
-from presence.store import Store
 
 TTL = 5000  # long enough that nothing expires unless a rule makes it
 WS = "doc"
@@ -51,9 +54,9 @@ class LeaseModel(RuleBasedStateMachine):
             redis_url=self.redis_url, heartbeat_ms=100, dead_after_ms=300, lease_ttl_ms=TTL, grace_ms=100,
             lease_scope=self.scope, key_prefix=f"m{uuid.uuid4().hex[:10]}",  # type: ignore[arg-type]
         ).validate()
-        self.store = Store(self.settings)
-        self.lease = LeaseStore(self.store, self.settings)
-        self.key = self.lease.keys(WS).lease
+        self.store = Gateway(self.settings)
+        self.lease = LeaseScripts(self.store, self.settings, Keys(self.settings.key_prefix))
+        self.key = self.lease.keys.workspace(WS).lease
         # The model.
         self.owner: tuple[str, str] | None = None  # (user, tab) of the current grant
         self.fence: int | None = None
@@ -107,36 +110,36 @@ class LeaseModel(RuleBasedStateMachine):
         out: Outcome = self.run(self.lease.acquire(WS, user, user.title(), tab, f"c-{user}-{tab}"))
         kinds = self.expect_expiry_announced(out)
         if self.alive and self.matches(user, tab):
-            assert out.status == "rejoined" and out.int("fence") == self.fence
+            assert out.status == "rejoined" and out.reply.fence == self.fence
             assert kinds == []
             assert self.pttl() > TTL - 1000  # the TTL was replaced
         elif self.alive:
             assert out.status == "busy"
-            assert out.detail["holder"]["user"] == self.owner[0]  # type: ignore[index]
-            assert int(out.detail["holder"]["fence"]) == self.fence
+            assert out.reply.holder.user == self.owner[0]  # type: ignore[index]
+            assert int(out.reply.holder.fence) == self.fence
         else:
             assert out.status == "acquired", out
             assert kinds == ["acquired"]
-            self.new_grant(out.int("fence"), user, tab)
+            self.new_grant(out.reply.fence, user, tab)
 
     @rule(user=USERS, tab=TABS)
     def takeover(self, user: str, tab: str) -> None:
         out: Outcome = self.run(self.lease.takeover(WS, user, user.title(), tab, f"c-{user}-{tab}"))
         kinds = self.expect_expiry_announced(out)
         if self.alive and self.matches(user, tab):
-            assert out.status == "rejoined" and out.int("fence") == self.fence
+            assert out.status == "rejoined" and out.reply.fence == self.fence
             assert kinds == []
         elif self.alive:
             assert out.status == "taken_over", out
             assert kinds == ["taken_over"]
             ev = [e for e in out.events if e.lease][-1]
             assert ev.prev is not None and ev.prev.fence == self.fence
-            assert out.detail["from"]["id"] == self.owner[0]  # type: ignore[index]
-            self.new_grant(out.int("fence"), user, tab)
+            assert out.reply.from_.id == self.owner[0]  # type: ignore[index]
+            self.new_grant(out.reply.fence, user, tab)
         else:
             assert out.status == "acquired", out
             assert kinds == ["acquired"]
-            self.new_grant(out.int("fence"), user, tab)
+            self.new_grant(out.reply.fence, user, tab)
 
     @rule(which=st.sampled_from(["current", "stale", "bogus", "anyone"]))
     def release(self, which: str) -> None:
@@ -153,7 +156,7 @@ class LeaseModel(RuleBasedStateMachine):
         if self.alive and (fence is None or fence == self.fence):
             assert out.status == "released", out
             assert kinds == ["released"]
-            assert out.int("fence") == self.fence
+            assert out.reply.fence == self.fence
             self.released.add(self.fence)  # type: ignore[arg-type]
             self.owner, self.fence, self.alive = None, None, False
         else:
@@ -196,7 +199,7 @@ class LeaseModel(RuleBasedStateMachine):
 
     @rule()
     def check_expiry(self) -> None:
-        ttl, events = self.run(self.lease.check_expiry(WS))
+        ttl, events = expiry(self.run(self.lease.check_expiry(WS)))
         if self.alive:
             assert ttl is not None and 0 < ttl <= TTL
             assert events == []

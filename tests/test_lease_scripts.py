@@ -7,11 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from script_support import expiry
 
-from presence.lease import LeaseStore
-from presence.replica import TabInfo, decode_event
+from presence.core.events import decode_event
+from presence.core.records import TabInfo
+from presence.gateway.gateway import Gateway
+from presence.gateway.keys import Keys
+from presence.gateway.leases import LeaseScripts
 from presence.settings import Settings
-from presence.store import Store
 
 TTL = 1500
 GRACE = 400
@@ -22,7 +25,7 @@ def info(user: str, tab: str = "t") -> TabInfo:
 
 
 @pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
-async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
+async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
     settings_kw = dict(
         heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=TTL, grace_ms=GRACE,
         key_prefix=f"t{uuid.uuid4().hex[:8]}",
@@ -30,57 +33,57 @@ async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
         settings = Settings(redis_url=server.url, **settings_kw).validate()  # type: ignore[arg-type]
-        store = Store(settings)
+        store = Gateway(settings)
     elif request.param == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
         settings = Settings(redis_url=cluster.url, redis_cluster=True, **settings_kw).validate()  # type: ignore[arg-type]
-        store = Store(settings)
+        store = Gateway(settings)
     else:
         settings = Settings(**settings_kw).validate()  # type: ignore[arg-type]
-        store = Store(settings)
+        store = Gateway(settings)
     await store.start()
-    yield LeaseStore(store, settings)
+    yield LeaseScripts(store, settings, Keys(settings.key_prefix))
     await store.close()
 
 
-async def pttl(lease: LeaseStore, ws: str) -> int:
-    return int(await lease.store.client.pttl(lease.keys(ws).lease))
+async def pttl(lease: LeaseScripts, ws: str) -> int:
+    return int(await lease.gateway.client.pttl(lease.keys.workspace(ws).lease))
 
 
-async def test_acquire_grants_then_busy_then_rejoin(lease: LeaseStore) -> None:
+async def test_acquire_grants_then_busy_then_rejoin(lease: LeaseScripts) -> None:
     a = await lease.acquire("doc", "alice", "Alice", "t1", "c1")
     assert a.status == "acquired"
-    fence = a.int("fence")
+    fence = a.reply.fence
     assert [e.kind for e in a.events] == ["acquired"]
     assert a.events[0].holder is not None and a.events[0].holder.fence == fence
 
     b = await lease.acquire("doc", "bob", "Bob", "t2", "c2")
     assert b.status == "busy"
-    assert b.detail["holder"]["user"] == "alice"
+    assert b.reply.holder.user == "alice"
     assert b.events == []
 
     # Scope user: another tab of the holder rejoins with the same fence and a fresh TTL.
     again = await lease.acquire("doc", "alice", "Alice", "t9", "c9")
     assert again.status == "rejoined"
-    assert again.int("fence") == fence
+    assert again.reply.fence == fence
 
 
-async def test_tab_scope_second_tab_is_busy(lease: LeaseStore) -> None:
+async def test_tab_scope_second_tab_is_busy(lease: LeaseScripts) -> None:
     lease.settings = Settings(**{**_fields(lease.settings), "lease_scope": "tab"})
     a = await lease.acquire("doc", "alice", "Alice", "t1", "c1")
     b = await lease.acquire("doc", "alice", "Alice", "t2", "c2")
     assert a.status == "acquired"
     assert b.status == "busy"
-    assert b.detail["holder"]["tab"] == "t1"
+    assert b.reply.holder.tab == "t1"
 
 
 def _fields(s: Settings) -> dict[str, object]:
     return {f: getattr(s, f) for f in s.__dataclass_fields__}
 
 
-async def test_renew_replaces_ttl_and_only_for_the_owner(lease: LeaseStore) -> None:
-    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).int("fence")
-    await lease.store.client.pexpire(lease.keys("doc").lease, 600)
+async def test_renew_replaces_ttl_and_only_for_the_owner(lease: LeaseScripts) -> None:
+    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
+    await lease.gateway.client.pexpire(lease.keys.workspace("doc").lease, 600)
     renewed, _ = await lease.tick({"doc": fence}, {})
     assert renewed == {"doc": True}
     ttl = await pttl(lease, "doc")
@@ -88,43 +91,43 @@ async def test_renew_replaces_ttl_and_only_for_the_owner(lease: LeaseStore) -> N
 
     renewed, _ = await lease.tick({"doc": fence + 1}, {})
     assert renewed == {"doc": False}
-    assert await lease.store.client.get(lease.keys("doc").lease) == str(fence)
+    assert await lease.gateway.client.get(lease.keys.workspace("doc").lease) == str(fence)
 
 
-async def test_release_is_compare_and_set(lease: LeaseStore) -> None:
-    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).int("fence")
+async def test_release_is_compare_and_set(lease: LeaseScripts) -> None:
+    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     wrong = await lease.release("doc", fence - 1)
     assert wrong.status == "not_holder"
-    assert await lease.store.client.exists(lease.keys("doc").lease) == 1
+    assert await lease.gateway.client.exists(lease.keys.workspace("doc").lease) == 1
     ok = await lease.release("doc", fence, origin="c1")
     assert ok.status == "released"
     assert [e.kind for e in ok.events] == ["released"]
     assert ok.events[0].holder is None and ok.events[0].lease
-    assert await lease.store.client.exists(lease.keys("doc").lease) == 0
+    assert await lease.gateway.client.exists(lease.keys.workspace("doc").lease) == 0
 
 
-async def test_aba_expired_holder_cannot_touch_successor(lease: LeaseStore) -> None:
-    old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).int("fence")
-    await lease.store.client.pexpire(lease.keys("doc").lease, 1)
+async def test_aba_expired_holder_cannot_touch_successor(lease: LeaseScripts) -> None:
+    old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
+    await lease.gateway.client.pexpire(lease.keys.workspace("doc").lease, 1)
     await asyncio.sleep(0.05)
     new = await lease.acquire("doc", "bob", "Bob", "t2", "c2")
     assert new.status == "acquired"
-    assert new.int("fence") > old
+    assert new.reply.fence > old
     # The acquire announced the silent expiry of Alice's lease before granting Bob's.
     assert [e.kind for e in new.events] == ["expired", "acquired"]
 
     renewed, _ = await lease.tick({"doc": old}, {})
     assert renewed == {"doc": False}
     assert (await lease.release("doc", old)).status == "not_holder"
-    assert await lease.store.client.get(lease.keys("doc").lease) == str(new.int("fence"))
+    assert await lease.gateway.client.get(lease.keys.workspace("doc").lease) == str(new.reply.fence)
 
 
-async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseStore) -> None:
-    old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).int("fence")
+async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseScripts) -> None:
+    old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     t = await lease.takeover("doc", "bob", "Bob", "t2", "c2")
     assert t.status == "taken_over"
-    assert t.int("fence") == old + 1
-    assert t.detail["from"]["id"] == "alice"
+    assert t.reply.fence == old + 1
+    assert t.reply.from_.id == "alice"
     ev = t.events[-1]
     assert ev.kind == "taken_over" and ev.reason == "taken_over"
     assert ev.from_ is not None and ev.from_.id == "alice"
@@ -132,36 +135,36 @@ async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseStore) -> No
     assert renewed == {"doc": False}
     # Taking over your own lease is a rejoin, not a new grant.
     again = await lease.takeover("doc", "bob", "Bob", "t2", "c2")
-    assert again.status == "rejoined" and again.int("fence") == t.int("fence")
+    assert again.status == "rejoined" and again.reply.fence == t.reply.fence
 
 
-async def test_fence_strictly_increases_even_after_flushall(lease: LeaseStore) -> None:
+async def test_fence_strictly_increases_even_after_flushall(lease: LeaseScripts) -> None:
     fences = []
     for user in ("a", "b", "c"):
         out = await lease.takeover("doc", user, user, "t", "c")
-        fences.append(out.int("fence"))
+        fences.append(out.reply.fence)
     first = fences[0]
     assert first > 10**15  # seeded from Redis TIME in microseconds
     await lease.release("doc", fences[-1])
-    fences.append((await lease.acquire("doc", "d", "d", "t", "c")).int("fence"))
-    seq_before = int(await lease.store.client.get(lease.keys("doc").seq))
-    await lease.store.client.flushall()
+    fences.append((await lease.acquire("doc", "d", "d", "t", "c")).reply.fence)
+    seq_before = int(await lease.gateway.client.get(lease.keys.workspace("doc").seq))
+    await lease.gateway.client.flushall()
     after = await lease.acquire("doc", "e", "e", "t", "c")
-    fences.append(after.int("fence"))
+    fences.append(after.reply.fence)
     assert fences == sorted(fences) and len(set(fences)) == len(fences)
     assert after.events[-1].seq > seq_before  # seq re-seeded above its old value too
 
 
-async def test_rejoin_keeps_fence(lease: LeaseStore) -> None:
-    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).int("fence")
+async def test_rejoin_keeps_fence(lease: LeaseScripts) -> None:
+    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     j = await lease.join("doc", "c2", info("alice", "t1"))
-    assert j.rejoined and j.fence == fence
-    assert j.snapshot.holder is not None and j.snapshot.holder.fence == fence
+    assert j.reply.rejoined and j.reply.fence == fence
+    assert j.reply.snapshot.holder is not None and j.reply.snapshot.holder.fence == fence
     other = await lease.join("doc", "c3", info("bob", "t3"))
-    assert not other.rejoined and other.fence is None
+    assert not other.reply.rejoined and other.reply.fence is None
 
 
-async def test_clean_leave_shortens_to_grace_unclean_does_not(lease: LeaseStore) -> None:
+async def test_clean_leave_shortens_to_grace_unclean_does_not(lease: LeaseScripts) -> None:
     await lease.join("doc", "c1", info("alice", "t1"))
     await lease.acquire("doc", "alice", "Alice", "t1", "c1")
     out = await lease.leave("doc", "c1", clean=False)
@@ -178,30 +181,30 @@ async def test_clean_leave_shortens_to_grace_unclean_does_not(lease: LeaseStore)
 
     # A reload within grace: the same user joins again and the TTL is back to full.
     j = await lease.join("doc", "c4", info("alice", "t1"))
-    assert j.rejoined
+    assert j.reply.rejoined
     assert await pttl(lease, "doc") > GRACE
 
 
-async def test_grace_ends_and_expiry_is_announced_once(lease: LeaseStore) -> None:
+async def test_grace_ends_and_expiry_is_announced_once(lease: LeaseScripts) -> None:
     await lease.join("doc", "c1", info("alice", "t1"))
     await lease.acquire("doc", "alice", "Alice", "t1", "c1")
     await lease.leave("doc", "c1", clean=True)
-    ttl, events = await lease.check_expiry("doc")
+    ttl, events = expiry(await lease.check_expiry("doc"))
     assert ttl is not None and ttl <= GRACE
     await asyncio.sleep((ttl + 50) / 1000)
-    ttl, events = await lease.check_expiry("doc")
+    ttl, events = expiry(await lease.check_expiry("doc"))
     assert ttl is None
     assert [e.kind for e in events] == ["expired"]
     assert events[0].user is not None and events[0].user.id == "alice"
-    ttl, events = await lease.check_expiry("doc")
+    ttl, events = expiry(await lease.check_expiry("doc"))
     assert ttl is None and events == []
 
 
-async def test_sequence_is_gap_free_and_published(lease: LeaseStore) -> None:
-    if lease.store.cluster:
+async def test_sequence_is_gap_free_and_published(lease: LeaseScripts) -> None:
+    if lease.gateway.cluster:
         pytest.skip("SPUBLISH on Cluster: tests/test_cluster.py checks the sharded channel")
-    pubsub = lease.store.client.pubsub()
-    await pubsub.subscribe(lease.keys("doc").channel)
+    pubsub = lease.gateway.client.pubsub()
+    await pubsub.subscribe(lease.keys.workspace("doc").channel)
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     outs = [
         await lease.join("doc", "c1", info("alice")),
@@ -225,7 +228,7 @@ async def test_sequence_is_gap_free_and_published(lease: LeaseStore) -> None:
     await pubsub.aclose()
 
 
-async def test_concurrent_acquires_grant_exactly_one(lease: LeaseStore) -> None:
+async def test_concurrent_acquires_grant_exactly_one(lease: LeaseScripts) -> None:
     results = await asyncio.gather(
         *(lease.acquire("race", f"u{i}", f"U{i}", "t", f"c{i}") for i in range(50))
     )
@@ -233,37 +236,37 @@ async def test_concurrent_acquires_grant_exactly_one(lease: LeaseStore) -> None:
     assert all(r.status in ("acquired", "busy") for r in results)
 
 
-async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseStore) -> None:
+async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseScripts) -> None:
     await lease.join("doc", "c1", info("alice"))
     await lease.join("doc", "c2", info("bob"))
-    tabs = lease.keys("doc").tabs
-    await lease.store.client.zadd(tabs, {"c2": 1})  # c2's server stopped refreshing long ago
+    tabs = lease.keys.workspace("doc").tabs
+    await lease.gateway.client.zadd(tabs, {"c2": 1})  # c2's server stopped refreshing long ago
     _, touched = await lease.tick({}, {"doc": ["c1", "gone"]})
     (t,) = touched
     assert t.missing == ["gone"]
     assert [e.kind for e in t.events] == ["left"]
     assert t.events[0].rm == {"c2": 1}
-    assert await lease.store.client.zrange(tabs, 0, -1) == ["c1"]
+    assert await lease.gateway.client.zrange(tabs, 0, -1) == ["c1"]
 
 
-async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseStore) -> None:
+async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts) -> None:
     lease.settings = Settings(**{**_fields(lease.settings), "lease_ttl_ms": 60_000})  # 1200 grants take a while
     leases = {}
     for i in range(1200):
-        leases[f"w{i}"] = (await lease.acquire(f"w{i}", "alice", "Alice", "t", "c")).int("fence")
+        leases[f"w{i}"] = (await lease.acquire(f"w{i}", "alice", "Alice", "t", "c")).reply.fence
     calls = lease.renew_calls(leases)
-    if not lease.store.cluster:  # on Cluster: one call per slot, one pipeline per node
+    if not lease.gateway.cluster:  # on Cluster: one call per slot, one pipeline per node
         assert len(calls) == 3  # 1200 leases in chunks of 500, one pipeline
     renewed, _ = await lease.tick(leases, {})
     assert all(renewed.values()) and len(renewed) == 1200
 
 
-async def test_store_reloads_scripts_after_script_flush(lease: LeaseStore) -> None:
-    if "Fake" in type(lease.store.client).__name__:
+async def test_store_reloads_scripts_after_script_flush(lease: LeaseScripts) -> None:
+    if "Fake" in type(lease.gateway.client).__name__:
         pytest.skip("SCRIPT FLUSH semantics are a real-Redis concern")
-    await lease.store.client.script_flush()
+    await lease.gateway.client.script_flush()
     out = await lease.acquire("doc", "alice", "Alice", "t", "c")
     assert out.status == "acquired"
-    await lease.store.client.script_flush()
-    renewed, _ = await lease.tick({"doc": out.int("fence")}, {})
+    await lease.gateway.client.script_flush()
+    renewed, _ = await lease.tick({"doc": out.reply.fence}, {})
     assert renewed == {"doc": True}

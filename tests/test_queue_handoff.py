@@ -11,26 +11,28 @@ import httpx
 import pytest
 from conftest import Cluster
 from procs import RedisServer
+from script_support import expiry
 from wsclient import Tab, open_tab
 
+from presence.core.records import TabInfo
 from presence.fencing import FenceGuard, HttpFenceGuard, StaleFence
-from presence.lease import LeaseStore
-from presence.replica import TabInfo
+from presence.gateway.gateway import Gateway
+from presence.gateway.keys import Keys
+from presence.gateway.leases import LeaseScripts
 from presence.settings import Settings
-from presence.store import Store
 
 # -- the scripts ------------------------------------------------------------------------------
 
 
 @pytest.fixture
-async def lease(redis_server: RedisServer) -> AsyncIterator[LeaseStore]:
+async def lease(redis_server: RedisServer) -> AsyncIterator[LeaseScripts]:
     settings = Settings(
         redis_url=redis_server.url, heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=1500, grace_ms=400,
         handoff_timeout_ms=1000, key_prefix=f"t{uuid.uuid4().hex[:8]}",
     ).validate()
-    store = Store(settings)
+    store = Gateway(settings)
     await store.start()
-    yield LeaseStore(store, settings)
+    yield LeaseScripts(store, settings, Keys(settings.key_prefix))
     await store.close()
 
 
@@ -38,43 +40,43 @@ def info(user: str) -> TabInfo:
     return TabInfo(user, user.title(), f"{user}-tab", True, None, "test")
 
 
-async def test_release_hands_the_lease_to_the_first_live_waiter(lease: LeaseStore) -> None:
+async def test_release_hands_the_lease_to_the_first_live_waiter(lease: LeaseScripts) -> None:
     for user in ("alice", "bob", "carol", "dave"):
         await lease.join("doc", f"c-{user}", info(user))
-    fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).int("fence")
+    fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).reply.fence
     for user in ("bob", "carol", "dave"):
         out = await lease.acquire("doc", user, user.title(), f"{user}-tab", f"c-{user}", wait=True)
         assert out.status == "queued"
-    assert out.int("position") == 3
+    assert out.reply.position == 3
     # Bob's tab died without leaving: its presence entry is stale. He is skipped, Carol is next.
-    await lease.store.client.zadd(lease.keys("doc").tabs, {"c-bob": 1})
+    await lease.gateway.client.zadd(lease.keys.workspace("doc").tabs, {"c-bob": 1})
     out = await lease.release("doc", fence, origin="c-alice")
     assert out.status == "released"
-    assert out.detail["next"]["id"] == "carol"
+    assert out.reply.next.id == "carol"
     granted = out.events[-1]
     assert granted.kind == "acquired" and granted.handoff == "c-carol"
     assert granted.holder is not None and granted.holder.user == "carol" and granted.holder.fence == fence + 1
     assert granted.queue == {"c-dave": 1}
-    assert await lease.store.client.lrange(lease.keys("doc").queue, 0, -1) == ["c-dave"]
+    assert await lease.gateway.client.lrange(lease.keys.workspace("doc").queue, 0, -1) == ["c-dave"]
 
 
-async def test_expiry_hands_the_lease_on_too(lease: LeaseStore) -> None:
+async def test_expiry_hands_the_lease_on_too(lease: LeaseScripts) -> None:
     await lease.join("doc", "c-bob", info("bob"))
     await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")
     await lease.acquire("doc", "bob", "Bob", "bob-tab", "c-bob", wait=True)
-    await lease.store.client.pexpire(lease.keys("doc").lease, 1)
+    await lease.gateway.client.pexpire(lease.keys.workspace("doc").lease, 1)
     await asyncio.sleep(0.05)
-    ttl, events = await lease.check_expiry("doc")
+    ttl, events = expiry(await lease.check_expiry("doc"))
     assert ttl is not None and ttl > 1000  # held again at once: by Bob
     assert [e.kind for e in events] == ["expired", "acquired"]
     assert events[1].holder is not None and events[1].holder.user == "bob"
 
 
-async def test_request_decline_cancel_and_timeout(lease: LeaseStore) -> None:
+async def test_request_decline_cancel_and_timeout(lease: LeaseScripts) -> None:
     await lease.join("doc", "c-bob", info("bob"))
-    fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).int("fence")
+    fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).reply.fence
     asked = await lease.request("doc", "bob", "Bob", "bob-tab", "c-bob", "may I?")
-    assert asked.status == "requested" and asked.int("deadline_ms") == 1000
+    assert asked.status == "requested" and asked.reply.deadline_ms == 1000
     assert asked.events[-1].request is not None and asked.events[-1].request.message == "may I?"
     other = await lease.request("doc", "carol", "Carol", "carol-tab", "c-carol", "")
     assert other.status == "pending"  # Bob's request comes first
@@ -83,24 +85,24 @@ async def test_request_decline_cancel_and_timeout(lease: LeaseStore) -> None:
     assert declined.status == "ended" and declined.events[-1].target == "c-bob"
 
     await lease.request("doc", "bob", "Bob", "bob-tab", "c-bob", "")
-    assert (await lease.handoff("doc", "cancel", "c-bob")).detail["reason"] == "cancelled"
+    assert (await lease.handoff("doc", "cancel", "c-bob")).reply.reason == "cancelled"
 
     await lease.request("doc", "bob", "Bob", "bob-tab", "c-bob", "")
     early = await lease.handoff("doc", "timeout", "c-bob", may_take_over=True)
-    assert early.status == "early" and 0 < early.int("left_ms") <= 1000
-    await asyncio.sleep(early.int("left_ms") / 1000 + 0.05)
+    assert early.status == "early" and 0 < early.reply.left_ms <= 1000
+    await asyncio.sleep(early.reply.left_ms / 1000 + 0.05)
     taken = await lease.handoff("doc", "timeout", "c-bob", may_take_over=True)
-    assert taken.status == "taken_over" and taken.int("fence") == fence + 1
+    assert taken.status == "taken_over" and taken.reply.fence == fence + 1
     assert taken.events[-1].from_ is not None and taken.events[-1].from_.id == "alice"
 
 
-async def test_takeover_cooldown(lease: LeaseStore) -> None:
+async def test_takeover_cooldown(lease: LeaseScripts) -> None:
     lease.settings = Settings(**{**{f: getattr(lease.settings, f) for f in lease.settings.__dataclass_fields__},
                                  "takeover_cooldown_ms": 5000})
     await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")
     assert (await lease.takeover("doc", "bob", "Bob", "bob-tab", "c-bob")).status == "taken_over"
     back = await lease.takeover("doc", "alice", "Alice", "alice-tab", "c-alice")
-    assert back.status == "cooldown" and 0 < back.int("retry_ms") <= 5000
+    assert back.status == "cooldown" and 0 < back.reply.retry_ms <= 5000
 
 
 # -- end to end over two server processes -------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from presence.app import create_app, static_dir
+from presence.http.app import create_app, static_dir
 from presence.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     )
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     probe = (
-        "import json, presence, presence.app as a\n"
+        "import json, presence, presence.http.app as a\n"
         "from starlette.testclient import TestClient\n"
         "from presence.settings import Settings\n"
         "r = TestClient(a.create_app(Settings())).get('/static/presence.js')\n"

@@ -9,10 +9,12 @@ import msgspec
 import pytest
 
 from presence import auth
+from presence.core.events import EVENT_TYPES, Event
+from presence.core.records import HolderRecord, Snapshot
+from presence.core.replica import Applied, Replica
 from presence.errors import BadToken, WorkspaceForbidden
-from presence.protocol import Acquire, Hello, Status, decode_client, valid_workspace
-from presence.replica import Applied, Event, HolderRecord, Replica, Snapshot
 from presence.settings import DEV_SECRET, Settings, SettingsError
+from presence.wire.messages import Acquire, Hello, Status, decode_client, valid_workspace
 
 
 def test_settings_defaults_match_the_spec() -> None:
@@ -64,7 +66,7 @@ def test_dev_mode_on_public_address_needs_explicit_consent() -> None:
 
 
 def _event(seq: int, **kw: object) -> Event:
-    return Event(seq=seq, kind=str(kw.pop("kind", "joined")), **kw)  # type: ignore[arg-type]
+    return EVENT_TYPES[str(kw.pop("kind", "joined"))](seq=seq, **kw)
 
 
 def test_replica_applies_in_order_ignores_duplicates_and_reports_gaps() -> None:
@@ -73,8 +75,8 @@ def test_replica_applies_in_order_ignores_duplicates_and_reports_gaps() -> None:
     assert r.reset(Snapshot(seq=5, holder=None, ttl_ms=-2, tabs={"c1": '["a","A","t",true,null,"s"]'}))
     assert r.apply(_event(5)) is Applied.STALE
     h = HolderRecord(fence=7, user="a", name="A", tab="t", since=1)
-    assert r.apply(_event(6, kind="acquired", lease=True, holder=h)) is Applied.APPLIED
-    assert r.holder == h and r.holder_tabs() == 1
+    assert r.apply(_event(6, kind="acquired", holder=h)) is Applied.APPLIED
+    assert r.holder == h and r.tabs_of(h.user) == 1
     assert r.apply(_event(8)) is Applied.GAP
     assert r.seq == 6
     assert not r.reset(Snapshot(seq=6, holder=None, ttl_ms=-2))  # same seq, not forced

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import auth
-from ..lease import LeaseStore
+from ..gateway.gateway import Gateway
+from ..gateway.keys import Keys
+from ..gateway.leases import LeaseScripts
 from ..settings import DEV_SECRET, Settings
-from ..store import Store
 from .procs import BareProc, Proc, ServerProc, child_env
 from .wsclient import WsClient
 
@@ -162,9 +163,9 @@ class Bench:
         await asyncio.wait_for(welcome, 10)
         return client
 
-    def lease_store(self, name: str, **kw: Any) -> LeaseStore:
+    def lease_scripts(self, name: str, **kw: Any) -> LeaseScripts:
         settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", **kw).validate()
-        return LeaseStore(Store(settings), settings)
+        return LeaseScripts(Gateway(settings), settings, Keys(settings.key_prefix))
 
     async def redis_info(self, client: Any) -> dict[str, float]:
         stats = await client.info("commandstats")

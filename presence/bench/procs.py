@@ -19,7 +19,7 @@ from typing import Any
 
 import presence
 
-from ..cli import uvicorn_config as uvicorn_config
+from ..http.stack import uvicorn_config as uvicorn_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
+from ..gateway.replies import AcquireReply, Granted, Outcome, Rejoined
 from .harness import GAP_S, HOST, Bench, Plan, summary, timings
 from .procs import BareProc, Proc, ServerProc
 from .wsclient import Message, WsClient
@@ -51,20 +52,20 @@ async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[
         await asyncio.sleep(GAP_S)
     echo_client.close()
 
-    lease = b.lease_store("floor")
+    lease = b.lease_scripts("floor")
     lua: list[float] = []
     try:
-        await lease.store.start()
+        await lease.gateway.start()
         for i in range(warm + n):
             started = time.perf_counter()
             out = await lease.acquire("bench-floor", "lat", "Lat", "t", "c")
             took = time.perf_counter() - started
-            await lease.release("bench-floor", out.int("fence"))
+            await lease.release("bench-floor", _fence(out))
             if i >= warm:
                 lua.append(took)
             await asyncio.sleep(GAP_S)
     finally:
-        await lease.store.close()
+        await lease.gateway.close()
     # The floor's distribution: an echo and a script call of the same run, paired at random.
     random.shuffle(lua)
     floor = [e + s for e, s in zip(echo, lua, strict=True)]
@@ -199,19 +200,25 @@ async def idle_and_storm(b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
 # -- 3. lease renewal ------------------------------------------------------------------------------
 
 
+def _fence(out: Outcome[AcquireReply]) -> int:
+    if not isinstance(out.reply, Granted | Rejoined):
+        raise RuntimeError(f"the bench's own acquire was refused: {out.reply!r}")
+    return out.reply.fence
+
+
 async def renewal(b: Bench) -> dict[str, Any]:
     n, rounds = b.plan.leases, b.plan.renew_rounds
     ttl_ms = 120_000  # nothing expires while the baseline takes its time
-    lease = b.lease_store("renew", lease_ttl_ms=ttl_ms)
+    lease = b.lease_scripts("renew", lease_ttl_ms=ttl_ms)
     client = aioredis.Redis.from_url(b.redis_url, decode_responses=True, max_connections=64)
     try:
-        await lease.store.start()
+        await lease.gateway.start()
         fences: dict[str, int] = {}
         for start in range(0, n, 50):  # redis-py's pool holds 100 connections at most
             outs = await asyncio.gather(
                 *(lease.acquire(f"r{i}", "renew", "Renew", "t", "c") for i in range(start, min(n, start + 50)))
             )
-            fences.update({f"r{start + j}": out.int("fence") for j, out in enumerate(outs)})
+            fences.update({f"r{start + j}": _fence(out) for j, out in enumerate(outs)})
         ours: list[float] = []
         for _ in range(rounds):
             started = time.perf_counter()
@@ -234,7 +241,7 @@ async def renewal(b: Bench) -> dict[str, Any]:
         return {"leases": n, "rounds": rounds, "ours": o, "lock_extend": t,
                 "script_calls_ours": len(lease.renew_calls(fences)), "ratio": t["p50"] / o["p50"]}
     finally:
-        await lease.store.close()
+        await lease.gateway.close()
         await client.aclose()
 
 

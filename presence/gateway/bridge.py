@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StoreUnavailable
-from ..store import Store
 from ..tasks import Service
+from .gateway import Gateway as Store
 from .shards import ShardRouter
 
 log = logging.getLogger("presence.bridge")

@@ -1,6 +1,6 @@
 """Audit log: every lease change, durably, in the Redis Stream ``<prefix>:audit``.
 
-The lease engine calls :meth:`AuditLog.observe` synchronously for each event published by a
+The lease scripts call :meth:`AuditLog.on_events` (a lease observer) synchronously for each event published by a
 script *this* process ran, so every change is recorded exactly once across all processes. The
 observer does no I/O: it appends to a bounded buffer (overflow drops the oldest entry, counted
 and logged) and one writer task flushes it with pipelined ``XADD ... MAXLEN ~ N``. The stream is
@@ -21,14 +21,15 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from ..core.events import Event, LeaseEvent
+from ..gateway.gateway import Gateway
+from ..settings import Settings
+from ..tasks import Service
 from .metrics import Metrics
-from .replica import Event
-from .settings import Settings
-from .store import Store
-from .tasks import Service
 
 log = logging.getLogger("presence.audit")
 
@@ -44,7 +45,7 @@ _INT_FIELDS = ("fence", "at", "held_ms", "from_fence")
 
 def entry(event: Event, workspace: str, server: str) -> dict[str, str] | None:
     """The stream entry for one event, or None when it is not a lease change."""
-    if not event.lease:
+    if not isinstance(event, LeaseEvent):
         return None
     e = {"kind": event.kind, "workspace": workspace, "at": str(event.at), "server": server}
     new, prev = event.holder, event.prev
@@ -86,12 +87,12 @@ class AuditLog(Service):
     name = "audit writer"
     crash_message = "the audit writer died; lease events are no longer recorded"
 
-    def __init__(self, store: Store, settings: Settings, server_id: str, metrics: Metrics) -> None:
+    def __init__(self, gateway: Gateway, key: str, settings: Settings, server_id: str, metrics: Metrics) -> None:
         super().__init__()
-        self.store = store
+        self.gateway = gateway
         self.server_id = server_id
         self.metrics = metrics
-        self.key = f"{settings.key_prefix}:audit"
+        self.key = key
         self.max_len = settings.audit_max_len
         # fakeredis ignores '~' (it never trims approximately): trim exactly there.
         self.approximate = not settings.embedded
@@ -107,7 +108,7 @@ class AuditLog(Service):
 
     # -- recording (synchronous, no I/O) ----------------------------------------------------
 
-    def observe(self, workspace: str, events: list[Event]) -> None:
+    def on_events(self, workspace: str, events: Sequence[Event]) -> None:
         for event in events:
             e = entry(event, workspace, self.server_id)
             if e is not None:
@@ -190,12 +191,7 @@ class AuditLog(Service):
         self.buffer.extendleft(reversed(keep))
 
     async def _write(self, batch: list[dict[str, str]]) -> None:
-        started = time.perf_counter()
-        pipe = self.store.client.pipeline(transaction=False)
-        for e in batch:
-            pipe.xadd(self.key, e, maxlen=self.max_len, approximate=self.approximate)
-        await pipe.execute()
-        self.metrics.redis("audit", time.perf_counter() - started)
+        await self.gateway.append(self.key, batch, self.max_len, self.approximate)
 
     async def drain(self) -> None:
         """Return once everything observed so far is written (or dropped)."""
@@ -205,11 +201,8 @@ class AuditLog(Service):
 
     async def page(self, before: str | None, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` entries older than ``before`` (a stream id; None: the newest), newest first."""
-        top = f"({before}" if before else "+"
-        rows = await self.store.client.xrevrange(self.key, top, "-", count=limit)
-        return [decode(i, f) for i, f in rows]
+        return [decode(i, f) for i, f in await self.gateway.newest(self.key, before, limit)]
 
     async def after(self, last: str, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` entries newer than stream id ``last``, oldest first."""
-        rows = await self.store.client.xrange(self.key, f"({last}", "+", count=limit)
-        return [decode(i, f) for i, f in rows]
+        return [decode(i, f) for i, f in await self.gateway.after(self.key, last, limit)]

@@ -1,5 +1,5 @@
 """Metrics: this process's Prometheus metrics, in a registry the app owns (never the global one,
-so several hubs in one test process do not collide).
+so several servers in one test process do not collide).
 
 Each ``presence serve`` process is a single uvicorn worker with its own registry at its own
 ``/metrics``: Prometheus scrapes every process and its ``instance`` label tells them apart, so no
@@ -8,7 +8,7 @@ multiprocess mode is needed. Cluster totals are sums over instances, e.g.
 Lease events are counted by the process whose Lua script made the change (the lease observers),
 so each change is counted exactly once across the fleet.
 
-Gauges of the process's state (connections, workspaces, leases) are read from the hub at scrape
+Gauges of the process's state (connections, workspaces, leases) are read from the serving parts at scrape
 time: they cannot drift from the truth the way inc/dec bookkeeping can.
 """
 
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,12 +29,10 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .protocol import Error, ServerMessage
-from .replica import Event
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .. import __version__
+from ..core.events import LEASE_KINDS, Event
+from ..engine.workspaces import Counts
+from ..wire.messages import Error, ServerMessage
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,46 +40,38 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-LEASE_KINDS = ("acquired", "released", "taken_over", "expired", "revoked", "idle")
 
 
-def local_counts(hub: Hub) -> tuple[int, int, int]:
-    """(connections, workspaces, leases) of this process: tabs, rooms, and rooms whose lease is
-    held by one of this process's tabs."""
-    connections = leases = 0
-    for room in hub.rooms.values():
-        connections += len(room.tabs)
-        if room.holder_tabs():
-            leases += 1
-    return connections, len(hub.rooms), leases
-
-
-class _HubState(Collector):
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+class _ProcessState(Collector):
+    def __init__(self, server_id: str, counts: Callable[[], Counts], ready: Callable[[], bool]) -> None:
+        self.server_id = server_id
+        self.counts = counts
+        self.ready = ready
 
     def collect(self) -> Iterator[Metric]:
-        connections, workspaces, leases = local_counts(self.hub)
-        yield GaugeMetricFamily("presence_connections", "Open tab connections on this process", connections)
-        yield GaugeMetricFamily("presence_workspaces", "Workspaces with a tab on this process", workspaces)
+        c = self.counts()
+        yield GaugeMetricFamily("presence_connections", "Open tab connections on this process", c.connections)
+        yield GaugeMetricFamily("presence_workspaces", "Workspaces with a tab on this process", c.workspaces)
         yield GaugeMetricFamily(
-            "presence_leases_held", "Workspaces whose lease is held by a tab on this process", leases
+            "presence_leases_held", "Workspaces whose lease is held by a tab on this process", c.leases
         )
-        yield GaugeMetricFamily("presence_ready", "1 when Redis, scripts and pub/sub are up", int(self.hub.ready))
+        yield GaugeMetricFamily("presence_ready", "1 when Redis, scripts and pub/sub are up", int(self.ready()))
         info = GaugeMetricFamily("presence_server", "This process (value 1)", labels=["server", "version"])
-        info.add_metric([self.hub.server_id, __version__], 1)
+        info.add_metric([self.server_id, __version__], 1)
         yield info
 
 
 class Metrics:
-    """Everything this process measures. The hub owns one; core modules call its methods."""
+    """Everything this process measures: a :class:`~presence.telemetry.Telemetry` for the serving
+    parts and a :class:`~presence.core.events.LeaseObserver` of this process's lease changes.
+    Gauges come from ``counts`` and ``ready`` at scrape time."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, server_id: str, counts: Callable[[], Counts], ready: Callable[[], bool]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        r.register(_HubState(hub))
+        r.register(_ProcessState(server_id, counts, ready))
         self.acquire_seconds = Histogram(
             "presence_acquire_seconds", "Acquire/takeover script latency, by operation and result",
             ["op", "result"], buckets=LATENCY_BUCKETS, registry=r,
@@ -117,17 +106,21 @@ class Metrics:
         # Plain copies for the dashboard (see summary): cheap to read, no registry walk.
         self.event_counts: Counter[str] = Counter()
         self.acquire_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        hub.lease.observers.append(self.on_events)
-        hub.store.on_latency = self.redis
 
-    # -- hooks called by the core ---------------------------------------------------------
+    # -- telemetry --------------------------------------------------------------------------
 
     def lease_request(self, op: str, result: str, seconds: float) -> None:
         self.acquire_seconds.labels(op, result).observe(seconds)
         self.acquire_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
-    def redis(self, op: str, seconds: float) -> None:
+    def redis_latency(self, op: str, seconds: float) -> None:
         self.redis_seconds.labels(op).observe(seconds)
+
+    def tick(self, seconds: float) -> None:
+        self.tick_seconds.observe(seconds)
+
+    def renewed(self, seconds: float) -> None:
+        self.renew_seconds.observe(seconds)
 
     def message_in(self, kind: str) -> None:
         self.messages_in.labels(kind).inc()
@@ -140,7 +133,7 @@ class Metrics:
     def closed(self, code: int) -> None:
         self.closes.labels(str(code)).inc()
 
-    def on_events(self, workspace: str, events: list[Event]) -> None:
+    def on_events(self, workspace: str, events: Sequence[Event]) -> None:
         for event in events:
             if event.lease:
                 self.lease_events.labels(event.kind).inc()

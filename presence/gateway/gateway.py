@@ -1,19 +1,21 @@
-"""Store: the Redis connection (real, cluster or embedded fakeredis) and its Lua scripts.
+"""Gateway: the server's one way to Redis (real, Cluster or the embedded fakeredis).
 
-The rest of the package talks to Redis only through :class:`Store`, which runs scripts by SHA,
-reloads them when Redis forgot them (a restart, ``SCRIPT FLUSH``), batches several script calls
-into one round trip, and turns connection failures into :class:`StoreUnavailable`.
+Every command, script call, pipeline and stream read of the server goes through :class:`Gateway`
+(pub/sub too: :mod:`presence.gateway.pubsub` is handed its client), and every failure comes out
+as :class:`~presence.errors.StoreUnavailable`: Redis unreachable, too slow, refusing writes
+(maxmemory, a replica) or answering with an error. Callers map it once: a tab's request answers
+``unavailable``, a join closes 1013, every HTTP surface answers 503.
+
+Scripts run by SHA and are reloaded when Redis forgot them (a restart, ``SCRIPT FLUSH``); many
+script calls can be batched into one round trip (one per node on Cluster).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -22,8 +24,6 @@ from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
     RedisClusterException,
     RedisError,
     TryAgainError,
@@ -32,49 +32,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .errors import StoreUnavailable
-from .settings import Settings
+from ..errors import StoreUnavailable
+from ..settings import Settings
+from ..telemetry import NO_TELEMETRY, Telemetry
+from .scripts import Args, Call, Script, load_scripts
 
-log = logging.getLogger("presence.store")
+log = logging.getLogger("presence.gateway")
 
-Args = Sequence[str | int | float]
-
-# Scripts that run with _lib.lua prepended; renew.lua stands alone.
-_WITH_LIB = (
-    "acquire", "takeover", "release", "join", "leave", "status", "snapshot", "expire", "touch", "request",
-    "handoff",
-)
-_STANDALONE = ("renew", "announce", "census")  # the last two: registry.py, global keys only
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    name: str
-    source: str
-    sha: str
-
-    @classmethod
-    def load(cls, name: str, lib: str = "") -> Script:
-        body = resources.files("presence.gateway.lua").joinpath(f"{name}.lua").read_text()
-        source = f"{lib}\n{body}" if lib else body
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
-
-
-def load_scripts() -> dict[str, Script]:
-    lib = resources.files("presence.gateway.lua").joinpath("_lib.lua").read_text()
-    scripts = {name: Script.load(name, lib) for name in _WITH_LIB}
-    scripts.update({name: Script.load(name) for name in _STANDALONE})
-    return scripts
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One script invocation, for :meth:`Store.batch`."""
-
-    script: Script
-    keys: Sequence[str]
-    args: Args
-
+T = TypeVar("T")
+Entry = tuple[str, dict[str, str]]  # a stream entry: id, fields
 
 POOL_SIZE = 128  # Redis connections per process (per node on Cluster, times four)
 
@@ -88,26 +54,27 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _CLUSTER_TRANSIENT = (ClusterDownError, TryAgainError, RedisClusterException, AttributeError, RuntimeError)
 
 
-class Store:
+class Gateway:
     """Owns the Redis client.
 
-    Lifecycle: construct, ``await start()`` (connects and loads scripts; raises
-    ``StoreUnavailable`` when Redis is unreachable, but the store stays usable and reconnects on
-    the next call), use, ``await close()`` (idempotent).
+    Lifecycle: construct, ``await start()`` (loads the scripts; raises ``StoreUnavailable`` when
+    Redis is unreachable, but the gateway stays usable and reconnects on the next call), use,
+    ``await close()`` (idempotent). ``scripts_loaded`` is true once every script is in Redis'
+    cache (set false again when loading fails).
     """
 
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, client: Any | None = None, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.scripts = load_scripts()
         self.cluster = settings.redis_cluster
         self.publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
         self.scripts_loaded = False
         self.client: Any = client if client is not None else self._connect(settings)
         self._closed = False
+        self._telemetry = telemetry
         self._transient: tuple[type[BaseException], ...] = (
             _TRANSIENT + _CLUSTER_TRANSIENT if self.cluster else _TRANSIENT
         )
-        self.on_latency: Callable[[str, float], None] = lambda op, seconds: None  # set by hub.metrics
+        self._failures: tuple[type[BaseException], ...] = (*self._transient, RedisError)
 
     @staticmethod
     def _connect(settings: Settings) -> Any:
@@ -140,6 +107,21 @@ class Store:
         )
         return aioredis.Redis.from_pool(pool)
 
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, self._transient):
+            return StoreUnavailable(f"Redis unreachable: {exc}")
+        return StoreUnavailable(f"Redis refused: {exc}")  # maxmemory, a read-only replica, a bad reply
+
+    async def _guarded(self, op: str, call: Awaitable[T]) -> T:
+        """Await one Redis call, timed as ``op``, with every failure as ``StoreUnavailable``."""
+        started = time.perf_counter()
+        try:
+            return await call
+        except self._failures as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._telemetry.redis_latency(op, time.perf_counter() - started)
+
     async def start(self) -> None:
         await self.load_scripts()
 
@@ -149,26 +131,21 @@ class Store:
                 sha = await self.client.script_load(script.source)
                 if sha != script.sha:  # pragma: no cover - would mean a hashing mismatch
                     raise RuntimeError(f"script {script.name}: Redis returned sha {sha}, expected {script.sha}")
-        except self._transient as exc:
+        except self._failures as exc:
             self.scripts_loaded = False
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         self.scripts_loaded = True
 
     async def call(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         """Run one script; reload the scripts once if Redis lost them."""
-        started = time.perf_counter()
+        return await self._guarded(script.name, self._evalsha(script, keys, args))
+
+    async def _evalsha(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         try:
-            try:
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await self.load_scripts()
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        except self._transient as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
-        except (OutOfMemoryError, ReadOnlyError) as exc:  # up but refusing writes (maxmemory; a replica)
-            raise StoreUnavailable(f"Redis refuses writes: {exc}") from exc
-        finally:
-            self.on_latency(script.name, time.perf_counter() - started)
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run many script calls in one pipeline: one round trip (per cluster node).
@@ -177,14 +154,14 @@ class Store:
         """
         if not calls:
             return []
-        try:
+        return await self._guarded("pipeline", self._batch(calls))
+
+    async def _batch(self, calls: Sequence[Call]) -> list[Any]:
+        results = await self._pipeline(calls)
+        if any(isinstance(r, NoScriptError) for r in results):
+            await self.load_scripts()
             results = await self._pipeline(calls)
-            if any(isinstance(r, NoScriptError) for r in results):
-                await self.load_scripts()
-                results = await self._pipeline(calls)
-            return results
-        except self._transient as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        return results
 
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -192,24 +169,43 @@ class Store:
             # Not pipe.evalsha(): redis-py's cluster pipeline blocks it, as it cannot know that every
             # call touches one slot; ours do (the {workspace} hash tag), and this routes each by its keys.
             pipe.execute_command("EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
-        started = time.perf_counter()
         results: list[Any] = await pipe.execute(raise_on_error=False)
-        self.on_latency("pipeline", time.perf_counter() - started)
         for r in results:
             if isinstance(r, RedisError) and isinstance(r, self._transient):
                 raise r
         return results
 
+    async def publish(self, channel: str, message: str | bytes) -> None:
+        """Classic PUBLISH (on Cluster it reaches every node's subscribers)."""
+        await self._guarded("publish", self.client.publish(channel, message))
+
+    async def append(self, key: str, entries: Sequence[dict[str, str]], max_len: int, approximate: bool) -> None:
+        """XADD each entry to stream ``key`` in one pipeline, trimming to about ``max_len``."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in entries:
+            pipe.xadd(key, e, maxlen=max_len, approximate=approximate)
+        await self._guarded("audit", pipe.execute())
+
+    async def newest(self, key: str, before: str | None, count: int) -> list[Entry]:
+        """Up to ``count`` stream entries older than id ``before`` (None: the newest), newest first."""
+        top = f"({before}" if before else "+"
+        rows: list[Entry] = await self._guarded("audit", self.client.xrevrange(key, top, "-", count=count))
+        return rows
+
+    async def after(self, key: str, last: str, count: int) -> list[Entry]:
+        """Up to ``count`` stream entries newer than id ``last``, oldest first."""
+        rows: list[Entry] = await self._guarded("audit", self.client.xrange(key, f"({last}", "+", count=count))
+        return rows
+
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
-        except RedisError:
+            await self._guarded("ping", self.client.ping())
+        except StoreUnavailable:
             return False
-        except self._transient:
-            return False
+        return True
 
     async def redis_time_ms(self) -> int:
-        sec, usec = await self.client.time()
+        sec, usec = await self._guarded("time", self.client.time())
         return int(sec) * 1000 + int(usec) // 1000
 
     async def close(self) -> None:

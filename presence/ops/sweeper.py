@@ -1,10 +1,10 @@
 """Sweeper: announces the expiry of leases that nobody on this process watches any more.
 
-A room arms an expiry watch only while it has local tabs. When a holder's last tab closes, the
-lease lives on for the grace period, and with no room left anywhere nobody would announce its end
+A workspace's core arms an expiry watch only while it has local tabs. When a holder's last tab closes, the
+lease lives on for the grace period, and with no local tab left anywhere nobody would announce its end
 until the workspace is next read, so the audit log would miss the expiry (and its hold duration).
-The sweeper remembers workspaces whose room this process dropped (or that a script of this
-process changed while no room was open, e.g. a tab that came and went between two sweeps) and,
+The sweeper remembers workspaces whose last local tab this process lost (or that a script of this
+process changed while it had no tab there, e.g. a tab that came and went between two sweeps) and,
 for at most one lease TTL after that, runs the ``expire`` script when their lease can have run out. Whichever process
 announces the expiry first records it; the others find nothing to announce.
 """
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
-from .errors import StoreUnavailable
-from .replica import Event
-from .tasks import Service
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from ..core.events import Event
+from ..errors import StoreUnavailable
+from ..gateway.leases import LeaseScripts
+from ..gateway.replies import Held
+from ..settings import Settings
+from ..tasks import Service
 
 log = logging.getLogger("presence.sweeper")
 
@@ -34,16 +34,17 @@ class Sweeper(Service):
     name = "expiry sweeper"
     crash_message = "the expiry sweeper died; unwatched expiries are announced late"
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, settings: Settings, leases: LeaseScripts, local: Callable[[], list[str]]) -> None:
         super().__init__()
-        self.hub = hub
-        self.interval = min(0.5, hub.settings.heartbeat_ms / 1000)
-        self.horizon = (hub.settings.lease_ttl_ms + 1000) / 1000
+        self.leases = leases
+        self.local = local  # the workspaces this process has tabs in (and so watches itself)
+        self.interval = min(0.5, settings.heartbeat_ms / 1000)
+        self.horizon = (settings.lease_ttl_ms + 1000) / 1000
         self.seen: set[str] = set()
         self.touched: set[str] = set()  # changed by this process's scripts since the last sweep
         self.watch: dict[str, tuple[float, float]] = {}  # workspace -> (next check, give up at)
 
-    def on_events(self, workspace: str, events: list[Event]) -> None:
+    def on_events(self, workspace: str, events: Sequence[Event]) -> None:
         if len(self.touched) < MAX_WATCHED:
             self.touched.add(workspace)
 
@@ -57,12 +58,12 @@ class Sweeper(Service):
             except Exception:
                 log.exception("expiry sweep failed")
 
-    def note_rooms(self, now: float) -> None:
-        current = set(self.hub.rooms)
+    def note_local(self, now: float) -> None:
+        current = set(self.local())
         for ws in (self.seen | self.touched) - current:
             self.watch[ws] = (now, now + self.horizon)
         for ws in current:
-            self.watch.pop(ws, None)  # its room watches it again
+            self.watch.pop(ws, None)  # its core watches it again
         self.seen = current
         self.touched.clear()
         while len(self.watch) > MAX_WATCHED:
@@ -70,17 +71,17 @@ class Sweeper(Service):
 
     async def sweep(self) -> None:
         now = asyncio.get_running_loop().time()
-        self.note_rooms(now)
+        self.note_local(now)
         due = [ws for ws, (at, _) in self.watch.items() if at <= now]
         for i in range(0, len(due), CONCURRENCY):
             chunk = due[i : i + CONCURRENCY]
-            results = await asyncio.gather(*(self.hub.lease.check_expiry(ws) for ws in chunk))
+            results = await asyncio.gather(*(self.leases.check_expiry(ws) for ws in chunk))
             now = asyncio.get_running_loop().time()
-            for ws, (ttl_ms, _) in zip(chunk, results, strict=True):
+            for ws, out in zip(chunk, results, strict=True):
                 entry = self.watch.get(ws)
                 if entry is None:
-                    continue  # a room came back meanwhile
-                if ttl_ms is None or now >= entry[1]:
+                    continue  # a tab came back meanwhile: its core watches it
+                if not isinstance(out.reply, Held) or now >= entry[1]:
                     del self.watch[ws]  # ended (announced now or before), or someone else renews it
                 else:
-                    self.watch[ws] = (now + ttl_ms / 1000 + 0.02, entry[1])
+                    self.watch[ws] = (now + out.reply.ttl_ms / 1000 + 0.02, entry[1])

@@ -24,7 +24,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -32,15 +32,20 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import audit, logctx
-from .auth import same_secret
-from .errors import StoreUnavailable
-from .metrics import CONTENT_TYPE
-from .overview import describe, overview, snapshots
-from .protocol import Person, valid_workspace
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .. import logctx
+from ..auth import same_secret
+from ..core.events import LeaseEvent
+from ..errors import StoreUnavailable
+from ..gateway.leases import LeaseScripts
+from ..gateway.replies import Relinquished
+from ..ops import audit
+from ..ops.audit import AuditLog
+from ..ops.control import Control
+from ..ops.metrics import CONTENT_TYPE, Metrics
+from ..ops.overview import Overview
+from ..ops.registry import Registry
+from ..settings import Settings
+from ..wire.messages import Person, valid_workspace
 
 log = logging.getLogger("presence.admin")
 
@@ -67,10 +72,21 @@ def _bearer(header: str | None) -> str | None:
 
 
 class Admin:
-    def __init__(self, hub: Hub, files: Path) -> None:
-        self.hub = hub
+    """``stopping`` says whether the server is shutting down (the live feed then ends with 1012)."""
+
+    def __init__(
+        self, settings: Settings, files: Path, metrics: Metrics, leases: LeaseScripts, control: Control,
+        registry: Registry, audit_log: AuditLog, overview: Overview, stopping: Callable[[], bool],
+    ) -> None:
         self.files = files
-        self.token = hub.settings.admin_token
+        self.token = settings.admin_token
+        self.metrics_ = metrics
+        self.leases = leases
+        self.control = control
+        self.registry = registry
+        self.audit_log = audit_log
+        self.overview = overview
+        self.stopping = stopping
 
     def routes(self) -> list[BaseRoute]:
         g = self._guard
@@ -111,7 +127,7 @@ class Admin:
     # -- open endpoints -----------------------------------------------------------------------
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.hub.metrics.exposition(), media_type=CONTENT_TYPE)
+        return Response(self.metrics_.exposition(), media_type=CONTENT_TYPE)
 
     async def dashboard(self, request: Request) -> Response:
         return FileResponse(self.files / "dashboard.html", headers={"Cache-Control": "no-cache"})
@@ -125,14 +141,13 @@ class Admin:
     async def workspaces(self, request: Request) -> Response:
         q = request.query_params.get("q", "")[:200]
         limit = _int(request.query_params.get("limit"), 100, 1, 1000)
-        return _reply(await overview(self.hub, q, limit))
+        return _reply(await self.overview.page(q, limit))
 
     async def workspace(self, request: Request) -> Response:
         ws = self._workspace_id(request)
         if ws is None:
             return _reply({"error": "invalid workspace id"}, 400)
-        (snap,), now = await asyncio.gather(snapshots(self.hub, [ws]), self.hub.store.redis_time_ms())
-        return _reply({"now": now, "workspace": describe(ws, snap, now, detail=True)})
+        return _reply(await self.overview.workspace(ws))
 
     async def release(self, request: Request) -> Response:
         ws = self._workspace_id(request)
@@ -142,15 +157,15 @@ class Admin:
         note, by = str(body.get("reason") or "")[:MAX_NOTE], str(body.get("by") or "")[:100]
         reset = audit.note.set(note)  # the audit observer runs inside the release call below
         try:
-            out = await self.hub.lease.release(ws, None, "revoked", by=Person("admin", by or "operator"))
+            out = await self.leases.release(ws, None, "revoked", by=Person("admin", by or "operator"))
         finally:
             audit.note.reset(reset)
-        if out.status != "released":
+        if not isinstance(out.reply, Relinquished):
             return _reply({"released": False, "error": "nobody holds this workspace"}, 409)
-        prev = next((e.prev for e in out.events if e.prev is not None), None)
-        log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.detail.get("fence"), note or "-")
+        prev = next((e.prev for e in out.events if isinstance(e, LeaseEvent) and e.prev is not None), None)
+        log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.reply.fence, note or "-")
         return _reply({
-            "released": True, "fence": int(out.detail["fence"]),
+            "released": True, "fence": out.reply.fence,
             "holder": None if prev is None else {"user": {"id": prev.user, "name": prev.name}, "tab": prev.tab},
         })
 
@@ -159,15 +174,15 @@ class Admin:
         conn = str(request.path_params["conn"])
         if ws is None:
             return _reply({"error": "invalid workspace id"}, 400)
-        (snap,) = await snapshots(self.hub, [ws])
+        snap = await self.leases.read(ws)
         if conn not in (snap.tabs or {}):
             return _reply({"error": f"no tab {conn!r} in {ws!r}"}, 404)
         note = str((await _body(request)).get("reason") or "")[:MAX_NOTE]
-        await self.hub.ops.control.close_tab(conn, note)
+        await self.control.close_tab(conn, note)
         return _reply({"closing": conn}, 202)
 
     async def servers(self, request: Request) -> Response:
-        census = await self.hub.ops.registry.census()
+        census = await self.registry.census()
         return _reply({"now": census.now, "servers": census.servers})
 
     async def audit(self, request: Request) -> Response:
@@ -175,7 +190,7 @@ class Admin:
         if before is not None and not STREAM_ID.fullmatch(before):
             return _reply({"error": "before must be a stream id like 1700000000000-0"}, 400)
         limit = _int(request.query_params.get("limit"), 50, 1, 500)
-        entries = await self.hub.ops.audit.page(before, limit)
+        entries = await self.audit_log.page(before, limit)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
 
     # -- live feed --------------------------------------------------------------------------
@@ -202,7 +217,7 @@ class Admin:
             await asyncio.wait([reader, pusher], return_when=asyncio.FIRST_COMPLETED)
             reader.cancel()
             pusher.cancel()
-        await _close(websocket, 1012 if self.hub.stopping else 1000, "")
+        await _close(websocket, 1012 if self.stopping() else 1000, "")
 
     async def _live_reader(self, websocket: WebSocket, view: dict[str, Any]) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
@@ -217,20 +232,20 @@ class Admin:
     async def _live_pusher(self, websocket: WebSocket, view: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         last_id, next_state = "", 0.0
-        while not self.hub.stopping:
+        while not self.stopping():
             try:
                 if not last_id:  # the newest entries first, then everything after them
-                    recent = await self.hub.ops.audit.page(None, 50)
+                    recent = await self.audit_log.page(None, 50)
                     last_id = recent[0]["id"] if recent else "0-0"
                     entries = recent[::-1]
                 else:
-                    entries = await self.hub.ops.audit.after(last_id, 200)
+                    entries = await self.audit_log.after(last_id, 200)
                 if entries:
                     last_id = entries[-1]["id"]
                     await _send(websocket, {"type": "audit", "entries": entries})
                 if view["changed"] or loop.time() >= next_state:
                     view["changed"], next_state = False, loop.time() + LIVE_STATE_S
-                    await _send(websocket, {"type": "state", **await overview(self.hub, view["q"], 200)})
+                    await _send(websocket, {"type": "state", **await self.overview.page(view["q"], 200)})
             except StoreUnavailable:
                 await _send(websocket, {"type": "unavailable"})
             except (WebSocketDisconnect, RuntimeError, TimeoutError):
@@ -264,6 +279,3 @@ def _int(raw: str | None, default: int, low: int, high: int) -> int:
     except ValueError:
         return default
 
-
-def routes(hub: Hub, files: Path) -> list[BaseRoute]:
-    return Admin(hub, files).routes()

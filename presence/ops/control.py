@@ -1,7 +1,7 @@
 """Control: operator commands for every server process, over the pub/sub control channel.
 
-Every process's bridge already subscribes to ``<prefix>:control``; the hub hands each message on
-that channel to :meth:`Control.on_message`. A command is acted on by whichever process it concerns
+Every process already subscribes to ``<prefix>:control`` (pub/sub); each message on that
+channel comes to :meth:`Control.on_message`. A command is acted on by whichever process it concerns
 (a tab lives on exactly one process), so the sender need not know where that is. On Redis Cluster
 the channel uses classic ``PUBLISH``, which reaches every node's subscribers.
 """
@@ -9,15 +9,12 @@ the channel uses classic ``PUBLISH``, which reaches every node's subscribers.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import msgspec
 
-from .errors import StoreUnavailable
-
-if TYPE_CHECKING:
-    from .hub import Hub
-    from .tab import Tab
+from ..connections.tab import Tab
+from ..gateway.gateway import Gateway
 
 log = logging.getLogger("presence.control")
 
@@ -38,18 +35,18 @@ _encoder = msgspec.json.Encoder()
 
 
 class Control:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.channel = hub.bridge.control_channel
+    """``find`` looks a tab up among this process's connections."""
+
+    def __init__(self, server_id: str, channel: str, gateway: Gateway, find: Callable[[str], Tab | None]) -> None:
+        self.server_id = server_id
+        self.channel = channel
+        self.gateway = gateway
+        self._find = find
 
     def find(self, conn: str) -> Tab | None:
-        if conn.rpartition("-")[0] != self.hub.server_id:
+        if conn.rpartition("-")[0] != self.server_id:
             return None  # conn ids are '<server>-<n>': not one of ours
-        for room in self.hub.rooms.values():
-            tab = room.tabs.get(conn)
-            if tab is not None:
-                return tab
-        return None
+        return self._find(conn)
 
     def close_local(self, conn: str, reason: str) -> bool:
         tab = self.find(conn)
@@ -61,12 +58,8 @@ class Control:
 
     async def close_tab(self, conn: str, reason: str) -> None:
         """Close tab ``conn`` on whichever process has it. Raises ``StoreUnavailable``."""
-        if self.close_local(conn, reason):
-            return
-        try:
-            await self.hub.store.client.publish(self.channel, _encoder.encode(CloseTab(conn, reason)))
-        except Exception as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        if not self.close_local(conn, reason):
+            await self.gateway.publish(self.channel, _encoder.encode(CloseTab(conn, reason)))
 
     def on_message(self, data: str) -> None:
         try:

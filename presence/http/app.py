@@ -1,4 +1,4 @@
-"""App: the Starlette application (routes and lifespan) around one :class:`Hub`."""
+"""App: the Starlette application (routes and lifespan) around one :class:`~presence.server.Server`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import admin, api, auth, session
-from .hub import Hub
-from .settings import Settings
+from .. import auth
+from ..connections.abort import ExposeAbort
+from ..server import Server
+from ..settings import Settings
+from . import admin, api
 
 log = logging.getLogger("presence.app")
 
@@ -27,11 +29,11 @@ def static_dir() -> Path:
     (Not ``importlib.resources.files``: ``static/`` has no ``__init__.py``, and the str() of the
     ``MultiplexedPath`` it returns for such a namespace package is its repr, not a path.)
     """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "static", here.parent / "static"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "static", package.parent / "static"):
         if (candidate / "presence.js").is_file():
             return candidate
-    return here.parent / "static"
+    return package.parent / "static"
 
 
 class CachedStatic(StaticFiles):
@@ -43,8 +45,8 @@ class CachedStatic(StaticFiles):
         return response
 
 
-def create_app(settings: Settings, hub: Hub | None = None) -> Starlette:
-    hub = hub or Hub(settings)
+def create_app(settings: Settings, server: Server | None = None) -> Starlette:
+    server = server or Server(settings)
     files = static_dir()
 
     @contextlib.asynccontextmanager
@@ -59,23 +61,19 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Starlette:
                 "embedded store: no PRESENCE_REDIS_URL set; running on in-process fakeredis, "
                 "one process only, nothing survives a restart"
             )
-        await hub.start()
-        log.info("presence server %s started (scope %s)", hub.server_id, settings.lease_scope)
+        await server.start()
+        log.info("presence server %s started (scope %s)", server.server_id, settings.lease_scope)
         try:
             yield
         finally:
-            await hub.stop()
+            await server.stop()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        redis_ok = await hub.store.ping()
-        body = {
-            "redis": redis_ok, "scripts": hub.store.scripts_loaded, "pubsub": hub.bridge.connected,
-            "server": hub.server_id, "stopping": hub.stopping,
-        }
-        ok = redis_ok and hub.ready and not hub.stopping
+        body = await server.readiness()
+        ok = body.pop("ok")
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def demo(request: Request) -> Response:
@@ -93,16 +91,16 @@ def create_app(settings: Settings, hub: Hub | None = None) -> Starlette:
         return JSONResponse({"token": auth.mint(settings.signing_key, user, name, ttl_s=3600)})
 
     routes = [
-        WebSocketRoute("/ws", session.serve),
+        WebSocketRoute("/ws", server.endpoint.serve),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/demo", demo),
         Route("/demo/token", demo_token),
-        *api.routes,  # /api/v1: fences for app backends
+        *api.routes(settings, server.leases),  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
-        *admin.routes(hub, files),  # /admin/api, /dashboard, /metrics
+        *admin.Admin(
+            settings, files, server.metrics, server.leases, server.control, server.registry, server.audit,
+            server.overview, lambda: server.stopping,
+        ).routes(),  # /admin/api, /dashboard, /metrics
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(session.ExposeAbort)])
-    app.state.hub = hub
-    app.state.settings = settings
-    return app
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeAbort)])

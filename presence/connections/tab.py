@@ -26,9 +26,10 @@ from typing import Protocol
 
 import msgspec
 
-from . import protocol
-from .errors import Overloaded
-from .protocol import Acquired, Person, Ping, ServerMessage
+from ..errors import Overloaded
+from ..telemetry import NO_TELEMETRY, Telemetry
+from ..wire import messages
+from ..wire.messages import Acquired, Person, Ping, ServerMessage
 
 log = logging.getLogger("presence.tab")
 
@@ -54,7 +55,7 @@ class _Timed:
 
     def encode(self, now: float) -> str:
         ttl_ms = max(0, int((self.deadline - now) * 1000))
-        return protocol.encode(msgspec.structs.replace(self.message, ttl_ms=ttl_ms))
+        return messages.encode(msgspec.structs.replace(self.message, ttl_ms=ttl_ms))
 
 
 class _Close:
@@ -71,23 +72,22 @@ class Tab:
     - ``conn``: process-unique connection id (``<server>-<n>``), fixed; also the tab's member
       name in the workspace's Redis presence set.
     - ``user``, ``workspace``, ``tab_id``, ``may_take_over``: from the hello and its token, fixed.
-    - ``active``, ``meta``: presence info, changed by ``status`` messages.
-    - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``. Set
-      when the holder changes to this tab's user/tab or a request is granted; cleared when the
-      tab is told ``released`` (including ``lost`` at the local deadline).
-    - ``queue_position``: 1-based place in the workspace's wait queue, 0 when not waiting.
-    - ``ping_n`` / ``pong_n``: the last ping sent and the last one answered; a tab is renewed by
-      the heartbeat only while ``pong_n == ping_n`` (it answered the latest ping).
+    - ``active``, ``meta``: presence info, changed by ``status`` messages (the session's).
+    - ``ping_n`` / ``pong_n``: the last ping sent (:meth:`ping`) and the last one answered
+      (:meth:`pong`); a tab is renewed by the heartbeat only while it answered the latest ping.
     - ``last_seen``: monotonic time of the hello or the last pong; too old means dead (4408).
-    - ``welcomed``: false until ``welcome`` is queued; rooms send nothing to the tab before that.
     - ``closing``: set once a close was requested; the tab sends nothing after that. The peer
       then has ``close_timeout`` seconds before ``abort`` (if given) drops the connection.
+
+    Its lease state (fence, queue position) is not here: the workspace core owns it
+    (:class:`~presence.core.workspace.Member`).
     """
 
     def __init__(
         self, socket: Socket, conn: str, user: Person, workspace: str, tab_id: str,
         may_take_over: bool = True, queue_size: int = 256,
         abort: Callable[[], bool] | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.socket = socket
         self.conn = conn
@@ -97,12 +97,9 @@ class Tab:
         self.may_take_over = may_take_over
         self.active = True
         self.meta: dict[str, object] | None = None
-        self.fence: int | None = None
-        self.queue_position = 0
         self.ping_n = 0
         self.pong_n = 0
         self.last_seen = time.monotonic()
-        self.welcomed = False
         self.closing: _Close | None = None
         self.close_sent = False
         self._queue: deque[str | _Timed] = deque()
@@ -113,7 +110,7 @@ class Tab:
         self._abort = abort
         self._close_timeout = close_timeout
         self._watchdog: asyncio.TimerHandle | None = None
-        self.on_send: Callable[[ServerMessage], None] = lambda message: None  # metrics hook
+        self._telemetry = telemetry
 
     def __repr__(self) -> str:
         return f"<Tab {self.conn} {self.user.id}@{self.workspace}>"
@@ -140,9 +137,14 @@ class Tab:
             deadline = asyncio.get_running_loop().time() + message.ttl_ms / 1000
             self._queue.append(_Timed(message, deadline))
         else:
-            self._queue.append(protocol.encode(message))
+            self._queue.append(messages.encode(message))
         self._wakeup.set()
-        self.on_send(message)
+        self._telemetry.message_out(message)
+
+    def ping(self, ttl_ms: int | None) -> None:
+        """Send the next ping (``ttl_ms``: the lease time left, when this tab holds the lease)."""
+        self.ping_n += 1
+        self.send(Ping(n=self.ping_n, ttl_ms=ttl_ms))
 
     def pong(self, n: int) -> None:
         if 0 < n <= self.ping_n:

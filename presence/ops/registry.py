@@ -17,23 +17,37 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from . import __version__
-from .errors import StoreUnavailable
-from .metrics import LATENCY_BUCKETS, local_counts
-from .tasks import Service
-
-if TYPE_CHECKING:
-    from .audit import AuditLog
-    from .hub import Hub
+from .. import __version__
+from ..engine.workspaces import Counts
+from ..errors import StoreUnavailable
+from ..gateway.gateway import Gateway
+from ..gateway.keys import RegistryKeys
+from ..settings import Settings
+from ..tasks import Service
+from .metrics import LATENCY_BUCKETS
 
 log = logging.getLogger("presence.registry")
 
 _json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Vitals:
+    """What a process announces of itself besides its settings, read at each announcement."""
+
+    counts: Counts
+    workspaces: list[str]  # ids of the workspaces it has tabs in
+    ready: bool
+    stopping: bool
+    audit_buffered: int
+    audit_dropped: int
+    summary: dict[str, object]  # cumulative counters for the dashboard's plots
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,43 +64,44 @@ class Registry(Service):
     name = "registry"
     crash_message = "the registry loop died; this server will vanish from the dashboard"
 
-    def __init__(self, hub: Hub, audit: AuditLog) -> None:
+    def __init__(
+        self, settings: Settings, server_id: str, gateway: Gateway, keys: RegistryKeys, vitals: Callable[[], Vitals]
+    ) -> None:
         super().__init__()
-        self.hub = hub
-        self.audit = audit
-        s = hub.settings
-        tag = f"{s.key_prefix}:{{#registry}}"
-        self.keys = [f"{tag}:servers", f"{tag}:server_info", f"{tag}:workspaces"]
+        self.settings = settings
+        self.server_id = server_id
+        self.gateway = gateway
+        self.keys = keys.all
+        self.vitals = vitals
+        s = settings
         self.interval = min(1.0, s.heartbeat_ms / 1000)
         self.ttl_ms = 3 * s.heartbeat_ms
         self.started_ms = int(time.time() * 1000)
         self.announced = 0  # completed announcements; tests and readiness checks wait on it
         self._announced = asyncio.Event()
 
-    def info(self) -> dict[str, Any]:
-        hub = self.hub
-        s = hub.settings
-        connections, workspaces, leases = local_counts(hub)
+    def info(self, v: Vitals) -> dict[str, Any]:
+        s = self.settings
         return {
-            "id": hub.server_id, "pid": os.getpid(), "host": s.host, "port": s.port, "version": __version__,
-            "started_ms": self.started_ms, "connections": connections, "workspaces": workspaces,
-            "leases": leases, "ready": hub.ready, "stopping": hub.stopping, "scope": s.lease_scope,
-            "heartbeat_ms": s.heartbeat_ms, "lease_ttl_ms": s.lease_ttl_ms, "audit_buffered": len(self.audit.buffer),
-            "audit_dropped": self.audit.dropped, "latency_bounds": LATENCY_BUCKETS,
-            **hub.metrics.summary(),
+            "id": self.server_id, "pid": os.getpid(), "host": s.host, "port": s.port, "version": __version__,
+            "started_ms": self.started_ms, "connections": v.counts.connections, "workspaces": v.counts.workspaces,
+            "leases": v.counts.leases, "ready": v.ready, "stopping": v.stopping, "scope": s.lease_scope,
+            "heartbeat_ms": s.heartbeat_ms, "lease_ttl_ms": s.lease_ttl_ms, "audit_buffered": v.audit_buffered,
+            "audit_dropped": v.audit_dropped, "latency_bounds": LATENCY_BUCKETS, **v.summary,
         }
 
     async def announce(self, withdraw: bool = False) -> None:
-        hub = self.hub
-        info = "" if withdraw else _json.encode(self.info()).decode()
-        workspaces = [] if withdraw else list(hub.rooms)
-        await hub.store.call(
-            hub.store.scripts["announce"], self.keys, [hub.server_id, info, self.ttl_ms, *workspaces]
-        )
+        if withdraw:
+            info, workspaces = "", []
+        else:
+            v = self.vitals()
+            info, workspaces = _json.encode(self.info(v)).decode(), v.workspaces
+        script = self.gateway.scripts["announce"]
+        await self.gateway.call(script, self.keys, [self.server_id, info, self.ttl_ms, *workspaces])
 
     async def census(self, with_workspaces: bool = False) -> Census:
-        store = self.hub.store
-        now, flat, workspaces = await store.call(store.scripts["census"], self.keys, ["1" if with_workspaces else ""])
+        script = self.gateway.scripts["census"]
+        now, flat, workspaces = await self.gateway.call(script, self.keys, ["1" if with_workspaces else ""])
         now = int(now)
         servers = []
         for i in range(0, len(flat), 3):

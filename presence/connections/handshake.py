@@ -1,0 +1,93 @@
+"""Handshake: from an accepted WebSocket to a tab in its workspace.
+
+``hello`` within ``hello_timeout_ms`` (4408), decodable (4400), valid ids (4400), a valid token
+(4401), the workspace allowed by it (4403), admitted (4429; 1012 while stopping), joined (1013
+when Redis is unavailable). A handshake that fails after admission undoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from .. import auth, logctx
+from ..engine.workspaces import Workspaces
+from ..errors import BadToken, ProtocolViolation, TimedOut
+from ..settings import Settings
+from ..telemetry import Telemetry
+from ..wire.messages import Hello, decode_client, valid_tab, valid_workspace
+from .abort import ABORT_SCOPE_KEY
+from .admission import Admission
+from .tab import Tab
+
+log = logging.getLogger("presence.session")
+
+
+def payload(message: Any) -> str | bytes:
+    """The frame of an ASGI ``websocket.receive`` message."""
+    text = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
+
+
+async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await websocket.close(code, reason[:120])
+    except Exception:  # the peer may be gone already
+        log.debug("close failed", exc_info=True)
+
+
+class Handshake:
+    def __init__(
+        self, settings: Settings, admission: Admission, workspaces: Workspaces, telemetry: Telemetry,
+        next_conn: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.admission = admission
+        self.workspaces = workspaces
+        self.telemetry = telemetry
+        self.next_conn = next_conn
+
+    async def run(self, websocket: WebSocket) -> Tab | None:
+        """The joined tab, or None when the client left first. Raises ``CloseError``."""
+        settings = self.settings
+        try:
+            message = await asyncio.wait_for(websocket.receive(), settings.hello_timeout_ms / 1000)
+        except TimeoutError:
+            raise TimedOut(f"no hello within {settings.hello_timeout_ms} ms") from None
+        if message["type"] == "websocket.disconnect":
+            return None
+        try:
+            hello = decode_client(payload(message))
+        except msgspec.MsgspecError as exc:
+            raise ProtocolViolation(str(exc)) from None
+        if not isinstance(hello, Hello):
+            raise ProtocolViolation("the first message must be hello")
+        if not valid_workspace(hello.workspace):
+            raise ProtocolViolation("invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -")
+        if not valid_tab(hello.tab):
+            raise ProtocolViolation("invalid tab id: 1-128 characters of A-Z a-z 0-9 . _ ~ : @ -")
+        if not hello.token:
+            raise BadToken("missing token")
+        identity = auth.verify(hello.token, settings.signing_key)
+        identity.check_workspace(hello.workspace)
+        self.admission.admit(identity.user)
+        tab = Tab(
+            websocket, self.next_conn(), identity.user, hello.workspace, hello.tab,
+            may_take_over=identity.may_take_over, queue_size=settings.send_queue_size,
+            abort=websocket.scope.get(ABORT_SCOPE_KEY), telemetry=self.telemetry,
+        )
+        logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
+        tab.start()
+        try:
+            await self.workspaces.join(tab)
+        except BaseException:
+            self.admission.dismiss(identity.user)
+            await tab.stop()
+            raise
+        log.info("%r joined (client %r)", tab, (hello.client or "?")[:80])  # the client's words: quoted, bounded
+        return tab

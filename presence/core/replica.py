@@ -1,0 +1,101 @@
+"""Replica: this process's copy of one workspace's Redis state, kept current by sequenced events.
+
+A replica applies events strictly in order; a jump in the sequence is a gap, and the owner
+re-reads the workspace (:class:`~presence.core.records.Snapshot`) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from ..wire.messages import HolderView, Person, RequestView, StateView, Viewer
+from . import rules
+from .events import Event, LeaseEvent, StatusChanged, TabJoined, TabLeft
+from .records import HolderRecord, RequestRecord, Snapshot, TabInfo, decode_info
+
+
+def _ordered(queue: dict[str, int] | None) -> list[str]:
+    return sorted(queue or {}, key=lambda conn: (queue or {})[conn])
+
+
+class Applied(enum.Enum):
+    APPLIED = "applied"
+    STALE = "stale"  # already seen (the same event by reply and by pub/sub)
+    GAP = "gap"  # an event is missing: re-read the workspace
+
+
+class Replica:
+    """Holder, tabs, queue and request of one workspace at sequence number ``seq`` (0: never read)."""
+
+    def __init__(self, workspace: str) -> None:
+        self.workspace = workspace
+        self.seq = 0
+        self.holder: HolderRecord | None = None
+        self.tabs: dict[str, TabInfo] = {}
+        self.queue: list[str] = []  # conns, first in line first
+        self.request: RequestRecord | None = None
+
+    def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
+        """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
+        if snapshot.seq < self.seq or (snapshot.seq == self.seq and not force):
+            return False
+        self.seq = snapshot.seq
+        self.holder = snapshot.holder
+        self.tabs = {c: i for c, raw in (snapshot.tabs or {}).items() if (i := decode_info(raw)) is not None}
+        self.queue = _ordered(snapshot.queue)
+        self.request = snapshot.request
+        return True
+
+    def apply(self, event: Event) -> Applied:
+        if event.seq <= self.seq:
+            return Applied.STALE
+        if self.seq == 0 or event.seq != self.seq + 1:
+            return Applied.GAP
+        self.seq = event.seq
+        if isinstance(event, TabLeft):
+            for conn in event.rm:
+                self.tabs.pop(conn, None)
+        if isinstance(event, TabJoined | StatusChanged):
+            for conn, raw in event.add.items():
+                if (info := decode_info(raw)) is not None:
+                    self.tabs[conn] = info
+        if isinstance(event, LeaseEvent):
+            self.holder = event.holder
+        if event.queue is not msgspec.UNSET:
+            self.queue = _ordered(event.queue)
+        if event.request is not msgspec.UNSET:
+            self.request = event.request
+        return Applied.APPLIED
+
+    def tabs_of(self, user: str) -> int:
+        return rules.tabs_of(self.tabs.values(), user)
+
+    def holder_view(self, holder: HolderRecord | None = None, with_fence: bool = True) -> HolderView | None:
+        """The view of ``holder`` (default: the current one) with its tabs counted here."""
+        h = self.holder if holder is None else holder
+        return None if h is None else rules.holder_view(h, self.tabs.values(), with_fence)
+
+    def viewers(self) -> list[Viewer]:
+        return rules.viewers(self.tabs.values())
+
+    def waiting(self) -> list[Person]:
+        """Users in the wait queue, first in line first (a user once, at their best place)."""
+        seen: dict[str, Person] = {}
+        for conn in self.queue:
+            info = self.tabs.get(conn)
+            if info is not None and info.user not in seen:
+                seen[info.user] = Person(info.user, info.name)
+        return list(seen.values())
+
+    def request_view(self) -> RequestView | None:
+        r = self.request
+        if r is None:
+            return None
+        return RequestView(by=r.person, message=r.message, deadline_at=r.deadline)
+
+    def view(self) -> StateView:
+        return StateView(
+            self.workspace, self.seq, self.holder_view(), self.viewers(), self.waiting(), self.request_view()
+        )

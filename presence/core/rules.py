@@ -1,0 +1,52 @@
+"""Rules: the domain rules every part of the server shares, each written once.
+
+- *Scope matching*: which tabs a lease belongs to. In scope ``user`` all of the holder's tabs
+  hold it; in scope ``tab`` only the tab (by tab id) that acquired it. The Lua scripts keep their
+  own copy (``matches`` in ``_lib.lua``); a test checks that both agree.
+- *Counting tabs*: by tab id, not by connection: a tab that reconnected while its old
+  connection's presence entry has not expired yet (its server died) is one tab.
+- *The holder's view*: what tabs, the app API and the dashboard are told of a holder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..settings import Scope
+from ..wire.messages import HolderView, Person, Viewer
+from .records import HolderRecord, TabInfo
+
+
+def holds(holder: HolderRecord, user: str, tab: str, scope: Scope) -> bool:
+    """Does the lease of ``holder`` belong to tab ``tab`` of ``user``?"""
+    return holder.user == user and (scope == "user" or holder.tab == tab)
+
+
+def tabs_of(infos: Iterable[TabInfo], user: str) -> int:
+    """How many tabs ``user`` has among ``infos``, counted by tab id."""
+    return len({t.tab for t in infos if t.user == user})
+
+
+def viewers(infos: Iterable[TabInfo]) -> list[Viewer]:
+    """One entry per user, tabs counted by tab id, sorted by name."""
+    tab_ids: dict[str, set[str]] = {}
+    by_user: dict[str, Viewer] = {}
+    for info in infos:
+        tab_ids.setdefault(info.user, set()).add(info.tab)
+        v = by_user.get(info.user)
+        if v is None:
+            by_user[info.user] = Viewer(Person(info.user, info.name), 0, info.active)
+        else:
+            v.active = v.active or info.active
+    for user, v in by_user.items():
+        v.tabs = len(tab_ids[user])
+    return sorted(by_user.values(), key=lambda v: (v.user.name, v.user.id))
+
+
+def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool = True) -> HolderView:
+    """The holder as tabs see it (``state``, ``busy``, ``asked``) and the HTTP surfaces show it.
+    Other users are told no fence (``busy``): a fence is only ever the holder's to send."""
+    return HolderView(
+        user=holder.person, since_ms=holder.since, tabs=tabs_of(infos, holder.user),
+        fence=holder.fence if with_fence else None,
+    )

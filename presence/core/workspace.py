@@ -1,0 +1,400 @@
+"""Workspace: the sans-I/O core of one workspace on this process.
+
+It holds the workspace's :class:`~presence.core.replica.Replica` and a :class:`Member` for each
+local tab, and turns every change into :mod:`effects <presence.core.effects>`: messages for
+tabs, timers to arm, re-reads wanted. It never awaits, never touches a socket or Redis and reads
+no clock: the shell passes ``now`` (event-loop time) in. It is the only writer of each tab's
+lease state (``Member.fence``, ``Member.queue_position``).
+
+What a change tells whom: every welcomed tab gets a fresh ``state``; tabs of the new holder get
+``acquired``; tabs of the old one ``released`` with the reason; waiters their ``queued``
+position; the holder hears of handoff requests and requesters of their end. The tab whose own
+request made the change (its ``origin``) is answered by that request instead.
+
+Timers (:class:`~presence.core.effects.Timer`):
+
+- the *expiry watch*, armed at the lease's PTTL, after which the shell checks Redis and
+  announces a lease that expired silently (no keyspace notifications needed);
+- the *local deadline* (time the last confirming command was sent + TTL - margin): when it
+  passes without a newer confirmation, the holder's local tabs are told ``released{lost}``;
+- the *request deadline* of a local requester's handoff request, and the *idle timer* of a
+  holder whose tabs all report inactive (``PRESENCE_IDLE_RELEASE_MS``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..settings import Settings
+from ..wire.messages import (
+    Acquired,
+    Declined,
+    Person,
+    Queued,
+    Released,
+    Requested,
+    RequestId,
+    ServerMessage,
+    State,
+    Welcome,
+)
+from . import rules
+from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
+from .events import Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
+from .records import HolderRecord, Snapshot
+from .replica import Applied, Replica
+
+log = logging.getLogger("presence.workspace")
+
+EXPIRY_SLACK_S = 0.02  # look a little after the PTTL, so the key is surely gone
+REQUEST_SLACK_S = 0.05  # likewise after a request's deadline (Redis time decides)
+
+
+@dataclass(slots=True)
+class Member:
+    """One local tab as the core sees it. Identity is fixed; the lease state is the core's:
+
+    - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``.
+    - ``queue_position``: 1-based place in the wait queue, 0 when not waiting.
+    - ``welcomed``: false until ``welcome`` is sent; nothing else is sent to the tab before.
+    """
+
+    conn: str
+    user: Person
+    tab: str
+    fence: int | None = None
+    queue_position: int = 0
+    welcomed: bool = False
+
+
+class Workspace:
+    """Lifecycle: created with the first local tab of a workspace (``replica.seq`` is 0 until the
+    first snapshot fills it), closed when its last local tab leaves. Every public method that can
+    change anything returns the effects to carry out, in order."""
+
+    def __init__(self, workspace: str, settings: Settings) -> None:
+        self.workspace = workspace
+        self.settings = settings
+        self.members: dict[str, Member] = {}
+        self.replica = Replica(workspace)
+        self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
+        self.deadline: float | None = None  # loop time; local lease deadline for ``deadline_fence``
+        self.deadline_fence: int | None = None
+        self.deadline_exact = False  # see confirm()
+        self.closed = False
+        self._armed: set[Timer] = set()
+        self._request_conn = ""  # whose deadline the REQUEST timer watches
+        self._idle_fence = 0  # which lease the IDLE timer watches
+        self._out: list[Effect] = []
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.workspace} tabs={len(self.members)} seq={self.replica.seq}>"
+
+    def _drain(self) -> list[Effect]:
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, conns: Sequence[str], message: ServerMessage) -> None:
+        if conns:
+            self._out.append(Send(tuple(conns), message))
+
+    def _arm(self, timer: Timer, at: float) -> None:
+        self._armed.add(timer)
+        self._out.append(Arm(timer, at))
+
+    def _disarm(self, timer: Timer) -> None:
+        if timer in self._armed:
+            self._armed.discard(timer)
+            self._out.append(Disarm(timer))
+
+    # -- members ----------------------------------------------------------------------------
+
+    def add(self, member: Member) -> None:
+        self.members[member.conn] = member
+
+    def remove(self, conn: str) -> None:
+        self.members.pop(conn, None)
+
+    def holds(self, member: Member, holder: HolderRecord | None = None) -> bool:
+        h = self.replica.holder if holder is None else holder
+        return h is not None and rules.holds(h, member.user.id, member.tab, self.settings.lease_scope)
+
+    def holder_members(self) -> list[Member]:
+        """Local tabs that hold the lease (and know it)."""
+        return [m for m in self.members.values() if m.fence is not None and self.holds(m)]
+
+    def renewal(self, conn: str) -> int | None:
+        """The fence the heartbeat should renew for this tab, if it holds the current lease."""
+        h, m = self.replica.holder, self.members.get(conn)
+        if h is None or m is None or m.fence != h.fence or not self.holds(m, h):
+            return None
+        return h.fence
+
+    # -- applying changes -------------------------------------------------------------------
+
+    def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
+        """Apply events in order: from a script's reply (``sent_at``: when this process sent the
+        script) or from pub/sub (``sent_at`` None)."""
+        for event in events:
+            before = self.replica.holder
+            result = self.replica.apply(event)
+            if result is Applied.GAP:
+                self.stale = True
+                self._out.append(Resync())
+                break
+            if result is Applied.APPLIED:
+                ttl = event.ttl_ms if isinstance(event, LeaseEvent | TabLeft) else None
+                if ttl is not None and self.replica.holder is not None:
+                    self._arm_expiry(ttl, now)  # a new lease, or grace shortened it
+                self._changed(before, event, now, ttl or self.settings.lease_ttl_ms, sent_at)
+        return self._drain()
+
+    def reset(self, snapshot: Snapshot, sent_at: float, now: float) -> list[Effect]:
+        """Adopt a full re-read of the workspace (if newer, or forced by ``stale``) and push it."""
+        before = self.replica.holder
+        if self.replica.reset(snapshot, force=self.stale):
+            self.stale = False
+            if snapshot.holder is not None and snapshot.ttl_ms >= 0:
+                self._arm_expiry(snapshot.ttl_ms, now)
+            self._changed(before, None, now, max(0, snapshot.ttl_ms), sent_at)
+        return self._drain()
+
+    def catch_up(self, snapshot: Snapshot, events: Sequence[Event], sent_at: float, now: float) -> list[Effect]:
+        """A script's events and the snapshot it read after them (join): the events if this
+        replica can follow them, else (never read, or still behind) the snapshot."""
+        if self.replica.seq == 0:
+            return self.reset(snapshot, sent_at, now)
+        effects = self.apply(events, now, sent_at)
+        if self.replica.seq < snapshot.seq:
+            self.stale = True
+            effects += self.reset(snapshot, sent_at, now)
+        return effects
+
+    def _changed(
+        self, before: HolderRecord | None, event: Event | None, now: float, ttl_ms: int, sent_at: float | None
+    ) -> None:
+        """``ttl_ms``: the new holder's TTL as of ``sent_at`` (or now, from pub/sub)."""
+        after = self.replica.holder
+        origin = event.origin if event is not None else ""
+        if after is None:
+            self._disarm(Timer.EXPIRY)
+        new_holder = after is not None and (before is None or before.fence != after.fence)
+        if after is not None and new_holder and any(self.holds(m, after) for m in self.members.values()):
+            # A holder we learnt of from a script's reply or a re-read: its TTL started (or its
+            # PTTL was measured) after this process sent that script. From pub/sub: about now, a
+            # provisional deadline that the next exact confirmation replaces.
+            if sent_at is None:
+                self.confirm(after.fence, now, now, ttl_ms, exact=False)
+            else:
+                self.confirm(after.fence, sent_at, now, ttl_ms)
+        positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
+        welcomed: list[str] = []
+        for m in self.members.values():
+            if not m.welcomed:
+                continue  # its welcome will carry the state
+            welcomed.append(m.conn)
+            self._tell_lease(m, after, event, origin, now)
+            position = positions.get(m.conn, 0)
+            if position != m.queue_position:
+                m.queue_position = position
+                if position and m.conn != origin:
+                    self._send((m.conn,), Queued(position=position))
+        self._send(welcomed, self.state_message(event))
+        if after is None or not any(self.holds(m, after) for m in self.members.values()):
+            self._cancel_deadline()
+        if event is not None:
+            self._tell_request(event, now)
+        self._watch_idle(now)
+
+    def _tell_lease(self, m: Member, after: HolderRecord | None, event: Event | None, origin: str, now: float) -> None:
+        if after is not None and self.holds(m, after):
+            if m.fence != after.fence:
+                m.fence = after.fence
+                if m.conn != origin:
+                    self._send((m.conn,), Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms(now)))
+        elif m.fence is not None:
+            m.fence = None
+            if m.conn != origin:
+                reason, by = self._loss_reason(event, after)
+                self._send((m.conn,), Released(reason=reason, by=by))
+
+    def _tell_request(self, event: Event, now: float) -> None:
+        request = self.replica.request
+        if isinstance(event, HandoffRequested) and request is not None:
+            wait_ms = event.wait_ms or self.settings.handoff_timeout_ms
+            holders = [m.conn for m in self.holder_members()]
+            self._send(holders, Requested(by=request.person, deadline_ms=wait_ms, message=request.message))
+            if request.conn in self.members:
+                self._request_conn = request.conn
+                self._arm(Timer.REQUEST, now + wait_ms / 1000 + REQUEST_SLACK_S)
+        if isinstance(event, RequestEnded) and event.target in self.members and event.target != event.origin:
+            self._send((event.target,), Declined(reason=event.reason or "declined", by=event.by))
+        if request is None or request.conn not in self.members:
+            self._disarm(Timer.REQUEST)
+
+    @staticmethod
+    def _loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
+        if isinstance(event, LeaseEvent) and event.reason:
+            by = event.by or (event.user if event.reason == "taken_over" else None)
+            return event.reason, by
+        if after is not None:
+            return "taken_over", after.person
+        return "expired", None
+
+    def state_message(self, event: Event | None = None) -> State:
+        r = self.replica
+        return State(
+            workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
+            queue=r.waiting(), request=r.request_view(), change=None if event is None else change_of(event),
+        )
+
+    # -- a tab's own requests ---------------------------------------------------------------
+
+    def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
+        """The tab's join script ran and the replica caught up: send ``welcome`` (and
+        ``acquired{rejoined}`` when its user still holds the lease)."""
+        m = self.members[conn]
+        holder = self.replica.holder
+        if holder is not None and self.holds(m, holder):
+            m.fence = holder.fence
+            if rejoined:
+                self.confirm(holder.fence, sent_at, now)
+        m.welcomed = True
+        s = self.settings
+        self._send((conn,), Welcome(
+            conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=s.heartbeat_ms,
+            lease_ttl_ms=s.lease_ttl_ms, scope=s.lease_scope, state=self.replica.view(),
+        ))
+        if m.fence is not None:
+            self._send((conn,), Acquired(fence=m.fence, ttl_ms=self.ttl_left_ms(now), rejoined=True))
+        return self._drain()
+
+    def granted(
+        self, conn: str, fence: int, ttl_ms: int, sent_at: float, now: float, request_id: RequestId,
+        rejoined: bool,
+    ) -> tuple[Acquired, list[Effect]]:
+        """The tab's request got (or kept) the lease: its reply and the effects."""
+        m = self.members[conn]
+        m.fence = fence
+        m.queue_position = 0
+        self.confirm(fence, sent_at, now, ttl_ms)
+        reply = Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now), id=request_id, rejoined=rejoined)
+        return reply, self._drain()
+
+    def queued(self, conn: str, position: int) -> None:
+        self.members[conn].queue_position = position
+
+    def let_go(self, conn: str, left_queue: bool) -> None:
+        """The tab no longer holds the lease (and with ``left_queue`` no longer waits for it)."""
+        m = self.members[conn]
+        m.fence = None
+        if left_queue:
+            m.queue_position = 0
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def fire(self, timer: Timer, now: float) -> list[Effect]:
+        """The shell's timer ``timer`` went off."""
+        if timer not in self._armed:
+            return []
+        self._armed.discard(timer)
+        if timer is Timer.DEADLINE:
+            self._deadline_passed()
+        elif timer is Timer.EXPIRY:
+            if self.replica.holder is not None:
+                self._out.append(CheckExpiry())
+        elif timer is Timer.REQUEST:
+            self._out.append(RequestDue(self._request_conn))
+        else:
+            self._out.append(IdleDue(self._idle_fence))
+        return self._drain()
+
+    def retry_request(self, conn: str, left_ms: int, now: float) -> list[Effect]:
+        """The request deadline has not passed in Redis time yet: look again then."""
+        self._request_conn = conn
+        self._arm(Timer.REQUEST, now + left_ms / 1000 + REQUEST_SLACK_S)
+        return self._drain()
+
+    def watch_expiry(self, ttl_ms: int, now: float) -> list[Effect]:
+        """The lease is still alive with ``ttl_ms`` to go (or a check failed): look again then."""
+        self._arm_expiry(ttl_ms, now)
+        return self._drain()
+
+    def _watch_idle(self, now: float) -> None:
+        h = self.replica.holder
+        idle_ms = self.settings.idle_release_ms
+        if idle_ms <= 0 or h is None or not self.holder_members():
+            self._disarm(Timer.IDLE)
+            return
+        scope = self.settings.lease_scope
+        holder_tabs = [t for t in self.replica.tabs.values() if rules.holds(h, t.user, t.tab, scope)]
+        if holder_tabs and not any(t.active for t in holder_tabs):
+            if Timer.IDLE not in self._armed:
+                self._idle_fence = h.fence
+                self._arm(Timer.IDLE, now + idle_ms / 1000)
+        else:
+            self._disarm(Timer.IDLE)
+
+    # -- local deadline ---------------------------------------------------------------------
+
+    def confirm(self, fence: int, sent_at: float, now: float, ttl_ms: int | None = None, exact: bool = True) -> None:
+        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``.
+
+        Exact confirmations only ever move the deadline later (Redis cannot expire the lease
+        before the latest of them + TTL). A provisional one (``exact=False``: heard by pub/sub,
+        timed at receipt) never overrides an exact one, and the first exact one replaces it, even
+        when that makes the deadline earlier.
+        """
+        ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
+        deadline = sent_at + (ttl - self.settings.safety_margin_ms) / 1000
+        if self.deadline_fence == fence and self.deadline is not None:
+            if self.deadline_exact and not exact:
+                return
+            if self.deadline_exact == exact and deadline <= self.deadline:
+                return
+        self.deadline, self.deadline_fence, self.deadline_exact = deadline, fence, exact
+        self._arm(Timer.DEADLINE, deadline)
+        self._arm_expiry(ttl, now)
+
+    def renewed(self, fence: int, sent_at: float, now: float) -> list[Effect]:
+        """The heartbeat's renewal of ``fence`` (sent at ``sent_at``) succeeded."""
+        self.confirm(fence, sent_at, now)
+        return self._drain()
+
+    def ttl_left_ms(self, now: float) -> int:
+        if self.deadline is None:
+            return 0
+        return max(0, int((self.deadline - now) * 1000))
+
+    def _deadline_passed(self) -> None:
+        fence = self.deadline_fence
+        self.deadline = self.deadline_fence = None
+        lost = [m for m in self.members.values() if m.fence is not None and m.fence == fence]
+        if lost:
+            log.warning("%r: lease %s not renewed in time, telling %d tab(s) it is lost", self, fence, len(lost))
+        for m in lost:
+            m.fence = None
+        self._send([m.conn for m in lost], Released(reason="lost"))
+        # Redis decides what is true now; the re-read pushes it once Redis answers again.
+        self.stale = True
+        self._out.append(Resync())
+
+    def _cancel_deadline(self) -> None:
+        self._disarm(Timer.DEADLINE)
+        self.deadline = self.deadline_fence = None
+
+    # -- expiry watch -----------------------------------------------------------------------
+
+    def _arm_expiry(self, ttl_ms: int, now: float) -> None:
+        if not self.closed:
+            self._arm(Timer.EXPIRY, now + max(0, ttl_ms) / 1000 + EXPIRY_SLACK_S)
+
+    def close(self) -> list[Effect]:
+        """Stop the timers; the workspace is no longer used here. Idempotent."""
+        self.closed = True
+        for timer in list(self._armed):
+            self._disarm(timer)
+        self.deadline = self.deadline_fence = None
+        return self._drain()

@@ -1,0 +1,145 @@
+"""Heartbeat: the one loop per process that pings every tab and keeps live tabs' leases and
+presence entries alive in Redis.
+
+Each tick: tabs silent for ``dead_after_ms`` are closed (4408); every other tab gets a ``ping``;
+then the leases and presence entries of the tabs that answered their previous ping are renewed
+in one pipelined batch (a constant number of round trips, whatever the number of tabs). A tick
+never waits on Redis for longer than one heartbeat, and lease safety does not depend on ticks:
+each workspace's local deadline is a timer of its own. The tick also retries what failed while
+Redis was away: loading the scripts, and re-reading stale workspaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from ..errors import StoreUnavailable, TimedOut
+from ..gateway.gateway import Gateway
+from ..gateway.leases import LeaseScripts
+from ..settings import Settings
+from ..tasks import Service, TaskSet
+from ..telemetry import Telemetry
+from .workspaces import Workspaces
+
+log = logging.getLogger("presence.heartbeat")
+
+
+class Heartbeat(Service):
+    """Lifecycle: ``start()`` spawns the loop, ``stop()`` cancels and awaits it (idempotent).
+    ``ticks`` counts completed ticks."""
+
+    name = "heartbeat"
+    crash_message = "the heartbeat loop died; leases will not be renewed"
+
+    def __init__(
+        self, settings: Settings, workspaces: Workspaces, leases: LeaseScripts, gateway: Gateway,
+        tasks: TaskSet, telemetry: Telemetry,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.workspaces = workspaces
+        self.leases = leases
+        self.gateway = gateway
+        self.tasks = tasks
+        self.telemetry = telemetry
+        self.interval = settings.heartbeat_ms / 1000
+        self.ticks = 0
+        self._redis_ok = True
+        self._loading_scripts = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += self.interval
+            if next_at < loop.time():  # fell behind (paused process): do not burst
+                next_at = loop.time() + self.interval
+            started = loop.time()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("heartbeat tick failed")
+            self.telemetry.tick(loop.time() - started)
+            self.ticks += 1
+
+    async def tick(self) -> None:
+        self._load_scripts_soon()
+        now = time.monotonic()
+        dead_after = self.settings.dead_after_ms / 1000
+        leases: dict[str, int] = {}
+        touch: dict[str, list[str]] = defaultdict(list)
+        loop_now = asyncio.get_running_loop().time()
+        for local in self.workspaces:
+            core = local.core
+            for tab in list(local.tabs.values()):
+                if tab.closing is not None:
+                    continue
+                if now - tab.last_seen > dead_after:
+                    log.info("%r: no pong for %.1fs, closing", tab, now - tab.last_seen)
+                    tab.close(TimedOut.close_code, "no pong: tab considered dead")
+                    continue
+                if tab.answered:
+                    touch[local.workspace].append(tab.conn)
+                    fence = core.renewal(tab.conn)
+                    if fence is not None:
+                        leases[local.workspace] = fence
+                member = core.members.get(tab.conn)
+                holds = member is not None and member.fence is not None
+                tab.ping(core.ttl_left_ms(loop_now) if holds else None)
+            if core.stale:
+                self.workspaces.resync(local.workspace)
+        await self._renew(leases, touch)
+
+    def _load_scripts_soon(self) -> None:
+        """Scripts not loaded yet (Redis down or slow at start-up): load them in the background,
+        so /readyz recovers by itself (a balancer sends no tab whose join would load them)."""
+        if self.gateway.scripts_loaded or self._loading_scripts:
+            return
+        self._loading_scripts = True
+        self.tasks.spawn(self._load_scripts(), name="load scripts")
+
+    async def _load_scripts(self) -> None:
+        try:
+            await self.gateway.load_scripts()
+            log.info("Redis answers: scripts loaded")
+        except StoreUnavailable:
+            pass  # the next tick tries again
+        finally:
+            self._loading_scripts = False
+
+    async def _renew(self, leases: dict[str, int], touch: dict[str, list[str]]) -> None:
+        if not leases and not touch:
+            return
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        try:
+            renewed, touched = await asyncio.wait_for(self.leases.tick(leases, touch), timeout=self.interval)
+            self.telemetry.renewed(loop.time() - sent_at)
+        except (StoreUnavailable, TimeoutError) as exc:
+            if self._redis_ok:
+                log.warning("heartbeat: Redis unavailable (%r); leases rely on their local deadlines", exc)
+            self._redis_ok = False
+            return
+        if not self._redis_ok:
+            log.info("heartbeat: Redis answers again")
+        self._redis_ok = True
+        now = loop.time()
+        for ws, ok in renewed.items():
+            if ws not in self.workspaces:
+                continue
+            if ok:
+                self.workspaces.carry_out(ws, self.workspaces.core(ws).renewed(leases[ws], sent_at, now))
+            else:
+                self.workspaces.resync(ws)  # expired or replaced: Redis says who holds it now
+        for result in touched:
+            if result.workspace not in self.workspaces:
+                continue
+            self.workspaces.apply(result.workspace, result.events, sent_at)
+            for conn in result.missing:
+                tab = self.workspaces.tab(result.workspace, conn)
+                if tab is not None and tab.closing is None:
+                    self.tasks.spawn(self.workspaces.rejoin(tab), name=f"rejoin {conn}")

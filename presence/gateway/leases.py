@@ -1,0 +1,205 @@
+"""Leases: the workspace operations as typed calls, each one Lua script run atomically in Redis.
+
+Acquire is ``SET NX PX`` inside a script; renew, release, takeover and grace-shortening are
+compare-and-set scripts on the lease's fence; every change publishes a sequenced event from the
+same script. The scripts live in ``presence/gateway/lua/`` with a KEYS/ARGV/returns header each;
+their replies are typed in :mod:`presence.gateway.replies`.
+
+``observers`` see every event a script run by *this* process published, exactly once across all
+processes (see :class:`~presence.core.events.LeaseObserver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+from redis.crc import key_slot
+
+from ..core.events import Event, LeaseObserver, decode_event
+from ..core.records import Snapshot, TabInfo, encode_info
+from ..settings import Settings
+from ..wire.messages import Person
+from . import replies as r
+from .gateway import Gateway
+from .keys import Keys, WorkspaceKeys
+from .scripts import Call
+
+log = logging.getLogger("presence.leases")
+
+RENEW_CHUNK = 500  # leases per renew script call: bounds how long one call blocks Redis
+TOUCH_CHUNK = 200  # workspaces per touch script call
+
+_acquire: r.ReplyDecoder[r.AcquireReply] = r.ReplyDecoder(r.Granted, r.Rejoined, r.Busy, r.Waiting)
+_takeover: r.ReplyDecoder[r.TakeoverReply] = r.ReplyDecoder(r.Granted, r.TakenOver, r.Rejoined, r.Cooldown)
+_request: r.ReplyDecoder[r.RequestReply] = r.ReplyDecoder(r.Granted, r.Rejoined, r.Asked, r.Pending)
+_handoff: r.ReplyDecoder[r.HandoffReply] = r.ReplyDecoder(r.Ended, r.TakenOver, r.Early, r.NoSuchRequest)
+_release: r.ReplyDecoder[r.ReleaseReply] = r.ReplyDecoder(r.Relinquished, r.Dequeued, r.NotHolder)
+_join: r.ReplyDecoder[r.Entered] = r.ReplyDecoder(r.Entered)
+_leave: r.ReplyDecoder[r.LeaveReply] = r.ReplyDecoder(r.Left, r.Gone)
+_status: r.ReplyDecoder[r.StatusReply] = r.ReplyDecoder(r.Done, r.Gone)
+_snapshot: r.ReplyDecoder[r.Synced] = r.ReplyDecoder(r.Synced)
+_expire: r.ReplyDecoder[r.ExpireReply] = r.ReplyDecoder(r.Held, r.Free)
+_missing = msgspec.json.Decoder(dict[str, int])
+_person = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class TouchResult:
+    """One workspace's presence refresh: conns whose entry was gone, and the events published."""
+
+    workspace: str
+    missing: list[str]
+    events: list[Event]
+
+
+class LeaseScripts:
+    """Typed calls to the workspace scripts, through the gateway."""
+
+    def __init__(self, gateway: Gateway, settings: Settings, keys: Keys) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.keys = keys
+        self.scripts = gateway.scripts
+        self.observers: list[LeaseObserver] = []
+
+    def _observe(self, workspace: str, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        for observer in self.observers:
+            try:
+                observer.on_events(workspace, events)
+            except Exception:
+                log.exception("lease observer %r failed", observer)
+
+    def _head(self, k: WorkspaceKeys) -> list[str | int]:
+        s = self.settings
+        return [k.channel, self.gateway.publish_command, s.lease_ttl_ms, s.lease_scope]
+
+    async def _run(self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int) -> r.Outcome[r.R]:
+        k = self.keys.workspace(workspace)
+        sent_at = asyncio.get_running_loop().time()
+        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k), *args])
+        out = decoder.decode(reply, sent_at)
+        self._observe(workspace, out.events)
+        return out
+
+    async def acquire(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False
+    ) -> r.Outcome[r.AcquireReply]:
+        return await self._run(_acquire, "acquire", workspace, user, name, tab, origin, "1" if wait else "0")
+
+    async def takeover(self, workspace: str, user: str, name: str, tab: str, origin: str) -> r.Outcome[r.TakeoverReply]:
+        cooldown = self.settings.takeover_cooldown_ms
+        return await self._run(_takeover, "takeover", workspace, user, name, tab, origin, cooldown)
+
+    async def request(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
+    ) -> r.Outcome[r.RequestReply]:
+        """Ask the holder for the lease (polite handoff)."""
+        timeout = self.settings.handoff_timeout_ms
+        return await self._run(_request, "request", workspace, user, name, tab, origin, message, timeout)
+
+    async def handoff(
+        self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None
+    ) -> r.Outcome[r.HandoffReply]:
+        """Resolve a pending request: ``decline`` (arg: the holder's fence), ``cancel`` or
+        ``timeout`` (arg: the requester's conn)."""
+        by_json = _person.encode(by).decode() if by is not None else ""
+        return await self._run(_handoff, "handoff", workspace, mode, str(arg), "1" if may_take_over else "0", by_json)
+
+    async def release(
+        self, workspace: str, fence: int | None, reason: str = "released", origin: str = "",
+        by: Person | None = None,
+    ) -> r.Outcome[r.ReleaseReply]:
+        """Release the lease granted with ``fence``; ``None`` releases whoever holds it."""
+        by_json = _person.encode(by).decode() if by is not None else ""
+        token = "" if fence is None else str(fence)
+        return await self._run(_release, "release", workspace, token, reason, origin, by_json)
+
+    async def join(self, workspace: str, conn: str, info: TabInfo) -> r.Outcome[r.Entered]:
+        ttl = self.settings.presence_ttl_ms
+        return await self._run(_join, "join", workspace, conn, encode_info(info), info.user, info.tab, ttl)
+
+    async def leave(self, workspace: str, conn: str, clean: bool) -> r.Outcome[r.LeaveReply]:
+        return await self._run(_leave, "leave", workspace, conn, "1" if clean else "0", self.settings.grace_ms)
+
+    async def status(self, workspace: str, conn: str, info: TabInfo) -> r.Outcome[r.StatusReply]:
+        return await self._run(_status, "status", workspace, conn, encode_info(info))
+
+    async def snapshot(self, workspace: str) -> r.Outcome[r.Synced]:
+        """Read the whole workspace (after announcing a silent expiry and pruning dead tabs)."""
+        return await self._run(_snapshot, "snapshot", workspace)
+
+    async def read(self, workspace: str) -> Snapshot:
+        return (await self.snapshot(workspace)).reply.snapshot
+
+    async def check_expiry(self, workspace: str) -> r.Outcome[r.ExpireReply]:
+        """Announce the lease's expiry if it is gone; else answer its PTTL."""
+        return await self._run(_expire, "expire", workspace)
+
+    # -- heartbeat batches ------------------------------------------------------------------
+
+    def _group(self, workspaces: Iterable[str]) -> dict[int, list[str]]:
+        """Group workspaces so each script call touches one slot on Cluster (any on plain Redis)."""
+        groups: dict[int, list[str]] = defaultdict(list)
+        for ws in workspaces:
+            groups[key_slot(self.keys.workspace(ws).lease.encode()) if self.gateway.cluster else 0].append(ws)
+        return groups
+
+    def renew_calls(self, leases: dict[str, int]) -> list[tuple[list[str], Call]]:
+        """Calls that renew ``{workspace: fence}``; each with the workspaces it covers, in order."""
+        calls = []
+        ttl = self.settings.lease_ttl_ms
+        for group in self._group(leases).values():
+            for i in range(0, len(group), RENEW_CHUNK):
+                chunk = group[i : i + RENEW_CHUNK]
+                keys = [self.keys.workspace(ws).lease for ws in chunk]
+                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk])]
+                calls.append((chunk, Call(self.scripts["renew"], keys, args)))
+        return calls
+
+    def touch_calls(self, tabs: dict[str, list[str]]) -> list[tuple[list[str], Call]]:
+        """Calls that refresh ``{workspace: [conn, ...]}`` presence entries and prune dead ones."""
+        calls = []
+        for group in self._group(tabs).values():
+            for i in range(0, len(group), TOUCH_CHUNK):
+                chunk = group[i : i + TOUCH_CHUNK]
+                keys: list[str] = []
+                args: list[str | int] = [self.settings.presence_ttl_ms, self.gateway.publish_command]
+                for ws in chunk:
+                    k = self.keys.workspace(ws)
+                    keys += [k.tabs, k.info, k.seq, k.queue, k.request]
+                    args += [k.channel, len(tabs[ws]), *tabs[ws]]
+                calls.append((chunk, Call(self.scripts["touch"], keys, args)))
+        return calls
+
+    async def tick(
+        self, leases: dict[str, int], tabs: dict[str, list[str]]
+    ) -> tuple[dict[str, bool], list[TouchResult]]:
+        """Renew leases and refresh presence in one pipelined batch (one round trip per node).
+
+        Returns ``{workspace: renewed}`` and the touch results. A call that failed inside Redis
+        counts as not renewed (the caller re-reads that workspace).
+        """
+        renew = self.renew_calls(leases)
+        touch = self.touch_calls(tabs)
+        results = await self.gateway.batch([c for _, c in renew] + [c for _, c in touch])
+        renewed: dict[str, bool] = {}
+        for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
+            for j, ws in enumerate(chunk):
+                renewed[ws] = not isinstance(res, Exception) and res[j] == "1"
+        touched: list[TouchResult] = []
+        for (chunk, _), res in zip(touch, results[len(renew) :], strict=True):
+            if isinstance(res, Exception):
+                touched += [TouchResult(ws, [], []) for ws in chunk]
+                continue
+            for ws, (missing, *events) in zip(chunk, res, strict=True):
+                gone = list(_missing.decode(missing)) if missing else []
+                touched.append(TouchResult(ws, gone, [decode_event(e) for e in events]))
+                self._observe(ws, touched[-1].events)
+        return renewed, touched

@@ -1,0 +1,144 @@
+"""Server: the composition root of one server process.
+
+It builds every part once, at start-up, and hands each only the collaborators it uses; nothing
+else builds parts or reaches through another. Data flows one way:
+
+    WebSocket -> session (connections) -> lease commands (engine) -> lease scripts (gateway, Redis)
+    -> workspace core (sans I/O) -> effects -> tabs
+    pub/sub (gateway) -> workspaces (engine) -> the same core
+
+The ops plane (metrics, audit log, registry, control, sweeper) observes lease events and reads
+counts; the serving parts report to it through the telemetry interface and never import it.
+
+Lifecycle: ``await start()`` (never fails because Redis is down: it recovers by itself), serve,
+``await stop()`` (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from .connections.admission import Admission
+from .connections.session import Endpoint
+from .engine.commands import LeaseCommands
+from .engine.heartbeat import Heartbeat
+from .engine.workspaces import Workspaces
+from .errors import Restarting, StoreUnavailable
+from .gateway.gateway import Gateway
+from .gateway.keys import Keys
+from .gateway.leases import LeaseScripts
+from .gateway.pubsub import Subscriptions
+from .ops.audit import AuditLog
+from .ops.control import Control
+from .ops.metrics import Metrics
+from .ops.overview import Overview
+from .ops.registry import Registry, Vitals
+from .ops.sweeper import Sweeper
+from .settings import Settings
+from .tasks import TaskSet
+
+log = logging.getLogger("presence.server")
+
+
+class Server:
+    """The parts of one process (all attributes are fixed after construction)."""
+
+    def __init__(self, settings: Settings, client: Any | None = None, server_id: str | None = None) -> None:
+        self.settings = settings
+        self.server_id = server_id or secrets.token_hex(4)
+        self.stopping = False
+        self._stopped = False
+        self._conn_seq = 0
+        self.keys = Keys(settings.key_prefix)
+        self.tasks = TaskSet()
+        self.metrics = Metrics(self.server_id, lambda: self.workspaces.counts(), lambda: self.ready)
+        self.gateway = Gateway(settings, client, self.metrics)
+        self.leases = LeaseScripts(self.gateway, settings, self.keys)
+        self.subscriptions = Subscriptions(
+            self.gateway.client, self.gateway.cluster, self.keys.control, self._on_message,
+            lambda channel: self.workspaces.on_resubscribed(channel),
+        )
+        self.workspaces = Workspaces(
+            settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks
+        )
+        self.admission = Admission(settings.max_tabs_per_user)
+        self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
+        self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
+        self.endpoint = Endpoint(
+            settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn
+        )
+        # The ops plane: it observes this process's lease events and reads its counts.
+        self.audit = AuditLog(self.gateway, self.keys.audit, settings, self.server_id, self.metrics)
+        self.registry = Registry(settings, self.server_id, self.gateway, self.keys.registry, self._vitals)
+        self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.find)
+        self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)
+        self.overview = Overview(self.gateway, self.leases, self.registry)
+        self.leases.observers += [self.metrics, self.audit, self.sweeper]
+
+    def _next_conn(self) -> str:
+        self._conn_seq += 1
+        return f"{self.server_id}-{self._conn_seq}"
+
+    def _on_message(self, channel: str, data: str) -> None:
+        if channel == self.keys.control:
+            self.control.on_message(data)
+        else:
+            self.workspaces.on_published(channel, data)
+
+    def _vitals(self) -> Vitals:
+        return Vitals(
+            self.workspaces.counts(), self.workspaces.ids(), self.ready, self.stopping,
+            len(self.audit.buffer), self.audit.dropped, self.metrics.summary(),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.gateway.scripts_loaded and self.subscriptions.connected
+
+    async def readiness(self) -> dict[str, object]:
+        """What /readyz answers; ``ok`` when Redis answers, scripts are loaded, pub/sub is up."""
+        redis_ok = await self.gateway.ping()
+        return {
+            "ok": redis_ok and self.ready and not self.stopping, "redis": redis_ok,
+            "scripts": self.gateway.scripts_loaded, "pubsub": self.subscriptions.connected,
+            "server": self.server_id, "stopping": self.stopping,
+        }
+
+    async def start(self) -> None:
+        try:
+            await self.gateway.start()
+        except StoreUnavailable as exc:
+            log.error("Redis unavailable at start-up (%s); serving 1013 until it answers", exc)
+        self.subscriptions.start()
+        self.heartbeat.start()
+        self.audit.start()
+        self.registry.start()
+        self.sweeper.start()
+
+    async def stop(self) -> None:
+        """Close every tab with 1012 (their leases stay: clients reconnect elsewhere within the
+        TTL and keep them), stop background work and wait for it. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping = True
+        self.admission.close()
+        await self.workspaces.stop(Restarting.close_code, "server restarting, reconnect")
+        await self.heartbeat.stop()
+        await self.subscriptions.stop()
+        await self.tasks.close()
+        # After the tabs are gone (their last events are buffered), before the gateway closes.
+        await self.sweeper.stop()
+        await self.registry.stop()
+        await self.audit.stop()  # flushes the audit log: needs Redis
+        await self.gateway.close()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.stop())

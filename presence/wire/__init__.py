@@ -1,0 +1,1 @@
+"""The wire protocol of ``/ws``: message structs, their one decoder and encoder, id rules."""
