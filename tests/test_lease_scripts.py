@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.crc import key_slot
 
 from presence.lease import LeaseStore
 from presence.replica import TabInfo, decode_event
@@ -244,6 +245,50 @@ async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseStore) -> 
     assert [e.kind for e in t.events] == ["left"]
     assert t.events[0].rm == {"c2": 1}
     assert await lease.store.client.zrange(tabs, 0, -1) == ["c1"]
+
+
+def _same_slot(workspace: str) -> str:
+    """Another workspace in the slot of ``workspace``: the two share one touch call on Cluster too."""
+    slot = key_slot(f"{{{workspace}}}".encode())
+    names = (f"{workspace}{i}" for i in range(1_000_000))
+    return next(w for w in names if key_slot(f"{{{w}}}".encode()) == slot)
+
+
+async def test_touch_keeps_each_workspace_of_one_call_apart(lease: LeaseStore) -> None:
+    """One touch call over two workspaces prunes, refreshes and announces each under its own keys:
+    its own tabs, queue, sequence and reply entry."""
+    a, b = "doc", _same_slot("doc")
+    await lease.join(a, "c1", info("alice"))
+    await lease.join(a, "c2", info("bob"))
+    await lease.join(b, "c3", info("carol"))
+    await lease.join(b, "c4", info("dave"))
+    await lease.join(b, "c5", info("erin"))
+    await lease.acquire(b, "carol", "Carol", "t", "c3")
+    assert (await lease.acquire(b, "dave", "Dave", "t", "c4", wait=True)).status == "queued"
+    assert (await lease.acquire(b, "erin", "Erin", "t", "c5", wait=True)).status == "queued"
+    client = lease.store.client
+    now = await lease.store.redis_time_ms()
+    for ws, live, dead in ((a, "c1", "c2"), (b, "c3", "c4")):
+        # The live tab's expiry is far off, so a refresh shows as a rewrite; the dead one's passed.
+        await client.zadd(lease.keys(ws).tabs, {live: now + 3_600_000, dead: 1})
+    tabs = {a: ["c1", "gone"], b: ["c3"]}
+    assert len(lease.touch_calls(tabs)) == 1
+
+    _, touched = await lease.tick({}, tabs)
+
+    by_ws = {t.workspace: t for t in touched}
+    assert by_ws[a].missing == ["gone"] and by_ws[b].missing == []
+    for ws, dead, queue in ((a, "c2", None), (b, "c4", {"c5": 1})):
+        (ev,) = by_ws[ws].events
+        assert ev.kind == "left" and ev.rm == {dead: 1} and ev.queue == queue
+        assert ev.seq == int(await client.get(lease.keys(ws).seq))
+    after = await lease.store.redis_time_ms()
+    ttl = lease.settings.presence_ttl_ms
+    for ws, touched_conn, others in ((a, "c1", set()), (b, "c3", {"c5"})):
+        entries = dict(await client.zrange(lease.keys(ws).tabs, 0, -1, withscores=True))
+        assert set(entries) == {touched_conn} | others
+        assert now + ttl <= entries[touched_conn] <= after + ttl
+    assert await client.lrange(lease.keys(b).queue, 0, -1) == ["c5"]
 
 
 async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseStore) -> None:
