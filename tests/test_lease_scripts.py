@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
+from importlib import resources
 
 import pytest
 from redis.crc import key_slot
@@ -12,7 +14,7 @@ from redis.crc import key_slot
 from presence.lease import LeaseStore
 from presence.replica import TabInfo, decode_event
 from presence.settings import Settings
-from presence.store import Store
+from presence.store import Store, load_scripts
 
 TTL = 1500
 GRACE = 400
@@ -312,3 +314,22 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseStore) -> No
     await lease.store.client.script_flush()
     renewed, _ = await lease.tick({"doc": out.int("fence")}, {})
     assert renewed == {"doc": True}
+
+
+# -- the scripts' sources -------------------------------------------------------------------------
+
+
+def lua_files() -> dict[str, str]:
+    return {
+        f.name: f.read_text() for f in resources.files("presence.gateway.lua").iterdir() if f.name.endswith(".lua")
+    }
+
+
+def test_clock_is_written_once() -> None:
+    """now_ms and str are defined in _clock.lua only; a script that uses them gets them once."""
+    assert sorted(n for n, text in lua_files().items() if re.search(r"function (now_ms|str)\(", text)) == [
+        "_clock.lua"
+    ]
+    for script in load_scripts().values():
+        uses = re.findall(r"(?<!function )\b(?:now_ms|str)\(", script.source)
+        assert script.source.count("local function now_ms(") == (1 if uses else 0), script.name

@@ -23,16 +23,6 @@ local CHANNEL, PUBCMD, LEASE_TTL, SCOPE = ARGV[1], ARGV[2], tonumber(ARGV[3]), A
 local events = {}
 local unpack = unpack or table.unpack
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Integers as decimal strings: cjson and tostring print 14 significant digits only.
-local function str(n)
-  return string.format('%.0f', n)
-end
-
 -- A counter that survives data loss: when missing it restarts from Redis TIME in microseconds,
 -- above anything it held before (a counter grows by far less than a million a second).
 local function counter(key)
