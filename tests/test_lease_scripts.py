@@ -318,6 +318,8 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseStore) -> No
 
 # -- the scripts' sources -------------------------------------------------------------------------
 
+LIBRARIES = ("_clock.lua", "_lib.lua")
+
 
 def lua_files() -> dict[str, str]:
     return {
@@ -333,3 +335,35 @@ def test_clock_is_written_once() -> None:
     for script in load_scripts().values():
         uses = re.findall(r"(?<!function )\b(?:now_ms|str)\(", script.source)
         assert script.source.count("local function now_ms(") == (1 if uses else 0), script.name
+
+
+def test_no_script_binds_workspace_state_in_globals() -> None:
+    """Each script binds its own keys and arguments (``local ws = ...``): no script, as loaded with its
+    libraries, has file-wide names for a workspace's keys, channel, TTL or scope, or an ``events``
+    accumulator that a script would reset by assignment."""
+    shared = re.compile(r"\b(K_[A-Z]+|CHANNEL|PUBCMD|LEASE_TTL|SCOPE)\b")
+    for script in load_scripts().values():
+        assert not shared.search(script.source), script.name
+        assert not re.search(r"^\s*events\s*=", script.source, re.M), script.name
+
+
+def test_libraries_hold_no_state() -> None:
+    """The libraries define functions only (and an alias of a Lua built-in): a helper reads the
+    workspace from its arguments, never from KEYS or ARGV or from a library variable."""
+    files = lua_files()
+    for lib in LIBRARIES:
+        code = [line.split("--")[0].rstrip() for line in files[lib].splitlines()]
+        assert not any(re.search(r"\b(KEYS|ARGV)\b", line) for line in code), lib
+        top_level = [line for line in code if line[:1] not in ("", " ") and line != "end"]
+        assert top_level, lib
+        for line in top_level:
+            assert re.match(r"local function \w+\(", line) or line == "local unpack = unpack or table.unpack", line
+
+
+def test_library_headers_name_the_scripts_they_are_prepended_to() -> None:
+    files = lua_files()
+    scripts = load_scripts()
+    for lib in LIBRARIES:
+        (named,) = re.findall(r"^-- Prepended to: ((?:.*,\n--\s+)*.*)$", files[lib], re.M)
+        users = {name for name, script in scripts.items() if files[lib] in script.source}
+        assert set(re.split(r",\s+(?:--\s+)?", named)) == users, lib

@@ -1,7 +1,9 @@
--- _clock.lua: Redis time, prepended (before _lib.lua where both are) to every script that reads
--- the time: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request,
--- handoff (through _lib.lua), announce and census. Scripts take time from Redis TIME only, never
--- from a server's clock: servers' clocks disagree, and a script must not depend on its caller's.
+-- _clock.lua: Redis time, for every script that reads it (Redis scripts cannot import).
+-- Prepended to: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request,
+--               handoff, announce, census
+-- (before _lib.lua, which needs it).
+-- Time comes from Redis TIME only, never from a server's clock: servers' clocks disagree, and every
+-- expiry a script sets or compares must be on one clock.
 --   now_ms()  the Redis time in epoch milliseconds (a number)
 --   str(n)    an integer as a decimal string
 

@@ -4,6 +4,7 @@
 -- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
 -- Returns {'held', {ttl_ms}, events...} while a lease is alive (maybe just handed on),
 --         {'free', '', events...} otherwise.
-local h = settle()
-if h then return reply('held', {ttl_ms = redis.call('PTTL', K_LEASE)}) end
-return reply('free', nil)
+local ws = workspace(KEYS, ARGV)
+local h = settle(ws)
+if h then return reply(ws, 'held', {ttl_ms = redis.call('PTTL', ws.lease)}) end
+return reply(ws, 'free', nil)

@@ -5,22 +5,23 @@
 -- ARGV: [5] conn [6] tab info JSON [7] user [8] tab [9] presence ttl ms
 -- Returns {'joined', {rejoined, fence?, snapshot}, events...}: snapshot = the whole workspace
 -- ({seq, holder, ttl_ms, tabs, queue, request}) right after this join.
+local ws = workspace(KEYS, ARGV)
 local conn, info, user, tab, presence_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local now = now_ms()
-local h = settle()
-local removed, any = prune(now)
-if any then emit_pruned(removed) end
-redis.call('ZADD', K_TABS, now + presence_ttl, conn)
-redis.call('HSET', K_INFO, conn, info)
-redis.call('PEXPIRE', K_TABS, presence_ttl * 2)
-redis.call('PEXPIRE', K_INFO, presence_ttl * 2)
+local h = settle(ws)
+local removed, any = prune(ws, now)
+if any then emit_pruned(ws, removed) end
+redis.call('ZADD', ws.tabs, now + presence_ttl, conn)
+redis.call('HSET', ws.info, conn, info)
+redis.call('PEXPIRE', ws.tabs, presence_ttl * 2)
+redis.call('PEXPIRE', ws.info, presence_ttl * 2)
 local rejoined = false
-if h and matches(h, user, tab) then
-  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
+if h and matches(ws, h, user, tab) then
+  redis.call('PEXPIRE', ws.lease, ws.ttl)
   rejoined = true
 end
 local t = cjson.decode(info)
-emit({kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
-local detail = {rejoined = rejoined, snapshot = snapshot(now)}
+emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
+local detail = {rejoined = rejoined, snapshot = snapshot(ws, now)}
 if rejoined then detail.fence = h.fence end
-return reply('joined', detail)
+return reply(ws, 'joined', detail)

@@ -7,14 +7,15 @@
 -- Returns {'released', {fence, next?}, events...}  ended (next: who it was handed to)
 --         {'dequeued', '', events...}               the caller was only waiting: left the queue
 --         {'not_holder', {holder}, events...}
+local ws = workspace(KEYS, ARGV)
 local token, reason, origin, by = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local h = settle()
+local h = settle(ws)
 if not h or (token ~= '' and h.fence ~= token) then
-  if origin ~= '' and redis.call('LREM', K_QUEUE, 0, origin) > 0 then
-    emit({kind = 'dequeued', queue = queue_map(), origin = origin})
-    return reply('dequeued', nil)
+  if origin ~= '' and redis.call('LREM', ws.queue, 0, origin) > 0 then
+    emit(ws, {kind = 'dequeued', queue = queue_map(ws), origin = origin})
+    return reply(ws, 'dequeued', nil)
   end
-  return reply('not_holder', {holder = h and holder_json(h) or cjson.null})
+  return reply(ws, 'not_holder', {holder = h and holder_json(h) or cjson.null})
 end
-local g = end_lease(h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
-return reply('released', {fence = h.fence, next = g and person(g) or nil})
+local g = end_lease(ws, h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
+return reply(ws, 'released', {fence = h.fence, next = g and person(g) or nil})

@@ -8,29 +8,30 @@
 --         {'rejoined', {fence, ttl_ms}}                 the caller already holds it
 --         {'requested', {deadline_ms, holder}, events...} the holder was asked
 --         {'pending', {request, holder}}                another request is pending
+local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, message, timeout = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
 local now = now_ms()
-local h = settle()
+local h = settle(ws)
 if not h then
-  local g = grant(user, name, tab, false)
-  redis.call('LREM', K_QUEUE, 0, origin)
-  emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL, user = person(g),
-        origin = origin, queue = queue_map()})
-  return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})
+  local g = grant(ws, user, name, tab, false)
+  redis.call('LREM', ws.queue, 0, origin)
+  emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl, user = person(g),
+            origin = origin, queue = queue_map(ws)})
+  return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
 end
-if matches(h, user, tab) then
-  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
-  return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
+if matches(ws, h, user, tab) then
+  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end
-local r = request()
-if r and r.conn ~= origin and live_info(r.conn, now) and tonumber(r.deadline) > now then
-  return reply('pending', {request = request_json(r), holder = holder_json(h)})
+local r = request(ws)
+if r and r.conn ~= origin and live_info(ws, r.conn, now) and tonumber(r.deadline) > now then
+  return reply(ws, 'pending', {request = request_json(r), holder = holder_json(h)})
 end
 local deadline = now + timeout
-redis.call('HSET', K_REQUEST, 'conn', origin, 'user', user, 'name', name, 'message', message,
+redis.call('HSET', ws.request, 'conn', origin, 'user', user, 'name', name, 'message', message,
            'deadline', str(deadline))
-redis.call('PEXPIRE', K_REQUEST, timeout + 60000)
-r = request()
-emit({kind = 'requested', user = {id = user, name = name}, request = request_json(r), origin = origin,
-      wait_ms = timeout})
-return reply('requested', {deadline_ms = timeout, holder = holder_json(h)})
+redis.call('PEXPIRE', ws.request, timeout + 60000)
+r = request(ws)
+emit(ws, {kind = 'requested', user = {id = user, name = name}, request = request_json(r), origin = origin,
+          wait_ms = timeout})
+return reply(ws, 'requested', {deadline_ms = timeout, holder = holder_json(h)})

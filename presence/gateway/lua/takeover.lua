@@ -7,29 +7,30 @@
 --         {'taken_over', {fence, ttl_ms, from}, events...} replaced a holder ('taken_over')
 --         {'rejoined', {fence, ttl_ms}}                     the caller already held it
 --         {'cooldown', {retry_ms, holder}}                  too soon after the last takeover
+local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, cooldown = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
-local h = settle()
-if h and matches(h, user, tab) then
-  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
-  return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
+local h = settle(ws)
+if h and matches(ws, h, user, tab) then
+  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end
 if h and h.took and cooldown > 0 then
   local left = tonumber(h.since) + cooldown - now_ms()
-  if left > 0 then return reply('cooldown', {retry_ms = left, holder = holder_json(h)}) end
+  if left > 0 then return reply(ws, 'cooldown', {retry_ms = left, holder = holder_json(h)}) end
 end
-local g = grant(user, name, tab, h ~= false)
-redis.call('LREM', K_QUEUE, 0, origin)
-local ev = {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL, user = person(g),
-            origin = origin, queue = queue_map()}
-local r = request()
+local g = grant(ws, user, name, tab, h ~= false)
+redis.call('LREM', ws.queue, 0, origin)
+local ev = {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl, user = person(g),
+            origin = origin, queue = queue_map(ws)}
+local r = request(ws)
 if r and r.conn == origin then
-  redis.call('DEL', K_REQUEST)  -- the requester took it: its request is moot
+  redis.call('DEL', ws.request)  -- the requester took it: its request is moot
   ev.request = cjson.null
 end
 if h then
   ev.kind, ev.from, ev.reason, ev.prev = 'taken_over', person(h), 'taken_over', holder_json(h)
-  emit(ev)
-  return reply('taken_over', {fence = g.fence, ttl_ms = LEASE_TTL, from = person(h)})
+  emit(ws, ev)
+  return reply(ws, 'taken_over', {fence = g.fence, ttl_ms = ws.ttl, from = person(h)})
 end
-emit(ev)
-return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})
+emit(ws, ev)
+return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
