@@ -1,11 +1,18 @@
 -- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
 -- or (wait) join the FIFO queue.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] user [6] name [7] tab [8] origin conn [9] wait ('1' or '0')
--- Returns {'acquired', {fence, ttl_ms}, events...}   a new grant (event kind 'acquired')
---         {'rejoined', {fence, ttl_ms}}               the caller already held it: TTL replaced
---         {'busy',     {holder}}                      someone else holds it
---         {'queued',   {holder, position}, events...} waiting in line (event kind 'queued')
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - user id
+-- ARGV[6]    - user name
+-- ARGV[7]    - tab id
+-- ARGV[8]    - origin conn
+-- ARGV[9]    - '1' to wait in the queue when someone else holds the lease, '0' not to
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'acquired', {fence, ttl_ms}     a new grant (event 'acquired')
+--   'rejoined', {fence, ttl_ms}     the caller already held it: TTL replaced
+--   'busy',     {holder}            someone else holds it
+--   'queued',   {holder, position}  waiting in line (event 'queued' when it joined the line now)
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, wait = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
 local h = settle(ws)

@@ -1,10 +1,14 @@
 -- announce: one server's registry entry and the workspaces it has tabs in, each with an expiry in
 -- Redis time; prunes expired entries. Global keys only, never a workspace's: the three share the
 -- hash tag {#registry} (one slot on Cluster, and no workspace id can contain '#').
--- (_clock.lua is prepended, not _lib.lua.)
--- KEYS: [1] servers zset (id -> expiry ms) [2] servers' info hash (id -> JSON)
---       [3] workspaces zset (workspace -> expiry ms)
--- ARGV: [1] server id [2] info JSON ('' removes the server) [3] ttl ms [4..] workspaces
+-- Runs with _clock.lua prepended (not _lib.lua).
+-- KEYS[1]    - servers zset (id -> expiry ms)
+-- KEYS[2]    - servers' info hash (id -> JSON)
+-- KEYS[3]    - workspaces zset (workspace -> expiry ms)
+-- ARGV[1]    - server id
+-- ARGV[2]    - server info JSON ('' removes the server)
+-- ARGV[3]    - TTL ms of the entries written
+-- ARGV[4..n] - workspaces
 -- Returns the Redis time in ms (string).
 local now = now_ms()
 local id, info, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])

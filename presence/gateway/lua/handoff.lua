@@ -4,13 +4,19 @@
 --   'timeout': the requester's server, once the deadline passed in Redis time: with takeover
 --              allowed the requester takes the lease over (fence bumped, 'taken_over'), else the
 --              request ends unanswered.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] mode [6] fence (decline) or requester conn (cancel, timeout) [7] takeover allowed '1'/'0'
---       [8] by: JSON person who declined, or ''
--- Returns {'ended', {reason}, events...}           the request ended (reason declined/cancelled/timeout)
---         {'taken_over', {fence, ttl_ms, from}, events...}  timeout: the requester took it over
---         {'early', {left_ms}}                      timeout called before the deadline
---         {'none', ''}                              no such request (already resolved)
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - mode: 'decline', 'cancel' or 'timeout'
+-- ARGV[6]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
+-- ARGV[7]    - '1' when the requester may take the lease over at timeout, else '0'
+-- ARGV[8]    - by: JSON person who declined, or ''
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'ended',      {reason}               the request ended: declined, cancelled or timeout
+--                                        (event 'request_ended')
+--   'taken_over', {fence, ttl_ms, from}  timeout: the requester took it over (event 'taken_over')
+--   'early',      {left_ms}              timeout called before the deadline
+--   'none',       ''                     no such request (already resolved)
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local mode, arg, may_take, by = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8]
 local now = now_ms()

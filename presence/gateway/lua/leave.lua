@@ -2,9 +2,17 @@
 -- closed cleanly and was the holder's last live tab, the lease TTL is shortened to the grace
 -- period (never lengthened): a reload within grace rejoins it, otherwise it expires and the
 -- expiry watchers announce it (and hand it on).
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] conn [6] clean ('1' or '0') [7] grace ms
--- Returns {'left', {ttl_ms?}, events...} | {'gone', ''} when the tab had no presence entry.
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - conn
+-- ARGV[6]    - '1' when the tab closed cleanly, else '0'
+-- ARGV[7]    - grace ms
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'left', {ttl_ms?}  event 'left'. ttl_ms when the holder's last tab left cleanly: what is
+--                      left of the lease, at most grace; 0 without grace, the lease released
+--                      at once (event 'released', then the handoff's events)
+--   'gone', ''         the tab had no presence entry (no events)
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local conn, clean, grace = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 local info = redis.call('HGET', ws.info, conn)

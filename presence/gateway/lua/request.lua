@@ -2,12 +2,20 @@
 -- the holder may release (the lease goes straight to the requester), decline, or let the
 -- deadline pass (then the requester's server may take it over, see handoff.lua). One request is
 -- pending at a time; a free lease is simply granted.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] user [6] name [7] tab [8] origin conn [9] message [10] answer timeout ms
--- Returns {'acquired', {fence, ttl_ms}, events...}     it was free
---         {'rejoined', {fence, ttl_ms}}                 the caller already holds it
---         {'requested', {deadline_ms, holder}, events...} the holder was asked
---         {'pending', {request, holder}}                another request is pending
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - user id
+-- ARGV[6]    - user name
+-- ARGV[7]    - tab id
+-- ARGV[8]    - origin conn
+-- ARGV[9]    - message to the holder
+-- ARGV[10]   - answer timeout ms
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'acquired',  {fence, ttl_ms}        it was free: granted (event 'acquired')
+--   'rejoined',  {fence, ttl_ms}        the caller already holds it: TTL replaced
+--   'requested', {deadline_ms, holder}  the holder was asked (event 'requested')
+--   'pending',   {request, holder}      another request is pending
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, message, timeout = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
 local now = now_ms()

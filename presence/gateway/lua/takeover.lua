@@ -1,12 +1,19 @@
 -- takeover: force-take the lease. Replaces the holder, bumps the fence and publishes atomically,
 -- so the old holder's next renew fails even if it never hears the message. Refused during the
 -- takeover cooldown that follows a takeover (to stop takeover wars).
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] user [6] name [7] tab [8] origin conn [9] cooldown ms (0: none)
--- Returns {'acquired', {fence, ttl_ms}, events...}         it was free (event kind 'acquired')
---         {'taken_over', {fence, ttl_ms, from}, events...} replaced a holder ('taken_over')
---         {'rejoined', {fence, ttl_ms}}                     the caller already held it
---         {'cooldown', {retry_ms, holder}}                  too soon after the last takeover
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - user id
+-- ARGV[6]    - user name
+-- ARGV[7]    - tab id
+-- ARGV[8]    - origin conn
+-- ARGV[9]    - takeover cooldown ms (0: none)
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'acquired',   {fence, ttl_ms}        it was free (event 'acquired')
+--   'taken_over', {fence, ttl_ms, from}  replaced a holder (event 'taken_over')
+--   'rejoined',   {fence, ttl_ms}        the caller already held it: TTL replaced
+--   'cooldown',   {retry_ms, holder}     too soon after the last takeover
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, cooldown = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local h = settle(ws)

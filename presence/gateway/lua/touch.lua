@@ -1,10 +1,13 @@
 -- touch: refresh the presence entries of one server's live tabs in many workspaces at once (one
 -- heartbeat tick), and prune entries whose server stopped refreshing them (announced as 'left').
--- KEYS: per workspace, 5 keys: tabs, info, seq, queue, request (any slots on plain Redis; one
---       slot per call on Cluster)
--- ARGV: [1] presence ttl ms [2] publish command, then per workspace: channel, n, conn1..connN
--- Returns per workspace {missing, event JSON...}: missing = '' or a JSON map of the given conns that had
--- no entry any more (pruned while this server was paused: the server joins them again).
+-- KEYS[5w-4..5w] - workspace w's tabs, info, seq, queue, request (_lib.lua): any slots on plain Redis,
+--                  one slot per call on Cluster
+-- ARGV[1]        - presence TTL ms
+-- ARGV[2]        - publish command ('PUBLISH' or 'SPUBLISH')
+-- ARGV[3..]      - per workspace in KEYS order: channel, n, then n conns of this server's live tabs
+-- Returns per workspace {missing, event JSON...}: missing = '' or a JSON map of the given conns that
+-- had no entry any more (pruned while this server was paused: the server joins them again); the
+-- events ('left' for the pruned entries) are the ones published on that workspace's channel.
 local presence_ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
