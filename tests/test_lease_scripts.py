@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
+from importlib import resources
 
 import pytest
+from redis.crc import key_slot
 from script_support import expiry
 
 from presence.core.events import decode_event
@@ -14,6 +17,7 @@ from presence.core.records import TabInfo
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
+from presence.gateway.scripts import load_scripts
 from presence.settings import Settings
 
 TTL = 1500
@@ -249,6 +253,50 @@ async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseScripts) -
     assert await lease.gateway.client.zrange(tabs, 0, -1) == ["c1"]
 
 
+def _same_slot(workspace: str) -> str:
+    """Another workspace in the slot of ``workspace``: the two share one touch call on Cluster too."""
+    slot = key_slot(f"{{{workspace}}}".encode())
+    names = (f"{workspace}{i}" for i in range(1_000_000))
+    return next(w for w in names if key_slot(f"{{{w}}}".encode()) == slot)
+
+
+async def test_touch_keeps_each_workspace_of_one_call_apart(lease: LeaseScripts) -> None:
+    """One touch call over two workspaces prunes, refreshes and announces each under its own keys:
+    its own tabs, queue, sequence and reply entry."""
+    a, b = "doc", _same_slot("doc")
+    await lease.join(a, "c1", info("alice"))
+    await lease.join(a, "c2", info("bob"))
+    await lease.join(b, "c3", info("carol"))
+    await lease.join(b, "c4", info("dave"))
+    await lease.join(b, "c5", info("erin"))
+    await lease.acquire(b, "carol", "Carol", "t", "c3")
+    assert (await lease.acquire(b, "dave", "Dave", "t", "c4", wait=True)).status == "queued"
+    assert (await lease.acquire(b, "erin", "Erin", "t", "c5", wait=True)).status == "queued"
+    client = lease.gateway.client
+    now = await lease.gateway.redis_time_ms()
+    for ws, live, dead in ((a, "c1", "c2"), (b, "c3", "c4")):
+        # The live tab's expiry is far off, so a refresh shows as a rewrite; the dead one's passed.
+        await client.zadd(lease.keys.workspace(ws).tabs, {live: now + 3_600_000, dead: 1})
+    tabs = {a: ["c1", "gone"], b: ["c3"]}
+    assert len(lease.touch_calls(tabs)) == 1
+
+    _, touched = await lease.tick({}, tabs)
+
+    by_ws = {t.workspace: t for t in touched}
+    assert by_ws[a].missing == ["gone"] and by_ws[b].missing == []
+    for ws, dead, queue in ((a, "c2", None), (b, "c4", {"c5": 1})):
+        (ev,) = by_ws[ws].events
+        assert ev.kind == "left" and ev.rm == {dead: 1} and ev.queue == queue
+        assert ev.seq == int(await client.get(lease.keys.workspace(ws).seq))
+    after = await lease.gateway.redis_time_ms()
+    ttl = lease.settings.presence_ttl_ms
+    for ws, touched_conn, others in ((a, "c1", set()), (b, "c3", {"c5"})):
+        entries = dict(await client.zrange(lease.keys.workspace(ws).tabs, 0, -1, withscores=True))
+        assert set(entries) == {touched_conn} | others
+        assert now + ttl <= entries[touched_conn] <= after + ttl
+    assert await client.lrange(lease.keys.workspace(b).queue, 0, -1) == ["c5"]
+
+
 async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts) -> None:
     lease.settings = Settings(**{**_fields(lease.settings), "lease_ttl_ms": 60_000})  # 1200 grants take a while
     leases = {}
@@ -270,3 +318,56 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseScripts) -> 
     await lease.gateway.client.script_flush()
     renewed, _ = await lease.tick({"doc": out.reply.fence}, {})
     assert renewed == {"doc": True}
+
+
+# -- the scripts' sources -------------------------------------------------------------------------
+
+LIBRARIES = ("_clock.lua", "_lib.lua")
+
+
+def lua_files() -> dict[str, str]:
+    return {
+        f.name: f.read_text() for f in resources.files("presence.gateway.lua").iterdir() if f.name.endswith(".lua")
+    }
+
+
+def test_clock_is_written_once() -> None:
+    """now_ms and str are defined in _clock.lua only; a script that uses them gets them once."""
+    assert sorted(n for n, text in lua_files().items() if re.search(r"function (now_ms|str)\(", text)) == [
+        "_clock.lua"
+    ]
+    for script in load_scripts().values():
+        uses = re.findall(r"(?<!function )\b(?:now_ms|str)\(", script.source)
+        assert script.source.count("local function now_ms(") == (1 if uses else 0), script.name
+
+
+def test_no_script_binds_workspace_state_in_globals() -> None:
+    """Each script binds its own keys and arguments (``local ws = ...``): no script, as loaded with its
+    libraries, has file-wide names for a workspace's keys, channel, TTL or scope, or an ``events``
+    accumulator that a script would reset by assignment."""
+    shared = re.compile(r"\b(K_[A-Z]+|CHANNEL|PUBCMD|LEASE_TTL|SCOPE)\b")
+    for script in load_scripts().values():
+        assert not shared.search(script.source), script.name
+        assert not re.search(r"^\s*events\s*=", script.source, re.M), script.name
+
+
+def test_libraries_hold_no_state() -> None:
+    """The libraries define functions only (and an alias of a Lua built-in): a helper reads the
+    workspace from its arguments, never from KEYS or ARGV or from a library variable."""
+    files = lua_files()
+    for lib in LIBRARIES:
+        code = [line.split("--")[0].rstrip() for line in files[lib].splitlines()]
+        assert not any(re.search(r"\b(KEYS|ARGV)\b", line) for line in code), lib
+        top_level = [line for line in code if line[:1] not in ("", " ") and line != "end"]
+        assert top_level, lib
+        for line in top_level:
+            assert re.match(r"local function \w+\(", line) or line == "local unpack = unpack or table.unpack", line
+
+
+def test_library_headers_name_the_scripts_they_are_prepended_to() -> None:
+    files = lua_files()
+    scripts = load_scripts()
+    for lib in LIBRARIES:
+        (named,) = re.findall(r"^-- Prepended to: ((?:.*,\n--\s+)*.*)$", files[lib], re.M)
+        users = {name for name, script in scripts.items() if files[lib] in script.source}
+        assert set(re.split(r",\s+(?:--\s+)?", named)) == users, lib

@@ -13,12 +13,29 @@ from importlib import resources
 
 Args = Sequence[str | int | float]
 
-# Scripts that run with _lib.lua prepended; the others stand alone.
-_WITH_LIB = (
-    "acquire", "takeover", "release", "join", "leave", "status", "snapshot", "expire", "touch", "request",
-    "handoff",
-)
-_STANDALONE = ("renew", "announce", "census")  # the last two: the registry's, global keys only
+# The libraries each script runs with, prepended in this order (Redis scripts cannot import): _clock.lua
+# to every script that reads the time, _lib.lua (which needs _clock.lua) to the workspace scripts.
+_WORKSPACE_LIBS = ("_clock", "_lib")
+_LIBS: dict[str, tuple[str, ...]] = {
+    "acquire": _WORKSPACE_LIBS,
+    "takeover": _WORKSPACE_LIBS,
+    "release": _WORKSPACE_LIBS,
+    "join": _WORKSPACE_LIBS,
+    "leave": _WORKSPACE_LIBS,
+    "status": _WORKSPACE_LIBS,
+    "snapshot": _WORKSPACE_LIBS,
+    "expire": _WORKSPACE_LIBS,
+    "touch": _WORKSPACE_LIBS,
+    "request": _WORKSPACE_LIBS,
+    "handoff": _WORKSPACE_LIBS,
+    "renew": (),
+    "announce": ("_clock",),  # announce and census: the registry's, global keys only
+    "census": ("_clock",),
+}
+
+
+def _read(name: str) -> str:
+    return resources.files("presence.gateway.lua").joinpath(f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +45,13 @@ class Script:
     sha: str
 
     @classmethod
-    def load(cls, name: str, lib: str = "") -> Script:
-        body = resources.files("presence.gateway.lua").joinpath(f"{name}.lua").read_text()
-        source = f"{lib}\n{body}" if lib else body
+    def load(cls, name: str, libs: Sequence[str] = ()) -> Script:
+        source = "\n".join([*(_read(lib) for lib in libs), _read(name)])
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
 def load_scripts() -> dict[str, Script]:
-    lib = resources.files("presence.gateway.lua").joinpath("_lib.lua").read_text()
-    scripts = {name: Script.load(name, lib) for name in _WITH_LIB}
-    scripts.update({name: Script.load(name) for name in _STANDALONE})
-    return scripts
+    return {name: Script.load(name, libs) for name, libs in _LIBS.items()}
 
 
 @dataclass(frozen=True, slots=True)

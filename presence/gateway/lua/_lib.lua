@@ -1,36 +1,59 @@
--- _lib.lua: helpers prepended to every single-workspace script (Redis scripts cannot import).
+-- _lib.lua: the workspace helpers (Redis scripts cannot import). Needs _clock.lua before it.
+-- Prepended to: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request, handoff
 --
--- Conventions shared by acquire, takeover, release, join, leave, status, snapshot and expire:
---   KEYS[1] lease   string  the lease itself: value = fence of the current grant, TTL = lease TTL
---   KEYS[2] holder  hash    the announced holder {fence, user, name, tab, since}; outlives the
---                           lease key until a script notices the expiry and announces it
---   KEYS[3] fence   string  fence counter, never expires, seeded from TIME when missing
---   KEYS[4] seq     string  change sequence counter, same seeding
---   KEYS[5] tabs    zset    conn -> presence expiry (Redis time, ms)
---   KEYS[6] info    hash    conn -> tab info JSON [user, name, tab, active, meta, server]
---   KEYS[7] queue   list    FIFO wait queue of conns
---   KEYS[8] request hash    the pending polite-handoff request {conn, user, name, message, deadline}
---   ARGV[1] channel, ARGV[2] 'PUBLISH' or 'SPUBLISH', ARGV[3] lease TTL ms, ARGV[4] scope
---   ('user' or 'tab'); each script's own arguments start at ARGV[5].
+-- A workspace's keys, all sharing the hash tag {workspace} (one slot per call on Redis Cluster):
+--   lease    string  the lease itself: value = fence of the current grant, TTL = lease TTL
+--   holder   hash    the announced holder {fence, user, name, tab, since, took}; outlives the
+--                    lease key until a script notices the expiry and announces it
+--   fence    string  fence counter, never expires, seeded from TIME when missing
+--   seq      string  change sequence counter, same seeding
+--   tabs     zset    conn -> presence expiry (Redis time, ms)
+--   info     hash    conn -> tab info JSON [user, name, tab, active, meta, server]
+--   queue    list    FIFO wait queue of conns
+--   request  hash    the pending polite-handoff request {conn, user, name, message, deadline}
+--
+-- Every script but touch acts on one workspace and is called with
+--   KEYS[1..8]  lease, holder, fence, seq, tabs, info, queue, request
+--   ARGV[1..4]  channel, publish command ('PUBLISH' or 'SPUBLISH'), lease TTL ms, scope ('user' or
+--               'tab'); the script's own arguments start at ARGV[5]
+-- and starts with `local ws = workspace(KEYS, ARGV)`. touch refreshes many workspaces in one call
+-- and builds the table itself, one per workspace, with the fields its helpers read (see touch.lua).
+--
+-- The helpers hold no state: all they act on is in `ws` (keys, channel, publish command, lease TTL,
+-- scope) or in their arguments. ws.events collects the JSON of the events published so far, in
+-- order, for the reply: {status, detail JSON or '', event JSON...} (touch: per workspace
+-- {missing, event JSON...}).
+--
+-- The helpers (`ws` a workspace table, `h` a holder from holder(ws), `now` Redis time in ms):
+--   workspace(keys, argv)            the table of a single-workspace script, no events yet
+--   counter(key)                     INCR the fence or seq counter, re-seeded from TIME when missing
+--   holder(ws)                       the announced holder {fence, user, name, tab, since, took}, or false
+--   holder_json(h), person(h)        h as event JSON: the holder record; the person {id, name}
+--   matches(ws, h, user, tab)        is (user, tab) the holder, in ws.scope?
+--   emit(ws, ev)                     give `ev` the next seq and the time, publish it, add it to ws.events
+--   reply(ws, status, detail)        the script's reply
+--   queue_map(ws)                    the queue as {conn = position}, or null
+--   request(ws)                      the pending request {conn, user, name, message, deadline}, or false
+--   request_json(r)                  a request as event JSON, null for none
+--   prune(ws, now)                   drop expired presence entries: {conn = info} of those, any dropped?
+--   emit_pruned(ws, removed)         announce pruned entries ('left')
+--   live_tabs(ws, now)               prune (announced), then {conn = info JSON} of the live tabs
+--   holder_has_other_tab(ws, h, except, now)  has h a live tab besides the conn `except`?
+--   grant(ws, user, name, tab, force)         the new holder, or false when the lease is taken
+--   live_info(ws, conn, now)         a live tab's decoded info, or nil
+--   handoff(ws, now)                 give the free lease to the requester or the first live waiter
+--   end_lease(ws, h, reason, origin, by, now) end h's lease, announce it, hand it on
+--   settle(ws)                       the holder, after announcing (and handing on) a silent expiry
+--   snapshot(ws, now)                the whole workspace {seq, holder, ttl_ms, tabs, queue, request}
+--
 -- A lease that ends (released, expired, revoked, idle) goes at once to the pending handoff
 -- requester, else to the first live waiter of the queue: in the same script, so atomically.
--- All keys share the hash tag {workspace}: one slot per script on Redis Cluster.
--- Every script returns {status, detail JSON or '', event JSON...}: the events it published, in order.
--- Time comes from Redis TIME only, never from a server's clock.
-local K_LEASE, K_HOLDER, K_FENCE, K_SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_TABS, K_INFO, K_QUEUE, K_REQUEST = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local CHANNEL, PUBCMD, LEASE_TTL, SCOPE = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local events = {}
 local unpack = unpack or table.unpack
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Integers as decimal strings: cjson and tostring print 14 significant digits only.
-local function str(n)
-  return string.format('%.0f', n)
+local function workspace(keys, argv)
+  return {lease = keys[1], holder = keys[2], fence = keys[3], seq = keys[4],
+          tabs = keys[5], info = keys[6], queue = keys[7], request = keys[8],
+          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), scope = argv[4], events = {}}
 end
 
 -- A counter that survives data loss: when missing it restarts from Redis TIME in microseconds,
@@ -43,8 +66,8 @@ local function counter(key)
   return redis.call('INCR', key)
 end
 
-local function holder()
-  local h = redis.call('HMGET', K_HOLDER, 'fence', 'user', 'name', 'tab', 'since', 'took')
+local function holder(ws)
+  local h = redis.call('HMGET', ws.holder, 'fence', 'user', 'name', 'tab', 'since', 'took')
   if not h[1] then return false end
   return {fence = h[1], user = h[2], name = h[3], tab = h[4], since = h[5], took = h[6] == '1'}
 end
@@ -57,36 +80,36 @@ local function person(h)
   return {id = h.user, name = h.name}
 end
 
-local function matches(h, user, tab)
-  return h.user == user and (SCOPE == 'user' or h.tab == tab)
+local function matches(ws, h, user, tab)
+  return h.user == user and (ws.scope == 'user' or h.tab == tab)
 end
 
-local function emit(ev)
-  ev.seq = str(counter(K_SEQ))
+local function emit(ws, ev)
+  ev.seq = str(counter(ws.seq))
   ev.at = str(now_ms())
   local msg = cjson.encode(ev)
-  redis.call(PUBCMD, CHANNEL, msg)
-  events[#events + 1] = msg
+  redis.call(ws.pubcmd, ws.channel, msg)
+  ws.events[#ws.events + 1] = msg
 end
 
-local function reply(status, detail)
+local function reply(ws, status, detail)
   -- cjson implementations differ on empty tables ({} or []): send '' for an empty detail.
   local out = {status, (detail and next(detail) ~= nil) and cjson.encode(detail) or ''}
-  for i = 1, #events do out[#out + 1] = events[i] end
+  for i = 1, #ws.events do out[#out + 1] = ws.events[i] end
   return out
 end
 
--- The queue as {conn = position} (cjson cannot encode an empty array: null when empty).
-local function queue_map()
-  local q = redis.call('LRANGE', K_QUEUE, 0, -1)
+-- cjson cannot encode an empty array: null for an empty queue.
+local function queue_map(ws)
+  local q = redis.call('LRANGE', ws.queue, 0, -1)
   if #q == 0 then return cjson.null end
   local m = {}
   for i = 1, #q do m[q[i]] = i end
   return m
 end
 
-local function request()
-  local r = redis.call('HMGET', K_REQUEST, 'conn', 'user', 'name', 'message', 'deadline')
+local function request(ws)
+  local r = redis.call('HMGET', ws.request, 'conn', 'user', 'name', 'message', 'deadline')
   if not r[1] then return false end
   return {conn = r[1], user = r[2], name = r[3], message = r[4], deadline = r[5]}
 end
@@ -96,22 +119,22 @@ local function request_json(r)
   return {conn = r.conn, user = r.user, name = r.name, message = r.message, deadline = r.deadline}
 end
 
--- Remove presence entries whose Redis-time expiry passed; returns {conn = info} of the removed.
-local function prune(now)
+-- A dead tab also leaves the queue and withdraws its request: neither may outlive it.
+local function prune(ws, now)
   local removed, any = {}, false
-  local dead = redis.call('ZRANGEBYSCORE', K_TABS, '-inf', now)
+  local dead = redis.call('ZRANGEBYSCORE', ws.tabs, '-inf', now)
   for i = 1, #dead do
-    removed[dead[i]] = redis.call('HGET', K_INFO, dead[i]) or '[]'
-    redis.call('HDEL', K_INFO, dead[i])
-    redis.call('LREM', K_QUEUE, 0, dead[i])
-    if redis.call('HGET', K_REQUEST, 'conn') == dead[i] then redis.call('DEL', K_REQUEST) end
+    removed[dead[i]] = redis.call('HGET', ws.info, dead[i]) or '[]'
+    redis.call('HDEL', ws.info, dead[i])
+    redis.call('LREM', ws.queue, 0, dead[i])
+    if redis.call('HGET', ws.request, 'conn') == dead[i] then redis.call('DEL', ws.request) end
     any = true
   end
-  if any then redis.call('ZREMRANGEBYSCORE', K_TABS, '-inf', now) end
+  if any then redis.call('ZREMRANGEBYSCORE', ws.tabs, '-inf', now) end
   return removed, any
 end
 
-local function emit_pruned(removed)
+local function emit_pruned(ws, removed)
   local rm, who = {}, nil
   for conn, info in pairs(removed) do
     rm[conn] = 1
@@ -120,17 +143,17 @@ local function emit_pruned(removed)
       if ok and t[1] then who = {id = t[1], name = t[2]} end
     end
   end
-  emit({kind = 'left', user = who or cjson.null, rm = rm, queue = queue_map(), request = request_json(request())})
+  emit(ws, {kind = 'left', user = who or cjson.null, rm = rm, queue = queue_map(ws),
+            request = request_json(request(ws))})
 end
 
--- Live tabs as {conn = info JSON}, after pruning the dead ones (announced as 'left').
-local function live_tabs(now)
-  local removed, any = prune(now)
-  if any then emit_pruned(removed) end
-  local conns = redis.call('ZRANGE', K_TABS, 0, -1)
+local function live_tabs(ws, now)
+  local removed, any = prune(ws, now)
+  if any then emit_pruned(ws, removed) end
+  local conns = redis.call('ZRANGE', ws.tabs, 0, -1)
   local tabs = {}
   if #conns > 0 then
-    local infos = redis.call('HMGET', K_INFO, unpack(conns))
+    local infos = redis.call('HMGET', ws.info, unpack(conns))
     for i = 1, #conns do
       if infos[i] then tabs[conns[i]] = infos[i] end
     end
@@ -139,94 +162,91 @@ local function live_tabs(now)
 end
 
 -- Is any live tab other than `except` one of the holder's (same user; same tab id in tab scope)?
-local function holder_has_other_tab(h, except, now)
-  local conns = redis.call('ZRANGEBYSCORE', K_TABS, '(' .. now, '+inf')
+local function holder_has_other_tab(ws, h, except, now)
+  local conns = redis.call('ZRANGEBYSCORE', ws.tabs, '(' .. now, '+inf')
   for i = 1, #conns do
     if conns[i] ~= except then
-      local info = redis.call('HGET', K_INFO, conns[i])
+      local info = redis.call('HGET', ws.info, conns[i])
       if info then
         local t = cjson.decode(info)
-        if matches(h, t[1], t[3]) then return true end
+        if matches(ws, h, t[1], t[3]) then return true end
       end
     end
   end
   return false
 end
 
--- Grant the lease to a new holder: a new fence, SET (NX unless forced) PX ttl, the holder record.
--- A forced grant (takeover) is remembered, for the takeover cooldown.
-local function grant(user, name, tab, force)
-  local fence = str(counter(K_FENCE))
+-- SET NX unless forced (takeover). A forced grant is remembered, for the takeover cooldown.
+local function grant(ws, user, name, tab, force)
+  local fence = str(counter(ws.fence))
   local ok
   if force then
-    ok = redis.call('SET', K_LEASE, fence, 'PX', LEASE_TTL)
+    ok = redis.call('SET', ws.lease, fence, 'PX', ws.ttl)
   else
-    ok = redis.call('SET', K_LEASE, fence, 'NX', 'PX', LEASE_TTL)
+    ok = redis.call('SET', ws.lease, fence, 'NX', 'PX', ws.ttl)
   end
   if not ok then return false end
   local since = str(now_ms())
-  redis.call('HSET', K_HOLDER, 'fence', fence, 'user', user, 'name', name, 'tab', tab, 'since', since,
+  redis.call('HSET', ws.holder, 'fence', fence, 'user', user, 'name', name, 'tab', tab, 'since', since,
              'took', force and '1' or '0')
   return {fence = fence, user = user, name = name, tab = tab, since = since}
 end
 
-local function live_info(conn, now)
-  local score = redis.call('ZSCORE', K_TABS, conn)
+local function live_info(ws, conn, now)
+  local score = redis.call('ZSCORE', ws.tabs, conn)
   if not score or tonumber(score) <= now then return nil end
-  local info = redis.call('HGET', K_INFO, conn)
+  local info = redis.call('HGET', ws.info, conn)
   return info and cjson.decode(info)
 end
 
 -- The lease is free: give it to the pending handoff requester, else to the first live waiter
 -- (dead waiters are dropped). Emits 'acquired' with origin '' so the grantee is told by pub/sub.
-local function handoff(now)
-  local r = request()
-  if r then redis.call('DEL', K_REQUEST) end
-  local conn = r and r.conn or redis.call('LPOP', K_QUEUE)
+local function handoff(ws, now)
+  local r = request(ws)
+  if r then redis.call('DEL', ws.request) end
+  local conn = r and r.conn or redis.call('LPOP', ws.queue)
   while conn do
-    local t = live_info(conn, now)
+    local t = live_info(ws, conn, now)
     if t then
-      redis.call('LREM', K_QUEUE, 0, conn)
-      local g = grant(t[1], t[2], t[3], false)
-      emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL,
-            user = person(g), handoff = conn, queue = queue_map(), request = cjson.null})
+      redis.call('LREM', ws.queue, 0, conn)
+      local g = grant(ws, t[1], t[2], t[3], false)
+      emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl,
+                user = person(g), handoff = conn, queue = queue_map(ws), request = cjson.null})
       return g
     end
-    conn = redis.call('LPOP', K_QUEUE)
+    conn = redis.call('LPOP', ws.queue)
   end
-  if r then emit({kind = 'request_ended', request = cjson.null, queue = queue_map()}) end
+  if r then emit(ws, {kind = 'request_ended', request = cjson.null, queue = queue_map(ws)}) end
   return false
 end
 
--- End the current lease (already checked to be `h`) with `reason`, then hand it on.
-local function end_lease(h, reason, origin, by, now)
-  redis.call('DEL', K_LEASE, K_HOLDER)
+-- The caller has checked that `h` holds the lease: no compare-and-set here.
+local function end_lease(ws, h, reason, origin, by, now)
+  redis.call('DEL', ws.lease, ws.holder)
   local ev = {kind = reason, lease = true, holder = cjson.null, reason = reason, user = person(h),
               origin = origin, prev = holder_json(h)}
   if by then ev.by = by end
-  emit(ev)
-  return handoff(now)
+  emit(ws, ev)
+  return handoff(ws, now)
 end
 
--- The announced holder if its lease is still alive; announces a silent expiry otherwise (and
--- returns the next holder the lease was handed to, if any).
-local function settle()
-  local h = holder()
-  if h and redis.call('GET', K_LEASE) ~= h.fence then
-    end_lease(h, 'expired', '', nil, now_ms())
-    return holder()
+-- An expiry nobody announced yet (the lease key is gone, the holder record is not) is announced
+-- here, by whichever script comes first, and the lease handed on.
+local function settle(ws)
+  local h = holder(ws)
+  if h and redis.call('GET', ws.lease) ~= h.fence then
+    end_lease(ws, h, 'expired', '', nil, now_ms())
+    return holder(ws)
   end
   return h
 end
 
-
-
-local function snapshot(now)
-  local tabs = live_tabs(now)
-  local h = holder()
-  local seq = redis.call('GET', K_SEQ) or '0'
+local function snapshot(ws, now)
+  local tabs = live_tabs(ws, now)
+  local h = holder(ws)
+  local seq = redis.call('GET', ws.seq) or '0'
   return {seq = seq, holder = h and holder_json(h) or cjson.null,
-          ttl_ms = h and redis.call('PTTL', K_LEASE) or -2,
+          ttl_ms = h and redis.call('PTTL', ws.lease) or -2,
           tabs = next(tabs) ~= nil and tabs or cjson.null,
-          queue = queue_map(), request = request_json(request())}
+          queue = queue_map(ws), request = request_json(request(ws))}
 end

@@ -1,34 +1,43 @@
 -- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
 -- or (wait) join the FIFO queue.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] user [6] name [7] tab [8] origin conn [9] wait ('1' or '0')
--- Returns {'acquired', {fence, ttl_ms}, events...}   a new grant (event kind 'acquired')
---         {'rejoined', {fence, ttl_ms}}               the caller already held it: TTL replaced
---         {'busy',     {holder}}                      someone else holds it
---         {'queued',   {holder, position}, events...} waiting in line (event kind 'queued')
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - user id
+-- ARGV[6]    - user name
+-- ARGV[7]    - tab id
+-- ARGV[8]    - origin conn
+-- ARGV[9]    - '1' to wait in the queue when someone else holds the lease, '0' not to
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'acquired', {fence, ttl_ms}     a new grant (event 'acquired')
+--   'rejoined', {fence, ttl_ms}     the caller already held it: TTL replaced
+--   'busy',     {holder}            someone else holds it
+--   'queued',   {holder, position}  waiting in line (event 'queued' when it joined the line now)
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
+local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, wait = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
-local h = settle()
+local h = settle(ws)
 if h then
-  if matches(h, user, tab) then
-    redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
-    redis.call('LREM', K_QUEUE, 0, origin)
-    return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
+  if matches(ws, h, user, tab) then
+    redis.call('PEXPIRE', ws.lease, ws.ttl)
+    redis.call('LREM', ws.queue, 0, origin)
+    return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
   end
   if not wait then
-    return reply('busy', {holder = holder_json(h)})
+    return reply(ws, 'busy', {holder = holder_json(h)})
   end
-  local pos = redis.call('LPOS', K_QUEUE, origin)
+  local pos = redis.call('LPOS', ws.queue, origin)
   if not pos then
-    redis.call('RPUSH', K_QUEUE, origin)
-    emit({kind = 'queued', user = {id = user, name = name}, queue = queue_map(), origin = origin})
+    redis.call('RPUSH', ws.queue, origin)
+    emit(ws, {kind = 'queued', user = {id = user, name = name}, queue = queue_map(ws), origin = origin})
   end
-  return reply('queued', {holder = holder_json(h), position = (redis.call('LPOS', K_QUEUE, origin) or 0) + 1})
+  return reply(ws, 'queued', {holder = holder_json(h),
+                              position = (redis.call('LPOS', ws.queue, origin) or 0) + 1})
 end
-local g = grant(user, name, tab, false)
+local g = grant(ws, user, name, tab, false)
 if not g then
-  return reply('busy', {holder = cjson.null})
+  return reply(ws, 'busy', {holder = cjson.null})
 end
-redis.call('LREM', K_QUEUE, 0, origin)
-emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL,
-      user = person(g), origin = origin})
-return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})
+redis.call('LREM', ws.queue, 0, origin)
+emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl,
+          user = person(g), origin = origin})
+return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})

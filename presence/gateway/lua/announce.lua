@@ -1,15 +1,18 @@
 -- announce: one server's registry entry and the workspaces it has tabs in, each with an expiry in
 -- Redis time; prunes expired entries. Global keys only, never a workspace's: the three share the
 -- hash tag {#registry} (one slot on Cluster, and no workspace id can contain '#').
--- (Standalone: _lib.lua is not prepended.)
--- KEYS: [1] servers zset (id -> expiry ms) [2] servers' info hash (id -> JSON)
---       [3] workspaces zset (workspace -> expiry ms)
--- ARGV: [1] server id [2] info JSON ('' removes the server) [3] ttl ms [4..] workspaces
+-- Runs with _clock.lua prepended (not _lib.lua).
+-- KEYS[1]    - servers zset (id -> expiry ms)
+-- KEYS[2]    - servers' info hash (id -> JSON)
+-- KEYS[3]    - workspaces zset (workspace -> expiry ms)
+-- ARGV[1]    - server id
+-- ARGV[2]    - server info JSON ('' removes the server)
+-- ARGV[3]    - TTL ms of the entries written
+-- ARGV[4..n] - workspaces
 -- Returns the Redis time in ms (string).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local id, info, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local expiry = string.format('%.0f', now + ttl)
+local expiry = str(now + ttl)
 if info == '' then
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
@@ -28,7 +31,7 @@ for i = 4, #ARGV do
   end
 end
 if #args > 0 then redis.call('ZADD', KEYS[3], unpack(args)) end
-local past = string.format('%.0f', now)
+local past = str(now)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', past)
 for i = 1, #dead do redis.call('HDEL', KEYS[2], dead[i]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', past)

@@ -1,10 +1,11 @@
 -- census: the live servers and, when asked, the active workspaces, after pruning expired entries.
--- (Standalone: _lib.lua is not prepended.)
--- KEYS: as announce.lua: [1] servers zset [2] servers' info hash [3] workspaces zset
--- ARGV: [1] '1' to include the workspaces
+-- Runs with _clock.lua prepended (not _lib.lua).
+-- KEYS[1]    - servers zset (id -> expiry ms), as announce.lua
+-- KEYS[2]    - servers' info hash (id -> JSON)
+-- KEYS[3]    - workspaces zset (workspace -> expiry ms)
+-- ARGV[1]    - '1' to include the workspaces
 -- Returns {now ms, {id, expiry, info JSON, ...}, {workspace, ...}}
-local t = redis.call('TIME')
-local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local now = str(now_ms())
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 for i = 1, #dead do redis.call('HDEL', KEYS[2], dead[i]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

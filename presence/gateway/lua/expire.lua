@@ -1,9 +1,13 @@
 -- expire: the expiry watcher's check, run when a lease's PTTL has run out locally. Announces the
 -- expiry if the lease key is gone, and hands the lease to the next in line (idempotent: only the
 -- first watcher finds anything to announce).
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- Returns {'held', {ttl_ms}, events...} while a lease is alive (maybe just handed on),
---         {'free', '', events...} otherwise.
-local h = settle()
-if h then return reply('held', {ttl_ms = redis.call('PTTL', K_LEASE)}) end
-return reply('free', nil)
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'held', {ttl_ms}  a lease is alive (maybe just handed on)
+--   'free', ''        no lease
+-- An expiry this call notices is announced: 'expired', then the handoff's events.
+local ws = workspace(KEYS, ARGV)
+local h = settle(ws)
+if h then return reply(ws, 'held', {ttl_ms = redis.call('PTTL', ws.lease)}) end
+return reply(ws, 'free', nil)

@@ -2,36 +2,45 @@
 -- closed cleanly and was the holder's last live tab, the lease TTL is shortened to the grace
 -- period (never lengthened): a reload within grace rejoins it, otherwise it expires and the
 -- expiry watchers announce it (and hand it on).
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] conn [6] clean ('1' or '0') [7] grace ms
--- Returns {'left', {ttl_ms?}, events...} | {'gone', ''} when the tab had no presence entry.
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - conn
+-- ARGV[6]    - '1' when the tab closed cleanly, else '0'
+-- ARGV[7]    - grace ms
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'left', {ttl_ms?}  event 'left'. ttl_ms when the holder's last tab left cleanly: what is
+--                      left of the lease, at most grace; 0 without grace, the lease released
+--                      at once (event 'released', then the handoff's events)
+--   'gone', ''         the tab had no presence entry (no events)
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
+local ws = workspace(KEYS, ARGV)
 local conn, clean, grace = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
-local info = redis.call('HGET', K_INFO, conn)
-local dequeued = redis.call('LREM', K_QUEUE, 0, conn) > 0
-local r = request()
+local info = redis.call('HGET', ws.info, conn)
+local dequeued = redis.call('LREM', ws.queue, 0, conn) > 0
+local r = request(ws)
 local unrequested = r and r.conn == conn
-if unrequested then redis.call('DEL', K_REQUEST) end
-if not info then return reply('gone', nil) end
+if unrequested then redis.call('DEL', ws.request) end
+if not info then return reply(ws, 'gone', nil) end
 local now = now_ms()
-local h = settle()
-redis.call('ZREM', K_TABS, conn)
-redis.call('HDEL', K_INFO, conn)
+local h = settle(ws)
+redis.call('ZREM', ws.tabs, conn)
+redis.call('HDEL', ws.info, conn)
 local t = cjson.decode(info)
 local ev = {kind = 'left', user = {id = t[1], name = t[2]}, rm = {[conn] = 1}, origin = conn}
-if dequeued then ev.queue = queue_map() end
+if dequeued then ev.queue = queue_map(ws) end
 if unrequested then ev.request = cjson.null end
-if clean and h and matches(h, t[1], t[3]) and not holder_has_other_tab(h, conn, now) then
+if clean and h and matches(ws, h, t[1], t[3]) and not holder_has_other_tab(ws, h, conn, now) then
   if grace <= 0 then
-    emit(ev)
-    end_lease(h, 'released', '', nil, now)
-    return reply('left', {ttl_ms = 0})
+    emit(ws, ev)
+    end_lease(ws, h, 'released', '', nil, now)
+    return reply(ws, 'left', {ttl_ms = 0})
   end
-  local pttl = redis.call('PTTL', K_LEASE)
+  local pttl = redis.call('PTTL', ws.lease)
   if pttl > grace then
-    redis.call('PEXPIRE', K_LEASE, grace)
+    redis.call('PEXPIRE', ws.lease, grace)
     pttl = grace
   end
   ev.ttl_ms = pttl
 end
-emit(ev)
-return reply('left', {ttl_ms = ev.ttl_ms})
+emit(ws, ev)
+return reply(ws, 'left', {ttl_ms = ev.ttl_ms})

@@ -1,20 +1,26 @@
 -- release: end a lease and hand it to the next in line. Compare-and-set on the fence, so a holder
 -- whose lease expired and was granted to someone else cannot release its successor's lease.
 -- Called by a waiter that does not hold the lease, it only leaves the queue.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] fence the caller holds ('' = whoever holds it: an operator's force release)
---       [6] reason: 'released', 'revoked' or 'idle' [7] origin conn [8] by: JSON person or ''
--- Returns {'released', {fence, next?}, events...}  ended (next: who it was handed to)
---         {'dequeued', '', events...}               the caller was only waiting: left the queue
---         {'not_holder', {holder}, events...}
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - the fence the caller holds ('' = whoever holds it: an operator's force release)
+-- ARGV[6]    - reason: 'released', 'revoked' or 'idle' (the event's kind)
+-- ARGV[7]    - origin conn ('' for none)
+-- ARGV[8]    - by: JSON person who ended it, or ''
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'released',   {fence, next?}  ended (event ARGV[6]), then handed on (next: to whom)
+--   'dequeued',   ''              the caller was only waiting: left the queue (event 'dequeued')
+--   'not_holder', {holder}
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
+local ws = workspace(KEYS, ARGV)
 local token, reason, origin, by = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local h = settle()
+local h = settle(ws)
 if not h or (token ~= '' and h.fence ~= token) then
-  if origin ~= '' and redis.call('LREM', K_QUEUE, 0, origin) > 0 then
-    emit({kind = 'dequeued', queue = queue_map(), origin = origin})
-    return reply('dequeued', nil)
+  if origin ~= '' and redis.call('LREM', ws.queue, 0, origin) > 0 then
+    emit(ws, {kind = 'dequeued', queue = queue_map(ws), origin = origin})
+    return reply(ws, 'dequeued', nil)
   end
-  return reply('not_holder', {holder = h and holder_json(h) or cjson.null})
+  return reply(ws, 'not_holder', {holder = h and holder_json(h) or cjson.null})
 end
-local g = end_lease(h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
-return reply('released', {fence = h.fence, next = g and person(g) or nil})
+local g = end_lease(ws, h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
+return reply(ws, 'released', {fence = h.fence, next = g and person(g) or nil})

@@ -1,9 +1,10 @@
 -- renew: replace the TTL of many leases in one call (one heartbeat tick), each only while its
 -- value is still the caller's fence: compare-and-set, so a holder whose lease expired and was
 -- granted to someone else cannot renew its successor's lease. Renew replaces, never adds.
--- (Standalone: _lib.lua is not prepended.)
--- KEYS: lease keys, one per lease (any slots on plain Redis; one slot per call on Cluster)
--- ARGV: [1] ttl ms, [2] the fences expected in KEYS, in the same order, separated by ','
+-- Standalone: no library is prepended.
+-- KEYS[1..n] - lease keys, one per lease (any slots on plain Redis; one slot per call on Cluster)
+-- ARGV[1]    - lease TTL ms
+-- ARGV[2]    - the fences expected in KEYS, in the same order, separated by ','
 -- Returns a string with one character per lease: '1' renewed, '0' not ours any more (expired or
 -- replaced). One string and one argument for all fences, not one value each: for 10,000 leases
 -- that halves what the client packs and leaves it one reply to parse instead of 10,000.

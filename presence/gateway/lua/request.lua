@@ -2,35 +2,44 @@
 -- the holder may release (the lease goes straight to the requester), decline, or let the
 -- deadline pass (then the requester's server may take it over, see handoff.lua). One request is
 -- pending at a time; a free lease is simply granted.
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] user [6] name [7] tab [8] origin conn [9] message [10] answer timeout ms
--- Returns {'acquired', {fence, ttl_ms}, events...}     it was free
---         {'rejoined', {fence, ttl_ms}}                 the caller already holds it
---         {'requested', {deadline_ms, holder}, events...} the holder was asked
---         {'pending', {request, holder}}                another request is pending
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - user id
+-- ARGV[6]    - user name
+-- ARGV[7]    - tab id
+-- ARGV[8]    - origin conn
+-- ARGV[9]    - message to the holder
+-- ARGV[10]   - answer timeout ms
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'acquired',  {fence, ttl_ms}        it was free: granted (event 'acquired')
+--   'rejoined',  {fence, ttl_ms}        the caller already holds it: TTL replaced
+--   'requested', {deadline_ms, holder}  the holder was asked (event 'requested')
+--   'pending',   {request, holder}      another request is pending
+-- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
+local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, message, timeout = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
 local now = now_ms()
-local h = settle()
+local h = settle(ws)
 if not h then
-  local g = grant(user, name, tab, false)
-  redis.call('LREM', K_QUEUE, 0, origin)
-  emit({kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = LEASE_TTL, user = person(g),
-        origin = origin, queue = queue_map()})
-  return reply('acquired', {fence = g.fence, ttl_ms = LEASE_TTL})
+  local g = grant(ws, user, name, tab, false)
+  redis.call('LREM', ws.queue, 0, origin)
+  emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl, user = person(g),
+            origin = origin, queue = queue_map(ws)})
+  return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
 end
-if matches(h, user, tab) then
-  redis.call('PEXPIRE', K_LEASE, LEASE_TTL)
-  return reply('rejoined', {fence = h.fence, ttl_ms = LEASE_TTL})
+if matches(ws, h, user, tab) then
+  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end
-local r = request()
-if r and r.conn ~= origin and live_info(r.conn, now) and tonumber(r.deadline) > now then
-  return reply('pending', {request = request_json(r), holder = holder_json(h)})
+local r = request(ws)
+if r and r.conn ~= origin and live_info(ws, r.conn, now) and tonumber(r.deadline) > now then
+  return reply(ws, 'pending', {request = request_json(r), holder = holder_json(h)})
 end
 local deadline = now + timeout
-redis.call('HSET', K_REQUEST, 'conn', origin, 'user', user, 'name', name, 'message', message,
+redis.call('HSET', ws.request, 'conn', origin, 'user', user, 'name', name, 'message', message,
            'deadline', str(deadline))
-redis.call('PEXPIRE', K_REQUEST, timeout + 60000)
-r = request()
-emit({kind = 'requested', user = {id = user, name = name}, request = request_json(r), origin = origin,
-      wait_ms = timeout})
-return reply('requested', {deadline_ms = timeout, holder = holder_json(h)})
+redis.call('PEXPIRE', ws.request, timeout + 60000)
+r = request(ws)
+emit(ws, {kind = 'requested', user = {id = user, name = name}, request = request_json(r), origin = origin,
+          wait_ms = timeout})
+return reply(ws, 'requested', {deadline_ms = timeout, holder = holder_json(h)})

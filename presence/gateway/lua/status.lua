@@ -1,10 +1,15 @@
 -- status: update a tab's presence info (active flag, meta).
--- KEYS: the eight workspace keys; ARGV[1..4]: channel, publish command, lease TTL, scope (_lib.lua).
--- ARGV: [5] conn [6] tab info JSON
--- Returns {'ok', '', events...} | {'gone', ''} when the tab has no presence entry.
+-- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
+-- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[5]    - conn
+-- ARGV[6]    - tab info JSON [user, name, tab, active, meta, server]
+-- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
+--   'ok',   ''  event 'status'
+--   'gone', ''  the tab has no presence entry (no events)
+local ws = workspace(KEYS, ARGV)
 local conn, info = ARGV[5], ARGV[6]
-if redis.call('HEXISTS', K_INFO, conn) == 0 then return reply('gone', nil) end
-redis.call('HSET', K_INFO, conn, info)
+if redis.call('HEXISTS', ws.info, conn) == 0 then return reply(ws, 'gone', nil) end
+redis.call('HSET', ws.info, conn, info)
 local t = cjson.decode(info)
-emit({kind = 'status', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
-return reply('ok', nil)
+emit(ws, {kind = 'status', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
+return reply(ws, 'ok', nil)

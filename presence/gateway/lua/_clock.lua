@@ -1,0 +1,18 @@
+-- _clock.lua: Redis time, for every script that reads it (Redis scripts cannot import).
+-- Prepended to: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request,
+--               handoff, announce, census
+-- (before _lib.lua, which needs it).
+-- Time comes from Redis TIME only, never from a server's clock: servers' clocks disagree, and every
+-- expiry a script sets or compares must be on one clock.
+--   now_ms()  the Redis time in epoch milliseconds (a number)
+--   str(n)    an integer as a decimal string
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- cjson and tostring print 14 significant digits only: too few for epoch ms and counters.
+local function str(n)
+  return string.format('%.0f', n)
+end
