@@ -20,7 +20,7 @@ from .errors import (
     StoreUnavailable,
     TooMany,
 )
-from .gateway.bridge import Bridge
+from .gateway.pubsub import Subscriptions
 from .lease import LeaseStore
 from .metrics import Metrics
 from .ops import Ops
@@ -55,8 +55,9 @@ class Hub:
         self._rooms_by_channel: dict[str, Room] = {}
         self.tasks = TaskSet()
         self.tabs_per_user: Counter[str] = Counter()
-        self.bridge = Bridge(
-            self.store, f"{settings.key_prefix}:control", self._on_pubsub, self._on_resubscribed
+        self.bridge = Subscriptions(
+            self.store.client, self.store.cluster, f"{settings.key_prefix}:control", self._on_pubsub,
+            self._on_resubscribed,
         )
         self._conn_seq = 0
         self._resyncing: set[str] = set()
