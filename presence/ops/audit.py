@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..core.events import Event, LeaseEvent
+from ..gateway.backoff import Backoff
 from ..gateway.gateway import Gateway
 from ..settings import Settings
 from ..tasks import Service
@@ -150,7 +151,7 @@ class AuditLog(Service):
             pass  # already logged by Service._crashed
 
     async def run(self) -> None:
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=5.0)
         while True:
             if not self.buffer:
                 self._idle.set()
@@ -164,16 +165,16 @@ class AuditLog(Service):
             try:
                 await self._write(batch)
             except Exception:
+                delay = backoff.next_delay()
                 log.exception("audit: writing %d entries failed; retrying in %.2fs", len(batch), delay)
                 self._requeue(batch)
                 if self._stopping:
                     log.error("audit: %d entries not written at shutdown", len(self.buffer))
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested(), delay)
-                delay = min(delay * 2, 5.0)
+                    await asyncio.wait_for(self._stop_requested(), delay)  # a stop cuts the wait short
                 continue
-            delay = 0.05
+            backoff.reset()
             self.written += len(batch)
             self.metrics.audit_written.inc(len(batch))
 
