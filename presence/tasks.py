@@ -35,9 +35,6 @@ class TaskSet:
         if exc is not None:
             log.error("background task %s failed", task.get_name(), exc_info=exc)
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def close(self, timeout: float = 5.0) -> None:
         """Cancel what is still running and wait for all of it. Idempotent."""
         self._closed = True
@@ -73,10 +70,6 @@ class Service:
     def _crashed(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.critical(self.crash_message, exc_info=task.exception())
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         task, self._task = self._task, None

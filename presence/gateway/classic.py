@@ -25,12 +25,10 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Set
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .backoff import Backoff, raise_if_cancelled, root_cause
-
-if TYPE_CHECKING:
-    from .pubsub import Listener
+from .transport import Listener
 
 log = logging.getLogger("presence.pubsub")
 

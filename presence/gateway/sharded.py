@@ -30,7 +30,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Set
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import ConnectionPool
@@ -41,9 +41,7 @@ from redis.exceptions import RedisClusterException
 
 from .backoff import Backoff, raise_if_cancelled
 from .classic import Link
-
-if TYPE_CHECKING:
-    from .pubsub import Listener
+from .transport import Listener
 
 log = logging.getLogger("presence.pubsub")
 
