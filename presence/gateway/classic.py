@@ -7,11 +7,11 @@ A :class:`Link` is one pub/sub connection kept up until it is cancelled:
 2. run two tasks on the connection: a reader, which hands messages to the listener and reports
    each confirmation, and a single reconciler, which sends the (UN)SUBSCRIBE commands that make
    the channels requested on this connection equal the wanted ones, so the commands reach Redis in
-   the order the rooms asked for them;
+   the order the workspaces asked for them;
 3. on any failure: report every channel of the connection lost, close it, wait a backoff
    (:class:`~presence.gateway.backoff.Backoff`) and start over from a fresh connection, which
    subscribes every wanted channel again. Their confirmations then count as confirmed *again*, and
-   the hub re-reads those workspaces: whatever was published in between is not lost.
+   the server re-reads those workspaces: whatever was published in between is not lost.
 
 :class:`ClassicTransport` is one link for plain Redis, on a connection of the client's pool,
 carrying the control channel and every workspace channel; the connection's state is
@@ -161,7 +161,7 @@ class Link:
 
     def _handle(self, kind: str, channel: str, data: Any) -> None:
         if kind in _MESSAGE:
-            # Also from a channel just dropped or moved away: the rooms drop what they saw already.
+            # Also from a channel just dropped or moved away: the cores drop what they saw already.
             self.listener.message(channel, data)
         elif kind in _SUBSCRIBED:
             if channel in self.wanted:

@@ -191,11 +191,15 @@ class LeaseScripts:
         results = await self.gateway.batch([c for _, c in renew] + [c for _, c in touch])
         renewed: dict[str, bool] = {}
         for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
+            if isinstance(res, Exception):
+                log.warning("renewing %d leases failed in Redis: %r; they are re-read", len(chunk), res)
             for j, ws in enumerate(chunk):
                 renewed[ws] = not isinstance(res, Exception) and res[j] == "1"
         touched: list[TouchResult] = []
         for (chunk, _), res in zip(touch, results[len(renew) :], strict=True):
             if isinstance(res, Exception):
+                # Their entries live on until their TTL; the next tick refreshes them again.
+                log.warning("refreshing the presence of %d workspaces failed in Redis: %r", len(chunk), res)
                 touched += [TouchResult(ws, [], []) for ws in chunk]
                 continue
             for ws, (missing, *events) in zip(chunk, res, strict=True):

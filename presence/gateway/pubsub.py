@@ -7,7 +7,7 @@ a transport's, chosen by the kind of Redis:
 
 - plain Redis: :class:`~presence.gateway.classic.ClassicTransport`, one pub/sub connection whose
   single reconciling task sends the SUBSCRIBE/UNSUBSCRIBE commands, so they reach Redis in the
-  order the rooms asked for them;
+  order the workspaces asked for them;
 - Redis Cluster: :class:`~presence.gateway.sharded.ShardedTransport`, sharded subscriptions on the
   primary that serves each workspace's slot, following slot moves.
 
@@ -17,7 +17,7 @@ connection.
 
 Whenever a workspace channel is confirmed again after its subscription was lost (the connection
 dropped, or on Cluster its slot moved), messages may have been lost in between: ``on_resubscribed``
-tells the hub, which re-reads the workspace. redis-py's own reconnect-and-resubscribe on plain
+tells the server, which re-reads the workspace. redis-py's own reconnect-and-resubscribe on plain
 Redis shows up here the same way.
 
 Lifecycle: construct, ``start()`` (spawns the transport's task; never fails because Redis is down,

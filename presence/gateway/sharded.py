@@ -13,7 +13,7 @@ So the transport keeps:
 Each link (a :class:`~presence.gateway.classic.Link`) is one pub/sub connection with a connection
 pool of its own: redis-py's cluster client closes its pooled connections after a node error, which
 must not cut the subscriptions of the other nodes. A link that loses its connection reconnects and
-subscribes its channels again; their confirmations count as confirmed again, which makes the hub
+subscribes its channels again; their confirmations count as confirmed again, which makes the server
 re-read those workspaces: whatever was published in between is not lost.
 
 When a slot moves to another primary, the old one ends our subscription with an unsolicited

@@ -166,7 +166,7 @@ class Admin:
         log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.reply.fence, note or "-")
         return _reply({
             "released": True, "fence": out.reply.fence,
-            "holder": None if prev is None else {"user": {"id": prev.user, "name": prev.name}, "tab": prev.tab},
+            "holder": None if prev is None else {"user": prev.person, "tab": prev.tab},  # whose lease ended
         })
 
     async def close_tab(self, request: Request) -> Response:
