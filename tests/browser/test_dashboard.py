@@ -53,7 +53,7 @@ def watch_errors(page: Page) -> list[str]:
 async def test_dashboard_shows_and_revokes_a_lease(
     servers: Cluster, browser: Browser, tabs: list[Tab], tmp_path: Path
 ) -> None:
-    a = servers.server("a", PRESENCE_ADMIN_TOKEN=ADMIN)
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN)
     holder = await Tab(a.ws_url, "alice", "team/roadmap").connect()
     viewer = await Tab(a.ws_url, "bob", "team/roadmap").connect()
     other = await Tab(a.ws_url, "carol", "notes-7").connect()
