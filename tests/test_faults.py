@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from chaos_check import windows
 from conftest import FAST, Cluster
@@ -39,6 +40,7 @@ TTL_S = int(ENV["PRESENCE_LEASE_TTL_MS"]) / 1000
 HEARTBEAT_S = int(ENV["PRESENCE_HEARTBEAT_MS"]) / 1000
 MARGIN_S = max(100, min(2000, int(ENV["PRESENCE_LEASE_TTL_MS"]) // 10)) / 1000
 GRACE_S = int(ENV["PRESENCE_GRACE_MS"]) / 1000
+API_KEY = "k" * 40
 
 
 class FaultCluster(Cluster):
@@ -60,6 +62,14 @@ def proxy(own_redis: RedisServer) -> Iterator[TcpProxy]:
     p.close()
 
 
+
+
+async def lease_of(server: ServerProcess, workspace: str) -> dict[str, Any]:
+    """The lease as Redis has it now, read through the lease API of a server run with ``API_KEY``."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as http:
+        r = await http.get(f"/api/v1/workspaces/{workspace}/lease", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
 
 
 def http_status(server: ServerProcess, path: str) -> int:
@@ -338,7 +348,7 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
     (higher fence; the holder is told 'taken_over'; the dead taker's lease then expires by itself)
     or it did not (the holder keeps lease and fence and is told nothing)."""
     servers = {"a": await cluster.server_async("a"), "b": await cluster.server_async("b")}
-    w = await cluster.server_async("w")
+    w = await cluster.server_async("w", PRESENCE_API_KEY=API_KEY)
     for attempt, delay in enumerate((0.0, 0.003, 0.02)):
         ws = f"doc{attempt}"
         alice = await open_tab(tabs, servers["a"], "alice", ws)
@@ -355,18 +365,31 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
             assert taken["holder"]["fence"] > got["fence"]
             assert (await bob.expect("acquired"))["fence"] == taken["holder"]["fence"]
         else:
-            await asyncio.sleep(1.0)  # anything the dead taker sent has reached Redis and been published
-            holder = watch.state()["holder"]
-            if holder is not None and holder["user"]["id"] == "bob":
-                assert holder["fence"] > got["fence"]
+            # The taker's process is dead and reaped: nothing more of its can reach Redis, so what
+            # Redis holds now (read through w, after the kill) is the outcome, and it was published
+            # with the change (the takeover script changes and publishes atomically).
+            truth = await lease_of(w, ws)
+            assert truth["holder"] is not None, truth  # Alice's is renewed; Bob's cannot have expired yet
+            if truth["holder"]["user"]["id"] == "bob":
+                assert truth["fence"] > got["fence"]
+                # The watcher, on a live server, is shown the new holder, and the old holder is told.
+                st = await watch.expect("state", lambda m, f=truth["fence"]: (m.get("holder") or {}).get("fence") == f)
+                holder = st["holder"]
+                assert holder["user"]["id"] == "bob" and holder["fence"] > got["fence"]
                 assert (await alice.expect("released"))["reason"] == "taken_over"
                 # Nobody renews the dead taker's lease: it expires and is announced.
                 # (The within-TTL+1s bound is test_e2e's; here, on a loaded machine, that it happens.)
                 await watch.expect("state", lambda m: m.get("holder") is None, timeout=TTL_S + 10)
             else:
+                assert truth["holder"]["user"]["id"] == "alice" and truth["fence"] == got["fence"], truth
+                holder = watch.state()["holder"]
                 assert holder is not None and holder["fence"] == got["fence"]
                 assert not alice.of("released")
-                assert (await watch.request("acquire"))["type"] == "busy"
+                busy = await watch.request("acquire")
+                assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == "alice", busy
+                # Still Alice's after that round trip: nobody was shown or told anything else.
+                assert not alice.of("released")
+                assert all((m.get("holder") or {}).get("fence") in (None, got["fence"]) for m in watch.of("state"))
         old = servers[dead]
         old.proc = None
         servers[dead] = ServerProcess(old.env, port=old.port, name=old.name)
