@@ -153,13 +153,20 @@ async def test_dead_waiters_server_is_skipped(servers: Cluster, tabs: list[Tab])
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     carol = await open_tab(tabs, a, "carol")
-    await alice.request("acquire")
+    got = await alice.request("acquire")
     await bob.request("acquire", wait=True)
     await carol.request("acquire", wait=True)
     await b.kill_async()  # Bob's server dies: nobody removes him from the queue but the prune of his presence
     await alice.expect("state", lambda m: [p["id"] for p in m["queue"]] == ["carol"], timeout=5)
+    mark = len(alice.messages)
     await alice.request("release")
-    assert (await carol.expect("acquired"))["type"] == "acquired"
+    # The release hands the lease to Carol, first in line once Bob's dead tab is pruned: a new grant she
+    # did not ask for again (no request id), and the others are shown her with that fence, nobody in line.
+    won = await carol.expect("acquired")
+    assert won["fence"] > got["fence"] and won["ttl_ms"] > 0 and "id" not in won, won
+    st = await alice.expect("state", lambda m: m["holder"] is not None, after=mark)
+    assert st["holder"]["user"]["id"] == "carol" and st["holder"]["fence"] == won["fence"], st
+    assert st["queue"] == []
 
 
 async def test_handoff_accepted(servers: Cluster, tabs: list[Tab]) -> None:
