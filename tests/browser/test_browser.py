@@ -161,10 +161,15 @@ def test_server_restart_client_reconnects_and_rejoins_its_lease(
     server.start()  # same port, same Redis
 
     alice.wait("() => client.connected && client.canEdit", timeout_s=15)
+    # A request of our own after the rejoin: the server answers a tab's messages in order, so the
+    # answer to anything the client sent on reconnecting has arrived before this one.
+    assert alice.call("acquire") == {"acquired": True, "fence": fence, "rejoined": True}
     rejoined = [e for e in alice.events("acquired") if e["at"] >= down_at]
     assert rejoined, "the client must be told it holds the lease again"
     assert all(e["detail"]["fence"] == fence for e in rejoined)
     assert any(e["detail"]["rejoined"] for e in rejoined)
+    # One acquired for the rejoin (the server's, unasked), then the answer to our acquire: no other.
+    assert [e["detail"].get("id") is None for e in rejoined] == [True, False], rejoined
     assert alice.js("() => [client.holding, client.fence]") == [True, fence]
     assert alice.events("released") == [], "the lease was never lost"
     assert int(redis_server.client().get(lease_key(prefix, "doc-restart")) or 0) == fence
