@@ -150,7 +150,8 @@ export class PresenceError extends Error {
 /**
  * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
  * - state: State (the welcome's snapshot too)
- * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}
+ * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}. A reconnect that finds the lease
+ *   still ours fires it once, with rejoined: true (the server's confirmation; the client asks nothing)
  * - queued: {position, id?}: our place in the wait queue (1 = next), again whenever it changes
  * - asked: {holder, deadline_ms, id?}: our request() reached the holder, who has deadline_ms to answer
  * - requested: {by, message, deadline_ms}: we hold the lease and `by` asks for it: release() gives it to
@@ -568,8 +569,12 @@ export class PresenceClient extends EventTarget {
     this.user = msg.user;
     if (msg.heartbeat_ms > 0) this.#heartbeatMs = msg.heartbeat_ms;
     this.#armSilenceTimer();
-    if (this.holding) this.#rejoin(msg.state?.holder ?? null);
-    if (this.#waiting && !this.holding) this.#send({ type: "acquire", id: this.#newId(), wait: true });
+    const holder = msg.state?.holder ?? null;
+    if (this.holding) this.#rejoin(holder);
+    // Back in line, unless the server is about to confirm a lease we share (see #confirmedOnJoin).
+    if (this.#waiting && !this.holding && !this.#confirmedOnJoin(holder, msg.scope)) {
+      this.#send({ type: "acquire", id: this.#newId(), wait: true });
+    }
     if (this.#lastStatus) this.#send({ type: "status", id: this.#newId(), ...this.#lastStatus });
     this.#setState(msg.state);
     this.#emit("connection", { status: "open" });
@@ -577,20 +582,30 @@ export class PresenceClient extends EventTarget {
   }
 
   /**
-   * After a reconnect while holding: rejoin if the lease is still ours, otherwise report why it is gone.
+   * After a reconnect while holding. A lease that is still ours (our user, the fence we hold) was already
+   * rejoined by the server's join, which sends `acquired{rejoined: true}` right after this welcome: that
+   * message renews the local deadline and fires the one `acquired` event (meanwhile canEdit runs on the
+   * deadline we had), so nothing is asked for here. A lease that is gone is reported now: no
+   * `acquired` follows the welcome then.
    * @param {Holder|null} holder  holder in the welcome state
    */
   #rejoin(holder) {
     const ours = holder && holder.user.id === this.user?.id && (holder.fence == null || holder.fence === this.fence);
-    if (!ours) {
-      if (holder) this.#lose({ reason: "taken_over", by: holder.user });
-      else this.#lose({ reason: "expired" });
-      return;
-    }
-    this.#call({ type: "acquire" }).then(
-      (r) => { if (!r.acquired && this.holding) this.#lose({ reason: "taken_over", by: r.holder?.user }); },
-      (err) => { if (err.code !== "disconnected" && this.holding) this.#lose({ reason: "lost" }); },
-    );
+    if (ours) return;
+    if (holder) this.#lose({ reason: "taken_over", by: holder.user });
+    else this.#lose({ reason: "expired" });
+  }
+
+  /**
+   * Whether the server's join sends this tab `acquired{rejoined: true}` right after the welcome: when the
+   * welcome's holder is our user (lease scope "user"), or this very tab (scope "tab"; the state names no
+   * tab, but a grant we were given on this tab id carries the fence we kept).
+   * @param {Holder|null} holder  holder in the welcome state
+   * @param {"user"|"tab"|undefined} scope  the welcome's lease scope
+   */
+  #confirmedOnJoin(holder, scope) {
+    if (!holder || holder.user.id !== this.user?.id) return false;
+    return scope !== "tab" || (holder.fence != null && holder.fence === this.fence);
   }
 
   /** @param {State} state */

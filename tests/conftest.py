@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -64,9 +65,14 @@ class Cluster:
 
     def server(self, name: str = "server", **env: str) -> ServerProcess:
         full = {**FAST, "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": self.prefix, **env}
-        proc = ServerProcess(full, name=name).start()
-        self.servers.append(proc)
-        return proc
+        proc = ServerProcess(full, name=name)
+        self.servers.append(proc)  # first: closed by the fixture even if the test stops while it starts
+        return proc.start()
+
+    async def server_async(self, name: str = "server", **env: str) -> ServerProcess:
+        """:meth:`server` for async tests: started in a worker thread, so the event loop (and the
+        tabs already open on it) goes on running while the process comes up."""
+        return await asyncio.to_thread(self.server, name, **env)
 
     def close(self) -> None:
         for s in self.servers:

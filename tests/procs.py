@@ -2,10 +2,15 @@
 
 Every process gets a free port on 127.0.0.1, is waited for until it answers, and is killed by
 its fixture afterwards. Nothing here touches the machine's own Redis on port 6379.
+
+Starting, stopping and killing block (the wait for a process to answer takes up to seconds): an
+async test uses the ``*_async`` counterparts, which do the same in a worker thread, so the test's
+event loop goes on running (its tabs answer pings, an in-process hub goes on working) meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -17,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -76,6 +82,19 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    async def start_async(self) -> Self:
+        """:meth:`start` without blocking the event loop."""
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def stop_async(self) -> None:
+        """:meth:`stop` without blocking the event loop."""
+        await asyncio.to_thread(self.stop)
+
+    async def restart_async(self) -> None:
+        """:meth:`restart` without blocking the event loop."""
+        await asyncio.to_thread(self.restart)
 
     def close(self) -> None:
         self.stop()
@@ -174,6 +193,11 @@ class ServerProcess:
             raise
         return self
 
+    async def start_async(self, wait_ready: bool = True) -> Self:
+        """:meth:`start` without blocking the event loop."""
+        await asyncio.to_thread(self.start, wait_ready)
+        return self
+
     def _answers(self, path: str):  # type: ignore[no-untyped-def]
         def check() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -189,6 +213,10 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    async def kill_async(self) -> None:
+        """:meth:`kill` without blocking the event loop."""
+        await asyncio.to_thread(self.kill)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

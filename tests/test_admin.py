@@ -49,8 +49,8 @@ def pair(servers: Cluster) -> tuple[ServerProcess, ServerProcess]:
 
 
 async def test_unauthorised_requests_are_refused(servers: Cluster) -> None:
-    a = servers.server("a", PRESENCE_ADMIN_TOKEN=ADMIN)
-    off = servers.server("off")  # no admin token configured
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN)
+    off = await servers.server_async("off")  # no admin token configured
     for path in ("/admin/api/workspaces", "/admin/api/servers", "/admin/api/audit", "/admin/api/workspaces/x"):
         assert (await api(a, "GET", path, headers={})).status_code == 401
         r = await api(a, "GET", path, headers={"Authorization": "Bearer wrong"})

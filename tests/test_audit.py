@@ -116,7 +116,7 @@ async def test_writer_retries_after_redis_comes_back(own_redis: RedisServer, pre
     hub = make_hub(own_redis.url, prefix)
     await hub.start()
     try:
-        own_redis.stop()
+        await own_redis.stop_async()
         with caplog.at_level(logging.ERROR, logger="presence.audit"):
             hub.audit.on_events("ws", synthetic(3))
             deadline = asyncio.get_running_loop().time() + 10
@@ -124,7 +124,7 @@ async def test_writer_retries_after_redis_comes_back(own_redis: RedisServer, pre
                 assert asyncio.get_running_loop().time() < deadline, "the failure was not logged"
                 await asyncio.sleep(0.05)
         assert any(r.exc_info for r in caplog.records)  # with its traceback
-        own_redis.start()
+        await own_redis.start_async()
         await asyncio.wait_for(hub.audit.drain(), 15)
         assert own_redis.client().xlen(f"{prefix}:audit") == 3
     finally:
@@ -143,7 +143,7 @@ async def test_shutdown_flushes_the_buffer(redis_server: RedisServer, prefix: st
 async def test_expiry_after_the_last_tab_left_is_recorded(servers: Cluster, redis_server: RedisServer,
                                                           prefix: str, tabs: list[Tab]) -> None:
     """Nobody watches a workspace whose last tab closed; its grace expiry is still recorded."""
-    a = servers.server("a")
+    a = await servers.server_async("a")
     t = await Tab(a.ws_url, "gina", "left-doc").connect()
     tabs.append(t)
     fence = (await t.request("acquire"))["fence"]

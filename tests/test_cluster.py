@@ -53,8 +53,8 @@ def cservers(redis_cluster: LocalRedisCluster, prefix: str) -> Iterator[Cluster]
     c.close()
 
 
-def server(c: Cluster, name: str, **env: str) -> object:
-    return c.server(name, **CLUSTER, **env)
+async def server(c: Cluster, name: str, **env: str) -> object:
+    return await c.server_async(name, **CLUSTER, **env)
 
 
 # -- the lease scripts, in process ---------------------------------------------------------
@@ -142,7 +142,7 @@ async def test_scripts_reload_after_a_node_forgot_them(
 async def test_race_across_two_servers_grants_exactly_one_on_every_node(
     cservers: Cluster, redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
-    a, b = server(cservers, "a", **RELAXED), server(cservers, "b", **RELAXED)
+    a, b = await server(cservers, "a", **RELAXED), await server(cservers, "b", **RELAXED)
     for ws in spread(redis_cluster, 2):
         contenders = await asyncio.gather(
             *(open_tab(tabs, a if i % 2 else b, f"user{i}", ws) for i in range(10))  # type: ignore[arg-type]
@@ -164,7 +164,7 @@ async def test_race_across_two_servers_grants_exactly_one_on_every_node(
 async def test_takeover_reaches_old_holder_on_other_server_on_every_node(
     cservers: Cluster, redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
-    a, b = server(cservers, "a"), server(cservers, "b")
+    a, b = await server(cservers, "a"), await server(cservers, "b")
     for ws in spread(redis_cluster, 1):
         alice = await open_tab(tabs, a, "alice", ws)  # type: ignore[arg-type]
         bob = await open_tab(tabs, b, "bob", ws)  # type: ignore[arg-type]
@@ -184,7 +184,7 @@ async def test_takeover_reaches_old_holder_on_other_server_on_every_node(
 async def test_clean_close_frees_after_grace_and_reload_keeps_fence(
     cservers: Cluster, redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
-    a, b = server(cservers, "a"), server(cservers, "b")
+    a, b = await server(cservers, "a"), await server(cservers, "b")
     closing, reloading = spread(redis_cluster, 1, stem="close"), spread(redis_cluster, 1, stem="reload")
     for ws, again_ws in zip(closing, reloading, strict=True):
         alice = await open_tab(tabs, a, "alice", ws)  # type: ignore[arg-type]
@@ -208,7 +208,7 @@ async def test_clean_close_frees_after_grace_and_reload_keeps_fence(
 async def test_sigkill_of_holders_server_frees_leases_on_every_node_within_ttl(
     cservers: Cluster, redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
-    a, b = server(cservers, "a"), server(cservers, "b")
+    a, b = await server(cservers, "a"), await server(cservers, "b")
     workspaces = spread(redis_cluster, 1)
     watchers = []
     for ws in workspaces:
@@ -218,7 +218,7 @@ async def test_sigkill_of_holders_server_frees_leases_on_every_node_within_ttl(
         await bob.expect("state", lambda m: m.get("holder") is not None)
         watchers.append((bob, len(bob.messages)))
     killed_at = time.monotonic()
-    a.kill()  # type: ignore[attr-defined]
+    await a.kill_async()  # type: ignore[attr-defined]
     for bob, mark in watchers:
         freed = await bob.expect("state", lambda m: m.get("holder") is None, after=mark, timeout=TTL_S + 3)
         assert freed["change"]["kind"] == "expired"
@@ -232,7 +232,7 @@ async def test_sigkill_of_holders_server_frees_leases_on_every_node_within_ttl(
 async def test_dropped_pubsub_connections_on_every_node_are_followed_by_fresh_state(
     cservers: Cluster, redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
-    a, b = server(cservers, "a"), server(cservers, "b")
+    a, b = await server(cservers, "a"), await server(cservers, "b")
     pairs = []
     for ws in spread(redis_cluster, 1):
         pairs.append((await open_tab(tabs, a, "alice", ws), await open_tab(tabs, b, "bob", ws)))  # type: ignore[arg-type]
@@ -264,7 +264,7 @@ async def test_watched_workspace_follows_its_slot_to_another_node(
     own_cservers: Cluster, own_redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
     cluster = own_redis_cluster
-    a, b = server(own_cservers, "a"), server(own_cservers, "b")
+    a, b = await server(own_cservers, "a"), await server(own_cservers, "b")
     ws = spread(cluster, 1)[0]
     alice = await open_tab(tabs, a, "alice", ws)  # type: ignore[arg-type]
     bob = await open_tab(tabs, b, "bob", ws)  # type: ignore[arg-type]
@@ -288,14 +288,14 @@ async def test_servers_recover_after_a_primary_restarts_empty(
     own_cservers: Cluster, own_redis_cluster: LocalRedisCluster, tabs: list[Tab]
 ) -> None:
     cluster = own_redis_cluster
-    a, b = server(own_cservers, "a"), server(own_cservers, "b")
+    a, b = await server(own_cservers, "a"), await server(own_cservers, "b")
     ws = spread(cluster, 1)[1]  # on the second primary
     alice = await open_tab(tabs, a, "alice", ws)  # type: ignore[arg-type]
     bob = await open_tab(tabs, b, "bob", ws)  # type: ignore[arg-type]
     got = await alice.request("acquire")
     assert got["type"] == "acquired"
     port = cluster.ports[1]
-    cluster.kill_node(port)
+    await asyncio.to_thread(cluster.kill_node, port)
     await asyncio.sleep(1.0)
     await asyncio.to_thread(cluster.start_node, port)  # rejoins with its slots, no data, no scripts
     await asyncio.to_thread(cluster.wait_ok)

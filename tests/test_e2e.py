@@ -20,7 +20,7 @@ RELAXED = {"PRESENCE_HEARTBEAT_MS": "1000", "PRESENCE_DEAD_AFTER_MS": "8000", "P
 
 
 async def test_hundred_way_race_across_two_servers_grants_exactly_one(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a", **RELAXED), servers.server("b", **RELAXED)
+    a, b = await servers.server_async("a", **RELAXED), await servers.server_async("b", **RELAXED)
     contenders = await asyncio.gather(
         *(open_tab(tabs, a if i % 2 else b, f"user{i}", "race") for i in range(100))
     )
@@ -42,7 +42,7 @@ async def test_hundred_way_race_across_two_servers_grants_exactly_one(servers: C
 async def test_busy_names_holder_and_takeover_reaches_old_holder_on_other_server(
     servers: Cluster, tabs: list[Tab]
 ) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     carol = await open_tab(tabs, b, "carol")
@@ -67,7 +67,7 @@ async def test_busy_names_holder_and_takeover_reaches_old_holder_on_other_server
 
 
 async def test_clean_close_frees_lease_after_grace_not_before(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     assert (await alice.request("acquire"))["type"] == "acquired"
@@ -85,7 +85,7 @@ async def test_clean_close_frees_lease_after_grace_not_before(servers: Cluster, 
 
 
 async def test_reload_within_grace_keeps_lease_and_fence(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice", tab="alice-tab")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -105,7 +105,7 @@ async def test_reload_within_grace_keeps_lease_and_fence(servers: Cluster, tabs:
 
 
 async def test_second_tab_of_holder_shares_the_lease_in_user_scope(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     first = await open_tab(tabs, a, "alice")
     got = await first.request("acquire")
     second = await open_tab(tabs, b, "alice")
@@ -118,14 +118,14 @@ async def test_second_tab_of_holder_shares_the_lease_in_user_scope(servers: Clus
 
 
 async def test_sigkill_of_holders_server_frees_lease_within_ttl(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     await alice.request("acquire")
     await bob.expect("state", lambda m: m.get("holder") is not None)
     mark = len(bob.messages)
     killed_at = time.monotonic()
-    a.kill()
+    await a.kill_async()
     freed = await bob.expect("state", lambda m: m.get("holder") is None, after=mark, timeout=TTL_S + 3)
     assert freed["change"]["kind"] == "expired"
     assert freed["_t"] - killed_at <= TTL_S + 1.0
@@ -140,12 +140,12 @@ async def test_holder_learns_lost_before_ttl_when_redis_is_unreachable(
 ) -> None:
     cluster = Cluster(own_redis.url, prefix)
     try:
-        a = cluster.server("a")
+        a = await cluster.server_async("a")
         alice = await open_tab(tabs, a, "alice")
         got = await alice.request("acquire")
         assert got["type"] == "acquired"
         await alice.expect("ping", lambda m: m.get("ttl_ms") is not None)
-        own_redis.stop()
+        await own_redis.stop_async()
         stopped_at = time.monotonic()
         lost = await alice.expect("released", timeout=TTL_S + 2)
         assert lost["reason"] == "lost"
@@ -154,7 +154,7 @@ async def test_holder_learns_lost_before_ttl_when_redis_is_unreachable(
         assert lost["_t"] - stopped_at < TTL_S, lost["_t"] - stopped_at
 
         # Redis comes back (empty): the server recovers by itself and the lease can be taken again.
-        own_redis.start()
+        await own_redis.start_async()
         again = await alice.request("acquire", timeout=10)
         for _ in range(40):
             if again["type"] == "acquired":
@@ -168,7 +168,7 @@ async def test_holder_learns_lost_before_ttl_when_redis_is_unreachable(
 
 
 async def test_dead_tab_is_closed_4408_and_its_lease_expires(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a")
+    a = await servers.server_async("a")
     bob = await open_tab(tabs, a, "bob")
     zombie = await open_tab(tabs, a, "alice", answer_pings=False)
     await zombie.request("acquire")
@@ -180,7 +180,7 @@ async def test_dead_tab_is_closed_4408_and_its_lease_expires(servers: Cluster, t
 async def test_dropped_pubsub_connection_is_followed_by_a_fresh_state(
     servers: Cluster, redis_server: RedisServer, tabs: list[Tab]
 ) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     mark = len(alice.messages)
@@ -200,7 +200,8 @@ async def test_dropped_pubsub_connection_is_followed_by_a_fresh_state(
 async def test_tab_scope_second_tab_of_same_user_is_busy_and_may_take_over(
     servers: Cluster, tabs: list[Tab]
 ) -> None:
-    a, b = servers.server("a", PRESENCE_LEASE_SCOPE="tab"), servers.server("b", PRESENCE_LEASE_SCOPE="tab")
+    a = await servers.server_async("a", PRESENCE_LEASE_SCOPE="tab")
+    b = await servers.server_async("b", PRESENCE_LEASE_SCOPE="tab")
     first = await open_tab(tabs, a, "alice", tab="tab-1")
     second = await open_tab(tabs, b, "alice", tab="tab-2")
     assert second.welcome is not None and second.welcome["scope"] == "tab"

@@ -11,9 +11,10 @@ from wsclient import Tab
 
 
 async def test_embedded_server_works_out_of_the_box() -> None:
-    server = ServerProcess({"PRESENCE_REDIS_URL": "", "PRESENCE_SECRET": ""}, name="embedded").start()
+    server = ServerProcess({"PRESENCE_REDIS_URL": "", "PRESENCE_SECRET": ""}, name="embedded")
     tabs: list[Tab] = []
     try:
+        await server.start_async()
         assert "embedded store" in server.log() and "DEV MODE" in server.log()
         async with httpx.AsyncClient(base_url=server.http_url) as http:
             assert (await http.get("/readyz")).json()["redis"] is True

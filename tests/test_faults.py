@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from chaos_check import windows
 from conftest import FAST, Cluster
@@ -39,6 +40,7 @@ TTL_S = int(ENV["PRESENCE_LEASE_TTL_MS"]) / 1000
 HEARTBEAT_S = int(ENV["PRESENCE_HEARTBEAT_MS"]) / 1000
 MARGIN_S = max(100, min(2000, int(ENV["PRESENCE_LEASE_TTL_MS"]) // 10)) / 1000
 GRACE_S = int(ENV["PRESENCE_GRACE_MS"]) / 1000
+API_KEY = "k" * 40
 
 
 class FaultCluster(Cluster):
@@ -60,6 +62,14 @@ def proxy(own_redis: RedisServer) -> Iterator[TcpProxy]:
     p.close()
 
 
+
+
+async def lease_of(server: ServerProcess, workspace: str) -> dict[str, Any]:
+    """The lease as Redis has it now, read through the lease API of a server run with ``API_KEY``."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as http:
+        r = await http.get(f"/api/v1/workspaces/{workspace}/lease", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
 
 
 def http_status(server: ServerProcess, path: str) -> int:
@@ -107,14 +117,14 @@ def window_of(tab: Tab, fence: int) -> Any:
 async def test_redis_outage_server_stays_up_holder_told_lost_and_all_recovers(
     own_redis: RedisServer, cluster: Cluster, tabs: list[Tab]
 ) -> None:
-    a, b = cluster.server("a"), cluster.server("b")
+    a, b = await cluster.server_async("a"), await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice", tab="alice-tab")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
     assert got["type"] == "acquired"
     await alice.expect("ping", lambda m: m.get("ttl_ms") is not None)
 
-    own_redis.stop()
+    await own_redis.stop_async()
     stopped = time.monotonic()
     # Holders are told 'lost' by their local deadline, before the lease could have expired.
     lost = await alice.expect("released", timeout=TTL_S + 3)
@@ -123,7 +133,7 @@ async def test_redis_outage_server_stays_up_holder_told_lost_and_all_recovers(
     assert lost["_t"] - stopped < TTL_S + 1  # (a second of slack for a stalled server process)
     # The servers stay up: alive, not ready; new tabs are turned away with 1013.
     await until(lambda: http_status(a, "/readyz") == 503 and http_status(b, "/readyz") == 503, 10, "readyz 503")
-    assert http_status(a, "/healthz") == 200
+    assert await asyncio.to_thread(http_status, a, "/healthz") == 200
     newcomer = Tab(a.ws_url, "carol", "doc")
     await newcomer.connect(expect_welcome=False)
     assert await newcomer.closed(timeout=10) == 1013
@@ -131,7 +141,7 @@ async def test_redis_outage_server_stays_up_holder_told_lost_and_all_recovers(
 
     # Redis returns, empty. Everything recovers by itself: scripts reloaded, subscriptions back,
     # presence re-entered, state re-read and pushed.
-    own_redis.start()
+    await own_redis.start_async()
     await until(lambda: http_status(a, "/readyz") == 200 and http_status(b, "/readyz") == 200, 20, "readyz 200")
     mark_a, mark_b = len(alice.messages), len(bob.messages)
     again = await acquire_when_free(bob, timeout=10)
@@ -153,13 +163,13 @@ async def test_server_started_while_redis_is_down_becomes_ready_by_itself(
     """No tab can arrive to load the scripts (a balancer routes none to a process that is not
     ready): the process loads them by itself once Redis answers. Other processes loaded them into
     Redis already, so no NOSCRIPT reply reminds this one."""
-    own_redis.stop()
+    await own_redis.stop_async()
     server = ServerProcess({**FAST, **ENV, "PRESENCE_REDIS_URL": own_redis.url, "PRESENCE_KEY_PREFIX": prefix},
                            name="early")
     try:
-        server.start(wait_ready=False)
-        assert http_status(server, "/readyz") == 503
-        own_redis.start()
+        await server.start_async(wait_ready=False)
+        assert await asyncio.to_thread(http_status, server, "/readyz") == 503
+        await own_redis.start_async()
         r = own_redis.client()
         for script in load_scripts().values():
             r.script_load(script.source)
@@ -176,7 +186,7 @@ async def test_redis_refusing_writes_fails_requests_not_connections(
     """Redis answers but refuses writes (maxmemory reached): a request that needs one gets an
     ``unavailable`` error and every connection stays open; reads and renewals (PEXPIRE needs no
     memory) go on, so the holder keeps its lease; all works again once Redis accepts writes."""
-    a = cluster.server("a")
+    a = await cluster.server_async("a")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     got = await alice.request("acquire")
@@ -203,7 +213,7 @@ async def test_redis_refusing_writes_fails_requests_not_connections(
 async def test_takeover_while_pubsub_is_down_still_reaches_the_old_holder(
     own_redis: RedisServer, cluster: Cluster, tabs: list[Tab]
 ) -> None:
-    a, b = cluster.server("a"), cluster.server("b")
+    a, b = await cluster.server_async("a"), await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -238,8 +248,8 @@ async def test_holder_behind_a_slow_link_is_told_lost_before_anyone_else_can_hol
     back: the link is cut right after she is granted the lease, and Bob (on a server with a direct
     link) is granted it the moment it expires; her validity window must end first."""
     # A 1 s heartbeat gives the server a 1 s Redis socket timeout: room for the slow replies.
-    a = cluster.server("a", PRESENCE_REDIS_URL=proxy.url, PRESENCE_HEARTBEAT_MS="1000")
-    b = cluster.server("b")
+    a = await cluster.server_async("a", PRESENCE_REDIS_URL=proxy.url, PRESENCE_HEARTBEAT_MS="1000")
+    b = await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     latency = 2 * MARGIN_S  # Redis -> server only; within the server's Redis socket timeout
@@ -266,8 +276,8 @@ async def test_partitioned_server_recovers_and_its_holder_is_told(
     """A partition (packets vanish, nothing is reset): the holder is told 'lost' before its lease
     expires; meanwhile the other server grants it; after healing, the partitioned server
     reconnects, re-subscribes, re-reads and shows the new holder, and its tabs can act again."""
-    a = cluster.server("a", PRESENCE_REDIS_URL=proxy.url)
-    b = cluster.server("b")
+    a = await cluster.server_async("a", PRESENCE_REDIS_URL=proxy.url)
+    b = await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -297,7 +307,7 @@ async def test_partitioned_server_recovers_and_its_holder_is_told(
 async def test_sigstop_longer_than_ttl_then_sigcont_holder_learns_it_lost(
     cluster: Cluster, tabs: list[Tab]
 ) -> None:
-    a, b = cluster.server("a"), cluster.server("b")
+    a, b = await cluster.server_async("a"), await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -337,8 +347,8 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
     Whatever got through, the outcome is consistent everywhere: either the takeover happened
     (higher fence; the holder is told 'taken_over'; the dead taker's lease then expires by itself)
     or it did not (the holder keeps lease and fence and is told nothing)."""
-    servers = {"a": cluster.server("a"), "b": cluster.server("b")}
-    w = cluster.server("w")
+    servers = {"a": await cluster.server_async("a"), "b": await cluster.server_async("b")}
+    w = await cluster.server_async("w", PRESENCE_API_KEY=API_KEY)
     for attempt, delay in enumerate((0.0, 0.003, 0.02)):
         ws = f"doc{attempt}"
         alice = await open_tab(tabs, servers["a"], "alice", ws)
@@ -349,35 +359,49 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
         await bob.send({"type": "takeover", "id": "t"})
         await asyncio.sleep(delay)
         dead = "b" if victim == "taker" else "a"
-        servers[dead].kill()
+        await servers[dead].kill_async()
         if victim == "holder":
             taken = await watch.expect("state", lambda m: (m.get("holder") or {}).get("user", {}).get("id") == "bob")
             assert taken["holder"]["fence"] > got["fence"]
             assert (await bob.expect("acquired"))["fence"] == taken["holder"]["fence"]
         else:
-            await asyncio.sleep(1.0)  # anything the dead taker sent has reached Redis and been published
-            holder = watch.state()["holder"]
-            if holder is not None and holder["user"]["id"] == "bob":
-                assert holder["fence"] > got["fence"]
+            # The taker's process is dead and reaped: nothing more of its can reach Redis, so what
+            # Redis holds now (read through w, after the kill) is the outcome, and it was published
+            # with the change (the takeover script changes and publishes atomically).
+            truth = await lease_of(w, ws)
+            assert truth["holder"] is not None, truth  # Alice's is renewed; Bob's cannot have expired yet
+            if truth["holder"]["user"]["id"] == "bob":
+                assert truth["fence"] > got["fence"]
+                # The watcher, on a live server, is shown the new holder, and the old holder is told.
+                st = await watch.expect("state", lambda m, f=truth["fence"]: (m.get("holder") or {}).get("fence") == f)
+                holder = st["holder"]
+                assert holder["user"]["id"] == "bob" and holder["fence"] > got["fence"]
                 assert (await alice.expect("released"))["reason"] == "taken_over"
                 # Nobody renews the dead taker's lease: it expires and is announced.
                 # (The within-TTL+1s bound is test_e2e's; here, on a loaded machine, that it happens.)
                 await watch.expect("state", lambda m: m.get("holder") is None, timeout=TTL_S + 10)
             else:
+                assert truth["holder"]["user"]["id"] == "alice" and truth["fence"] == got["fence"], truth
+                holder = watch.state()["holder"]
                 assert holder is not None and holder["fence"] == got["fence"]
                 assert not alice.of("released")
-                assert (await watch.request("acquire"))["type"] == "busy"
+                busy = await watch.request("acquire")
+                assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == "alice", busy
+                # Still Alice's after that round trip: nobody was shown or told anything else.
+                assert not alice.of("released")
+                assert all((m.get("holder") or {}).get("fence") in (None, got["fence"]) for m in watch.of("state"))
         old = servers[dead]
         old.proc = None
-        servers[dead] = ServerProcess(old.env, port=old.port, name=old.name).start()
+        servers[dead] = ServerProcess(old.env, port=old.port, name=old.name)
         cluster.servers.append(servers[dead])
+        await servers[dead].start_async()
 
 
 # -- SIGTERM ------------------------------------------------------------------------------------
 
 
 async def test_sigterm_closes_tabs_1012_keeps_leases_and_exits_in_time(cluster: Cluster, tabs: list[Tab]) -> None:
-    a, b = cluster.server("a"), cluster.server("b")
+    a, b = await cluster.server_async("a"), await cluster.server_async("b")
     alice = await open_tab(tabs, a, "alice", tab="alice-tab")
     viewer = await open_tab(tabs, a, "viewer")
     bob = await open_tab(tabs, b, "bob")
@@ -409,10 +433,10 @@ async def test_sigterm_closes_tabs_1012_keeps_leases_and_exits_in_time(cluster: 
 
 async def test_sigterm_with_redis_down_still_exits_in_time(own_redis: RedisServer, cluster: Cluster,
                                                            tabs: list[Tab]) -> None:
-    a = cluster.server("a")
+    a = await cluster.server_async("a")
     alice = await open_tab(tabs, a, "alice")
     await alice.request("acquire")
-    own_redis.stop()
+    await own_redis.stop_async()
     await until(lambda: http_status(a, "/readyz") == 503, 10, "not ready")
     assert a.proc is not None
     termed = time.monotonic()

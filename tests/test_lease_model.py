@@ -2,7 +2,7 @@
 
 Random sequences of acquire, takeover, release (with the current, a stale or a made-up fence),
 renew (``tick``), forced expiry (``PEXPIRE`` to 1 ms), TTL shortening, expiry checks and data
-loss (``FLUSHALL``) run against :class:`presence.lease.LeaseScripts`, and every answer is compared
+loss (``FLUSHALL``) run against :class:`presence.gateway.leases.LeaseScripts`, and every answer is compared
 with a reference model of one workspace: the owner (user, tab), its fence, whether the lease is
 alive, whether its silent expiry has been announced, and every fence ever granted.
 

@@ -36,7 +36,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_metrics_follow_tabs_and_leases(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a")
+    a = await servers.server_async("a")
     before = await scrape(a)
     assert value(before, "presence_connections") == 0 and value(before, "presence_ready") == 1
     assert any(name == "presence_server" for name, _ in before)
@@ -85,7 +85,7 @@ async def test_metrics_follow_tabs_and_leases(servers: Cluster, tabs: list[Tab])
 
 
 async def test_each_process_counts_only_its_own_changes(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     t = await Tab(b.ws_url, "carl", "m-split").connect()
     watcher = await Tab(a.ws_url, "wes", "m-split").connect()
     tabs += [t, watcher]
@@ -115,7 +115,7 @@ def test_log_records_carry_conn_and_request_ids() -> None:
 
 
 async def test_server_json_logs_name_the_connection(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a", PRESENCE_LOG_JSON="true")
+    a = await servers.server_async("a", PRESENCE_LOG_JSON="true")
     t = await Tab(a.ws_url, "lou", "m-logs").connect()
     tabs.append(t)
     conn = t.welcome["conn"]  # type: ignore[index]

@@ -109,7 +109,7 @@ async def test_takeover_cooldown(lease: LeaseScripts) -> None:
 
 
 async def test_queue_order_across_two_servers(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     carol = await open_tab(tabs, a, "carol")
@@ -133,7 +133,7 @@ async def test_queue_order_across_two_servers(servers: Cluster, tabs: list[Tab])
 
 
 async def test_leaving_or_releasing_removes_a_waiter(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a")
+    a = await servers.server_async("a")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     carol = await open_tab(tabs, a, "carol")
@@ -151,21 +151,28 @@ async def test_leaving_or_releasing_removes_a_waiter(servers: Cluster, tabs: lis
 
 
 async def test_dead_waiters_server_is_skipped(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     carol = await open_tab(tabs, a, "carol")
-    await alice.request("acquire")
+    got = await alice.request("acquire")
     await bob.request("acquire", wait=True)
     await carol.request("acquire", wait=True)
-    b.kill()  # Bob's server dies: nobody removes him from the queue but the prune of his presence
+    await b.kill_async()  # Bob's server dies: nobody removes him from the queue but the prune of his presence
     await alice.expect("state", lambda m: [p["id"] for p in m["queue"]] == ["carol"], timeout=5)
+    mark = len(alice.messages)
     await alice.request("release")
-    assert (await carol.expect("acquired"))["type"] == "acquired"
+    # The release hands the lease to Carol, first in line once Bob's dead tab is pruned: a new grant she
+    # did not ask for again (no request id), and the others are shown her with that fence, nobody in line.
+    won = await carol.expect("acquired")
+    assert won["fence"] > got["fence"] and won["ttl_ms"] > 0 and "id" not in won, won
+    st = await alice.expect("state", lambda m: m["holder"] is not None, after=mark)
+    assert st["holder"]["user"]["id"] == "carol" and st["holder"]["fence"] == won["fence"], st
+    assert st["queue"] == []
 
 
 async def test_handoff_accepted(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -183,7 +190,7 @@ async def test_handoff_accepted(servers: Cluster, tabs: list[Tab]) -> None:
 
 
 async def test_handoff_declined(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b")
+    a, b = await servers.server_async("a"), await servers.server_async("b")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -198,7 +205,7 @@ async def test_handoff_declined(servers: Cluster, tabs: list[Tab]) -> None:
 
 
 async def test_requester_withdraws_its_request_with_release(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a")
+    a = await servers.server_async("a")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     await alice.request("acquire")
@@ -212,7 +219,7 @@ async def test_requester_withdraws_its_request_with_release(servers: Cluster, ta
 
 
 async def test_handoff_times_out_into_a_takeover(servers: Cluster, tabs: list[Tab]) -> None:
-    a, b = servers.server("a"), servers.server("b", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
+    a, b = await servers.server_async("a"), await servers.server_async("b", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, b, "bob")
     got = await alice.request("acquire")
@@ -229,7 +236,7 @@ async def test_handoff_times_out_into_a_takeover(servers: Cluster, tabs: list[Ta
 async def test_handoff_times_out_without_takeover_when_the_token_forbids_it(
     servers: Cluster, tabs: list[Tab]
 ) -> None:
-    a = servers.server("a", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
+    a = await servers.server_async("a", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob", takeover=False)
     await alice.request("acquire")
@@ -241,7 +248,7 @@ async def test_handoff_times_out_without_takeover_when_the_token_forbids_it(
 
 
 async def test_idle_holder_releases(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a", PRESENCE_IDLE_RELEASE_MS="500")
+    a = await servers.server_async("a", PRESENCE_IDLE_RELEASE_MS="500")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     await alice.request("acquire")
@@ -258,7 +265,7 @@ async def test_idle_holder_releases(servers: Cluster, tabs: list[Tab]) -> None:
 
 
 async def test_takeover_cooldown_stops_takeover_wars(servers: Cluster, tabs: list[Tab]) -> None:
-    a = servers.server("a", PRESENCE_TAKEOVER_COOLDOWN_MS="5000")
+    a = await servers.server_async("a", PRESENCE_TAKEOVER_COOLDOWN_MS="5000")
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     await alice.request("acquire")
@@ -272,7 +279,7 @@ async def test_lease_api_and_fence_helpers(
     servers: Cluster, redis_server: RedisServer, prefix: str, tabs: list[Tab]
 ) -> None:
     key = "k" * 40
-    a = servers.server("a", PRESENCE_API_KEY=key)
+    a = await servers.server_async("a", PRESENCE_API_KEY=key)
     alice = await open_tab(tabs, a, "alice")
     bob = await open_tab(tabs, a, "bob")
     old = (await alice.request("acquire"))["fence"]

@@ -16,7 +16,10 @@ from presence.http.app import create_app, static_dir
 from presence.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC_FILES = ["presence.js", "demo.html", "demo.css", "demo.js"]
+# Every file of static/: package-data ships them all ("presence.static" = ["*"]).
+STATIC_FILES = [
+    "presence.js", "demo.html", "demo.css", "demo.js", "dashboard.html", "dashboard.css", "dashboard.js",
+]
 
 
 @pytest.fixture
@@ -29,6 +32,8 @@ def test_static_dir_of_the_source_tree_has_every_file() -> None:
     assert static_dir() == ROOT / "static"
     for name in STATIC_FILES:
         assert (static_dir() / name).is_file(), name
+    # and nothing else: a new file there ships too, so it belongs in STATIC_FILES (and the wheel test)
+    assert sorted(p.name for p in static_dir().iterdir()) == sorted(STATIC_FILES)
 
 
 def test_presence_js_is_served_as_javascript_with_cache_headers(client: TestClient) -> None:
@@ -50,6 +55,9 @@ def test_presence_js_is_served_as_javascript_with_cache_headers(client: TestClie
     ("/static/demo.js", ("text/javascript", "application/javascript")),
     ("/static/demo.css", ("text/css",)),
     ("/static/demo.html", ("text/html",)),
+    ("/static/dashboard.js", ("text/javascript", "application/javascript")),
+    ("/static/dashboard.css", ("text/css",)),
+    ("/static/dashboard.html", ("text/html",)),
 ])
 def test_demo_assets_are_served_with_their_types(client: TestClient, path: str, ctype: tuple[str, ...]) -> None:
     r = client.get(path)
@@ -94,6 +102,9 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
         for name in STATIC_FILES:
             assert f"presence/static/{name}" in names, sorted(n for n in names if "static" in n)
             assert zf.read(f"presence/static/{name}") == (ROOT / "static" / name).read_bytes()
+        assert sorted(n for n in names if n.startswith("presence/static/")) == sorted(
+            f"presence/static/{name}" for name in STATIC_FILES
+        )
 
     # install it apart from the checkout and ask the installed package where its files are
     target = tmp_path / "site"
@@ -121,7 +132,7 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     static = Path(seen["static"])
     assert static == target / "presence" / "static", seen
     for name in STATIC_FILES:
-        assert (static / name).is_file(), name
+        assert (static / name).read_bytes() == (ROOT / "static" / name).read_bytes(), name
     assert seen["status"] == 200, seen
     assert seen["type"].startswith("text/javascript"), seen
     assert "max-age=" in seen["cache"], seen

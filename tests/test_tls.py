@@ -29,7 +29,7 @@ async def test_two_servers_on_a_tls_redis(tls_redis: TlsRedisServer, prefix: str
     assert tls_redis.url.startswith("rediss://")
     c = Cluster(tls_redis.url, prefix)
     try:
-        await takeover_across_servers(c.server("a"), c.server("b"), tabs, "doc-tls")
+        await takeover_across_servers(await c.server_async("a"), await c.server_async("b"), tabs, "doc-tls")
     finally:
         c.close()
 
@@ -46,7 +46,8 @@ def tls_cluster(tls_redis: TlsRedisServer, tls_files: TlsFiles) -> Iterator[Loca
 async def test_two_servers_on_a_tls_cluster(tls_cluster: LocalRedisCluster, prefix: str, tabs: list[Tab]) -> None:
     c = Cluster(tls_cluster.url, prefix)
     try:
-        a, b = c.server("a", PRESENCE_REDIS_CLUSTER="true"), c.server("b", PRESENCE_REDIS_CLUSTER="true")
+        a = await c.server_async("a", PRESENCE_REDIS_CLUSTER="true")
+        b = await c.server_async("b", PRESENCE_REDIS_CLUSTER="true")
         for ws in spread(tls_cluster, 1):
             await takeover_across_servers(a, b, tabs, ws)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -162,10 +161,15 @@ def test_server_restart_client_reconnects_and_rejoins_its_lease(
     server.start()  # same port, same Redis
 
     alice.wait("() => client.connected && client.canEdit", timeout_s=15)
+    # A request of our own after the rejoin: the server answers a tab's messages in order, so the
+    # answer to anything the client sent on reconnecting has arrived before this one.
+    assert alice.call("acquire") == {"acquired": True, "fence": fence, "rejoined": True}
     rejoined = [e for e in alice.events("acquired") if e["at"] >= down_at]
     assert rejoined, "the client must be told it holds the lease again"
     assert all(e["detail"]["fence"] == fence for e in rejoined)
     assert any(e["detail"]["rejoined"] for e in rejoined)
+    # One acquired for the rejoin (the server's, unasked), then the answer to our acquire: no other.
+    assert [e["detail"].get("id") is None for e in rejoined] == [True, False], rejoined
     assert alice.js("() => [client.holding, client.fence]") == [True, fence]
     assert alice.events("released") == [], "the lease was never lost"
     assert int(redis_server.client().get(lease_key(prefix, "doc-restart")) or 0) == fence
@@ -227,7 +231,7 @@ def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -
 
 
 def test_demo_page_takeover_story_without_console_errors(
-    servers: Cluster, new_page: Callable[[str], Page], console: ConsoleLog, tmp_path: Path
+    servers: Cluster, new_page: Callable[[str], Page], console: ConsoleLog
 ) -> None:
     server = servers.server("a", PRESENCE_LEASE_TTL_MS="6000", PRESENCE_HEARTBEAT_MS="1000",
                             PRESENCE_DEAD_AFTER_MS="3000")
@@ -256,8 +260,6 @@ def test_demo_page_takeover_story_without_console_errors(
         expect(bob.get_by_role("button", name=label)).to_be_visible()
     expect(bob.locator("#editor")).to_be_disabled()
     expect(bob.locator("#viewers li").filter(has_text="Alice")).to_contain_text("editing")
-    alice.screenshot(path=tmp_path / "1-alice-editing.png", full_page=True)
-    bob.screenshot(path=tmp_path / "1-bob-sees-banner.png", full_page=True)
 
     # Bob takes over: he may edit now, Alice is told who took over and that her text was kept
     bob.get_by_role("button", name="Take over").click()
@@ -272,8 +274,6 @@ def test_demo_page_takeover_story_without_console_errors(
     expect(alice.get_by_role("button", name="Take over")).to_be_visible()
     draft = alice.evaluate("() => localStorage.getItem('presence.demo.draft:doc-demo:alice')")
     assert draft == "Minutes of the Monday meeting, by Alice."
-    alice.screenshot(path=tmp_path / "2-alice-taken-over.png", full_page=True)
-    bob.screenshot(path=tmp_path / "2-bob-editing.png", full_page=True)
 
     # Alice dismisses the notice and chooses to read only: the banner shrinks to a note
     alice.get_by_role("button", name="Dismiss").click()
@@ -286,9 +286,4 @@ def test_demo_page_takeover_story_without_console_errors(
     bob.get_by_role("button", name="Done editing").click()
     expect(alice.locator("#banner")).to_be_hidden()
     expect(alice.locator("#holder")).to_have_text("Nobody is editing.")
-    alice.screenshot(path=tmp_path / "3-alice-free-again.png", full_page=True)
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "1-alice-editing.png", "1-bob-sees-banner.png", "2-alice-taken-over.png", "2-bob-editing.png",
-        "3-alice-free-again.png",
-    ]
     assert console.errors() == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,19 +40,17 @@ def saved_fence(page: Page, workspace: str) -> int:
     return int(page.evaluate("(k) => JSON.parse(localStorage.getItem(k)).fence", f"presence.demo.doc:{workspace}"))
 
 
-def ask(page: Page, holder: str, message: str = "", screenshot: Path | None = None) -> None:
+def ask(page: Page, holder: str, message: str = "") -> None:
     """Bob's "Ask Alice for it": open the form, type an optional message, send."""
     page.get_by_role("button", name=f"Ask {holder} for it").click()
     box = page.get_by_label(f"Message for {holder} (optional)")
     expect(box).to_be_focused()
     box.fill(message)
-    if screenshot:
-        page.screenshot(path=screenshot, full_page=True)
     page.get_by_role("button", name="Send request").click()
 
 
 def test_queue_notify_me_when_free_then_its_yours(
-    servers: Cluster, new_page: NewPage, console: ConsoleLog, tmp_path: Path
+    servers: Cluster, new_page: NewPage, console: ConsoleLog
 ) -> None:
     a, b = servers.server("a"), servers.server("b")  # the queue works across server processes
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-queue")
@@ -76,8 +73,6 @@ def test_queue_notify_me_when_free_then_its_yours(
     expect(bob.locator("#queue")).to_have_text("You and Carol are waiting for it.")
     expect(alice.locator("#viewers li").filter(has_text="Carol")).to_contain_text("waiting #2")
     expect(bob.locator("#editor")).to_be_disabled()
-    alice.screenshot(path=tmp_path / "queue-1-alice-sees-the-line.png", full_page=True)
-    carol.screenshot(path=tmp_path / "queue-1-carol-second-in-line.png", full_page=True)
 
     # Alice is done: the lease goes straight to Bob, Carol moves up
     alice.get_by_role("button", name="Done editing").click()
@@ -93,7 +88,6 @@ def test_queue_notify_me_when_free_then_its_yours(
     expect(carol.locator("#queue")).to_have_text("You are waiting for it.")
     expect(alice.locator("#queue")).to_have_text("Carol is waiting for it.")
     expect(alice.locator("#editor")).to_be_disabled()
-    bob.screenshot(path=tmp_path / "queue-2-bob-its-yours.png", full_page=True)
 
     # Carol leaves the line: nobody is waiting any more, and Bob's "Done" frees the document
     carol.get_by_role("button", name="Leave the line").click()
@@ -108,7 +102,7 @@ def test_queue_notify_me_when_free_then_its_yours(
 
 
 def test_handoff_accepted_give_it(
-    servers: Cluster, new_page: NewPage, console: ConsoleLog, tmp_path: Path
+    servers: Cluster, new_page: NewPage, console: ConsoleLog
 ) -> None:
     a, b = servers.server("a"), servers.server("b")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-give")
@@ -117,7 +111,7 @@ def test_handoff_accepted_give_it(
     first = saved_fence(alice, "doc-give")
     expect(alice.locator("#request-prompt")).to_be_hidden()
 
-    ask(bob, "Alice", "Just fixing a typo in the title, two minutes", tmp_path / "give-0-bob-asks.png")
+    ask(bob, "Alice", "Just fixing a typo in the title, two minutes")
     expect(bob.locator("#ask-status")).to_be_visible()
     expect(bob.locator("#ask-status")).to_have_text(re.compile(r"^\s*Waiting for Alice's answer \((2\d|30) s\)\s*$"))
     expect(bob.locator("#ask-form")).to_be_hidden()
@@ -132,8 +126,6 @@ def test_handoff_accepted_give_it(
     )
     expect(alice.locator("#viewers li").filter(has_text="Bob")).to_contain_text("asking for it")
     expect(alice.locator("#editor")).to_be_enabled()  # being asked changes nothing by itself
-    alice.screenshot(path=tmp_path / "give-1-alice-is-asked.png", full_page=True)
-    bob.screenshot(path=tmp_path / "give-1-bob-waits-for-the-answer.png", full_page=True)
 
     alice.get_by_role("button", name="Give it").click()
     expect(bob.locator("#editor")).to_be_enabled()
@@ -147,11 +139,10 @@ def test_handoff_accepted_give_it(
     expect(alice.locator("#message")).to_have_text("You gave the document to Bob.")
     expect(alice.locator("#banner-text")).to_contain_text("Bob is editing since")
     expect(alice.locator("#notice")).to_be_hidden()  # she gave it: no "took over" alarm
-    bob.screenshot(path=tmp_path / "give-2-bob-its-yours.png", full_page=True)
     assert console.errors() == []
 
 
-def test_handoff_declined_keep_it(servers: Cluster, new_page: NewPage, console: ConsoleLog, tmp_path: Path) -> None:
+def test_handoff_declined_keep_it(servers: Cluster, new_page: NewPage, console: ConsoleLog) -> None:
     a = servers.server("a")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-keep")
     bob = open_demo(new_page("bob"), a.http_url, "bob", "Bob", "doc-keep")
@@ -174,12 +165,11 @@ def test_handoff_declined_keep_it(servers: Cluster, new_page: NewPage, console: 
     expect(alice.locator("#editor")).to_be_enabled()
     alice.locator("#editor").fill("Quarterly report, still Alice's.")
     expect(alice.locator("#message")).to_contain_text("Saved at")
-    bob.screenshot(path=tmp_path / "keep-bob-declined.png", full_page=True)
     assert console.errors() == []
 
 
 def test_handoff_unanswered_becomes_a_takeover(
-    servers: Cluster, new_page: NewPage, console: ConsoleLog, tmp_path: Path
+    servers: Cluster, new_page: NewPage, console: ConsoleLog
 ) -> None:
     a = servers.server("a", PRESENCE_HANDOFF_TIMEOUT_MS="1500", PRESENCE_TAKEOVER_COOLDOWN_MS="20000")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-timeout")
@@ -191,7 +181,6 @@ def test_handoff_unanswered_becomes_a_takeover(
         re.compile(r"^Bob may take over in [12] s if you do not answer\.$")
     )
     expect(bob.locator("#ask-status")).to_have_text(re.compile(r"Waiting for Alice's answer \([12] s\)"))
-    alice.screenshot(path=tmp_path / "timeout-1-alice-is-asked.png", full_page=True)
 
     # nobody answers: Bob's server takes it over for him after 1.5 s
     expect(bob.locator("#editor")).to_be_enabled(timeout=5000)
@@ -211,6 +200,4 @@ def test_handoff_unanswered_becomes_a_takeover(
     ))
     expect(alice.locator("#editor")).to_be_disabled()
     expect(bob.locator("#editor")).to_be_enabled()
-    alice.screenshot(path=tmp_path / "timeout-2-alice-taken-over.png", full_page=True)
-    bob.screenshot(path=tmp_path / "timeout-2-bob-its-yours.png", full_page=True)
     assert console.errors() == []

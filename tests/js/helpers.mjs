@@ -67,13 +67,17 @@ export function fakeWebSocketClass() {
     onmessage = null;
     onclose = null;
     onerror = null;
+    /** Called with every message the client sends (after it is recorded in `sent`). */
+    onsent = null;
     constructor(url) {
       this.url = url;
       sockets.push(this);
     }
     send(data) {
       assert.equal(this.readyState, 1, "send on a socket that is not open");
-      this.sent.push(JSON.parse(data));
+      const msg = JSON.parse(data);
+      this.sent.push(msg);
+      this.onsent?.(msg);
     }
     close(code, reason) {
       this.closed = { code, reason };
@@ -168,4 +172,32 @@ export async function connected(options = {}, welcomeMsg = welcome()) {
   const ws = await accept(ctx.sockets, welcomeMsg);
   await p;
   return { ...ctx, ws };
+}
+
+/**
+ * Plays the server's side of a (re)join on the newest socket as presence/hub.py does: `welcome`, then, when
+ * the welcome's holder is this tab's (our user; in scope "tab" only with `ownsGrant`), `acquired{rejoined: true}`
+ * at once. From then on it answers the client's `acquire` as the lease script would: acquired (rejoined) for
+ * the holder, queued with wait, busy otherwise (a free lease is granted `freeFence`). Replies come on the next
+ * turn of the event loop, like a real reply; `await flush()` lets them arrive. Returns the socket.
+ */
+export async function acceptLikeServer(sockets, welcomeMsg, { ttlMs = 10000, ownsGrant = false, freeFence = 100 } = {}) {
+  await flush();
+  const ws = sockets.at(-1);
+  const holder = welcomeMsg.state.holder;
+  const ours = !!holder && holder.user.id === welcomeMsg.user.id && (welcomeMsg.scope !== "tab" || ownsGrant);
+  ws.onsent = (m) => {
+    if (m.type !== "acquire") return;
+    let reply;
+    if (ours) reply = { type: "acquired", id: m.id, fence: holder.fence, ttl_ms: ttlMs, rejoined: true };
+    else if (!holder) reply = { type: "acquired", id: m.id, fence: freeFence, ttl_ms: ttlMs };
+    else if (m.wait) reply = { type: "queued", id: m.id, position: 1 };
+    else reply = { type: "busy", id: m.id, holder };
+    setImmediate(() => ws.readyState === 1 && ws.receive(reply));
+  };
+  ws.open();
+  assert.equal(ws.sent[0]?.type, "hello");
+  ws.receive(welcomeMsg);
+  if (ours) ws.receive({ type: "acquired", fence: holder.fence, ttl_ms: ttlMs, rejoined: true });
+  return ws;
 }

@@ -1,7 +1,7 @@
 // Lease handling of PresenceClient: requests by id, unsolicited grants, local deadline, rejoin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { accept, connected, flush, record, state, welcome, BOB, ME } from "./helpers.mjs";
+import { accept, acceptLikeServer, connected, flush, record, state, welcome, BOB, ME } from "./helpers.mjs";
 
 test("acquire/busy/queued resolve by request id, in any order", async () => {
   const { client, ws } = await connected();
@@ -182,22 +182,82 @@ test("released from the server (taken over) ends holding and canEdit", async () 
   assert.equal(client.canEdit, false);
 });
 
-test("after a reconnect while holding, acquire is sent automatically to rejoin", async () => {
+test("after a reconnect while holding, the server's acquired{rejoined} restores the lease (no acquire sent)", async () => {
   const { client, clock, ws, sockets } = await connected();
   ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
   ws.serverClose(1012, "restart");
   clock.advance(0);
   const holder = { user: ME, fence: 7, since_ms: 1, tabs: 1 };
   const ws2 = await accept(sockets, welcome({ conn: "c2", state: state({ holder }) }));
-  const rejoin = ws2.last("acquire");
-  assert.ok(rejoin, "acquire sent after welcome");
-  assert.ok(rejoin.id != null);
+  assert.equal(ws2.last("acquire"), undefined, "the server's join already rejoined the lease");
   assert.equal(client.holding, true);
-  ws2.receive({ type: "acquired", id: rejoin.id, fence: 7, ttl_ms: 10000, rejoined: true });
+  ws2.receive({ type: "acquired", fence: 7, ttl_ms: 10000, rejoined: true });
   assert.equal(client.fence, 7);
   assert.equal(client.canEdit, true);
   await flush();
   assert.equal(client.holding, true);
+});
+
+test("a reconnect while holding fires exactly one acquired: the server's, with the same fence and a new deadline", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 }); // deadline 9000
+  const events = record(client, clock, ["acquired", "released", "canedit"]);
+  const holder = { user: ME, fence: 7, since_ms: 1, tabs: 1 };
+  let last = ws;
+  for (const at of [3000, 6000]) { // two reconnects, each rejoining the same lease
+    clock.advance(at - clock.t);
+    last.serverClose(1012, "restart");
+    clock.advance(0);
+    last = await acceptLikeServer(sockets, welcome({ state: state({ holder }) }));
+    await flush(); // the reply to any acquire the client sent would arrive now
+    assert.equal(last.last("acquire"), undefined);
+  }
+  // One acquired per rejoin, and nothing else: no released, canEdit never flipped.
+  assert.deepEqual(events.map(([t, d, when]) => [t, d.fence, d.rejoined, when]), [
+    ["acquired", 7, true, 3000], ["acquired", 7, true, 6000],
+  ]);
+  assert.equal(events[0][1].id, undefined);
+  assert.equal(client.holding, true);
+  assert.equal(client.fence, 7);
+  // The last confirmation (at 6000, ttl 10000) set the deadline: 6000 + 10000 - 1000.
+  clock.advance(14999 - clock.t);
+  assert.equal(client.canEdit, true);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+});
+
+test("a lease that expired while we were away: no acquired after the welcome, released{expired}, fence kept", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1006);
+  const events = record(client, clock, ["acquired", "released", "canedit"]);
+  clock.advance(0);
+  const ws2 = await acceptLikeServer(sockets, welcome()); // no holder: the server sends no acquired
+  await flush();
+  assert.equal(ws2.last("acquire"), undefined);
+  assert.equal(client.holding, false);
+  assert.equal(client.canEdit, false);
+  assert.equal(client.leaseRemainingMs, 0);
+  assert.equal(client.fence, 7, "fence keeps its last known value");
+  assert.deepEqual(events.map(([t, d]) => [t, d.reason ?? d.canEdit]), [["canedit", false], ["released", "expired"]]);
+  clock.advance(20000);
+  assert.equal(client.canEdit, false);
+});
+
+test("a lease taken over while we were away: released{taken_over}, canEdit false, our fence kept", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
+  ws.serverClose(1006);
+  const events = record(client, clock, ["acquired", "released"]);
+  clock.advance(0);
+  const holder = { user: BOB, fence: 8, since_ms: 1, tabs: 1 };
+  const ws2 = await acceptLikeServer(sockets, welcome({ state: state({ holder }) }));
+  await flush();
+  assert.equal(ws2.last("acquire"), undefined);
+  assert.equal(client.holding, false);
+  assert.equal(client.canEdit, false);
+  assert.equal(client.fence, 7, "Bob's fence is not ours");
+  assert.deepEqual(events.map(([t, d]) => [t, d]), [["released", { reason: "taken_over", by: BOB }]]);
 });
 
 test("after a reconnect, another holder in welcome means taken over (no acquire sent)", async () => {
@@ -225,18 +285,19 @@ test("after a reconnect, no holder in welcome means expired", async () => {
   assert.deepEqual(events.map(([, d]) => d.reason), ["expired"]);
 });
 
-test("a busy answer to the rejoin means we lost the lease", async () => {
+test("a takeover right after the rejoin: the server's released ends the lease", async () => {
   const { client, clock, ws, sockets } = await connected();
   ws.receive({ type: "acquired", fence: 7, ttl_ms: 10000 });
   ws.serverClose(1006);
   clock.advance(0);
   const holder = { user: ME, fence: 7, since_ms: 1, tabs: 1 };
-  const ws2 = await accept(sockets, welcome({ state: state({ holder }) }));
+  const ws2 = await acceptLikeServer(sockets, welcome({ state: state({ holder }) }));
   const events = record(client, clock, ["released"]);
-  ws2.receive({ type: "busy", id: ws2.last("acquire").id, holder: { user: BOB, since_ms: 2, tabs: 1 } });
+  ws2.receive({ type: "released", reason: "taken_over", by: BOB });
   await flush();
   assert.equal(client.holding, false);
-  assert.deepEqual(events.map(([, d]) => d), [{ reason: "taken_over", by: BOB }]);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events.map(([, d]) => d), [{ reason: "taken_over", by: BOB, id: undefined }]);
 });
 
 test("a queued wait is renewed after a reconnect", async () => {
@@ -248,6 +309,42 @@ test("a queued wait is renewed after a reconnect", async () => {
   clock.advance(0);
   const ws2 = await accept(sockets);
   assert.equal(ws2.last("acquire")?.wait, true);
+});
+
+test("a waiter whose user got the lease meanwhile is not re-queued: one acquired, from the server's join", async () => {
+  const { client, clock, ws, sockets } = await connected();
+  const p = client.acquire({ wait: true });
+  ws.receive({ type: "queued", id: ws.last("acquire").id, position: 1 });
+  await p;
+  ws.serverClose(1006);
+  const events = record(client, clock, ["acquired", "queued"]);
+  clock.advance(0);
+  const holder = { user: ME, fence: 9, since_ms: 1, tabs: 2 }; // our other tab holds it (scope "user")
+  const ws2 = await acceptLikeServer(sockets, welcome({ scope: "user", state: state({ holder }) }));
+  await flush();
+  assert.equal(ws2.last("acquire"), undefined);
+  assert.deepEqual(events.map(([t, d]) => [t, d.fence, d.rejoined]), [["acquired", 9, true]]);
+  assert.equal(client.holding, true);
+  assert.equal(client.fence, 9);
+  assert.equal(client.queuePosition, 0);
+  assert.equal(client.canEdit, true);
+});
+
+test("in tab scope a waiter re-queues while another tab of its user holds the lease", async () => {
+  const { client, clock, ws, sockets } = await connected({}, welcome({ scope: "tab" }));
+  const p = client.acquire({ wait: true });
+  ws.receive({ type: "queued", id: ws.last("acquire").id, position: 1 });
+  await p;
+  ws.serverClose(1006);
+  const events = record(client, clock, ["acquired", "queued"]);
+  clock.advance(0);
+  const holder = { user: ME, fence: 9, since_ms: 1, tabs: 2 }; // not this tab's grant
+  const ws2 = await acceptLikeServer(sockets, welcome({ scope: "tab", state: state({ holder }) }));
+  assert.equal(ws2.last("acquire")?.wait, true);
+  await flush();
+  assert.deepEqual(events.map(([t, d]) => [t, d.position]), [["queued", 1]]);
+  assert.equal(client.holding, false);
+  assert.equal(client.queuePosition, 1);
 });
 
 test("status() is sent with an id and re-sent after a reconnect", async () => {
