@@ -36,14 +36,17 @@ class Event(msgspec.Struct, tag_field="kind", forbid_unknown_fields=False, renam
         return str(self.__struct_config__.tag)
 
 
-class TabJoined(Event, tag="joined"):
+class _Presence(Event):
     user: Person | None = None
-    add: dict[str, str] = {}  # conn -> presence entry (TabInfo JSON)
+    add: dict[str, str] = {}  # conn -> its new presence entry (TabInfo JSON)
 
 
-class StatusChanged(Event, tag="status"):
-    user: Person | None = None
-    add: dict[str, str] = {}
+class TabJoined(_Presence, tag="joined"):
+    pass
+
+
+class StatusChanged(_Presence, tag="status"):
+    pass
 
 
 class TabLeft(Event, tag="left"):

@@ -50,9 +50,10 @@ class RequestRecord(msgspec.Struct, frozen=True):
         return Person(self.user, self.name)
 
 
-class Snapshot(msgspec.Struct):
-    """The whole workspace as read by one script (the ``snapshot`` script's reply, and part of
-    ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no lease key."""
+class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
+    """The whole workspace as read by one script (the ``snapshot`` script's reply, status
+    ``sync``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
+    lease key."""
 
     seq: int
     holder: HolderRecord | None

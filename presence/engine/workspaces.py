@@ -300,7 +300,7 @@ class Workspaces:
         finally:
             self._resyncing.discard(local.workspace)
         if self._current(local):
-            self._carry_out(local, local.core.reset(out.reply.snapshot, out.sent_at, self._now()))
+            self._carry_out(local, local.core.reset(out.reply, out.sent_at, self._now()))
 
     def _check_expiry(self, local: Local) -> None:
         if local.workspace in self._checking or self._stopping:

@@ -42,7 +42,7 @@ _release: r.ReplyDecoder[r.ReleaseReply] = r.ReplyDecoder(r.Relinquished, r.Dequ
 _join: r.ReplyDecoder[r.Entered] = r.ReplyDecoder(r.Entered)
 _leave: r.ReplyDecoder[r.LeaveReply] = r.ReplyDecoder(r.Left, r.Gone)
 _status: r.ReplyDecoder[r.StatusReply] = r.ReplyDecoder(r.Done, r.Gone)
-_snapshot: r.ReplyDecoder[r.Synced] = r.ReplyDecoder(r.Synced)
+_snapshot: r.ReplyDecoder[Snapshot] = r.ReplyDecoder(Snapshot)
 _expire: r.ReplyDecoder[r.ExpireReply] = r.ReplyDecoder(r.Held, r.Free)
 _missing = msgspec.json.Decoder(dict[str, int])
 _person = msgspec.json.Encoder()
@@ -131,12 +131,12 @@ class LeaseScripts:
     async def status(self, workspace: str, conn: str, info: TabInfo) -> r.Outcome[r.StatusReply]:
         return await self._run(_status, "status", workspace, conn, encode_info(info))
 
-    async def snapshot(self, workspace: str) -> r.Outcome[r.Synced]:
+    async def snapshot(self, workspace: str) -> r.Outcome[Snapshot]:
         """Read the whole workspace (after announcing a silent expiry and pruning dead tabs)."""
         return await self._run(_snapshot, "snapshot", workspace)
 
     async def read(self, workspace: str) -> Snapshot:
-        return (await self.snapshot(workspace)).reply.snapshot
+        return (await self.snapshot(workspace)).reply
 
     async def check_expiry(self, workspace: str) -> r.Outcome[r.ExpireReply]:
         """Announce the lease's expiry if it is gone; else answer its PTTL."""

@@ -25,23 +25,20 @@ class Reply(msgspec.Struct, tag_field="status", forbid_unknown_fields=False, ren
         return str(self.__struct_config__.tag)
 
 
-class Granted(Reply, tag="acquired"):
+class _Grant(Reply):
+    fence: int
+    ttl_ms: int
+
+
+class Granted(_Grant, tag="acquired"):
     """A new grant of a free lease."""
 
-    fence: int
-    ttl_ms: int
 
-
-class Rejoined(Reply, tag="rejoined"):
+class Rejoined(_Grant, tag="rejoined"):
     """The caller's user (its tab, in scope tab) already held it: TTL replaced, same fence."""
 
-    fence: int
-    ttl_ms: int
 
-
-class TakenOver(Reply, tag="taken_over"):
-    fence: int
-    ttl_ms: int
+class TakenOver(_Grant, tag="taken_over"):
     from_: Person
 
 
@@ -122,19 +119,6 @@ class Free(Reply, tag="free"):
     pass
 
 
-class Synced(Reply, tag="sync"):
-    seq: int
-    holder: HolderRecord | None
-    ttl_ms: int
-    tabs: dict[str, str] | None = None
-    queue: dict[str, int] | None = None
-    request: RequestRecord | None = None
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.seq, self.holder, self.ttl_ms, self.tabs, self.queue, self.request)
-
-
 AcquireReply = Granted | Rejoined | Busy | Waiting
 TakeoverReply = Granted | TakenOver | Rejoined | Cooldown
 RequestReply = Granted | Rejoined | Asked | Pending
@@ -144,7 +128,7 @@ LeaveReply = Left | Gone
 StatusReply = Done | Gone
 ExpireReply = Held | Free
 
-R = TypeVar("R", bound=Reply)
+R = TypeVar("R", bound=msgspec.Struct)  # a Reply, or the Snapshot the snapshot script answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +141,7 @@ class Outcome(Generic[R]):
 
     @property
     def status(self) -> str:
-        return self.reply.status
+        return str(self.reply.__struct_config__.tag)
 
 
 class ReplyDecoder(Generic[R]):
