@@ -1,0 +1,93 @@
+"""The workspace core without sockets or Redis: events and replies in, effects out."""
+
+from __future__ import annotations
+
+from presence.core.effects import Arm, CheckExpiry, Disarm, Resync, Send, Timer
+from presence.core.events import LeaseGranted, LeaseTakenOver, TabJoined
+from presence.core.records import HolderRecord, Snapshot
+from presence.core.workspace import Member, Workspace
+from presence.settings import Settings
+from presence.wire.messages import Acquired, Person, Released, State, Welcome
+
+ALICE, BOB = Person("alice", "Alice"), Person("bob", "Bob")
+SETTINGS = Settings(lease_ttl_ms=1500, heartbeat_ms=300, dead_after_ms=900, grace_ms=600)
+INFO = '["{u}","{n}","{t}",true,null,"s1"]'
+
+
+def sent(effects: list[object], conn: str) -> list[object]:
+    return [e.message for e in effects if isinstance(e, Send) and conn in e.to]
+
+
+def joined(ws: Workspace, conn: str, user: Person, tab: str, seq: int) -> list[object]:
+    ws.add(Member(conn, user, tab))
+    snapshot = Snapshot(seq=seq, holder=ws.replica.holder, ttl_ms=-2, tabs={
+        c: INFO.format(u=i.user, n=i.name, t=i.tab) for c, i in ws.replica.tabs.items()
+    } | {conn: INFO.format(u=user.id, n=user.name, t=tab)})
+    effects = ws.catch_up(snapshot, [], sent_at=0.0, now=0.0)
+    return effects + ws.welcome(conn, rejoined=False, sent_at=0.0, now=0.0)
+
+
+def holder(user: Person, tab: str, fence: int) -> HolderRecord:
+    return HolderRecord(fence=fence, user=user.id, name=user.name, tab=tab, since=1)
+
+
+def test_a_welcome_then_every_change_reaches_every_tab_as_state() -> None:
+    ws = Workspace("doc", SETTINGS)
+    effects = joined(ws, "c1", ALICE, "t1", seq=1)
+    (welcome,) = sent(effects, "c1")
+    assert isinstance(welcome, Welcome) and welcome.state.seq == 1
+    add = {"c2": INFO.format(u="bob", n="Bob", t="t2")}
+    ws.add(Member("c2", BOB, "t2"))
+    effects = ws.apply([TabJoined(seq=2, user=BOB, add=add, origin="c2")], now=1.0)
+    (state,) = sent(effects, "c1")
+    assert isinstance(state, State) and state.seq == 2 and [v.user for v in state.viewers] == [ALICE, BOB]
+    assert sent(effects, "c2") == []  # not welcomed yet: its welcome carries the state
+
+
+def test_a_grant_heard_by_pubsub_tells_the_holders_tabs_and_arms_deadline_and_expiry() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    effects = ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t9", 7), ttl_ms=1500, user=ALICE)], now=10.0)
+    acquired = [m for m in sent(effects, "c1") if isinstance(m, Acquired)]
+    assert [a.fence for a in acquired] == [7]  # scope user: all of Alice's tabs hold it
+    arms = {e.timer: e.at for e in effects if isinstance(e, Arm)}
+    assert arms[Timer.DEADLINE] == 10.0 + (1500 - SETTINGS.safety_margin_ms) / 1000
+    assert arms[Timer.EXPIRY] > 10.0 + 1.5
+    assert ws.members["c1"].fence == 7 and ws.renewal("c1") == 7
+
+
+def test_the_local_deadline_tells_lost_and_asks_for_a_re_read() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t1", 7), ttl_ms=1500, user=ALICE)], now=0.0)
+    effects = ws.fire(Timer.DEADLINE, now=2.0)
+    assert sent(effects, "c1") == [Released(reason="lost")]
+    assert any(isinstance(e, Resync) for e in effects) and ws.stale and ws.members["c1"].fence is None
+
+
+def test_a_takeover_tells_the_old_holder_who_took_it() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t1", 7), ttl_ms=1500, user=ALICE)], now=0.0)
+    effects = ws.apply([LeaseTakenOver(
+        seq=3, holder=holder(BOB, "t2", 8), ttl_ms=1500, user=BOB, from_=ALICE, reason="taken_over",
+        prev=holder(ALICE, "t1", 7),
+    )], now=0.5)
+    released = [m for m in sent(effects, "c1") if isinstance(m, Released)]
+    assert released == [Released(reason="taken_over", by=BOB)]
+    assert Disarm(Timer.DEADLINE) in effects  # no local tab holds it any more
+
+
+def test_a_gap_asks_for_a_re_read_and_stops_applying() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    effects = ws.apply([TabJoined(seq=5, user=BOB), TabJoined(seq=6, user=BOB)], now=0.0)
+    assert effects == [Resync()] and ws.replica.seq == 1
+
+
+def test_the_expiry_watch_asks_for_a_check_only_while_someone_holds() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    assert ws.fire(Timer.EXPIRY, now=0.0) == []  # never armed
+    ws.apply([LeaseGranted(seq=2, holder=holder(BOB, "t2", 3), ttl_ms=1500, user=BOB)], now=0.0)
+    assert ws.fire(Timer.EXPIRY, now=1.6) == [CheckExpiry()]
