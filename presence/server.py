@@ -62,7 +62,7 @@ class Server:
             lambda channel: self.workspaces.on_resubscribed(channel),
         )
         self.workspaces = Workspaces(
-            settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks
+            settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks, self.metrics
         )
         self.admission = Admission(settings.max_tabs_per_user)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)

@@ -46,6 +46,7 @@ class Settings:
     handoff_takeover: bool = True
     takeover_cooldown_ms: int = 0
     idle_release_ms: int = 0
+    update_window_ms: int = 20
     audit_max_len: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000
@@ -122,6 +123,11 @@ class Settings:
             problems.append("PRESENCE_HANDOFF_TIMEOUT_MS must be at least 1000 (the holder needs time to answer)")
         if self.takeover_cooldown_ms < 0:
             problems.append("PRESENCE_TAKEOVER_COOLDOWN_MS must be 0 (off) or positive")
+        if not 0 <= self.update_window_ms <= 50:
+            problems.append(
+                f"PRESENCE_UPDATE_WINDOW_MS ({self.update_window_ms}) must be between 0 (merge the changes of one "
+                "event-loop turn) and 50 (milliseconds): a longer window delays what every tab sees"
+            )
         if self.idle_release_ms < 0:
             problems.append("PRESENCE_IDLE_RELEASE_MS must be 0 (off) or positive")
         if self.max_tabs_per_user < 1:

@@ -19,7 +19,9 @@ class Telemetry(Protocol):
 
     def message_in(self, kind: str) -> None: ...
 
-    def message_out(self, message: ServerMessage) -> None: ...
+    def message_out(self, message: ServerMessage, count: int = 1) -> None:
+        """``message`` was queued to ``count`` tabs."""
+        ...
 
     def closed(self, code: int) -> None: ...
 
@@ -38,7 +40,7 @@ class _Silent:
     def message_in(self, kind: str) -> None:
         pass
 
-    def message_out(self, message: ServerMessage) -> None:
+    def message_out(self, message: ServerMessage, count: int = 1) -> None:
         pass
 
     def closed(self, code: int) -> None:

@@ -17,6 +17,9 @@
  * @typedef {{type: "welcome", conn: string, user: User, workspace: string, heartbeat_ms: number,
  *            lease_ttl_ms: number, scope?: "user"|"tab", state: State}} WelcomeMsg
  * @typedef {{type: "state"} & State} StateMsg
+ * @typedef {{type: "update", workspace: string, seq: number, base: number, change?: Change,
+ *            holder?: Holder|null, joined?: Viewer[], left?: string[], viewers?: Viewer[], queue?: User[],
+ *            request?: HandoffRequest|null}} UpdateMsg  only what changed since `base` is present
  * @typedef {{type: "acquired", id?: string, fence: number, ttl_ms: number, rejoined?: boolean}} AcquiredMsg
  * @typedef {{type: "busy", id?: string, holder: Holder}} BusyMsg
  * @typedef {{type: "queued", id?: string, position: number}} QueuedMsg
@@ -27,8 +30,8 @@
  *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
  * @typedef {{type: "ping", n: number, ttl_ms?: number}} PingMsg
  * @typedef {{type: "error", id?: string, code: string, message: string}} ErrorMsg
- * @typedef {WelcomeMsg|StateMsg|AcquiredMsg|BusyMsg|QueuedMsg|AskedMsg|RequestedMsg|DeclinedMsg|ReleasedMsg
- *           |PingMsg|ErrorMsg} ServerMsg
+ * @typedef {WelcomeMsg|StateMsg|UpdateMsg|AcquiredMsg|BusyMsg|QueuedMsg|AskedMsg|RequestedMsg|DeclinedMsg
+ *           |ReleasedMsg|PingMsg|ErrorMsg} ServerMsg
  */
 /**
  * @typedef {{acquired: true, fence: number, rejoined: boolean}
@@ -136,6 +139,31 @@ function defaultStorage() {
 }
 
 /** An Error with a machine-readable `code` (server error codes, or "disconnected", "unauthorized", ...). */
+/**
+ * The state an `update` leads to from `state` (the caller checked that `update.base === state.seq`). Viewers
+ * stay in the server's order: by name, then id.
+ * @param {State} state
+ * @param {UpdateMsg} update
+ * @returns {State}
+ */
+export function applyUpdate(state, update) {
+  /** @type {State} */
+  const next = { ...state, seq: update.seq };
+  if (update.holder !== undefined) next.holder = update.holder;
+  if (update.queue !== undefined) next.queue = update.queue;
+  if (update.request !== undefined) next.request = update.request;
+  if (update.change !== undefined) next.change = update.change;
+  else delete next.change;
+  if (update.joined || update.left || update.viewers) {
+    const byId = new Map(state.viewers.map((v) => [v.user.id, v]));
+    for (const id of update.left ?? []) byId.delete(id);
+    for (const v of [...(update.joined ?? []), ...(update.viewers ?? [])]) byId.set(v.user.id, v);
+    next.viewers = [...byId.values()].sort((a, b) =>
+      a.user.name < b.user.name ? -1 : a.user.name > b.user.name ? 1 : a.user.id < b.user.id ? -1 : a.user.id > b.user.id ? 1 : 0);
+  }
+  return next;
+}
+
 export class PresenceError extends Error {
   /** @param {string} code @param {string} [message] */
   constructor(code, message) {
@@ -195,6 +223,7 @@ export class PresenceClient extends EventTarget {
   #canEdit = false;
   #waiting = false;
   #asking = false;
+  #syncing = false; // asked for the whole state after a gap in the updates
   #nextId = 0;
   /** @type {WelcomeMsg|null} */ #welcome = null;
   /** @type {Map<string, Pending>} */ #pending = new Map();
@@ -511,8 +540,10 @@ export class PresenceClient extends EventTarget {
       case "welcome": return this.#onWelcome(msg);
       case "state": {
         const { type: _type, ...state } = msg;
+        this.#syncing = false;
         return this.#setState(state);
       }
+      case "update": return this.#onUpdate(msg);
       case "ping":
         this.#send({ type: "pong", n: msg.n });
         if (this.holding && typeof msg.ttl_ms === "number") this.#setDeadline(msg.ttl_ms);
@@ -563,6 +594,7 @@ export class PresenceClient extends EventTarget {
   #onWelcome(msg) {
     this.connected = true;
     this.#welcome = msg;
+    this.#syncing = false;
     this.#attempt = 0;
     this.#authFailures = 0;
     this.#refreshToken = false;
@@ -606,6 +638,21 @@ export class PresenceClient extends EventTarget {
   #confirmedOnJoin(holder, scope) {
     if (!holder || holder.user.id !== this.user?.id) return false;
     return scope !== "tab" || (holder.fence != null && holder.fence === this.fence);
+  }
+
+  /**
+   * An update applies to the state it was computed from; after a gap (a lost frame, a state we
+   * have not got), ask once for the whole state (`sync`) and ignore updates until it arrives.
+   * @param {UpdateMsg} msg
+   */
+  #onUpdate(msg) {
+    if (this.#syncing) return;
+    if (!this.state || msg.base !== this.state.seq) {
+      this.#syncing = true;
+      this.#send({ type: "sync" });
+      return;
+    }
+    this.#setState(applyUpdate(this.state, msg));
   }
 
   /** @param {State} state */

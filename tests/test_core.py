@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from presence.core.effects import Arm, CheckExpiry, Disarm, Resync, Send, Timer
-from presence.core.events import LeaseGranted, LeaseTakenOver, TabJoined
+from presence.core.events import LeaseGranted, LeaseTakenOver, StatusChanged, TabJoined, TabLeft
+from presence.core.member import Member
 from presence.core.records import HolderRecord, Snapshot
-from presence.core.workspace import Member, Workspace
+from presence.core.workspace import Workspace
 from presence.settings import Settings
-from presence.wire.messages import Acquired, Person, Released, State, Welcome
+from presence.wire.messages import Acquired, Change, Person, Released, Update, Welcome
 
 ALICE, BOB = Person("alice", "Alice"), Person("bob", "Bob")
 SETTINGS = Settings(lease_ttl_ms=1500, heartbeat_ms=300, dead_after_ms=900, grace_ms=600)
@@ -19,7 +20,7 @@ def sent(effects: list[object], conn: str) -> list[object]:
 
 
 def joined(ws: Workspace, conn: str, user: Person, tab: str, seq: int) -> list[object]:
-    ws.add(Member(conn, user, tab))
+    ws.members.add(Member(conn, user, tab))
     snapshot = Snapshot(seq=seq, holder=ws.replica.holder, ttl_ms=-2, tabs={
         c: INFO.format(u=i.user, n=i.name, t=i.tab) for c, i in ws.replica.tabs.items()
     } | {conn: INFO.format(u=user.id, n=user.name, t=tab)})
@@ -37,11 +38,34 @@ def test_a_welcome_then_every_change_reaches_every_tab_as_state() -> None:
     (welcome,) = sent(effects, "c1")
     assert isinstance(welcome, Welcome) and welcome.state.seq == 1
     add = {"c2": INFO.format(u="bob", n="Bob", t="t2")}
-    ws.add(Member("c2", BOB, "t2"))
+    ws.members.add(Member("c2", BOB, "t2"))
     effects = ws.apply([TabJoined(seq=2, user=BOB, add=add, origin="c2")], now=1.0)
-    (state,) = sent(effects, "c1")
-    assert isinstance(state, State) and state.seq == 2 and [v.user for v in state.viewers] == [ALICE, BOB]
+    assert Arm(Timer.FLUSH, 1.0 + SETTINGS.update_window_ms / 1000) in effects and sent(effects, "c1") == []
+    effects = ws.fire(Timer.FLUSH, now=1.02)
+    (update,) = sent(effects, "c1")
+    assert isinstance(update, Update) and (update.base, update.seq) == (1, 2)
+    assert [v.user for v in update.joined] == [BOB] and update.change == Change("joined", BOB)
     assert sent(effects, "c2") == []  # not welcomed yet: its welcome carries the state
+
+
+def test_updates_merge_and_a_change_nobody_sees_sends_nothing() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    bob = {"c2": INFO.format(u="bob", n="Bob", t="t2")}
+    events = [TabJoined(seq=2, user=BOB, add=bob), StatusChanged(seq=3, user=BOB, add=bob)]
+    ws.apply(events, now=0.0)
+    (update,) = sent(ws.fire(Timer.FLUSH, now=0.02), "c1")
+    assert (update.base, update.seq) == (1, 3) and len(update.joined) == 1
+    ws.apply([StatusChanged(seq=4, user=BOB, add=bob)], now=0.1)  # the same entry again
+    assert sent(ws.fire(Timer.FLUSH, now=0.12), "c1") == []
+    new = joined(ws, "c3", Person("carol", "Carol"), "t3", seq=4)  # welcomed at 4, the others at 3
+    welcome = sent(new, "c3")[0]
+    assert isinstance(welcome, Welcome) and welcome.state.seq == 4
+    left = TabLeft(seq=5, user=BOB, rm={"c2": 1})
+    ws.apply([left], now=0.2)
+    updates = [e for e in ws.fire(Timer.FLUSH, now=0.22) if isinstance(e, Send)]
+    assert {(e.message.base, e.to) for e in updates} == {(3, ("c1",)), (4, ("c3",))}  # type: ignore[union-attr]
+    assert all(e.message.left == ["bob"] for e in updates)  # type: ignore[union-attr]
 
 
 def test_a_grant_heard_by_pubsub_tells_the_holders_tabs_and_arms_deadline_and_expiry() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import websockets
+from delta import apply_update
 from websockets.asyncio.client import ClientConnection
 
 from presence import auth
@@ -48,6 +49,8 @@ class Tab:
         self._reader: asyncio.Task[None] | None = None
         self.closed_code: int | None = None
         self.closed_reason: str | None = None
+        self.view: Msg | None = None  # the workspace as this tab knows it (see _follow)
+        self.gaps = 0  # updates that did not follow on from the view: answered with sync
 
     async def connect(self, expect_welcome: bool = True, **kw: Any) -> Tab:
         self.ws = await websockets.connect(self.url, max_size=None, **kw)
@@ -69,8 +72,11 @@ class Tab:
                 msg["_t"] = time.monotonic()
                 if msg["type"] == "ping" and self.answer_pings:
                     await self.ws.send(json.dumps({"type": "pong", "n": msg["n"]}))
+                rebuilt = await self._follow(msg)
                 async with self._new:
                     self.messages.append(msg)
+                    if rebuilt is not None:
+                        self.messages.append(rebuilt)
                     self._new.notify_all()
         except websockets.ConnectionClosed:
             pass
@@ -80,6 +86,25 @@ class Tab:
                 self.closed_reason = self.ws.close_reason
             async with self._new:
                 self._new.notify_all()
+
+    async def _follow(self, msg: Msg) -> Msg | None:
+        """Keep this tab's view like a browser client does: the snapshot of ``welcome`` or
+        ``state``, with every ``update`` applied in order (on a gap it asks for ``sync``). Each
+        applied update is recorded after it as the ``state`` it leads to (``"rebuilt": True``), so
+        tests wait for what a page would see."""
+        assert self.ws is not None
+        if msg["type"] == "welcome":
+            self.view = dict(msg["state"])
+        elif msg["type"] == "state":
+            self.view = {k: v for k, v in msg.items() if not k.startswith("_") and k != "type"}
+        elif msg["type"] == "update":
+            if self.view is None or msg["base"] != self.view["seq"]:
+                self.gaps += 1
+                await self.ws.send(json.dumps({"type": "sync"}))
+                return None
+            self.view = apply_update(self.view, msg)
+            return {"type": "state", **self.view, "rebuilt": True, "_t": msg["_t"]}
+        return None
 
     def of(self, kind: str) -> list[Msg]:
         return [m for m in self.messages if m["type"] == kind]

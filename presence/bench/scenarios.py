@@ -310,7 +310,7 @@ async def free_detection(b: Bench) -> dict[str, Any]:
         ws = f"bench-kill-{r}"
         watcher = await b.tab(watcher_server, "watcher", ws)
         holder = await b.tab(holder_server, "holder", ws)
-        seen = watcher.next(lambda m: m.get("type") == "state" and m.get("holder") is not None)
+        seen = watcher.next(lambda m: m.get("type") == "update" and m.get("holder") is not None)
         if (await holder.request({"type": "acquire", "id": 1}))["type"] != "acquired":
             raise RuntimeError("no lease to lose")
         await asyncio.wait_for(seen, 5)
@@ -331,4 +331,6 @@ async def free_detection(b: Bench) -> dict[str, Any]:
 
 
 def _freed(m: Message) -> bool:
-    return m.get("type") == "state" and m.get("holder") is None and (m.get("change") or {}).get("kind") == "expired"
+    # An update with the holder gone (``holder`` present and null) that names the expiry.
+    return (m.get("type") == "update" and "holder" in m and m["holder"] is None
+            and (m.get("change") or {}).get("kind") == "expired")

@@ -37,6 +37,7 @@ from ..wire.messages import (
     Request,
     RequestId,
     Status,
+    Sync,
     Takeover,
     decode_client,
 )
@@ -172,11 +173,7 @@ class Session:
                 if meta is not None and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
                     self._bad(f"meta is larger than {MAX_META_BYTES} bytes", rid)
                     return
-                if active is not None:
-                    tab.active = active
-                if meta is not None:
-                    tab.meta = meta
-                await commands.status(tab)
+                await commands.status(tab, active, meta)
             case Request(id=rid, message=text):
                 if len(text) > MAX_REQUEST_MESSAGE:
                     self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)
@@ -184,5 +181,7 @@ class Session:
                 tab.send(await commands.request(tab, rid, text))
             case Decline(id=rid):
                 tab.send(await commands.decline(tab, rid))
+            case Sync():
+                commands.sync(tab)
             case Hello():
                 self._bad("hello was already received")

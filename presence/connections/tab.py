@@ -123,6 +123,21 @@ class Tab:
         """Queue a message; never blocks. Overflow closes this tab with 1013."""
         if self.closing is not None:
             return
+        if isinstance(message, Acquired | Ping) and message.ttl_ms is not None:
+            deadline = asyncio.get_running_loop().time() + message.ttl_ms / 1000
+            queued = self._enqueue(_Timed(message, deadline))
+        else:
+            queued = self._enqueue(messages.encode(message))
+        if queued:
+            self._telemetry.message_out(message)
+
+    def send_frame(self, frame: str) -> bool:
+        """Queue a frame encoded once for many tabs (counted by whoever encoded it); True if queued."""
+        return self._enqueue(frame)
+
+    def _enqueue(self, item: str | _Timed) -> bool:
+        if self.closing is not None:
+            return False
         if len(self._queue) >= self._queue_size:
             log.warning("%r: send queue full (%d), closing as a slow consumer", self, self._queue_size)
             self._queue.clear()
@@ -132,14 +147,10 @@ class Tab:
                 self._writer.cancel()
             self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
             self._arm_watchdog()
-            return
-        if isinstance(message, Acquired | Ping) and message.ttl_ms is not None:
-            deadline = asyncio.get_running_loop().time() + message.ttl_ms / 1000
-            self._queue.append(_Timed(message, deadline))
-        else:
-            self._queue.append(messages.encode(message))
+            return False
+        self._queue.append(item)
         self._wakeup.set()
-        self._telemetry.message_out(message)
+        return True
 
     def ping(self, ttl_ms: int | None) -> None:
         """Send the next ping (``ttl_ms``: the lease time left, when this tab holds the lease)."""

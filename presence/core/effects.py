@@ -16,6 +16,7 @@ class Timer(enum.Enum):
     EXPIRY = "expiry"  # a little after the lease's PTTL: look whether it expired silently
     REQUEST = "request"  # a local requester's handoff deadline
     IDLE = "idle"  # the holder's tabs all inactive for PRESENCE_IDLE_RELEASE_MS
+    FLUSH = "flush"  # send the changes of this loop turn (or update window) as one update
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,13 @@ class Applied(enum.Enum):
 
 
 class Replica:
-    """Holder, tabs, queue and request of one workspace at sequence number ``seq`` (0: never read)."""
+    """Holder, tabs, queue and request of one workspace at sequence number ``seq`` (0: never read).
+
+    Tabs are also indexed by user, so one change costs what that user's tabs cost, whatever the
+    number of people in the workspace. What events changed since the owner last looked is kept in
+    ``touched`` (users whose tabs changed), ``queue_changed`` and ``request_changed``; the owner
+    clears them (:meth:`looked`).
+    """
 
     def __init__(self, workspace: str) -> None:
         self.workspace = workspace
@@ -36,6 +42,33 @@ class Replica:
         self.tabs: dict[str, TabInfo] = {}
         self.queue: list[str] = []  # conns, first in line first
         self.request: RequestRecord | None = None
+        self._users: dict[str, dict[str, TabInfo]] = {}  # user -> conn -> entry
+        self.touched: set[str] = set()
+        self.queue_changed = False
+        self.request_changed = False
+
+    def looked(self) -> None:
+        self.touched.clear()
+        self.queue_changed = self.request_changed = False
+
+    def _put(self, conn: str, info: TabInfo) -> None:
+        old = self.tabs.get(conn)
+        if old is not None and old.user != info.user:
+            self._drop(conn)
+        self.tabs[conn] = info
+        self._users.setdefault(info.user, {})[conn] = info
+        self.touched.add(info.user)
+
+    def _drop(self, conn: str) -> None:
+        info = self.tabs.pop(conn, None)
+        if info is None:
+            return
+        mine = self._users.get(info.user)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self._users[info.user]
+        self.touched.add(info.user)
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
@@ -43,9 +76,13 @@ class Replica:
             return False
         self.seq = snapshot.seq
         self.holder = snapshot.holder
-        self.tabs = {c: i for c, raw in (snapshot.tabs or {}).items() if (i := decode_info(raw)) is not None}
+        self.tabs, self._users = {}, {}
+        for conn, raw in (snapshot.tabs or {}).items():
+            if (info := decode_info(raw)) is not None:
+                self._put(conn, info)
         self.queue = _ordered(snapshot.queue)
         self.request = snapshot.request
+        self.looked()  # a reset is pushed whole
         return True
 
     def apply(self, event: Event) -> Applied:
@@ -56,29 +93,38 @@ class Replica:
         self.seq = event.seq
         if isinstance(event, TabLeft):
             for conn in event.rm:
-                self.tabs.pop(conn, None)
+                self._drop(conn)
         if isinstance(event, TabJoined | StatusChanged):
             for conn, raw in event.add.items():
                 if (info := decode_info(raw)) is not None:
-                    self.tabs[conn] = info
+                    self._put(conn, info)
         if isinstance(event, LeaseEvent):
             self.holder = event.holder
         if event.queue is not msgspec.UNSET:
             self.queue = _ordered(event.queue)
+            self.queue_changed = True
         if event.request is not msgspec.UNSET:
             self.request = event.request
+            self.request_changed = True
         return Applied.APPLIED
 
     def tabs_of(self, user: str) -> int:
-        return rules.tabs_of(self.tabs.values(), user)
+        return rules.tabs_of(self._users.get(user, {}).values(), user)
+
+    def infos_of(self, user: str) -> list[TabInfo]:
+        return list(self._users.get(user, {}).values())
+
+    def viewer(self, user: str) -> Viewer | None:
+        """The viewer entry of ``user``, None when the user has no tab here."""
+        return rules.viewer(self._users.get(user, {}).values())
 
     def holder_view(self, holder: HolderRecord | None = None, with_fence: bool = True) -> HolderView | None:
         """The view of ``holder`` (default: the current one) with its tabs counted here."""
         h = self.holder if holder is None else holder
-        return None if h is None else rules.holder_view(h, self.tabs.values(), with_fence)
+        return None if h is None else rules.holder_view(h, self._users.get(h.user, {}).values(), with_fence)
 
     def viewers(self) -> list[Viewer]:
-        return rules.viewers(self.tabs.values())
+        return rules.by_name(v for user in self._users if (v := self.viewer(user)) is not None)
 
     def waiting(self) -> list[Person]:
         """Users in the wait queue, first in line first (a user once, at their best place)."""

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from ..settings import Scope
 from ..wire.messages import HolderView, Person, Viewer
+from .events import Event, LeaseEvent
 from .records import HolderRecord, TabInfo
 
 
@@ -25,6 +26,21 @@ def holds(holder: HolderRecord, user: str, tab: str, scope: Scope) -> bool:
 def tabs_of(infos: Iterable[TabInfo], user: str) -> int:
     """How many tabs ``user`` has among ``infos``, counted by tab id."""
     return len({t.tab for t in infos if t.user == user})
+
+
+def viewer(infos: Iterable[TabInfo]) -> Viewer | None:
+    """The viewer entry of one user from that user's presence entries (None: no tab)."""
+    person, tab_ids, active = None, set(), False
+    for info in infos:
+        person = person or Person(info.user, info.name)
+        tab_ids.add(info.tab)
+        active = active or info.active
+    return None if person is None else Viewer(person, len(tab_ids), active)
+
+
+def by_name(viewers: Iterable[Viewer]) -> list[Viewer]:
+    """The order of ``state.viewers``: by display name, then id."""
+    return sorted(viewers, key=lambda v: (v.user.name, v.user.id))
 
 
 def viewers(infos: Iterable[TabInfo]) -> list[Viewer]:
@@ -40,7 +56,7 @@ def viewers(infos: Iterable[TabInfo]) -> list[Viewer]:
             v.active = v.active or info.active
     for user, v in by_user.items():
         v.tabs = len(tab_ids[user])
-    return sorted(by_user.values(), key=lambda v: (v.user.name, v.user.id))
+    return by_name(by_user.values())
 
 
 def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool = True) -> HolderView:
@@ -50,3 +66,14 @@ def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool
         user=holder.person, since_ms=holder.since, tabs=tabs_of(infos, holder.user),
         fence=holder.fence if with_fence else None,
     )
+
+
+def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
+    """Why a tab's lease ended (``released`` reason and ``by``): the event's reason, else a
+    successor means it was taken over, else it expired."""
+    if isinstance(event, LeaseEvent) and event.reason:
+        by = event.by or (event.user if event.reason == "taken_over" else None)
+        return event.reason, by
+    if after is not None:
+        return "taken_over", after.person
+    return "expired", None

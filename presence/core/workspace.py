@@ -1,37 +1,35 @@
 """Workspace: the sans-I/O core of one workspace on this process.
 
 It holds the workspace's :class:`~presence.core.replica.Replica` and a :class:`Member` for each
-local tab, and turns every change into :mod:`effects <presence.core.effects>`: messages for
-tabs, timers to arm, re-reads wanted. It never awaits, never touches a socket or Redis and reads
-no clock: the shell passes ``now`` (event-loop time) in. It is the only writer of each tab's
-lease state (``Member.fence``, ``Member.queue_position``).
+local tab, and turns every change into :mod:`effects <presence.core.effects>`: messages, timers,
+re-reads. It never awaits, touches no socket or Redis and reads no clock (``now`` is passed in).
+It is the only writer of each tab's lease state (``Member.fence``, ``Member.queue_position``).
 
-What a change tells whom: every welcomed tab gets a fresh ``state``; tabs of the new holder get
-``acquired``; tabs of the old one ``released`` with the reason; waiters their ``queued``
-position; the holder hears of handoff requests and requesters of their end. The tab whose own
-request made the change (its ``origin``) is answered by that request instead.
+Lease news goes out at once: ``acquired`` to the new holder's tabs, ``released`` with the reason
+to the old one's, ``queued`` to waiters, handoff requests to the holder and their end to the
+requester (the tab whose own request made a change is answered by that request instead). What
+everyone sees goes out as one ``update`` per event-loop turn or ``PRESENCE_UPDATE_WINDOW_MS``
+(:mod:`~presence.core.view`), and as a whole ``state`` after a re-read or on ``sync``.
 
-Timers (:class:`~presence.core.effects.Timer`):
-
-- the *expiry watch*, armed at the lease's PTTL, after which the shell checks Redis and
-  announces a lease that expired silently (no keyspace notifications needed);
-- the *local deadline* (time the last confirming command was sent + TTL - margin): when it
-  passes without a newer confirmation, the holder's local tabs are told ``released{lost}``;
-- the *request deadline* of a local requester's handoff request, and the *idle timer* of a
-  holder whose tabs all report inactive (``PRESENCE_IDLE_RELEASE_MS``).
+Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease's PTTL (then the
+shell checks Redis and announces a silent expiry: no keyspace notifications needed); the *local
+deadline* (:mod:`~presence.core.deadline`; when it passes unconfirmed, the holder's tabs are told
+``released{lost}``); a local requester's *request deadline*; the holder's *idle timer*
+(``PRESENCE_IDLE_RELEASE_MS``); the *flush* of the next update.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from ..settings import Settings
 from ..wire.messages import (
     Acquired,
+    Change,
     Declined,
-    Person,
     Queued,
     Released,
     Requested,
@@ -41,32 +39,18 @@ from ..wire.messages import (
     Welcome,
 )
 from . import rules
+from .deadline import Deadline
 from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
 from .events import Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
+from .member import Member, Members
 from .records import HolderRecord, Snapshot
 from .replica import Applied, Replica
+from .view import Shown
 
 log = logging.getLogger("presence.workspace")
 
 EXPIRY_SLACK_S = 0.02  # look a little after the PTTL, so the key is surely gone
 REQUEST_SLACK_S = 0.05  # likewise after a request's deadline (Redis time decides)
-
-
-@dataclass(slots=True)
-class Member:
-    """One local tab as the core sees it. Identity is fixed; the lease state is the core's:
-
-    - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``.
-    - ``queue_position``: 1-based place in the wait queue, 0 when not waiting.
-    - ``welcomed``: false until ``welcome`` is sent; nothing else is sent to the tab before.
-    """
-
-    conn: str
-    user: Person
-    tab: str
-    fence: int | None = None
-    queue_position: int = 0
-    welcomed: bool = False
 
 
 class Workspace:
@@ -77,12 +61,12 @@ class Workspace:
     def __init__(self, workspace: str, settings: Settings) -> None:
         self.workspace = workspace
         self.settings = settings
-        self.members: dict[str, Member] = {}
+        self.members = Members()
         self.replica = Replica(workspace)
+        self.shown = Shown(self.replica)
+        self._change: Change | None = None  # the latest change not yet sent in an update
         self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
-        self.deadline: float | None = None  # loop time; local lease deadline for ``deadline_fence``
-        self.deadline_fence: int | None = None
-        self.deadline_exact = False  # see confirm()
+        self.deadline = Deadline(settings.safety_margin_ms)
         self.closed = False
         self._armed: set[Timer] = set()
         self._request_conn = ""  # whose deadline the REQUEST timer watches
@@ -109,21 +93,14 @@ class Workspace:
             self._armed.discard(timer)
             self._out.append(Disarm(timer))
 
-    # -- members ----------------------------------------------------------------------------
-
-    def add(self, member: Member) -> None:
-        self.members[member.conn] = member
-
-    def remove(self, conn: str) -> None:
-        self.members.pop(conn, None)
-
     def holds(self, member: Member, holder: HolderRecord | None = None) -> bool:
         h = self.replica.holder if holder is None else holder
         return h is not None and rules.holds(h, member.user.id, member.tab, self.settings.lease_scope)
 
     def holder_members(self) -> list[Member]:
         """Local tabs that hold the lease (and know it)."""
-        return [m for m in self.members.values() if m.fence is not None and self.holds(m)]
+        h, scope = self.replica.holder, self.settings.lease_scope
+        return [] if h is None else [m for m in self.members.holding(h, scope) if m.fence is not None]
 
     def renewal(self, conn: str) -> int | None:
         """The fence the heartbeat should renew for this tab, if it holds the current lease."""
@@ -132,7 +109,6 @@ class Workspace:
             return None
         return h.fence
 
-    # -- applying changes -------------------------------------------------------------------
 
     def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
         """Apply events in order: from a script's reply (``sent_at``: when this process sent the
@@ -180,8 +156,9 @@ class Workspace:
         origin = event.origin if event is not None else ""
         if after is None:
             self._disarm(Timer.EXPIRY)
-        new_holder = after is not None and (before is None or before.fence != after.fence)
-        if after is not None and new_holder and any(self.holds(m, after) for m in self.members.values()):
+        holder_changed = (before.fence if before else None) != (after.fence if after else None)
+        holding = [] if after is None else self.members.holding(after, self.settings.lease_scope)
+        if after is not None and holder_changed and holding:
             # A holder we learnt of from a script's reply or a re-read: its TTL started (or its
             # PTTL was measured) after this process sent that script. From pub/sub: about now, a
             # provisional deadline that the next exact confirmation replaces.
@@ -189,24 +166,66 @@ class Workspace:
                 self.confirm(after.fence, now, now, ttl_ms, exact=False)
             else:
                 self.confirm(after.fence, sent_at, now, ttl_ms)
-        positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
-        welcomed: list[str] = []
-        for m in self.members.values():
-            if not m.welcomed:
-                continue  # its welcome will carry the state
-            welcomed.append(m.conn)
-            self._tell_lease(m, after, event, origin, now)
-            position = positions.get(m.conn, 0)
-            if position != m.queue_position:
-                m.queue_position = position
-                if position and m.conn != origin:
-                    self._send((m.conn,), Queued(position=position))
-        self._send(welcomed, self.state_message(event))
-        if after is None or not any(self.holds(m, after) for m in self.members.values()):
+        # Only a change of holder (or a re-read) changes whose lease it is, and only a change of
+        # the queue anyone's place: other changes (joins, leaves, status) cost nothing per tab here.
+        if holder_changed or event is None:
+            for m in self.members.values():
+                if m.welcomed:  # else its welcome will tell it
+                    self._tell_lease(m, after, event, origin, now)
+        if event is None or event.queue is not msgspec.UNSET:
+            self._tell_positions(origin)
+        if event is None:
+            self._push_state()
+        else:
+            self._change = change_of(event) or self._change
+            if Timer.FLUSH not in self._armed:
+                self._arm(Timer.FLUSH, now + self.settings.update_window_ms / 1000)
+        if not holding:
             self._cancel_deadline()
         if event is not None:
             self._tell_request(event, now)
         self._watch_idle(now)
+
+    def _tell_positions(self, origin: str) -> None:
+        positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
+        for m in self.members.values():
+            position = positions.get(m.conn, 0)
+            if m.welcomed and position != m.queue_position:
+                m.queue_position = position
+                if position and m.conn != origin:
+                    self._send((m.conn,), Queued(position=position))
+
+    def _push_state(self) -> None:
+        """Show every welcomed tab the whole replica (after a re-read)."""
+        welcomed = self.members.welcomed()
+        self._send([m.conn for m in welcomed], self.state_message())
+        for m in welcomed:
+            m.seq = self.replica.seq
+        self.shown.reset()
+        self._change = None
+        self._disarm(Timer.FLUSH)
+
+    def flush(self) -> None:
+        """Send what changed since the tabs' view, as one update (nothing if nothing visible)."""
+        self._disarm(Timer.FLUSH)
+        change, self._change = self._change, None
+        update = self.shown.update(change)
+        if update is None:
+            return
+        by_base: dict[int, list[str]] = {}
+        for m in self.members.welcomed():
+            by_base.setdefault(m.seq, []).append(m.conn)
+            m.seq = update.seq
+        for base, conns in by_base.items():
+            self._send(conns, msgspec.structs.replace(update, base=base))
+
+    def sync(self, conn: str) -> list[Effect]:
+        """The tab asked for a fresh ``state`` (it saw a gap in its updates)."""
+        self.flush()
+        m = self.members[conn]
+        m.seq = self.replica.seq
+        self._send((conn,), self.state_message())
+        return self._drain()
 
     def _tell_lease(self, m: Member, after: HolderRecord | None, event: Event | None, origin: str, now: float) -> None:
         if after is not None and self.holds(m, after):
@@ -217,7 +236,7 @@ class Workspace:
         elif m.fence is not None:
             m.fence = None
             if m.conn != origin:
-                reason, by = self._loss_reason(event, after)
+                reason, by = rules.loss_reason(event, after)
                 self._send((m.conn,), Released(reason=reason, by=by))
 
     def _tell_request(self, event: Event, now: float) -> None:
@@ -234,20 +253,11 @@ class Workspace:
         if request is None or request.conn not in self.members:
             self._disarm(Timer.REQUEST)
 
-    @staticmethod
-    def _loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
-        if isinstance(event, LeaseEvent) and event.reason:
-            by = event.by or (event.user if event.reason == "taken_over" else None)
-            return event.reason, by
-        if after is not None:
-            return "taken_over", after.person
-        return "expired", None
-
-    def state_message(self, event: Event | None = None) -> State:
+    def state_message(self) -> State:
         r = self.replica
         return State(
             workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
-            queue=r.waiting(), request=r.request_view(), change=None if event is None else change_of(event),
+            queue=r.waiting(), request=r.request_view(),
         )
 
     # -- a tab's own requests ---------------------------------------------------------------
@@ -255,6 +265,7 @@ class Workspace:
     def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
         """The tab's join script ran and the replica caught up: send ``welcome`` (and
         ``acquired{rejoined}`` when its user still holds the lease)."""
+        self.flush()  # the others catch up first: every welcomed tab holds the same view
         m = self.members[conn]
         holder = self.replica.holder
         if holder is not None and self.holds(m, holder):
@@ -262,6 +273,7 @@ class Workspace:
             if rejoined:
                 self.confirm(holder.fence, sent_at, now)
         m.welcomed = True
+        m.seq = self.replica.seq
         s = self.settings
         self._send((conn,), Welcome(
             conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=s.heartbeat_ms,
@@ -293,7 +305,6 @@ class Workspace:
         if left_queue:
             m.queue_position = 0
 
-    # -- timers -----------------------------------------------------------------------------
 
     def fire(self, timer: Timer, now: float) -> list[Effect]:
         """The shell's timer ``timer`` went off."""
@@ -307,6 +318,8 @@ class Workspace:
                 self._out.append(CheckExpiry())
         elif timer is Timer.REQUEST:
             self._out.append(RequestDue(self._request_conn))
+        elif timer is Timer.FLUSH:
+            self.flush()
         else:
             self._out.append(IdleDue(self._idle_fence))
         return self._drain()
@@ -329,7 +342,7 @@ class Workspace:
             self._disarm(Timer.IDLE)
             return
         scope = self.settings.lease_scope
-        holder_tabs = [t for t in self.replica.tabs.values() if rules.holds(h, t.user, t.tab, scope)]
+        holder_tabs = [t for t in self.replica.infos_of(h.user) if rules.holds(h, t.user, t.tab, scope)]
         if holder_tabs and not any(t.active for t in holder_tabs):
             if Timer.IDLE not in self._armed:
                 self._idle_fence = h.fence
@@ -337,26 +350,15 @@ class Workspace:
         else:
             self._disarm(Timer.IDLE)
 
-    # -- local deadline ---------------------------------------------------------------------
 
     def confirm(self, fence: int, sent_at: float, now: float, ttl_ms: int | None = None, exact: bool = True) -> None:
-        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``.
-
-        Exact confirmations only ever move the deadline later (Redis cannot expire the lease
-        before the latest of them + TTL). A provisional one (``exact=False``: heard by pub/sub,
-        timed at receipt) never overrides an exact one, and the first exact one replaces it, even
-        when that makes the deadline earlier.
-        """
+        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``
+        (see :meth:`Deadline.confirm`)."""
         ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
-        deadline = sent_at + (ttl - self.settings.safety_margin_ms) / 1000
-        if self.deadline_fence == fence and self.deadline is not None:
-            if self.deadline_exact and not exact:
-                return
-            if self.deadline_exact == exact and deadline <= self.deadline:
-                return
-        self.deadline, self.deadline_fence, self.deadline_exact = deadline, fence, exact
-        self._arm(Timer.DEADLINE, deadline)
-        self._arm_expiry(ttl, now)
+        at = self.deadline.confirm(fence, sent_at, ttl, exact)
+        if at is not None:
+            self._arm(Timer.DEADLINE, at)
+            self._arm_expiry(ttl, now)
 
     def renewed(self, fence: int, sent_at: float, now: float) -> list[Effect]:
         """The heartbeat's renewal of ``fence`` (sent at ``sent_at``) succeeded."""
@@ -364,13 +366,11 @@ class Workspace:
         return self._drain()
 
     def ttl_left_ms(self, now: float) -> int:
-        if self.deadline is None:
-            return 0
-        return max(0, int((self.deadline - now) * 1000))
+        return self.deadline.left_ms(now)
 
     def _deadline_passed(self) -> None:
-        fence = self.deadline_fence
-        self.deadline = self.deadline_fence = None
+        fence = self.deadline.fence
+        self.deadline.clear()
         lost = [m for m in self.members.values() if m.fence is not None and m.fence == fence]
         if lost:
             log.warning("%r: lease %s not renewed in time, telling %d tab(s) it is lost", self, fence, len(lost))
@@ -383,9 +383,8 @@ class Workspace:
 
     def _cancel_deadline(self) -> None:
         self._disarm(Timer.DEADLINE)
-        self.deadline = self.deadline_fence = None
+        self.deadline.clear()
 
-    # -- expiry watch -----------------------------------------------------------------------
 
     def _arm_expiry(self, ttl_ms: int, now: float) -> None:
         if not self.closed:
@@ -396,5 +395,5 @@ class Workspace:
         self.closed = True
         for timer in list(self._armed):
             self._disarm(timer)
-        self.deadline = self.deadline_fence = None
+        self.deadline.clear()
         return self._drain()

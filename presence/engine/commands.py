@@ -129,8 +129,19 @@ class LeaseCommands:
             raise NoRequest("there is no pending request to decline")
         return Declined(reason="declined", id=request_id)
 
-    async def status(self, tab: Tab) -> None:
+    async def status(self, tab: Tab, active: bool | None, meta: dict[str, object] | None) -> None:
+        """New presence info of the tab; one that changes nothing costs nothing and tells no one."""
+        if (active is None or active == tab.active) and (meta is None or meta == tab.meta):
+            return
+        if active is not None:
+            tab.active = active
+        if meta is not None:
+            tab.meta = meta
         await self._script(tab, self.leases.status(tab.workspace, tab.conn, self.workspaces.info(tab)))
+
+    def sync(self, tab: Tab) -> None:
+        """The tab saw a gap in its updates: send it the whole state."""
+        self.workspaces.carry_out(tab.workspace, self.workspaces.core(tab.workspace).sync(tab.conn))
 
     def _view(self, tab: Tab, holder: HolderRecord | None) -> HolderView:
         """The holder as another user sees it (no fence), tabs counted in this replica."""

@@ -23,14 +23,17 @@ from typing import Any, Protocol
 from ..connections.tab import Tab
 from ..core.effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
 from ..core.events import Event, decode_event
+from ..core.member import Member
 from ..core.records import TabInfo
-from ..core.workspace import Member, Workspace
+from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
 from ..gateway.gateway import Gateway
 from ..gateway.leases import LeaseScripts
 from ..gateway.replies import Early, Held
 from ..settings import Settings
 from ..tasks import TaskSet
+from ..telemetry import Telemetry
+from ..wire.messages import encode
 
 log = logging.getLogger("presence.workspaces")
 
@@ -73,8 +76,9 @@ class Workspaces:
 
     def __init__(
         self, settings: Settings, server_id: str, gateway: Gateway, leases: LeaseScripts, channels: Channels,
-        tasks: TaskSet,
+        tasks: TaskSet, telemetry: Telemetry,
     ) -> None:
+        self.telemetry = telemetry
         self.settings = settings
         self.server_id = server_id
         self.gateway = gateway
@@ -142,7 +146,7 @@ class Workspaces:
                 raise Overloaded("Redis unavailable, retry later") from exc
         local = self._local(tab.workspace)
         local.tabs[tab.conn] = tab
-        local.core.add(Member(tab.conn, tab.user, tab.tab_id))
+        local.core.members.add(Member(tab.conn, tab.user, tab.tab_id))
         try:
             await self.channels.subscribe(local.channel, timeout=self.settings.heartbeat_ms / 1000)
             out = await self.leases.join(tab.workspace, tab.conn, self.info(tab))
@@ -191,7 +195,7 @@ class Workspaces:
 
     def _forget(self, local: Local, tab: Tab) -> None:
         local.tabs.pop(tab.conn, None)
-        local.core.remove(tab.conn)
+        local.core.members.remove(tab.conn)
         if not local.tabs and self._locals.get(local.workspace) is local:
             del self._locals[local.workspace]
             self._by_channel.pop(local.channel, None)
@@ -243,11 +247,14 @@ class Workspaces:
     def _carry_out(self, local: Local, effects: Sequence[Effect]) -> None:
         for effect in effects:
             match effect:
+                case Send(to=(conn,), message=message):
+                    if (tab := local.tabs.get(conn)) is not None:
+                        tab.send(message)
                 case Send(to=to, message=message):
-                    for conn in to:
-                        tab = local.tabs.get(conn)
-                        if tab is not None:
-                            tab.send(message)
+                    # Encoded once for the whole workspace (per-tab stamping is for one tab).
+                    frame = encode(message)
+                    sent = sum(1 for conn in to if (tab := local.tabs.get(conn)) is not None and tab.send_frame(frame))
+                    self.telemetry.message_out(message, sent)
                 case Arm(timer=timer, at=at):
                     old = local.timers.pop(timer, None)
                     if old is not None:

@@ -125,10 +125,10 @@ class Metrics:
     def message_in(self, kind: str) -> None:
         self.messages_in.labels(kind).inc()
 
-    def message_out(self, message: ServerMessage) -> None:
-        self.messages_out.labels(type(message).__name__.lower()).inc()
+    def message_out(self, message: ServerMessage, count: int = 1) -> None:
+        self.messages_out.labels(type(message).__name__.lower()).inc(count)
         if isinstance(message, Error):
-            self.errors.labels(message.code).inc()
+            self.errors.labels(message.code).inc(count)
 
     def closed(self, code: int) -> None:
         self.closes.labels(str(code)).inc()

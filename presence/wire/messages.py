@@ -71,7 +71,13 @@ class Decline(_Message, tag="decline"):
     id: RequestId = None
 
 
-ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status | Request | Decline
+class Sync(_Message, tag="sync"):
+    """Send me a fresh ``state`` (after a gap in ``update``s)."""
+
+    id: RequestId = None
+
+
+ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status | Request | Decline | Sync
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
@@ -144,6 +150,25 @@ class State(_Message, tag="state"):
     change: Change | None = None
 
 
+class Update(_Message, tag="update"):
+    """What changed since ``base`` (the tab's current ``seq``), leading to ``seq``. Only what
+    changed is present: ``holder`` (the new holder view, or null), ``joined`` (entries of users who
+    arrived), ``left`` (ids of users who left), ``viewers`` (entries of users whose tabs or
+    activity changed), ``queue`` and ``request`` whole. Applied in order to the snapshot of
+    ``welcome``, updates yield the ``state`` a new tab would get at that ``seq``."""
+
+    workspace: str
+    seq: int
+    base: int
+    change: Change | None = None
+    holder: HolderView | msgspec.UnsetType | None = msgspec.UNSET
+    joined: list[Viewer] | msgspec.UnsetType = msgspec.UNSET
+    left: list[str] | msgspec.UnsetType = msgspec.UNSET
+    viewers: list[Viewer] | msgspec.UnsetType = msgspec.UNSET
+    queue: list[Person] | msgspec.UnsetType = msgspec.UNSET
+    request: RequestView | msgspec.UnsetType | None = msgspec.UNSET
+
+
 class Acquired(_Message, tag="acquired"):
     fence: int
     ttl_ms: int
@@ -203,7 +228,7 @@ class Error(_Message, tag="error"):
 
 
 ServerMessage = (
-    Welcome | State | Acquired | Busy | Queued | Released | Asked | Requested | Declined | Ping | Error
+    Welcome | State | Update | Acquired | Busy | Queued | Released | Asked | Requested | Declined | Ping | Error
 )
 
 _encoder = msgspec.json.Encoder()

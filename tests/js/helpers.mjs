@@ -175,7 +175,7 @@ export async function connected(options = {}, welcomeMsg = welcome()) {
 }
 
 /**
- * Plays the server's side of a (re)join on the newest socket as presence/hub.py does: `welcome`, then, when
+ * Plays the server's side of a (re)join on the newest socket as the server's join does (presence/engine/workspaces.py): `welcome`, then, when
  * the welcome's holder is this tab's (our user; in scope "tab" only with `ownsGrant`), `acquired{rejoined: true}`
  * at once. From then on it answers the client's `acquire` as the lease script would: acquired (rejoined) for
  * the holder, queued with wait, busy otherwise (a free lease is granted `freeFence`). Replies come on the next

@@ -4,11 +4,13 @@
 -- ARGV[5]    - conn
 -- ARGV[6]    - tab info JSON [user, name, tab, active, meta, server]
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'ok',   ''  event 'status'
+--   'ok',   ''  event 'status' (none when the entry is unchanged: nothing to tell anyone)
 --   'gone', ''  the tab has no presence entry (no events)
 local ws = workspace(KEYS, ARGV)
 local conn, info = ARGV[5], ARGV[6]
-if redis.call('HEXISTS', ws.info, conn) == 0 then return reply(ws, 'gone', nil) end
+local old = redis.call('HGET', ws.info, conn)
+if not old then return reply(ws, 'gone', nil) end
+if old == info then return reply(ws, 'ok', nil) end
 redis.call('HSET', ws.info, conn, info)
 local t = cjson.decode(info)
 emit(ws, {kind = 'status', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})

@@ -1,0 +1,74 @@
+"""View: what this process's tabs of a workspace were last shown, and the update that brings
+them to the replica.
+
+Every welcomed tab holds the same view (its ``seq`` label may differ, when only invisible
+changes came between). After changes, :meth:`Shown.update` compares only what they touched (the
+holder, the users whose tabs changed, the queue, the request), so one change costs the same
+whatever the number of people in the workspace, and a change nobody can see yields nothing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..wire.messages import Change, HolderView, Person, RequestView, Update, Viewer
+from . import rules
+from .replica import Replica
+
+
+class Shown:
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.holder: HolderView | None = None
+        self.viewers: dict[str, Viewer] = {}
+        self.queue: list[Person] = []
+        self.request: RequestView | None = None
+
+    def reset(self) -> None:
+        """The tabs are shown the replica whole (a ``state``)."""
+        r = self.replica
+        self.holder = r.holder_view()
+        self.viewers = {v.user.id: v for v in r.viewers()}
+        self.queue = r.waiting()
+        self.request = r.request_view()
+        r.looked()
+
+    def update(self, change: Change | None) -> Update | None:
+        """The update from what was shown to the replica (``base`` 0: the caller sets it), or None
+        when nothing visible changed. What it returns is what is shown from now on."""
+        r = self.replica
+        update = Update(workspace=r.workspace, seq=r.seq, base=0, change=change)
+        visible = False
+        holder = r.holder_view()
+        if holder != self.holder:
+            self.holder = update.holder = holder
+            visible = True
+        joined: list[Viewer] = []
+        left: list[str] = []
+        changed: list[Viewer] = []
+        for user in r.touched:
+            new, old = r.viewer(user), self.viewers.get(user)
+            if new is None:
+                if old is not None:
+                    left.append(user)
+                    del self.viewers[user]
+            elif old is None:
+                joined.append(new)
+                self.viewers[user] = new
+            elif new != old:
+                changed.append(new)
+                self.viewers[user] = new
+        if joined:
+            update.joined = rules.by_name(joined)
+        if left:
+            update.left = sorted(left)
+        if changed:
+            update.viewers = rules.by_name(changed)
+        if r.queue_changed and (queue := r.waiting()) != self.queue:
+            self.queue = update.queue = queue
+        if r.request_changed and (request := r.request_view()) != self.request:
+            self.request = update.request = request
+        r.looked()
+        visible = visible or bool(joined or left or changed) or update.queue is not msgspec.UNSET
+        visible = visible or update.request is not msgspec.UNSET
+        return update if visible else None
