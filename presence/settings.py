@@ -46,7 +46,7 @@ class Settings:
     handoff_takeover: bool = True
     takeover_cooldown_ms: int = 0
     idle_release_ms: int = 0
-    update_window_ms: int = 20
+    update_window_ms: int = 50
     audit_max_len: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000

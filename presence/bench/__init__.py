@@ -9,7 +9,9 @@ and measures:
 3. renewing many held leases: one batched tick vs one ``Lock.extend`` per lease;
 4. takeover notice to a tab on another process vs a raw PUBLISH-to-subscriber hop;
 5. time until a lease is free after its holder's process is SIGKILLed, vs the lease TTL;
-6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost.
+6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost;
+7. a big room: CPU per join and bytes per tab as N users join one workspace, big N vs small N;
+8. a status storm: CPU per ``status`` message in a big workspace vs a small one.
 
 Everything is bounded (``--timeout``) and every process it started is ended when it returns.
 """
@@ -21,7 +23,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free")  # "idle" also measures the storm
+FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status")  # "idle" also measures the storm
 
 
 def add_parser(sub: Any) -> None:

@@ -4,7 +4,8 @@ and stdout (one JSON object per line each way). Run as ``python -m presence.benc
 Commands (``op``): ``open`` (connect tabs, send ``hello``, wait for ``welcome``), ``acquire`` (some
 tabs ask for their lease), ``wait_closed`` (until the server closed every tab), ``reconnect``
 (every tab again at once, as after a restart: time to all welcomed and every lease rejoined),
-``counts`` and ``exit``. Each answer carries ``ok`` or ``error``.
+``wait_viewers`` (until every tab sees so many users), ``received`` (bytes per tab), ``status``
+(tabs toggle their presence), ``counts`` and ``exit``. Each answer carries ``ok`` or ``error``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class FarmTab:
     client: WsClient | None = None
     fence: int | None = None  # the lease it was granted, to compare with its rejoin
     rejoined: int | None = None
+    viewers: int = 0  # users this tab knows to be in its workspace (from its snapshot and updates)
 
 
 @dataclass(slots=True)
@@ -51,6 +53,12 @@ class Farm:
             counts[kind] += 1
             if kind == "acquired" and msg.get("rejoined"):
                 tab.rejoined = int(msg["fence"])
+            elif kind == "welcome":
+                tab.viewers = len(msg["state"]["viewers"])
+            elif kind == "state":
+                tab.viewers = len(msg["viewers"])
+            elif kind == "update":
+                tab.viewers += len(msg.get("joined", ())) - len(msg.get("left", ()))
         return on_message
 
     async def _connect(self, tab: FarmTab, host: str, port: int, path: str, sem: asyncio.Semaphore) -> float:
@@ -89,10 +97,48 @@ class Farm:
                 "errors": dict(errors), "retried_1013": self.counts.pop("retried_1013", 0)}
 
     async def open(self, host: str, port: int, tabs: list[list[str]], path: str = "/ws", parallel: int = 500,
-                   **_: Any) -> dict[str, Any]:
+                   ports: list[int] | None = None, **_: Any) -> dict[str, Any]:
+        """Connect ``tabs``; with ``ports``, tab i to ``ports[i % len(ports)]`` (several servers)."""
         new = [FarmTab(u, ws, t, auth.mint(DEV_SECRET, u, u, 7200)) for u, ws, t in tabs]
         self.tabs += new
-        return await self._connect_all(new, host, port, path, parallel)
+        if not ports:
+            return await self._connect_all(new, host, port, path, parallel)
+        sem = asyncio.Semaphore(parallel)
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._connect(t, host, ports[i % len(ports)], path, sem) for i, t in enumerate(new)),
+            return_exceptions=True,
+        )
+        errors = Counter(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, BaseException))
+        return {"seconds": time.perf_counter() - started, "errors": dict(errors),
+                "connected": sum(1 for r in results if not isinstance(r, BaseException))}
+
+    async def wait_viewers(self, viewers: int, timeout: float = 60.0, **_: Any) -> dict[str, Any]:
+        """Until every tab knows of ``viewers`` users in its workspace (seconds waited)."""
+        started = time.perf_counter()
+        while any(t.viewers != viewers for t in self.tabs):
+            if time.perf_counter() - started > timeout:
+                behind = sum(1 for t in self.tabs if t.viewers != viewers)
+                raise TimeoutError(f"{behind} tabs do not see {viewers} viewers after {timeout:.0f} s")
+            await asyncio.sleep(0.01)
+        return {"seconds": time.perf_counter() - started}
+
+    async def received(self, **_: Any) -> dict[str, Any]:
+        """Payload bytes received by each tab so far (its welcome included)."""
+        return {"bytes": [t.client.bytes_in if t.client is not None else 0 for t in self.tabs]}
+
+    async def status(self, indices: list[int], rounds: int, gap_ms: float, **_: Any) -> dict[str, Any]:
+        """Each round, every tab of ``indices`` in turn toggles its ``active`` flag (a visible change),
+        ``gap_ms`` apart; the number of status messages sent."""
+        sent = 0
+        for r in range(rounds):
+            for i in indices:
+                client = self.tabs[i].client
+                assert client is not None
+                client.send({"type": "status", "active": r % 2 == 1})
+                sent += 1
+                await asyncio.sleep(gap_ms / 1000)
+        return {"sent": sent}
 
     async def acquire(self, indices: list[int], **_: Any) -> dict[str, Any]:
         async def one(i: int) -> str:
@@ -146,7 +192,8 @@ async def serve() -> None:
     farm = Farm()
     ops: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "open": farm.open, "acquire": farm.acquire, "wait_closed": farm.wait_closed, "reconnect": farm.reconnect,
-        "counts": farm.counts_, "close_all": farm.close_all,
+        "counts": farm.counts_, "close_all": farm.close_all, "wait_viewers": farm.wait_viewers,
+        "received": farm.received, "status": farm.status,
     }
     while True:
         line = await asyncio.to_thread(sys.stdin.readline)

@@ -42,18 +42,21 @@ class Plan:
     kill_heartbeat_ms: int
     kill_ttl_ms: int
     parallel: int  # connections in flight at once from the farm
+    rooms: tuple[int, ...]  # big room sizes (figure 7), the first is the baseline
+    status_rooms: tuple[int, ...]  # status storm workspace sizes (figure 8)
+    status_rounds: int
 
     @classmethod
     def full(cls, tabs: int = 5000, heartbeat_ms: int = 5000) -> Plan:
         return cls(samples=2000, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=3,
                    leases=10_000, renew_rounds=5, takeovers=300, kills=3, kill_heartbeat_ms=1000,
-                   kill_ttl_ms=3000, parallel=500)
+                   kill_ttl_ms=3000, parallel=500, rooms=(100, 2000), status_rooms=(10, 100), status_rounds=4)
 
     @classmethod
     def quick(cls, tabs: int = 200, heartbeat_ms: int = 500) -> Plan:
         return cls(samples=100, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=2,
                    leases=1000, renew_rounds=2, takeovers=20, kills=1, kill_heartbeat_ms=300, kill_ttl_ms=1500,
-                   parallel=100)
+                   parallel=100, rooms=(50, 200), status_rooms=(10, 100), status_rounds=10)
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
@@ -173,6 +176,7 @@ class Bench:
         return {
             "commands": float(sum(v["calls"] for v in stats.values())),
             "evalsha": float(stats.get("cmdstat_evalsha", {}).get("calls", 0)),
+            "evalsha_usec": float(stats.get("cmdstat_evalsha", {}).get("usec", 0)),
             "cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         }
 

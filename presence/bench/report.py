@@ -76,6 +76,26 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(Row("5", "free after SIGKILL of the holder's process", f"max {d['max'] / 1000:.2f} s "
                        f"(mean {d['mean'] / 1000:.2f} s, n={d['n']})", f"lease TTL {f['ttl_ms'] / 1000:.1f} s",
                        f["ratio_max"], "<= TTL + 1 s", d["max"] <= f["ttl_ms"] + 1000))
+    if (f := figures.get("room")) is not None:
+        small, big = f["rooms"][0], f["rooms"][-1]
+        out.append(Row("7", f"CPU per join, {big['tabs']} users in one workspace", f"{big['cpu_ms_per_join']:.2f} ms",
+                       f"{small['cpu_ms_per_join']:.2f} ms with {small['tabs']}", f["cpu_ratio"], "<= 1.5x",
+                       f["cpu_ratio"] <= 1.5))
+        out.append(Row("7", f"bytes per tab, {big['tabs']} users (growth / N's)",
+                       f"{big['bytes_per_tab'] / 1024:.1f} KiB", f"{small['bytes_per_tab'] / 1024:.1f} KiB with "
+                       f"{small['tabs']}", f["bytes_growth"], "<= 1x (linear)", f["bytes_growth"] <= 1.0))
+        out.append(Row("7", f"every tab sees all {big['tabs']} users", f"{big['all_seen_s']:.2f} s",
+                       f"{small['all_seen_s']:.2f} s with {small['tabs']}", None, "none", None))
+        rb, rs = big["redis_per_tick"], small["redis_per_tick"]
+        out.append(Row("7", f"Redis per tick, {big['tabs']} idle tabs in one workspace",
+                       f"{rb['scripts']:.1f} scripts, {rb['script_ms']:.2f} ms",
+                       f"{rs['scripts']:.1f} scripts, {rs['script_ms']:.2f} ms with {small['tabs']}", None,
+                       "constant round trips", rb["scripts"] <= rs["scripts"] + 0.5))
+    if (f := figures.get("status")) is not None:
+        small, big = f["storms"][0], f["storms"][-1]
+        out.append(Row("8", f"CPU per status, {big['tabs']}-tab workspace", f"{big['cpu_ms_per_status']:.3f} ms",
+                       f"{small['cpu_ms_per_status']:.3f} ms with {small['tabs']} tabs", f["ratio"], "<= 2x",
+                       f["ratio"] <= 2.0))
     if (f := figures.get("storm")) is not None:
         out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
                        f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",

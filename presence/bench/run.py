@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from . import report
 from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
+from .rooms import big_rooms, status_storms
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
 
 
@@ -110,6 +111,12 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
     if "free" in only:
         _log(f"5. free detection after SIGKILL, {plan.kills} times")
         figures["free"] = await free_detection(b)
+    if "room" in only:
+        _log(f"7. big room: {' and '.join(map(str, plan.rooms))} tabs joining one workspace on two servers")
+        figures["room"] = await big_rooms(b, plan.rooms)
+    if "status" in only:
+        _log(f"8. status storm in workspaces of {' and '.join(map(str, plan.status_rooms))} tabs")
+        figures["status"] = await status_storms(b, plan.status_rooms, plan.status_rounds)
 
 
 def _loadavg() -> float:

@@ -57,6 +57,7 @@ class WsClient(asyncio.Protocol):
         self._closed: asyncio.Future[int] | None = None
         self._waiters: list[tuple[Callable[[Message], bool], asyncio.Future[Message]]] = []
         self._fragments: list[bytes] = []
+        self.bytes_in = 0  # payload bytes of the messages received
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -188,6 +189,7 @@ class WsClient(asyncio.Protocol):
             self._message(data)
 
     def _message(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         msg = _decoder.decode(data)
         if self.answer_pings and msg.get("type") == "ping" and self.transport is not None:
             self.transport.write(frame(b'{"type":"pong","n":%d}' % msg["n"]))

@@ -9,14 +9,20 @@ whatever the number of people in the workspace, and a change nobody can see yiel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-from ..wire.messages import Change, HolderView, Person, RequestView, Update, Viewer
+from ..wire.messages import Change, HolderView, Person, RequestView, State, Update, Viewer
 from . import rules
+from .effects import Send
+from .member import Member
 from .replica import Replica
 
 
 class Shown:
+    """Writes each welcomed tab's ``Member.seq``: the seq of the view it was sent."""
+
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.holder: HolderView | None = None
@@ -72,3 +78,24 @@ class Shown:
         visible = visible or bool(joined or left or changed) or update.queue is not msgspec.UNSET
         visible = visible or update.request is not msgspec.UNSET
         return update if visible else None
+
+    def show(self, members: Sequence[Member], state: State, everyone: bool = True) -> list[Send]:
+        """Send the whole replica (``state``) to ``members``: after a re-read (``everyone``: the
+        view of every tab is then this one) or to one tab that asked."""
+        for m in members:
+            m.seq = state.seq
+        if everyone:
+            self.reset()
+        return [Send(tuple(m.conn for m in members), state)] if members else []
+
+    def catch_up(self, members: Sequence[Member], change: Change | None) -> list[Send]:
+        """One update to every welcomed tab, from the view it holds (its ``seq``, possibly
+        different: then only invisible changes came between) to the replica's."""
+        update = self.update(change)
+        if update is None:
+            return []
+        by_base: dict[int, list[str]] = {}
+        for m in members:
+            by_base.setdefault(m.seq, []).append(m.conn)
+            m.seq = update.seq
+        return [Send(tuple(conns), msgspec.structs.replace(update, base=base)) for base, conns in by_base.items()]

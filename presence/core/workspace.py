@@ -65,6 +65,8 @@ class Workspace:
         self.replica = Replica(workspace)
         self.shown = Shown(self.replica)
         self._change: Change | None = None  # the latest change not yet sent in an update
+        self._ahead = 0  # the highest seq a script's reply showed (pub/sub brings the events up to it)
+        self._behind = False  # the replica was behind that at the last overdue()
         self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
         self.deadline = Deadline(settings.safety_margin_ms)
         self.closed = False
@@ -116,6 +118,13 @@ class Workspace:
         for event in events:
             before = self.replica.holder
             result = self.replica.apply(event)
+            if result is Applied.GAP and self.replica.seq == 0:
+                continue  # never read: the snapshot of the join in flight covers it
+            if result is Applied.GAP and sent_at is not None:
+                # A script's reply ran ahead of pub/sub, which brings every event up to this one
+                # in order (the heartbeat re-reads if it does not: see overdue).
+                self._ahead = max(self._ahead, event.seq)
+                continue
             if result is Applied.GAP:
                 self.stale = True
                 self._out.append(Resync())
@@ -138,15 +147,19 @@ class Workspace:
         return self._drain()
 
     def catch_up(self, snapshot: Snapshot, events: Sequence[Event], sent_at: float, now: float) -> list[Effect]:
-        """A script's events and the snapshot it read after them (join): the events if this
-        replica can follow them, else (never read, or still behind) the snapshot."""
+        """A script's events and the snapshot it read after them (join): the snapshot for a replica
+        never read, else the events (pub/sub brings any this replica has not seen yet)."""
         if self.replica.seq == 0:
             return self.reset(snapshot, sent_at, now)
-        effects = self.apply(events, now, sent_at)
-        if self.replica.seq < snapshot.seq:
-            self.stale = True
-            effects += self.reset(snapshot, sent_at, now)
-        return effects
+        self._ahead = max(self._ahead, snapshot.seq)
+        return self.apply(events, now, sent_at)
+
+    def overdue(self) -> bool:
+        """Asked once a heartbeat: are events a script's reply showed still missing since the last
+        time? Pub/sub brings them within milliseconds; after a whole heartbeat, re-read."""
+        behind = self._ahead > self.replica.seq
+        overdue, self._behind = behind and self._behind, behind
+        return overdue
 
     def _changed(
         self, before: HolderRecord | None, event: Event | None, now: float, ttl_ms: int, sent_at: float | None
@@ -197,11 +210,8 @@ class Workspace:
 
     def _push_state(self) -> None:
         """Show every welcomed tab the whole replica (after a re-read)."""
-        welcomed = self.members.welcomed()
-        self._send([m.conn for m in welcomed], self.state_message())
-        for m in welcomed:
-            m.seq = self.replica.seq
-        self.shown.reset()
+        # A change not sent yet is still news (a re-read came before its update).
+        self._out += self.shown.show(self.members.welcomed(), self.state_message(self._change))
         self._change = None
         self._disarm(Timer.FLUSH)
 
@@ -209,22 +219,12 @@ class Workspace:
         """Send what changed since the tabs' view, as one update (nothing if nothing visible)."""
         self._disarm(Timer.FLUSH)
         change, self._change = self._change, None
-        update = self.shown.update(change)
-        if update is None:
-            return
-        by_base: dict[int, list[str]] = {}
-        for m in self.members.welcomed():
-            by_base.setdefault(m.seq, []).append(m.conn)
-            m.seq = update.seq
-        for base, conns in by_base.items():
-            self._send(conns, msgspec.structs.replace(update, base=base))
+        self._out += self.shown.catch_up(self.members.welcomed(), change)
 
     def sync(self, conn: str) -> list[Effect]:
         """The tab asked for a fresh ``state`` (it saw a gap in its updates)."""
         self.flush()
-        m = self.members[conn]
-        m.seq = self.replica.seq
-        self._send((conn,), self.state_message())
+        self._out += self.shown.show([self.members[conn]], self.state_message(), everyone=False)
         return self._drain()
 
     def _tell_lease(self, m: Member, after: HolderRecord | None, event: Event | None, origin: str, now: float) -> None:
@@ -253,12 +253,10 @@ class Workspace:
         if request is None or request.conn not in self.members:
             self._disarm(Timer.REQUEST)
 
-    def state_message(self) -> State:
+    def state_message(self, change: Change | None = None) -> State:
         r = self.replica
-        return State(
-            workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
-            queue=r.waiting(), request=r.request_view(),
-        )
+        return State(workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
+                     queue=r.waiting(), request=r.request_view(), change=change)
 
     # -- a tab's own requests ---------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -286,4 +287,31 @@ def test_demo_page_takeover_story_without_console_errors(
     bob.get_by_role("button", name="Done editing").click()
     expect(alice.locator("#banner")).to_be_hidden()
     expect(alice.locator("#holder")).to_have_text("Nobody is editing.")
+    assert console.errors() == []
+
+
+def test_two_browsers_follow_each_other_by_updates(servers: Cluster, new_tab: NewTab, console: ConsoleLog) -> None:
+    """After its welcome, a page hears changes as `update` frames, and the state it rebuilds from
+    them is the one a page opened afterwards is given whole."""
+    server = servers.server("a")
+    alice, bob = new_tab("alice", server.http_url), new_tab("bob", server.http_url)
+    frames: list[str] = []
+    alice.page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+    alice.start("alice", "Alice", "doc-updates")
+    bob.start("bob", "Bob", "doc-updates")
+    alice.wait("() => client.state.viewers.length === 2")
+    bob.js("() => client.status({active: false})")
+    alice.wait("() => client.state.viewers.some((v) => v.user.id === 'bob' && !v.active)")
+    fence = bob.call("acquire")["fence"]
+    alice.wait("(f) => client.state.holder && client.state.holder.fence === f", fence)
+    types = [json.loads(f)["type"] for f in frames]
+    assert types.count("update") >= 3 and types.count("state") == 0, types  # join, status, acquire
+    assert all(json.loads(f)["base"] < json.loads(f)["seq"] for f in frames if '"update"' in f)
+
+    carol = new_tab("carol", server.http_url)
+    carol.start("carol", "Carol", "doc-updates")
+    snapshot = carol.js("() => client.state")
+    alice.wait("(s) => client.state.seq === s", snapshot["seq"])
+    mine = alice.js("() => client.state")
+    assert {k: v for k, v in mine.items() if k != "change"} == {k: v for k, v in snapshot.items() if k != "change"}
     assert console.errors() == []
