@@ -177,7 +177,8 @@ export class PresenceError extends Error {
 
 /**
  * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
- * - state: State (the welcome's snapshot too)
+ * - state: State, whole, after every change: the welcome's snapshot, then each `update` the server sends
+ *   applied to it (a gap asks the server for the whole state again)
  * - acquired: {acquired: true, fence, rejoined, ttl_ms, id?}; busy: {holder, id?}. A reconnect that finds the lease
  *   still ours fires it once, with rejoined: true (the server's confirmation; the client asks nothing)
  * - queued: {position, id?}: our place in the wait queue (1 = next), again whenever it changes
@@ -197,7 +198,7 @@ export class PresenceError extends Error {
  *   await client.request("Typo fix");      // {asked: true, deadline_ms, holder}; `acquired` or `declined` later
  */
 export class PresenceClient extends EventTarget {
-  /** @type {State|null} latest workspace snapshot */
+  /** @type {State|null} the workspace as this tab knows it (snapshot plus updates) */
   state = null;
   /** @type {boolean} we believe we hold the lease */
   holding = false;

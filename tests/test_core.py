@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from presence.core.effects import Arm, CheckExpiry, Disarm, Resync, Send, Timer
-from presence.core.events import LeaseGranted, LeaseTakenOver, StatusChanged, TabJoined, TabLeft
+from presence.core.events import LeaseGranted, LeaseRevoked, LeaseTakenOver, StatusChanged, TabJoined, TabLeft
 from presence.core.member import Member
 from presence.core.records import HolderRecord, Snapshot
 from presence.core.workspace import Workspace
@@ -115,3 +115,26 @@ def test_the_expiry_watch_asks_for_a_check_only_while_someone_holds() -> None:
     assert ws.fire(Timer.EXPIRY, now=0.0) == []  # never armed
     ws.apply([LeaseGranted(seq=2, holder=holder(BOB, "t2", 3), ttl_ms=1500, user=BOB)], now=0.0)
     assert ws.fire(Timer.EXPIRY, now=1.6) == [CheckExpiry()]
+
+
+def test_events_heard_before_the_first_snapshot_are_applied_after_it() -> None:
+    ws = Workspace("doc", SETTINGS)
+    ws.members.add(Member("c1", ALICE, "t1"))
+    granted = LeaseGranted(seq=3, holder=holder(BOB, "t2", 9), ttl_ms=1500, user=BOB)
+    assert ws.apply([TabJoined(seq=2, user=ALICE), granted], now=0.0) == []  # the join is in flight
+    ws.catch_up(Snapshot(seq=2, holder=None, ttl_ms=-2, tabs={"c1": INFO.format(u="alice", n="Alice", t="t1")}),
+                [], sent_at=0.0, now=0.0)
+    assert ws.replica.seq == 3 and ws.replica.holder == holder(BOB, "t2", 9)
+
+
+def test_two_lease_changes_are_never_merged_and_each_is_news() -> None:
+    ws = Workspace("doc", SETTINGS)
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    granted = LeaseGranted(seq=2, holder=holder(BOB, "t2", 9), ttl_ms=1500, user=BOB)
+    revoked = LeaseRevoked(seq=3, user=BOB, reason="revoked", prev=holder(BOB, "t2", 9))
+    effects = ws.apply([granted, revoked], now=0.0)  # within one update window
+    effects += ws.fire(Timer.FLUSH, now=0.05)
+    updates = [m for m in sent(effects, "c1") if isinstance(m, Update)]
+    assert [(u.change.kind, u.holder) for u in updates] == [  # type: ignore[union-attr]
+        ("acquired", ws.replica.holder_view(holder(BOB, "t2", 9))), ("revoked", None)
+    ]

@@ -54,7 +54,7 @@ class Farm:
             if kind == "acquired" and msg.get("rejoined"):
                 tab.rejoined = int(msg["fence"])
             elif kind == "welcome":
-                tab.viewers = len(msg["state"]["viewers"])
+                tab.viewers = len((msg.get("state") or {}).get("viewers", ()))  # the bare server sends none
             elif kind == "state":
                 tab.viewers = len(msg["viewers"])
             elif kind == "update":

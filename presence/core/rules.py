@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..settings import Scope
-from ..wire.messages import HolderView, Person, Viewer
-from .events import Event, LeaseEvent
+from ..wire.messages import Change, HolderView, Person, Viewer
+from .events import LEASE_KINDS, Event, LeaseEvent
 from .records import HolderRecord, TabInfo
 
 
@@ -77,3 +77,13 @@ def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, P
     if after is not None:
         return "taken_over", after.person
     return "expired", None
+
+
+def merged_change(pending: Change | None, new: Change | None) -> Change | None:
+    """The ``change`` an update names when it merges several: the latest lease change if there is
+    one (who holds it matters more than who came and went), else the latest."""
+    if new is None:
+        return pending
+    if pending is not None and pending.kind in LEASE_KINDS and new.kind not in LEASE_KINDS:
+        return pending
+    return new

@@ -16,6 +16,7 @@ import msgspec
 from ..wire.messages import Change, HolderView, Person, RequestView, State, Update, Viewer
 from . import rules
 from .effects import Send
+from .events import LEASE_KINDS
 from .member import Member
 from .replica import Replica
 
@@ -77,7 +78,8 @@ class Shown:
         r.looked()
         visible = visible or bool(joined or left or changed) or update.queue is not msgspec.UNSET
         visible = visible or update.request is not msgspec.UNSET
-        return update if visible else None
+        # A lease change is news even when it changed nothing in the end (taken and revoked at once).
+        return update if visible or (change is not None and change.kind in LEASE_KINDS) else None
 
     def show(self, members: Sequence[Member], state: State, everyone: bool = True) -> list[Send]:
         """Send the whole replica (``state``) to ``members``: after a re-read (``everyone``: the

@@ -1,21 +1,19 @@
 """Workspace: the sans-I/O core of one workspace on this process.
 
-It holds the workspace's :class:`~presence.core.replica.Replica` and a :class:`Member` for each
-local tab, and turns every change into :mod:`effects <presence.core.effects>`: messages, timers,
-re-reads. It never awaits, touches no socket or Redis and reads no clock (``now`` is passed in).
-It is the only writer of each tab's lease state (``Member.fence``, ``Member.queue_position``).
+It holds the workspace's :class:`~presence.core.replica.Replica` and a :class:`Member` per local
+tab, and turns every change into :mod:`effects <presence.core.effects>`. It never awaits, touches
+no socket or Redis and reads no clock (``now`` is passed in). It alone writes each tab's lease
+state (``Member.fence``, ``Member.queue_position``).
 
-Lease news goes out at once: ``acquired`` to the new holder's tabs, ``released`` with the reason
-to the old one's, ``queued`` to waiters, handoff requests to the holder and their end to the
-requester (the tab whose own request made a change is answered by that request instead). What
-everyone sees goes out as one ``update`` per event-loop turn or ``PRESENCE_UPDATE_WINDOW_MS``
-(:mod:`~presence.core.view`), and as a whole ``state`` after a re-read or on ``sync``.
+Lease news goes out at once (``acquired``, ``released``, ``queued``, handoff requests and their
+end; the tab whose request made a change is answered by that request). What everyone sees goes
+out as one ``update`` per ``PRESENCE_UPDATE_WINDOW_MS`` (:mod:`~presence.core.view`), and whole
+as ``state`` after a re-read or on ``sync``.
 
-Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease's PTTL (then the
-shell checks Redis and announces a silent expiry: no keyspace notifications needed); the *local
-deadline* (:mod:`~presence.core.deadline`; when it passes unconfirmed, the holder's tabs are told
-``released{lost}``); a local requester's *request deadline*; the holder's *idle timer*
-(``PRESENCE_IDLE_RELEASE_MS``); the *flush* of the next update.
+Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease's PTTL (the shell
+then announces a silent expiry: no keyspace notifications needed); the *local deadline*
+(:mod:`~presence.core.deadline`: passed unconfirmed, the holder's tabs are told ``lost``); a
+local requester's *request deadline*; the holder's *idle timer*; the *flush* of the next update.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from ..wire.messages import (
 from . import rules
 from .deadline import Deadline
 from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
-from .events import Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
+from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
 from .member import Member, Members
 from .records import HolderRecord, Snapshot
 from .replica import Applied, Replica
@@ -51,6 +49,7 @@ log = logging.getLogger("presence.workspace")
 
 EXPIRY_SLACK_S = 0.02  # look a little after the PTTL, so the key is surely gone
 REQUEST_SLACK_S = 0.05  # likewise after a request's deadline (Redis time decides)
+EARLY_MAX = 1000  # events kept while the first snapshot is read; past that, a gap and a re-read
 
 
 class Workspace:
@@ -67,6 +66,7 @@ class Workspace:
         self._change: Change | None = None  # the latest change not yet sent in an update
         self._ahead = 0  # the highest seq a script's reply showed (pub/sub brings the events up to it)
         self._behind = False  # the replica was behind that at the last overdue()
+        self._early: list[Event] = []  # heard by pub/sub before the first snapshot
         self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
         self.deadline = Deadline(settings.safety_margin_ms)
         self.closed = False
@@ -113,13 +113,18 @@ class Workspace:
 
 
     def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
-        """Apply events in order: from a script's reply (``sent_at``: when this process sent the
-        script) or from pub/sub (``sent_at`` None)."""
+        """Apply events in order: a script's reply's (``sent_at``: when it was sent) or pub/sub's."""
         for event in events:
+            if isinstance(event, LeaseEvent) and self._change is not None and self._change.kind in LEASE_KINDS:
+                self.flush()  # never two lease changes in one update: everyone hears of each
             before = self.replica.holder
             result = self.replica.apply(event)
             if result is Applied.GAP and self.replica.seq == 0:
-                continue  # never read: the snapshot of the join in flight covers it
+                # Not read yet: the snapshot of the join in flight covers what came before it; what
+                # pub/sub brings meanwhile may be newer, so it is kept for after the snapshot.
+                if sent_at is None and len(self._early) < EARLY_MAX:
+                    self._early.append(event)
+                continue
             if result is Applied.GAP and sent_at is not None:
                 # A script's reply ran ahead of pub/sub, which brings every event up to this one
                 # in order (the heartbeat re-reads if it does not: see overdue).
@@ -144,19 +149,19 @@ class Workspace:
             if snapshot.holder is not None and snapshot.ttl_ms >= 0:
                 self._arm_expiry(snapshot.ttl_ms, now)
             self._changed(before, None, now, max(0, snapshot.ttl_ms), sent_at)
-        return self._drain()
+        later = [e for e in self._early if e.seq > self.replica.seq]
+        self._early = []
+        return self._drain() + (self.apply(later, now) if later else [])
 
     def catch_up(self, snapshot: Snapshot, events: Sequence[Event], sent_at: float, now: float) -> list[Effect]:
-        """A script's events and the snapshot it read after them (join): the snapshot for a replica
-        never read, else the events (pub/sub brings any this replica has not seen yet)."""
+        """A join's events and snapshot: the snapshot for a replica never read, else the events."""
         if self.replica.seq == 0:
             return self.reset(snapshot, sent_at, now)
         self._ahead = max(self._ahead, snapshot.seq)
         return self.apply(events, now, sent_at)
 
     def overdue(self) -> bool:
-        """Asked once a heartbeat: are events a script's reply showed still missing since the last
-        time? Pub/sub brings them within milliseconds; after a whole heartbeat, re-read."""
+        """Asked once a heartbeat: are events a reply showed still missing since the last time?"""
         behind = self._ahead > self.replica.seq
         overdue, self._behind = behind and self._behind, behind
         return overdue
@@ -190,7 +195,7 @@ class Workspace:
         if event is None:
             self._push_state()
         else:
-            self._change = change_of(event) or self._change
+            self._change = rules.merged_change(self._change, change_of(event))
             if Timer.FLUSH not in self._armed:
                 self._arm(Timer.FLUSH, now + self.settings.update_window_ms / 1000)
         if not holding:
@@ -261,8 +266,7 @@ class Workspace:
     # -- a tab's own requests ---------------------------------------------------------------
 
     def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
-        """The tab's join script ran and the replica caught up: send ``welcome`` (and
-        ``acquired{rejoined}`` when its user still holds the lease)."""
+        """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
         self.flush()  # the others catch up first: every welcomed tab holds the same view
         m = self.members[conn]
         holder = self.replica.holder
@@ -350,8 +354,7 @@ class Workspace:
 
 
     def confirm(self, fence: int, sent_at: float, now: float, ttl_ms: int | None = None, exact: bool = True) -> None:
-        """Redis confirmed (acquire, rejoin, renew) lease ``fence`` by a command sent at ``sent_at``
-        (see :meth:`Deadline.confirm`)."""
+        """Redis confirmed lease ``fence`` by a command sent at ``sent_at`` (:meth:`Deadline.confirm`)."""
         ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
         at = self.deadline.confirm(fence, sent_at, ttl, exact)
         if at is not None:
