@@ -284,13 +284,13 @@ $("confirm").addEventListener("close", async () => {
   pending = null;
   if ($("confirm").returnValue !== "ok" || !workspace) return;
   const reason = $("confirm-reason").value.trim();
-  const r = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/release`, { reason });
+  const r = await api("POST", `/admin/api/workspaces/${encodeURIComponent(workspace)}/release`, { reason });
   if (r.ok) toast(`Released “${workspace}” (fence ${r.data.fence}).`);
   else toast(`Could not release “${workspace}”: ${r.data.error || r.status}`, true);
 });
 
 async function showDetail(workspace) {
-  const r = await api("GET", `/admin/api/workspaces/${encodeURI(workspace)}`);
+  const r = await api("GET", `/admin/api/workspaces/${encodeURIComponent(workspace)}`);
   if (!r.ok) return toast(`Could not read “${workspace}”: ${r.data.error || r.status}`, true);
   const w = r.data.workspace;
   $("detail-title").textContent = w.holder
@@ -303,7 +303,7 @@ async function showDetail(workspace) {
     el("td", { class: "mono small" }, t.server),
     el("td", {}, el("button", { class: "small ghost", type: "button", onclick: async (ev) => {
       ev.target.disabled = true;
-      const c = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/tabs/${encodeURIComponent(t.conn)}/close`, {});
+      const c = await api("POST", `/admin/api/workspaces/${encodeURIComponent(workspace)}/tabs/${encodeURIComponent(t.conn)}/close`, {});
       toast(c.ok ? `Closing tab ${t.conn}.` : `Could not close ${t.conn}: ${c.data.error || c.status}`, !c.ok);
     } }, "Close tab")),
   )));

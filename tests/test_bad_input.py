@@ -257,6 +257,13 @@ _first("first: invalid workspace id (empty)", hello(""), 4400, None)
 _first("first: invalid workspace id (201 chars)", hello("w" * 201), 4400, None)
 _first("first: invalid tab id", hello("{ws}", tab="tab with spaces"), 4400, None)
 _first("first: frame over max_message_bytes", hello("{ws}", client="x" * 17000), 1009, None)
+_first("first: workspace id with a .. segment", hello("team-1/../team-2/doc"), 4400, None)
+_first("first: workspace id starting with a . segment", hello("./x"), 4400, None)
+_first("first: workspace id with a . segment inside", hello("a/./b"), 4400, None)
+# About 2 KB nested 1,100 levels deep: deeper than the decoder goes, so invalid JSON like any other.
+_NEST = "[" * 1100 + "]" * 1100
+_DEEP_HELLO = '{"type": "hello", "workspace": "{ws}", "tab": "t1", "x": ' + _NEST + "}"
+_first("first: JSON nested 1,100 levels deep", _DEEP_HELLO, 4400, decoder_message(_DEEP_HELLO))
 
 # Tokens.
 _first("token: missing", json.dumps({"type": "hello", "workspace": "{ws}", "tab": "t1"}), 4401, "missing token")
@@ -283,6 +290,14 @@ async def _later_json(p: Servers, ws: str) -> Outcome:
 @case("later: unknown type", Outcome("error", "bad_message", decoder_message('{"type": "hack"}')))
 async def _later_type(p: Servers, ws: str) -> Outcome:
     return await later(p.strict.ws_url, ws, '{"type": "hack"}')
+
+
+_DEEP_STATUS = '{"type": "status", "meta": {"a": ' + _NEST + "}}"
+
+
+@case("later: JSON nested 1,100 levels deep", Outcome("error", "bad_message", "JSON is nested too deeply"))
+async def _later_deep(p: Servers, ws: str) -> Outcome:
+    return await later(p.strict.ws_url, ws, _DEEP_STATUS)
 
 
 _BAD_WAIT = '{"type": "acquire", "wait": "yes"}'

@@ -68,7 +68,9 @@ class Handshake:
         if not isinstance(hello, Hello):
             raise ProtocolViolation("the first message must be hello")
         if not valid_workspace(hello.workspace):
-            raise ProtocolViolation("invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -")
+            raise ProtocolViolation(
+                "invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -, no . or .. segment"
+            )
         if not valid_tab(hello.tab):
             raise ProtocolViolation("invalid tab id: 1-128 characters of A-Z a-z 0-9 . _ ~ : @ -")
         if not hello.token:

@@ -50,7 +50,9 @@ from ..wire.messages import Person, valid_workspace
 log = logging.getLogger("presence.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_STREAM_PART = 2**64 - 1  # both halves of a Redis stream id are unsigned 64-bit numbers
+MAX_BODY = 4096
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_NOTE = 200
 LIVE_AUDIT_S = 0.25  # how often the live feed looks for new audit entries
@@ -62,6 +64,35 @@ _json = msgspec.json.Encoder()
 
 def _reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+class BadRequest(Exception):
+    """The request itself is malformed: answered 400 with this message."""
+
+
+def _peer(conn: Request | WebSocket) -> str | None:
+    return conn.client.host if conn.client is not None else None
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """JSON from an operator's client. JSON nested too deep is invalid JSON like any other."""
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
+
+
+def stream_id(raw: str) -> str:
+    """A Redis stream id older than which entries are listed; ``BadRequest`` when it is none."""
+    match = STREAM_ID.fullmatch(raw)
+    if match is None:
+        raise BadRequest("before must be a stream id like 1700000000000-0")
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
+        raise BadRequest(f"before: both numbers of a stream id are at most {MAX_STREAM_PART}")
+    if ms == seq == 0:
+        raise BadRequest("before: nothing is older than 0-0")
+    return f"{ms}-{seq}"
 
 
 def _bearer(header: str | None) -> str | None:
@@ -114,6 +145,8 @@ class Admin:
             reset = logctx.request_id.set(rid)
             try:
                 response = await handler(request)
+            except BadRequest as exc:
+                response = _reply({"error": str(exc)}, 400)
             except StoreUnavailable as exc:
                 log.warning("admin %s %s: %s", request.method, request.url.path, exc)
                 response = _reply({"error": "Redis unavailable, try again"}, 503)
@@ -186,9 +219,8 @@ class Admin:
         return _reply({"now": census.now, "servers": census.servers})
 
     async def audit(self, request: Request) -> Response:
-        before = request.query_params.get("before") or None
-        if before is not None and not STREAM_ID.fullmatch(before):
-            return _reply({"error": "before must be a stream id like 1700000000000-0"}, 400)
+        raw = request.query_params.get("before") or None
+        before = None if raw is None else stream_id(raw)
         limit = _int(request.query_params.get("limit"), 50, 1, 500)
         entries = await self.audit_log.page(before, limit)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
@@ -200,7 +232,7 @@ class Admin:
         Sends ``audit`` frames (new entries, oldest first) and ``state`` frames (the overview)."""
         await websocket.accept()
         try:
-            first = msgspec.json.decode(await asyncio.wait_for(websocket.receive_text(), 5.0))
+            first = decode_json(await asyncio.wait_for(websocket.receive_text(), 5.0))
         except (TimeoutError, WebSocketDisconnect, msgspec.DecodeError, KeyError):
             await _close(websocket, 4400, "send {\"token\": ...} first")
             return
@@ -223,7 +255,7 @@ class Admin:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             while True:
                 try:
-                    msg = msgspec.json.decode(await websocket.receive_text())
+                    msg = decode_json(await websocket.receive_text())
                 except msgspec.DecodeError:
                     continue
                 if isinstance(msg, dict) and isinstance(msg.get("q"), str):
@@ -263,14 +295,19 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; an empty body is an empty object. ``BadRequest`` otherwise."""
     raw = await request.body()
-    if not raw or len(raw) > 4096:
+    if not raw.strip():
         return {}
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"the body must be a JSON object of at most {MAX_BODY} bytes")
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        body = decode_json(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def _int(raw: str | None, default: int, low: int, high: int) -> int:
