@@ -74,8 +74,13 @@ def _token(args: argparse.Namespace) -> int:
     if settings.dev_mode:
         print("presence: dev mode (no PRESENCE_SECRET): this token is signed with the public dev key",
               file=sys.stderr)
+    for prefix in auth.loose_prefixes(args.ws):
+        print(f"presence: warning: --ws {prefix!r} is a prefix that also matches ids like "
+              f"{prefix[:-1] + '0/x'!r}; to allow the workspaces under {prefix[:-1]!r} only, write "
+              f"{prefix[:-1] + '/*'!r}", file=sys.stderr)
     takeover = None if args.takeover is None else args.takeover == "yes"
-    print(auth.mint(settings.signing_key, args.user, args.name, args.ttl, args.ws, takeover))
+    print(auth.mint(settings.signing_key, args.user, args.name, args.ttl, args.ws, takeover,
+                    issuer=settings.token_issuer, audience=settings.token_audience))
     return 0
 
 
@@ -98,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a signed token (PRESENCE_SECRET, or the dev key)")
     token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
     token.add_argument("--name", help="display name (default: the user id)")
-    token.add_argument("--ws", action="append", help="allowed workspace id or prefix* (repeatable)")
+    token.add_argument("--ws", action="append",
+                       help="allowed workspace id, or prefix ending in * such as team-1/* (repeatable)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--takeover", choices=["yes", "no"], help="may force-take leases (default yes)")
     token.set_defaults(func=_token)

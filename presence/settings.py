@@ -17,6 +17,9 @@ DEV_SECRET = "presence-dev-mode-insecure-public-key"
 
 Scope = Literal["user", "tab"]
 
+MIN_KEY_LENGTH = 16
+"""The shortest ``PRESENCE_ADMIN_TOKEN`` or ``PRESENCE_API_KEY`` the server starts with."""
+
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message says which one and how to fix it."""
@@ -29,6 +32,8 @@ class Settings:
     secret: str | None = None
     admin_token: str | None = None
     api_key: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
     allowed_origins: tuple[str, ...] = ()
     heartbeat_ms: int = 5000
     dead_after_ms: int = 12000
@@ -88,6 +93,12 @@ class Settings:
                 "PRESENCE_SECRET must be at least 32 characters (HS256 keys shorter than the hash are weak); "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        for name, key in (("PRESENCE_ADMIN_TOKEN", self.admin_token), ("PRESENCE_API_KEY", self.api_key)):
+            if key is not None and len(key) < MIN_KEY_LENGTH:
+                problems.append(
+                    f"{name} must be at least {MIN_KEY_LENGTH} characters (a short key can be guessed); "
+                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         if self.heartbeat_ms < 50:
             problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")
         if self.lease_ttl_ms <= 2 * self.heartbeat_ms:

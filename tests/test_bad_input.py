@@ -11,6 +11,9 @@ for the lease must get ``busy`` naming the holder.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -72,6 +75,14 @@ def token(user: str = "mallory", **claims: Any) -> str:
     now = int(time.time())
     body: dict[str, Any] = {"sub": user, "name": user.title(), "iat": now, "exp": now + 600, **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def signed(payload: str) -> str:
+    """An HS256 token around a payload no JSON library would write (nested too deep, say)."""
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    head = b64(b'{"alg": "HS256", "typ": "JWT"}') + "." + b64(payload.encode())
+    return head + "." + b64(hmac.new(SECRET.encode(), head.encode(), hashlib.sha256).digest())
 
 
 def hello(workspace: str, tok: str | None = None, tab: str = "t1", **extra: Any) -> str:
@@ -280,6 +291,14 @@ _first("token: alg none", hello("{ws}", jwt.encode({"sub": "m", "exp": int(time.
 _first("token: HS512 with the right key (algorithm pinned)",
        hello("{ws}", jwt.encode({"sub": "m", "exp": int(time.time()) + 600}, SECRET, algorithm="HS512")), 4401, None)
 _first("token: ws claim does not allow the workspace", hello("{ws}", token(ws=["other", "team/*"])), 4403, None)
+_NOT_UNICODE = "invalid token: a claim is not valid Unicode (lone surrogate)"
+_first("token: lone surrogate in name", hello("{ws}", token(name="Mal\ud800lory")), 4401, _NOT_UNICODE)
+_first("token: lone surrogate in sub", hello("{ws}", token(sub="mallory\udfff")), 4401, _NOT_UNICODE)
+_first("token: lone surrogate in ws", hello("{ws}", token(ws=["\ud800*"])), 4401, _NOT_UNICODE)
+_first("token: claims nested 1,100 levels deep",
+       hello("{ws}", signed(f'{{"sub": "m", "exp": {int(time.time()) + 600}, "x": {_NEST}}}')), 4401, None)
+_first("token: exp as a string", hello("{ws}", token(exp=str(int(time.time()) + 600))), 4401,
+       "invalid token: 'exp' must be a number (seconds since the epoch)")
 
 
 @case("later: invalid JSON", Outcome("error", "bad_message", decoder_message("{oops")))

@@ -8,22 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jwt
 import msgspec
 import pytest
 import websockets
-from conftest import Cluster
-from procs import ServerProcess
+from conftest import FAST, Cluster
+from procs import RedisServer, ServerProcess
+from test_metrics import scrape, value
+from wsclient import Tab, open_tab
+
+from presence import auth
+from presence.connections.tab import Tab as ServerTab
+from presence.server import Server
+from presence.settings import Settings, SettingsError
+from presence.wire.messages import ServerMessage, Welcome
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hardening-test-secret-0123456789abcdef"
 ADMIN = "hardening-admin-token-0123456789"
 API_KEY = "hardening-api-key-0123456789"
 MAX_TABS = 4
+
+
+def token(sub: str = "mallory", **claims: Any) -> str:
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": sub, "name": sub.title(), "exp": now + 600, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def hello(workspace: str, tok: str, tab: str = "t1") -> str:
+    return json.dumps({"type": "hello", "token": tok, "workspace": workspace, "tab": tab})
 
 
 async def close_of(url: str, frame: str, **kw: Any) -> tuple[int | None, str | None, list[dict[str, Any]]]:
@@ -45,7 +68,110 @@ def assert_no_traceback(server: ServerProcess) -> None:
     assert "Traceback" not in log, log[log.index("Traceback") - 500:][:3000]
 
 
+async def eventually(check: Any, timeout: float = 5.0, what: str = "condition") -> Any:
+    """Polls ``check`` (sync) until truthy: for state another process settles on its own schedule."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s (last: {result!r})"
+        await asyncio.sleep(0.05)
+
+
 # -- 1. a join that fails leaves nothing behind -------------------------------------------------
+
+
+async def test_300_bad_token_joins_leave_no_ghosts(
+    servers: Cluster, redis_server: RedisServer, prefix: str, tabs: list[Tab]
+) -> None:
+    """Tokens whose name or sub hold a lone surrogate (what a JSON encoder makes of a broken
+    display name) close 4401, and 300 of them leave no tab, room, subscription or registry entry
+    behind, nor use up the user's tab allowance."""
+    a = await servers.server_async("a", PRESENCE_SECRET=SECRET, PRESENCE_MAX_TABS_PER_USER=str(MAX_TABS))
+    ws = "ghost-town"
+    bad = [token("mallory", name="Mal\ud800lory"), token("mallory\udfff"), token("mallory", ws=["ghost\ud800*"])]
+
+    async def attempt(i: int) -> tuple[int | None, str | None]:
+        code, reason, messages = await close_of(a.ws_url, hello(ws, bad[i % len(bad)], tab=f"t{i}"))
+        assert not [m for m in messages if m["type"] == "welcome"], messages
+        return code, reason
+
+    results = []
+    for start in range(0, 300, 30):  # 30 at a time
+        results += await asyncio.gather(*(attempt(i) for i in range(start, start + 30)))
+    assert {code for code, _ in results} == {4401}, set(results)
+    assert all(reason and "Unicode" in reason for _, reason in results), set(results)
+
+    r = redis_server.client()
+    s = await scrape(a)
+    assert value(s, "presence_connections") == 0 and value(s, "presence_workspaces") == 0
+    assert r.keys(f"{prefix}:{{{ws}}}:*") == []  # no presence entry, no lease, no counters
+    assert r.pubsub_channels(f"{prefix}:{{*") == []  # no workspace subscription
+    assert ws not in r.zrange(f"{prefix}:{{#registry}}:workspaces", 0, -1)
+    # The user's allowance is intact: MAX_TABS tabs get in, one more does not.
+    for i in range(MAX_TABS):
+        await open_tab(tabs, a, "mallory", ws, tab=f"real-{i}", secret=SECRET)
+    code, _, _ = await close_of(a.ws_url, hello(ws, token("mallory"), tab="one-too-many"))
+    assert code == 4429
+    await asyncio.sleep(3 * int(FAST["PRESENCE_HEARTBEAT_MS"]) / 1000)  # a few heartbeats over the real tabs
+    assert_no_traceback(a)
+
+
+class _WelcomeFails(ServerTab):
+    """A tab whose welcome cannot be sent: a join that fails after Redis has the tab."""
+
+    def send(self, message: ServerMessage) -> None:
+        if isinstance(message, Welcome):
+            raise RuntimeError("the welcome cannot be sent")
+        super().send(message)
+
+
+class _NoSocket:
+    async def send_text(self, data: str) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
+
+
+@pytest.fixture
+async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
+    settings = Settings(redis_url=redis_server.url, key_prefix=prefix, heartbeat_ms=300, dead_after_ms=900,
+                        lease_ttl_ms=1500, grace_ms=600)
+    server = Server(settings, server_id="hub1")
+    await server.start()
+    await asyncio.wait_for(server.registry.wait_announced(), 5)
+    yield server
+    await server.stop()
+
+
+async def test_a_join_that_fails_after_redis_took_the_tab_undoes_it(
+    hub: Server, redis_server: RedisServer, prefix: str
+) -> None:
+    from presence.wire.messages import Person
+
+    r = redis_server.client()
+    tab = _WelcomeFails(_NoSocket(), "hub1-1", Person("gina", "Gina"), "undo-doc", "tab-g")
+    tab.start()
+    try:
+        with pytest.raises(RuntimeError, match="welcome"):
+            await hub.workspaces.join(tab)
+    finally:
+        await tab.stop()
+    assert "undo-doc" not in hub.workspaces
+    assert r.zcard(f"{prefix}:{{undo-doc}}:tabs") == 0 and r.hlen(f"{prefix}:{{undo-doc}}:info") == 0
+    await eventually(lambda: r.pubsub_channels(f"{prefix}:{{undo-doc}}") == [], what="unsubscribed")
+    # Someone joining next sees nobody else.
+    ok = ServerTab(_NoSocket(), "hub1-2", Person("hal", "Hal"), "undo-doc", "tab-h")
+    ok.start()
+    try:
+        await hub.workspaces.join(ok)
+        assert [m.user.id for m in hub.workspaces.core("undo-doc").members.values()] == ["hal"]
+        assert r.hkeys(f"{prefix}:{{undo-doc}}:info") == ["hub1-2"]
+        await hub.workspaces.leave(ok, clean=True)
+    finally:
+        await ok.stop()
 
 
 # -- 4. the server's own stall is not its tabs' silence -----------------------------------------
@@ -100,6 +226,62 @@ async def test_admin_answers_bad_input_with_400_not_500(servers: Cluster) -> Non
             while "state" not in kinds:
                 kinds.add(json.loads(await ws.recv())["type"])
     assert_no_traceback(a)
+
+
+def test_operator_keys_must_be_long_and_tokens_may_name_issuer_and_audience() -> None:
+    for name in ("PRESENCE_ADMIN_TOKEN", "PRESENCE_API_KEY"):
+        with pytest.raises(SettingsError, match=f"{name} must be at least 16 characters"):
+            Settings.from_env({name: "short-key"})
+        assert Settings.from_env({name: "k" * 16}).validate()
+    s = Settings.from_env({"PRESENCE_TOKEN_ISSUER": "https://app.example", "PRESENCE_TOKEN_AUDIENCE": "presence"})
+    assert (s.token_issuer, s.token_audience) == ("https://app.example", "presence")
+
+
+def test_serve_refuses_a_short_admin_token() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PRESENCE_ADMIN_TOKEN": "admin", "PRESENCE_SECRET": SECRET}
+    out = subprocess.run([sys.executable, "-m", "presence", "serve"], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=30)
+    assert out.returncode == 2 and "PRESENCE_ADMIN_TOKEN must be at least 16 characters" in out.stderr
+
+
+def test_token_command_warns_of_prefixes_without_a_slash() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PRESENCE_SECRET": SECRET, "PRESENCE_TOKEN_ISSUER": "app",
+           "PRESENCE_TOKEN_AUDIENCE": "presence"}
+    out = subprocess.run(
+        [sys.executable, "-m", "presence", "token", "--user", "u", "--ws", "team-1*", "--ws", "team-2/*"],
+        capture_output=True, text=True, check=True, env=env, cwd=ROOT, timeout=30,
+    )
+    assert "'team-1*' is a prefix that also matches ids like 'team-10/x'" in out.stderr
+    assert "team-2" not in out.stderr
+    ident = auth.verify(out.stdout.strip(), SECRET, issuer="app", audience="presence")  # minted with both
+    ident.check_workspace("team-10/x")  # what the warning says: the prefix is a plain string prefix
+
+
+async def test_issuer_and_audience_are_checked_when_configured(servers: Cluster, tabs: list[Tab]) -> None:
+    a = await servers.server_async("a", PRESENCE_SECRET=SECRET, PRESENCE_TOKEN_ISSUER="https://app.example",
+                                   PRESENCE_TOKEN_AUDIENCE="presence")
+    plain = await servers.server_async("plain", PRESENCE_SECRET=SECRET)
+    good = {"iss": "https://app.example", "aud": "presence"}
+    cases = {
+        "no iss": {"aud": "presence"},
+        "no aud": {"iss": "https://app.example"},
+        "wrong iss": {**good, "iss": "https://evil.example"},
+        "wrong aud": {**good, "aud": "billing"},
+        "aud list without us": {**good, "aud": ["billing", "mail"]},
+    }
+    for what, claims in cases.items():
+        code, reason, _ = await close_of(a.ws_url, hello("iss-doc", token(**claims)))
+        assert code == 4401, (what, code, reason)
+    for claims in (good, {**good, "aud": ["billing", "presence"]}):
+        t = Tab(a.ws_url, "ok", "iss-doc", secret=SECRET)
+        t.token = token("ok", **claims)
+        tabs.append(t)
+        await t.connect()
+    # Without a configured audience, a token minted for some audience is someone else's.
+    code, _, _ = await close_of(plain.ws_url, hello("iss-doc", token(aud="billing")))
+    assert code == 4401
+    code, _, messages = await close_of(plain.ws_url, hello("iss-doc", token(iss="anyone")))
+    assert messages and messages[0]["type"] == "welcome"
 
 
 # -- 12. the pages say what they may load and that nobody may frame them ------------------------

@@ -88,7 +88,10 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         if not user:
             return JSONResponse({"error": "give ?user=ID (and optionally &name=NAME)"}, status_code=400)
         name = request.query_params.get("name", "").strip()[:100] or user
-        return JSONResponse({"token": auth.mint(settings.signing_key, user, name, ttl_s=3600)})
+        return JSONResponse({"token": auth.mint(
+            settings.signing_key, user, name, ttl_s=3600, issuer=settings.token_issuer,
+            audience=settings.token_audience,
+        )})
 
     routes = [
         WebSocketRoute("/ws", server.endpoint.serve),
