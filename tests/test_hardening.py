@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -175,6 +176,29 @@ async def test_a_join_that_fails_after_redis_took_the_tab_undoes_it(
 
 
 # -- 4. the server's own stall is not its tabs' silence -----------------------------------------
+
+
+async def test_after_a_stall_tabs_get_a_fresh_ping_and_a_full_dead_after(servers: Cluster, tabs: list[Tab]) -> None:
+    a = await servers.server_async("a")  # heartbeat 300 ms, dead after 900 ms
+    dead_after = int(FAST["PRESENCE_DEAD_AFTER_MS"]) / 1000
+    live = await open_tab(tabs, a, "alice", "stall-doc")
+    silent = await open_tab(tabs, a, "bob", "stall-doc", answer_pings=False)
+    a.signal(signal.SIGSTOP)  # well within bob's dead_after: only the stall makes him look dead
+    try:
+        await asyncio.sleep(2.5 * dead_after)
+        mark = len(live.messages)
+    finally:
+        a.signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    # Bob never answers: he is closed, but only a full dead_after after the server woke up.
+    assert await silent.closed(timeout=10) == 4408
+    assert time.monotonic() - resumed >= dead_after - 0.1
+    # Alice answers her fresh ping and stays.
+    await live.expect("ping", after=mark, timeout=5)
+    await live.expect("state", lambda m: all(v["user"]["id"] != "bob" for v in m["viewers"]), after=mark)
+    assert live.closed_code is None
+    assert (await live.request("acquire"))["type"] == "acquired"
+    assert "was stalled" in a.log_path.read_text(errors="replace")
 
 
 # -- 5. the takeover cooldown has no back door --------------------------------------------------
