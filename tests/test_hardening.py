@@ -204,6 +204,28 @@ async def test_after_a_stall_tabs_get_a_fresh_ping_and_a_full_dead_after(servers
 # -- 5. the takeover cooldown has no back door --------------------------------------------------
 
 
+async def test_a_request_cannot_force_the_lease_away_during_the_cooldown(servers: Cluster, tabs: list[Tab]) -> None:
+    a = await servers.server_async("a", PRESENCE_TAKEOVER_COOLDOWN_MS="60000", PRESENCE_HANDOFF_TIMEOUT_MS="1000")
+    alice = await open_tab(tabs, a, "alice", "cool-doc")
+    bob = await open_tab(tabs, a, "bob", "cool-doc")
+    assert (await alice.request("acquire"))["type"] == "acquired"
+    took = await bob.request("takeover")
+    assert took["type"] == "acquired", took
+    refused = await alice.request("takeover")
+    assert refused["type"] == "error" and refused["code"] == "takeover_cooldown"
+    mark_a, mark_b = len(alice.messages), len(bob.messages)
+    asked = await alice.request("request", message="please")
+    assert asked["type"] == "asked" and asked["deadline_ms"] == 1000
+    await bob.expect("requested", after=mark_b)
+    ended = await alice.expect("declined", after=mark_a, timeout=5)
+    assert ended["reason"] == "cooldown"
+    assert not alice.of("acquired")[1:]  # only her first grant, long gone
+    assert not [m for m in bob.messages[mark_b:] if m["type"] == "released"]
+    busy = await alice.request("acquire")
+    assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == "bob"
+    assert alice.state()["holder"]["fence"] == took["fence"] and alice.state()["request"] is None
+
+
 # -- 6. logs: one line per record, whatever a token says ----------------------------------------
 
 
