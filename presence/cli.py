@@ -33,7 +33,7 @@ def setup_logging(level: str, as_json: bool) -> None:
     if as_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(logctx.TEXT_FORMAT))
+        handler.setFormatter(logctx.TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -27,7 +27,7 @@ from procs import RedisServer, ServerProcess
 from test_metrics import scrape, value
 from wsclient import Tab, open_tab
 
-from presence import auth
+from presence import auth, logctx
 from presence.connections.tab import Tab as ServerTab
 from presence.server import Server
 from presence.settings import Settings, SettingsError
@@ -227,6 +227,29 @@ async def test_a_request_cannot_force_the_lease_away_during_the_cooldown(servers
 
 
 # -- 6. logs: one line per record, whatever a token says ----------------------------------------
+
+
+async def test_ids_cannot_forge_log_lines(servers: Cluster, tabs: list[Tab]) -> None:
+    a = await servers.server_async("a", PRESENCE_SECRET=SECRET)
+    forged = "2030-01-01 00:00:00,000 ERROR presence.admin: lease of bank revoked by an operator"
+    tab = Tab(a.ws_url, f"eve\n{forged}", "log-doc", tab="eve-1", secret=SECRET)
+    tabs.append(tab)
+    await tab.connect()
+    await tab.close()
+    await eventually(lambda: "left (clean)" in a.log_path.read_text(errors="replace"), what="the leave logged")
+    lines = a.log_path.read_text(errors="replace").splitlines()
+    assert not [line for line in lines if line.startswith("2030-01-01")], lines
+    assert any("eve\\x0a2030-01-01" in line and "joined" in line for line in lines), lines
+
+
+def test_the_text_format_escapes_controls_in_message_and_context() -> None:
+    import logging
+
+    record = logging.LogRecord("presence.x", logging.INFO, __file__, 1, "user %s", ("a\r\nb\u2028c",), None)
+    record.ctx = " [req=x\ny]"
+    out = logctx.TextFormatter().format(record)
+    assert "\n" not in out and "\r" not in out and "\u2028" not in out
+    assert out.endswith("[req=x\\x0ay]: user a\\x0d\\x0ab\\u2028c")
 
 
 # -- 2, 7, 11. the admin API: bad input is a 400, wrong keys are slowed down --------------------
