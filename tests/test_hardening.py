@@ -356,6 +356,22 @@ async def test_issuer_and_audience_are_checked_when_configured(servers: Cluster,
 # -- 12. the pages say what they may load and that nobody may frame them ------------------------
 
 
+async def test_dashboard_and_demo_send_a_content_security_policy(servers: Cluster) -> None:
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN)  # dev mode: /demo is served
+    async with httpx.AsyncClient(base_url=a.http_url, timeout=10) as http:
+        for path in ("/dashboard", "/demo"):
+            r = await http.get(path)
+            assert r.status_code == 200
+            csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split("; ")}
+            assert csp["frame-ancestors"] == ["'none'"] and csp["default-src"] == ["'none'"]
+            assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"]
+            assert csp["connect-src"] == ["'self'"]
+            assert not [v for vs in csp.values() for v in vs if "unsafe" in v or "://" in v or v == "*"], csp
+            assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+            # Nothing inline for the policy to forbid.
+            assert "<script>" not in r.text and " style=" not in r.text and " onclick=" not in r.text
+
+
 def test_workspace_ids_with_dot_segments_are_invalid() -> None:
     from presence.wire.messages import valid_workspace
 

@@ -46,6 +46,7 @@ from ..ops.overview import Overview
 from ..ops.registry import Registry
 from ..settings import Settings
 from ..wire.messages import Person, valid_workspace
+from .headers import PAGE_HEADERS
 
 log = logging.getLogger("presence.admin")
 
@@ -163,7 +164,7 @@ class Admin:
         return Response(self.metrics_.exposition(), media_type=CONTENT_TYPE)
 
     async def dashboard(self, request: Request) -> Response:
-        return FileResponse(self.files / "dashboard.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(self.files / "dashboard.html", headers=PAGE_HEADERS)
 
     # -- JSON API ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ..connections.abort import ExposeAbort
 from ..server import Server
 from ..settings import Settings
 from . import admin, api
+from .headers import PAGE_HEADERS
 
 log = logging.getLogger("presence.app")
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     async def demo(request: Request) -> Response:
         if not settings.dev_mode:
             return PlainTextResponse("the demo is only served in dev mode", status_code=404)
-        return FileResponse(files / "demo.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(files / "demo.html", headers=PAGE_HEADERS)
 
     async def demo_token(request: Request) -> Response:
         if not settings.dev_mode:

@@ -13,9 +13,9 @@ from conftest import Cluster
 from wsclient import Tab
 
 try:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 except ImportError:  # pragma: no cover - the test extra installs it
-    async_playwright = None  # type: ignore[assignment]
+    async_playwright = expect = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -80,18 +80,16 @@ async def test_dashboard_shows_and_revokes_a_lease(
     assert await page.evaluate("sessionStorage.getItem('presence.admin.token')") == ADMIN
 
     # The countdown moves between frames (interpolated locally, refreshed by the feed).
+    # (Locators, not wait_for_function: the page's Content-Security-Policy forbids the eval it needs.)
     left = row.locator(".countdown .left")
     first = await left.inner_text()
-    await page.wait_for_function(
-        "([sel, t]) => document.querySelector(sel).textContent !== t",
-        arg=['tr[data-workspace="team/roadmap"] .countdown .left', first], timeout=3000,
-    )
+    await expect(left).not_to_have_text(first, timeout=3000)
     await page.wait_for_selector('#audit li[data-kind="acquired"]')
     await page.wait_for_selector("#servers tbody tr")
 
     # Filter by holder name.
     await page.fill("#filter", "alic")
-    await page.wait_for_function("document.querySelectorAll('#workspaces tbody tr').length === 1")
+    await expect(page.locator("#workspaces tbody tr")).to_have_count(1)
     await page.fill("#filter", "")
     await page.wait_for_selector('tr[data-workspace="notes-7"]')
 
@@ -109,9 +107,7 @@ async def test_dashboard_shows_and_revokes_a_lease(
     assert released["reason"] == "revoked"
     await page.wait_for_selector('#audit li[data-kind="revoked"]')
     assert "browser test" in await page.locator('#audit li[data-kind="revoked"]').inner_text()
-    await page.wait_for_function(
-        "!document.querySelector('tr[data-workspace=\"team/roadmap\"] .countdown')", timeout=3000
-    )
+    await expect(row.locator(".countdown")).to_have_count(0, timeout=3000)
     assert "free" in await row.inner_text()
     await context.close()
     assert errors == [], errors
