@@ -297,6 +297,31 @@ async def test_admin_answers_bad_input_with_400_not_500(servers: Cluster) -> Non
     assert_no_traceback(a)
 
 
+async def test_wrong_keys_from_one_peer_are_slowed_down(servers: Cluster) -> None:
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN, PRESENCE_API_KEY=API_KEY)
+    async with httpx.AsyncClient(base_url=a.http_url, timeout=10) as http:
+        for _ in range(10):
+            r = await http.get("/admin/api/servers", headers=admin_headers("10.2.0.1", "wrong-admin-token-123"))
+            assert r.status_code == 401
+        r = await http.get("/admin/api/servers", headers=admin_headers("10.2.0.1"))  # even the right one now
+        assert r.status_code == 429 and 50 <= int(r.headers["retry-after"]) <= 60, r.text
+        r = await http.get("/api/v1/workspaces/doc/lease", headers=admin_headers("10.2.0.1", API_KEY))
+        assert r.status_code == 429  # one count per peer, whichever key it guessed
+        # Another peer is not affected.
+        assert (await http.get("/admin/api/servers", headers=admin_headers("10.2.0.2"))).status_code == 200
+        r = await http.get("/api/v1/workspaces/doc/lease", headers=admin_headers("10.2.0.2", API_KEY))
+        assert r.status_code == 200
+        for _ in range(10):
+            r = await http.get("/api/v1/workspaces/doc/lease", headers=admin_headers("10.2.0.3", "wrong-api-key-12345"))
+            assert r.status_code == 401
+        r = await http.get("/api/v1/workspaces/doc/lease", headers=admin_headers("10.2.0.3", API_KEY))
+        assert r.status_code == 429
+    live = a.ws_url.replace("/ws", "/admin/api/live")
+    code, reason, _ = await close_of(live, json.dumps({"token": ADMIN}),
+                                     additional_headers={"X-Forwarded-For": "10.2.0.1"})
+    assert code == 4429 and reason and "retry in" in reason
+
+
 def test_operator_keys_must_be_long_and_tokens_may_name_issuer_and_audience() -> None:
     for name in ("PRESENCE_ADMIN_TOKEN", "PRESENCE_API_KEY"):
         with pytest.raises(SettingsError, match=f"{name} must be at least 16 characters"):

@@ -13,6 +13,10 @@ scrapers expect: keep it on a private network).
 | POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
 | GET /admin/api/servers | live server processes |
 | GET /admin/api/audit?before=&limit= | audit log, newest first, paged by stream id |
+
+Request bodies are JSON objects of at most 4 KiB; anything else (including JSON nested deeper than
+the decoder goes) answers 400. A peer that keeps presenting wrong admin tokens is slowed down
+(:mod:`presence.http.keyguard`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ..ops.registry import Registry
 from ..settings import Settings
 from ..wire.messages import Person, valid_workspace
 from .headers import PAGE_HEADERS
+from .keyguard import KeyGuard
 
 log = logging.getLogger("presence.admin")
 
@@ -109,6 +114,7 @@ class Admin:
     def __init__(
         self, settings: Settings, files: Path, metrics: Metrics, leases: LeaseScripts, control: Control,
         registry: Registry, audit_log: AuditLog, overview: Overview, stopping: Callable[[], bool],
+        keyguard: KeyGuard,
     ) -> None:
         self.files = files
         self.token = settings.admin_token
@@ -119,6 +125,7 @@ class Admin:
         self.audit_log = audit_log
         self.overview = overview
         self.stopping = stopping
+        self.keyguard = keyguard
 
     def routes(self) -> list[BaseRoute]:
         g = self._guard
@@ -138,7 +145,12 @@ class Admin:
         async def guarded(request: Request) -> Response:
             if self.token is None:
                 return _reply({"error": "the admin API is disabled: set PRESENCE_ADMIN_TOKEN"}, 404)
+            peer = _peer(request)
+            if wait := self.keyguard.retry_after(peer):
+                return _reply({"error": f"too many wrong admin tokens from this address; retry in {wait} s"}, 429,
+                              {"Retry-After": str(wait)})
             if not same_secret(_bearer(request.headers.get("authorization")), self.token):
+                self.keyguard.failed(peer)
                 return _reply({"error": "missing or wrong admin token"}, 401,
                               {"WWW-Authenticate": 'Bearer realm="presence admin"'})
             given = request.headers.get("x-request-id", "")
@@ -240,7 +252,12 @@ class Admin:
         if self.token is None:
             await _close(websocket, 4404, "the admin API is disabled: set PRESENCE_ADMIN_TOKEN")
             return
+        peer = _peer(websocket)
+        if wait := self.keyguard.retry_after(peer):
+            await _close(websocket, 4429, f"too many wrong admin tokens from this address; retry in {wait} s")
+            return
         if not isinstance(first, dict) or not same_secret(str(first.get("token") or ""), self.token):
+            self.keyguard.failed(peer)
             await _close(websocket, 4401, "missing or wrong admin token")
             return
         view = {"q": str(first.get("q") or "")[:200], "changed": True}

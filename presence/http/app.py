@@ -20,6 +20,7 @@ from ..server import Server
 from ..settings import Settings
 from . import admin, api
 from .headers import PAGE_HEADERS
+from .keyguard import KeyGuard
 
 log = logging.getLogger("presence.app")
 
@@ -49,6 +50,7 @@ class CachedStatic(StaticFiles):
 def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     server = server or Server(settings)
     files = static_dir()
+    keyguard = KeyGuard()  # wrong admin tokens and API keys, counted together per peer
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,11 +102,11 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/demo", demo),
         Route("/demo/token", demo_token),
-        *api.routes(settings, server.leases),  # /api/v1: fences for app backends
+        *api.routes(settings, server.leases, keyguard),  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
         *admin.Admin(
             settings, files, server.metrics, server.leases, server.control, server.registry, server.audit,
-            server.overview, lambda: server.stopping,
+            server.overview, lambda: server.stopping, keyguard,
         ).routes(),  # /admin/api, /dashboard, /metrics
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeAbort)])
