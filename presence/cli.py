@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -43,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .http.app import create_app
-    from .http.stack import uvicorn_config
+    from .http.stack import HTTP_HEADROOM, uvicorn_config
 
     try:
         settings = Settings.from_env(
@@ -60,9 +61,28 @@ def _serve(args: argparse.Namespace) -> int:
     # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
     # cyclic garbage among old objects waits that long (measured: BENCHMARKS.md).
     gc.set_threshold(700, 10, 1000)
-    config = uvicorn_config(create_app(settings), settings.host, settings.port, settings.max_message_bytes)
+    _raise_open_files(settings.max_connections + HTTP_HEADROOM)
+    config = uvicorn_config(
+        create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
+        header_timeout_s=settings.hello_timeout_ms / 1000,
+    )
     uvicorn.Server(config).run()
     return 0
+
+
+def _raise_open_files(needed: int) -> None:
+    """Every connection is a file descriptor: raise the soft limit as far as the hard one allows,
+    and say so when even that is too low for PRESENCE_MAX_CONNECTIONS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 100  # Redis connections, log files, the listening socket
+    if soft < want and soft != resource.RLIM_INFINITY:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < want:
+        logging.getLogger("presence.cli").warning(
+            "open files are limited to %d (ulimit -n), fewer than PRESENCE_MAX_CONNECTIONS needs (%d): "
+            "raise the limit or lower PRESENCE_MAX_CONNECTIONS", soft, want,
+        )
 
 
 def _token(args: argparse.Namespace) -> int:

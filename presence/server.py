@@ -64,7 +64,7 @@ class Server:
         self.workspaces = Workspaces(
             settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks
         )
-        self.admission = Admission(settings.max_tabs_per_user)
+        self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
         self.endpoint = Endpoint(

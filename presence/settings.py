@@ -46,6 +46,9 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 40
     max_tabs_per_user: int = 100
+    user_rate_limit: float = 50.0
+    user_rate_burst: int = 100
+    max_connections: int = 20_000
     send_queue_size: int = 256
     handoff_timeout_ms: int = 30000
     handoff_takeover: bool = True
@@ -127,6 +130,13 @@ class Settings:
             problems.append("PRESENCE_MAX_MESSAGE_BYTES must be at least 1024")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             problems.append("PRESENCE_RATE_LIMIT must be positive (messages per second, burst twice that)")
+        if self.user_rate_limit <= 0 or self.user_rate_burst < 1:
+            problems.append(
+                "PRESENCE_USER_RATE_LIMIT must be positive (messages per second for all of one user's tabs on "
+                "a process together, burst twice that)"
+            )
+        if self.max_connections < 1:
+            problems.append("PRESENCE_MAX_CONNECTIONS must be at least 1 (open WebSockets per process)")
         if self.audit_max_len < 100:
             problems.append("PRESENCE_AUDIT_MAX_LEN must be at least 100 (audit stream entries kept)")
         if self.handoff_timeout_ms < 1000:
@@ -177,8 +187,9 @@ class Settings:
         if parse_errors:
             raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(parse_errors))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "rate_limit" in values and "rate_burst" not in values:
-            values["rate_burst"] = max(1, int(2 * float(values["rate_limit"])))  # type: ignore[arg-type]
+        for rate, burst in (("rate_limit", "rate_burst"), ("user_rate_limit", "user_rate_burst")):
+            if rate in values and burst not in values:
+                values[burst] = max(1, int(2 * float(values[rate])))  # type: ignore[arg-type]
         return cls(**values).validate()  # type: ignore[arg-type]
 
 

@@ -56,7 +56,7 @@ COMMON = {
 @dataclass
 class Servers:
     strict: ServerProcess  # secret set, no allow-list: same-origin rule; default rate limit
-    listed: ServerProcess  # secret set, PRESENCE_ALLOWED_ORIGINS=ALLOWED; high rate limit (slow consumers)
+    listed: ServerProcess  # secret set, PRESENCE_ALLOWED_ORIGINS=ALLOWED; high rate limits (slow consumers)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def procs(redis_server: RedisServer) -> Iterator[Servers]:
     try:
         yield Servers(
             cluster.server("strict", **COMMON),
-            cluster.server("listed", **COMMON, PRESENCE_ALLOWED_ORIGINS=ALLOWED, PRESENCE_RATE_LIMIT="1000"),
+            cluster.server("listed", **COMMON, PRESENCE_ALLOWED_ORIGINS=ALLOWED, PRESENCE_RATE_LIMIT="1000",
+                           PRESENCE_USER_RATE_LIMIT="1000"),
         )
     finally:
         cluster.close()

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import auth
 from ..connections.abort import ExposeAbort
+from ..connections.capacity import ConnectionLimit
 from ..server import Server
 from ..settings import Settings
 from . import admin, api
@@ -109,4 +110,8 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
             server.overview, lambda: server.stopping, keyguard,
         ).routes(),  # /admin/api, /dashboard, /metrics
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeAbort)])
+    middleware = [
+        Middleware(ConnectionLimit, max_connections=settings.max_connections, telemetry=server.metrics),
+        Middleware(ExposeAbort),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
