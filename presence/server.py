@@ -71,7 +71,9 @@ class Server:
             settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn
         )
         # The ops plane: it observes this process's lease events and reads its counts.
-        self.audit = AuditLog(self.gateway, self.keys.audit, settings, self.server_id, self.metrics)
+        self.audit = AuditLog(
+            self.gateway, self.keys.audit, self.keys.audit_forced, settings, self.server_id, self.metrics
+        )
         self.registry = Registry(settings, self.server_id, self.gateway, self.keys.registry, self._vitals)
         self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.find)
         self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)

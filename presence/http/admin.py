@@ -12,7 +12,7 @@ scrapers expect: keep it on a private network).
 | POST /admin/api/workspaces/{id}/release | force release ``{reason?, by?}``: holder told ``revoked`` |
 | POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
 | GET /admin/api/servers | live server processes |
-| GET /admin/api/audit?before=&limit= | audit log, newest first, paged by stream id |
+| GET /admin/api/audit?before=&limit=&forced= | audit log, newest first, paged by stream id |
 
 Request bodies are JSON objects of at most 4 KiB; anything else (including JSON nested deeper than
 the decoder goes) answers 400. A peer that keeps presenting wrong admin tokens is slowed down
@@ -235,7 +235,8 @@ class Admin:
         raw = request.query_params.get("before") or None
         before = None if raw is None else stream_id(raw)
         limit = _int(request.query_params.get("limit"), 50, 1, 500)
-        entries = await self.audit_log.page(before, limit)
+        forced = request.query_params.get("forced", "").lower() in ("1", "true", "yes")
+        entries = await self.audit_log.page(before, limit, forced=forced)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
 
     # -- live feed --------------------------------------------------------------------------
