@@ -547,3 +547,11 @@ async def test_valid_variants_of_the_bad_inputs_are_accepted(procs: Servers, hol
         for conn in accepted:
             await conn.close()
     await holder.assert_untouched()
+
+
+def test_no_bad_input_left_a_traceback_in_the_log(procs: Servers) -> None:
+    """Runs after every case above (same module, same two processes): a bad input is answered
+    with its code, never with an exception the server did not expect."""
+    for server in (procs.strict, procs.listed):
+        log = server.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, log[max(0, log.index("Traceback") - 1000):][:4000]
