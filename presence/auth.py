@@ -1,9 +1,16 @@
 """Auth: HS256 JWTs carried in ``hello``, and constant-time checks of the operator keys.
 
 Claims: ``sub`` (user id, required), ``name`` (display name, defaults to ``sub``), ``exp``
-(required), optional ``ws`` (allowed workspace ids; an entry ending in ``*`` is a prefix) and
-``takeover`` (false forbids force takeover). The algorithm is pinned: ``none`` and asymmetric
-algorithms are refused whatever the token's header says.
+(required, a number), optional ``ws`` (allowed workspace ids; an entry ending in ``*`` is a
+prefix) and ``takeover`` (false forbids force takeover). ``iss`` and ``aud`` are checked when the
+server is configured with an issuer or an audience (``PRESENCE_TOKEN_ISSUER``,
+``PRESENCE_TOKEN_AUDIENCE``); a token that names an audience is refused by a server configured
+with none, since it was minted for someone else. The algorithm is pinned: ``none`` and
+asymmetric algorithms are refused whatever the token's header says.
+
+A token is untrusted input: whatever is wrong with it (bad signature, bad JSON, JSON nested too
+deep, a claim of the wrong type, text that is not valid Unicode) is a :class:`BadToken` (4401),
+never an exception of another kind.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ from .wire.messages import Person
 ALGORITHM = "HS256"
 LEEWAY_S = 10
 MAX_NAME = 100
+MAX_SUB = 200
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+# What PyJWT (or the JSON under it) raises for malformed input besides its own errors.
+_MALFORMED = (jwt.InvalidTokenError, ValueError, TypeError, ArithmeticError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,33 +52,62 @@ class Identity:
         raise WorkspaceForbidden(f"workspace {workspace!r} is not allowed by this token")
 
 
-def verify(token: str, key: str) -> Identity:
+def is_text(value: object) -> bool:
+    """A string that can be written as UTF-8: JSON can carry lone surrogates (``"\\ud800"``),
+    which nothing downstream (Redis, the wire, the logs) can encode."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def verify(token: str, key: str, issuer: str | None = None, audience: str | None = None) -> Identity:
+    required = ["exp", "sub", *(["iss"] if issuer is not None else []), *(["aud"] if audience is not None else [])]
     try:
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], leeway=LEEWAY_S, options={"require": ["exp", "sub"]}
+            token, key, algorithms=[ALGORITHM], leeway=LEEWAY_S, issuer=issuer, audience=audience,
+            options={"require": required},
         )
     except jwt.ExpiredSignatureError:
         raise BadToken("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise BadToken(f"invalid token: {exc}") from None
+    except _MALFORMED:
+        raise BadToken("invalid token: malformed") from None
+    for claim in _TIME_CLAIMS:
+        # PyJWT takes int() of these, so "exp": "9999999999" would pass: a time is a number.
+        value = claims.get(claim)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise BadToken(f"invalid token: '{claim}' must be a number (seconds since the epoch)")
     sub = claims.get("sub")
     name = claims.get("name", sub)
-    if not isinstance(sub, str) or not sub or len(sub) > 200:
-        raise BadToken("invalid token: 'sub' must be a non-empty string")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB:
+        raise BadToken(f"invalid token: 'sub' must be a non-empty string of at most {MAX_SUB} characters")
     if not isinstance(name, str) or not name:
         raise BadToken("invalid token: 'name' must be a non-empty string")
     ws = claims.get("ws")
     if ws is not None and (not isinstance(ws, list) or not all(isinstance(w, str) for w in ws)):
         raise BadToken("invalid token: 'ws' must be a list of workspace ids or prefixes*")
+    if not all(is_text(text) for text in (sub, name, *(ws or ()))):
+        raise BadToken("invalid token: a claim is not valid Unicode (lone surrogate)")
     takeover = claims.get("takeover", True)
     if not isinstance(takeover, bool):
         raise BadToken("invalid token: 'takeover' must be true or false")
     return Identity(Person(sub, name[:MAX_NAME]), tuple(ws) if ws is not None else None, takeover)
 
 
+def loose_prefixes(workspaces: list[str] | None) -> list[str]:
+    """``ws`` prefixes that do not end at a ``/``: ``team-1*`` also opens ``team-10/x``."""
+    return [w for w in workspaces or [] if w.endswith("*") and len(w) > 1 and not w.endswith("/*")]
+
+
 def mint(
     key: str, user: str, name: str | None = None, ttl_s: int = 3600,
     workspaces: list[str] | None = None, takeover: bool | None = None,
+    issuer: str | None = None, audience: str | None = None,
 ) -> str:
     """Create a token (for ``presence token``, dev mode and tests; apps mint their own)."""
     now = int(time.time())
@@ -76,6 +116,10 @@ def mint(
         claims["ws"] = workspaces
     if takeover is not None:
         claims["takeover"] = takeover
+    if issuer is not None:
+        claims["iss"] = issuer
+    if audience is not None:
+        claims["aud"] = audience
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -83,5 +127,9 @@ def same_secret(given: str | None, expected: str | None) -> bool:
     """Compare an operator key in constant time; no key configured means no access."""
     if not given or not expected:
         return False
+    try:
+        digest = hashlib.sha256(given.encode()).digest()
+    except UnicodeEncodeError:  # a header or frame cannot carry one, but a JSON string can
+        return False
     # Digests first: equal lengths, so not even the key's length shows in the timing.
-    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+    return hmac.compare_digest(digest, hashlib.sha256(expected.encode()).digest())

@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ def setup_logging(level: str, as_json: bool) -> None:
     if as_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(logctx.TEXT_FORMAT))
+        handler.setFormatter(logctx.TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -43,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .http.app import create_app
-    from .http.stack import uvicorn_config
+    from .http.stack import HTTP_HEADROOM, uvicorn_config
 
     try:
         settings = Settings.from_env(
@@ -60,9 +61,28 @@ def _serve(args: argparse.Namespace) -> int:
     # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
     # cyclic garbage among old objects waits that long (measured: BENCHMARKS.md).
     gc.set_threshold(700, 10, 1000)
-    config = uvicorn_config(create_app(settings), settings.host, settings.port, settings.max_message_bytes)
+    _raise_open_files(settings.max_connections + HTTP_HEADROOM)
+    config = uvicorn_config(
+        create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
+        header_timeout_s=settings.hello_timeout_ms / 1000,
+    )
     uvicorn.Server(config).run()
     return 0
+
+
+def _raise_open_files(needed: int) -> None:
+    """Every connection is a file descriptor: raise the soft limit as far as the hard one allows,
+    and say so when even that is too low for PRESENCE_MAX_CONNECTIONS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 100  # Redis connections, log files, the listening socket
+    if soft < want and soft != resource.RLIM_INFINITY:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < want:
+        logging.getLogger("presence.cli").warning(
+            "open files are limited to %d (ulimit -n), fewer than PRESENCE_MAX_CONNECTIONS needs (%d): "
+            "raise the limit or lower PRESENCE_MAX_CONNECTIONS", soft, want,
+        )
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -74,8 +94,13 @@ def _token(args: argparse.Namespace) -> int:
     if settings.dev_mode:
         print("presence: dev mode (no PRESENCE_SECRET): this token is signed with the public dev key",
               file=sys.stderr)
+    for prefix in auth.loose_prefixes(args.ws):
+        print(f"presence: warning: --ws {prefix!r} is a prefix that also matches ids like "
+              f"{prefix[:-1] + '0/x'!r}; to allow the workspaces under {prefix[:-1]!r} only, write "
+              f"{prefix[:-1] + '/*'!r}", file=sys.stderr)
     takeover = None if args.takeover is None else args.takeover == "yes"
-    print(auth.mint(settings.signing_key, args.user, args.name, args.ttl, args.ws, takeover))
+    print(auth.mint(settings.signing_key, args.user, args.name, args.ttl, args.ws, takeover,
+                    issuer=settings.token_issuer, audience=settings.token_audience))
     return 0
 
 
@@ -98,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a signed token (PRESENCE_SECRET, or the dev key)")
     token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
     token.add_argument("--name", help="display name (default: the user id)")
-    token.add_argument("--ws", action="append", help="allowed workspace id or prefix* (repeatable)")
+    token.add_argument("--ws", action="append",
+                       help="allowed workspace id, or prefix ending in * such as team-1/* (repeatable)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--takeover", choices=["yes", "no"], help="may force-take leases (default yes)")
     token.set_defaults(func=_token)

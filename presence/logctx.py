@@ -4,17 +4,36 @@
 that connection and the tasks it starts); ``request_id`` is set per client request (the echoed
 ``id``) or per admin HTTP request. :class:`ContextFilter` copies both onto each record as
 ``conn`` and ``request`` and prepares ``ctx``, a ready-made suffix for text formats.
+
+Text logs are one line per record, and a reader (or a log shipper) trusts that: a user id, a
+request id or a URL path with a newline in it must not start a forged line. :class:`TextFormatter`
+escapes control characters (and Unicode line separators) in the message and the context; only a
+traceback keeps its own lines. JSON logs escape by construction.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 
 conn_id: ContextVar[str] = ContextVar("conn_id", default="")
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(ctx)s: %(message)s"
+
+# C0 and C1 controls, DEL, and the characters some viewers take for line breaks.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: each control character written as a ``\\xNN`` or ``\\uNNNN`` escape."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class ContextFilter(logging.Filter):
@@ -27,3 +46,15 @@ class ContextFilter(logging.Filter):
         parts = [p for p in (f"conn={conn}" if conn else "", f"req={request}" if request else "") if p]
         record.ctx = f" [{' '.join(parts)}]" if parts else ""
         return True
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record whatever the logged values hold (tracebacks aside)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        record.ctx = escape(getattr(record, "ctx", ""))
+        return super().formatMessage(record)

@@ -64,14 +64,16 @@ class Server:
         self.workspaces = Workspaces(
             settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks, self.metrics
         )
-        self.admission = Admission(settings.max_tabs_per_user)
+        self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
         self.endpoint = Endpoint(
             settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn
         )
         # The ops plane: it observes this process's lease events and reads its counts.
-        self.audit = AuditLog(self.gateway, self.keys.audit, settings, self.server_id, self.metrics)
+        self.audit = AuditLog(
+            self.gateway, self.keys.audit, self.keys.audit_forced, settings, self.server_id, self.metrics
+        )
         self.registry = Registry(settings, self.server_id, self.gateway, self.keys.registry, self._vitals)
         self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.find)
         self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)

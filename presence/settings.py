@@ -17,6 +17,9 @@ DEV_SECRET = "presence-dev-mode-insecure-public-key"
 
 Scope = Literal["user", "tab"]
 
+MIN_KEY_LENGTH = 16
+"""The shortest ``PRESENCE_ADMIN_TOKEN`` or ``PRESENCE_API_KEY`` the server starts with."""
+
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message says which one and how to fix it."""
@@ -29,6 +32,8 @@ class Settings:
     secret: str | None = None
     admin_token: str | None = None
     api_key: str | None = None
+    token_issuer: str | None = None
+    token_audience: str | None = None
     allowed_origins: tuple[str, ...] = ()
     heartbeat_ms: int = 5000
     dead_after_ms: int = 12000
@@ -41,6 +46,9 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 40
     max_tabs_per_user: int = 100
+    user_rate_limit: float = 50.0
+    user_rate_burst: int = 100
+    max_connections: int = 20_000
     send_queue_size: int = 256
     handoff_timeout_ms: int = 30000
     handoff_takeover: bool = True
@@ -89,6 +97,12 @@ class Settings:
                 "PRESENCE_SECRET must be at least 32 characters (HS256 keys shorter than the hash are weak); "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        for name, key in (("PRESENCE_ADMIN_TOKEN", self.admin_token), ("PRESENCE_API_KEY", self.api_key)):
+            if key is not None and len(key) < MIN_KEY_LENGTH:
+                problems.append(
+                    f"{name} must be at least {MIN_KEY_LENGTH} characters (a short key can be guessed); "
+                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
         if self.heartbeat_ms < 50:
             problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")
         if self.lease_ttl_ms <= 2 * self.heartbeat_ms:
@@ -117,6 +131,13 @@ class Settings:
             problems.append("PRESENCE_MAX_MESSAGE_BYTES must be at least 1024")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             problems.append("PRESENCE_RATE_LIMIT must be positive (messages per second, burst twice that)")
+        if self.user_rate_limit <= 0 or self.user_rate_burst < 1:
+            problems.append(
+                "PRESENCE_USER_RATE_LIMIT must be positive (messages per second for all of one user's tabs on "
+                "a process together, burst twice that)"
+            )
+        if self.max_connections < 1:
+            problems.append("PRESENCE_MAX_CONNECTIONS must be at least 1 (open WebSockets per process)")
         if self.audit_max_len < 100:
             problems.append("PRESENCE_AUDIT_MAX_LEN must be at least 100 (audit stream entries kept)")
         if self.handoff_timeout_ms < 1000:
@@ -172,8 +193,9 @@ class Settings:
         if parse_errors:
             raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(parse_errors))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "rate_limit" in values and "rate_burst" not in values:
-            values["rate_burst"] = max(1, int(2 * float(values["rate_limit"])))  # type: ignore[arg-type]
+        for rate, burst in (("rate_limit", "rate_burst"), ("user_rate_limit", "user_rate_burst")):
+            if rate in values and burst not in values:
+                values[burst] = max(1, int(2 * float(values[rate])))  # type: ignore[arg-type]
         return cls(**values).validate()  # type: ignore[arg-type]
 
 

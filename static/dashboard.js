@@ -7,6 +7,9 @@ const TOKEN_KEY = "presence.admin.token";
 const HISTORY_MS = 5 * 60_000; // what the plots show
 const LATENCY_WINDOW_MS = 10_000; // percentiles over this much recent data
 const MAX_AUDIT_ROWS = 300;
+// Changes made to a holder rather than by it: the server keeps them in a stream of their own,
+// which no amount of acquire/release churn can push out.
+const FORCED_KINDS = new Set(["taken_over", "revoked", "expired", "idle"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,6 +54,7 @@ const view = {
   bounds: [],
   oldestAudit: null,
   auditIds: new Set(),
+  forcedOnly: false, // the audit panel lists forced changes only
   filter: "",
 };
 
@@ -217,7 +221,7 @@ function renderServers() {
 function onAudit(entries, live) {
   const list = $("audit");
   for (const e of entries) {
-    if (view.auditIds.has(e.id)) continue;
+    if (view.auditIds.has(e.id) || (view.forcedOnly && !FORCED_KINDS.has(e.kind))) continue;
     view.auditIds.add(e.id);
     const row = auditRow(e);
     if (live) list.prepend(row); else list.append(row);
@@ -248,14 +252,25 @@ function auditRow(e) {
   );
 }
 
-$("older").addEventListener("click", async () => {
+async function loadOlder() {
   const q = new URLSearchParams({ limit: "100" });
   if (view.oldestAudit) q.set("before", view.oldestAudit);
+  if (view.forcedOnly) q.set("forced", "1");
   const r = await api("GET", `/admin/api/audit?${q}`);
   if (r.ok) {
     onAudit(r.data.entries, false);
     $("older").disabled = !r.data.next;
   }
+}
+
+$("older").addEventListener("click", loadOlder);
+
+$("forced-only").addEventListener("change", (e) => {
+  view.forcedOnly = e.target.checked;
+  $("audit").replaceChildren();
+  view.auditIds.clear();
+  view.oldestAudit = null;
+  loadOlder();
 });
 
 // -- actions -----------------------------------------------------------------------------------
@@ -284,13 +299,13 @@ $("confirm").addEventListener("close", async () => {
   pending = null;
   if ($("confirm").returnValue !== "ok" || !workspace) return;
   const reason = $("confirm-reason").value.trim();
-  const r = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/release`, { reason });
+  const r = await api("POST", `/admin/api/workspaces/${encodeURIComponent(workspace)}/release`, { reason });
   if (r.ok) toast(`Released “${workspace}” (fence ${r.data.fence}).`);
   else toast(`Could not release “${workspace}”: ${r.data.error || r.status}`, true);
 });
 
 async function showDetail(workspace) {
-  const r = await api("GET", `/admin/api/workspaces/${encodeURI(workspace)}`);
+  const r = await api("GET", `/admin/api/workspaces/${encodeURIComponent(workspace)}`);
   if (!r.ok) return toast(`Could not read “${workspace}”: ${r.data.error || r.status}`, true);
   const w = r.data.workspace;
   $("detail-title").textContent = w.holder
@@ -303,7 +318,7 @@ async function showDetail(workspace) {
     el("td", { class: "mono small" }, t.server),
     el("td", {}, el("button", { class: "small ghost", type: "button", onclick: async (ev) => {
       ev.target.disabled = true;
-      const c = await api("POST", `/admin/api/workspaces/${encodeURI(workspace)}/tabs/${encodeURIComponent(t.conn)}/close`, {});
+      const c = await api("POST", `/admin/api/workspaces/${encodeURIComponent(workspace)}/tabs/${encodeURIComponent(t.conn)}/close`, {});
       toast(c.ok ? `Closing tab ${t.conn}.` : `Could not close ${t.conn}: ${c.data.error || c.status}`, !c.ok);
     } }, "Close tab")),
   )));

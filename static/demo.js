@@ -351,6 +351,7 @@ async function join(who) {
     notify({
       declined: `${name} wants to keep the document for now.`,
       timeout: `${name} did not answer in time.`,
+      cooldown: `${name} did not answer, and the document changed hands too recently to be taken over. Ask again in a moment.`,
       cancelled: "Your request was withdrawn because the connection dropped. Ask again if you still need it.",
     }[/** @type {string} */ (d.reason)] ?? `Your request ended (${d.reason}).`, "info");
     render();

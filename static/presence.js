@@ -25,7 +25,7 @@
  * @typedef {{type: "queued", id?: string, position: number}} QueuedMsg
  * @typedef {{type: "asked", id?: string, holder: Holder, deadline_ms: number}} AskedMsg
  * @typedef {{type: "requested", by: User, message?: string, deadline_ms: number}} RequestedMsg
- * @typedef {{type: "declined", id?: string, reason: "declined"|"timeout"|"cancelled", by?: User}} DeclinedMsg
+ * @typedef {{type: "declined", id?: string, reason: "declined"|"timeout"|"cancelled"|"cooldown", by?: User}} DeclinedMsg
  * @typedef {{type: "released", id?: string,
  *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
  * @typedef {{type: "ping", n: number, ttl_ms?: number}} PingMsg
@@ -186,7 +186,8 @@ export class PresenceError extends Error {
  * - requested: {by, message, deadline_ms}: we hold the lease and `by` asks for it: release() gives it to
  *   them, decline() keeps it; unanswered, `by` may take it over after deadline_ms
  * - declined: {reason, by?}: our request ended without a handoff; reason: declined (by the holder),
- *   timeout (no answer and no takeover allowed), cancelled (our connection dropped, which withdraws it)
+ *   timeout (no answer and no takeover allowed), cancelled (our connection dropped, which withdraws it),
+ *   cooldown (no answer, but the lease was taken over too recently to be taken again: ask again later)
  * - released: {reason, by?, id?}; reason: released, taken_over, expired, lost, revoked (or idle)
  * - error: {code, message, id?}: server errors no request claims, token failures, giving up
  * - connection: ConnectionDetail; canedit: {canEdit} whenever `canEdit` flips (deadline included)

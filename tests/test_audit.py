@@ -163,3 +163,39 @@ def test_audit_max_len_setting_is_validated() -> None:
     for bad in ("5", "lots"):
         with pytest.raises(SettingsError, match="PRESENCE_AUDIT_MAX_LEN"):
             Settings.from_env({"PRESENCE_AUDIT_MAX_LEN": bad})
+
+
+async def test_forced_changes_outlive_acquire_release_churn(servers: Cluster, tabs: list[Tab]) -> None:
+    """One user's acquire/release loop rewrites the whole (short) audit stream; the takeover that
+    came before it stays on record in the forced stream, which such churn never touches."""
+    import httpx
+    from test_metrics import scrape, value
+
+    admin = "audit-admin-token-0123456789"
+    a = await servers.server_async("a", PRESENCE_AUDIT_MAX_LEN="100", PRESENCE_RATE_LIMIT="1000",
+                                   PRESENCE_USER_RATE_LIMIT="1000", PRESENCE_ADMIN_TOKEN=admin)
+    alice = await Tab(a.ws_url, "alice", "prized-doc").connect()
+    bob = await Tab(a.ws_url, "bob", "prized-doc").connect()
+    churner = await Tab(a.ws_url, "churn", "churn-doc").connect()
+    tabs += [alice, bob, churner]
+    await alice.request("acquire")
+    took = await bob.request("takeover")
+    assert took["type"] == "acquired"
+    pairs = 300
+    for i in range(pairs):  # sent back to back, answered in order
+        await churner.send({"type": "acquire", "id": f"a{i}"})
+        await churner.send({"type": "release", "id": f"r{i}"})
+    last = await churner.expect("released", lambda m: m.get("id") == f"r{pairs - 1}", timeout=20)
+    assert last["reason"] == "released"
+    deadline = time.monotonic() + 10
+    while value(await scrape(a), "presence_audit_written_total") < 2 + 2 * pairs:
+        assert time.monotonic() < deadline, "the audit entries were not all written"
+        await asyncio.sleep(0.05)
+
+    async with httpx.AsyncClient(base_url=a.http_url, headers={"Authorization": f"Bearer {admin}"}) as http:
+        main = (await http.get("/admin/api/audit", params={"limit": 500})).json()["entries"]
+        forced = (await http.get("/admin/api/audit", params={"limit": 500, "forced": "1"})).json()["entries"]
+    assert len(main) <= 300 and {e["workspace"] for e in main} == {"churn-doc"}  # the takeover is gone there
+    assert [e["kind"] for e in forced] == ["taken_over"]
+    t = forced[0]
+    assert (t["workspace"], t["user"], t["from_user"], t["fence"]) == ("prized-doc", "bob", "alice", took["fence"])

@@ -11,6 +11,9 @@ for the lease must get ``busy`` naming the holder.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -53,7 +56,7 @@ COMMON = {
 @dataclass
 class Servers:
     strict: ServerProcess  # secret set, no allow-list: same-origin rule; default rate limit
-    listed: ServerProcess  # secret set, PRESENCE_ALLOWED_ORIGINS=ALLOWED; high rate limit (slow consumers)
+    listed: ServerProcess  # secret set, PRESENCE_ALLOWED_ORIGINS=ALLOWED; high rate limits (slow consumers)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,8 @@ def procs(redis_server: RedisServer) -> Iterator[Servers]:
     try:
         yield Servers(
             cluster.server("strict", **COMMON),
-            cluster.server("listed", **COMMON, PRESENCE_ALLOWED_ORIGINS=ALLOWED, PRESENCE_RATE_LIMIT="1000"),
+            cluster.server("listed", **COMMON, PRESENCE_ALLOWED_ORIGINS=ALLOWED, PRESENCE_RATE_LIMIT="1000",
+                           PRESENCE_USER_RATE_LIMIT="1000"),
         )
     finally:
         cluster.close()
@@ -72,6 +76,14 @@ def token(user: str = "mallory", **claims: Any) -> str:
     now = int(time.time())
     body: dict[str, Any] = {"sub": user, "name": user.title(), "iat": now, "exp": now + 600, **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def signed(payload: str) -> str:
+    """An HS256 token around a payload no JSON library would write (nested too deep, say)."""
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    head = b64(b'{"alg": "HS256", "typ": "JWT"}') + "." + b64(payload.encode())
+    return head + "." + b64(hmac.new(SECRET.encode(), head.encode(), hashlib.sha256).digest())
 
 
 def hello(workspace: str, tok: str | None = None, tab: str = "t1", **extra: Any) -> str:
@@ -257,6 +269,13 @@ _first("first: invalid workspace id (empty)", hello(""), 4400, None)
 _first("first: invalid workspace id (201 chars)", hello("w" * 201), 4400, None)
 _first("first: invalid tab id", hello("{ws}", tab="tab with spaces"), 4400, None)
 _first("first: frame over max_message_bytes", hello("{ws}", client="x" * 17000), 1009, None)
+_first("first: workspace id with a .. segment", hello("team-1/../team-2/doc"), 4400, None)
+_first("first: workspace id starting with a . segment", hello("./x"), 4400, None)
+_first("first: workspace id with a . segment inside", hello("a/./b"), 4400, None)
+# About 2 KB nested 1,100 levels deep: deeper than the decoder goes, so invalid JSON like any other.
+_NEST = "[" * 1100 + "]" * 1100
+_DEEP_HELLO = '{"type": "hello", "workspace": "{ws}", "tab": "t1", "x": ' + _NEST + "}"
+_first("first: JSON nested 1,100 levels deep", _DEEP_HELLO, 4400, decoder_message(_DEEP_HELLO))
 
 # Tokens.
 _first("token: missing", json.dumps({"type": "hello", "workspace": "{ws}", "tab": "t1"}), 4401, "missing token")
@@ -273,6 +292,14 @@ _first("token: alg none", hello("{ws}", jwt.encode({"sub": "m", "exp": int(time.
 _first("token: HS512 with the right key (algorithm pinned)",
        hello("{ws}", jwt.encode({"sub": "m", "exp": int(time.time()) + 600}, SECRET, algorithm="HS512")), 4401, None)
 _first("token: ws claim does not allow the workspace", hello("{ws}", token(ws=["other", "team/*"])), 4403, None)
+_NOT_UNICODE = "invalid token: a claim is not valid Unicode (lone surrogate)"
+_first("token: lone surrogate in name", hello("{ws}", token(name="Mal\ud800lory")), 4401, _NOT_UNICODE)
+_first("token: lone surrogate in sub", hello("{ws}", token(sub="mallory\udfff")), 4401, _NOT_UNICODE)
+_first("token: lone surrogate in ws", hello("{ws}", token(ws=["\ud800*"])), 4401, _NOT_UNICODE)
+_first("token: claims nested 1,100 levels deep",
+       hello("{ws}", signed(f'{{"sub": "m", "exp": {int(time.time()) + 600}, "x": {_NEST}}}')), 4401, None)
+_first("token: exp as a string", hello("{ws}", token(exp=str(int(time.time()) + 600))), 4401,
+       "invalid token: 'exp' must be a number (seconds since the epoch)")
 
 
 @case("later: invalid JSON", Outcome("error", "bad_message", decoder_message("{oops")))
@@ -283,6 +310,14 @@ async def _later_json(p: Servers, ws: str) -> Outcome:
 @case("later: unknown type", Outcome("error", "bad_message", decoder_message('{"type": "hack"}')))
 async def _later_type(p: Servers, ws: str) -> Outcome:
     return await later(p.strict.ws_url, ws, '{"type": "hack"}')
+
+
+_DEEP_STATUS = '{"type": "status", "meta": {"a": ' + _NEST + "}}"
+
+
+@case("later: JSON nested 1,100 levels deep", Outcome("error", "bad_message", "JSON is nested too deeply"))
+async def _later_deep(p: Servers, ws: str) -> Outcome:
+    return await later(p.strict.ws_url, ws, _DEEP_STATUS)
 
 
 _BAD_WAIT = '{"type": "acquire", "wait": "yes"}'
@@ -512,3 +547,11 @@ async def test_valid_variants_of_the_bad_inputs_are_accepted(procs: Servers, hol
         for conn in accepted:
             await conn.close()
     await holder.assert_untouched()
+
+
+def test_no_bad_input_left_a_traceback_in_the_log(procs: Servers) -> None:
+    """Runs after every case above (same module, same two processes): a bad input is answered
+    with its code, never with an exception the server did not expect."""
+    for server in (procs.strict, procs.listed):
+        log = server.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, log[max(0, log.index("Traceback") - 1000):][:4000]

@@ -142,6 +142,7 @@ class Bench:
             # The latency loops send thousands of requests a second on one connection and the farm
             # opens thousands of tabs; the limits that protect a real server would measure themselves.
             "PRESENCE_RATE_LIMIT": "1000000", "PRESENCE_RATE_BURST": "2000000",
+            "PRESENCE_USER_RATE_LIMIT": "1000000", "PRESENCE_USER_RATE_BURST": "2000000",
             **settings,
         }
         proc = ServerProc(name, env)

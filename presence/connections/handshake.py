@@ -2,7 +2,9 @@
 
 ``hello`` within ``hello_timeout_ms`` (4408), decodable (4400), valid ids (4400), a valid token
 (4401), the workspace allowed by it (4403), admitted (4429; 1012 while stopping), joined (1013
-when Redis is unavailable). A handshake that fails after admission undoes it.
+when Redis is unavailable). A handshake that fails after admission, for whatever reason, undoes
+everything it did: the admission, the tab's writer, and (in :meth:`Workspaces.join`) the
+workspace entry, the subscription and the Redis presence entry, so no ghost is left behind.
 """
 
 from __future__ import annotations
@@ -68,26 +70,30 @@ class Handshake:
         if not isinstance(hello, Hello):
             raise ProtocolViolation("the first message must be hello")
         if not valid_workspace(hello.workspace):
-            raise ProtocolViolation("invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -")
+            raise ProtocolViolation(
+                "invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -, no . or .. segment"
+            )
         if not valid_tab(hello.tab):
             raise ProtocolViolation("invalid tab id: 1-128 characters of A-Z a-z 0-9 . _ ~ : @ -")
         if not hello.token:
             raise BadToken("missing token")
-        identity = auth.verify(hello.token, settings.signing_key)
+        identity = auth.verify(hello.token, settings.signing_key, settings.token_issuer, settings.token_audience)
         identity.check_workspace(hello.workspace)
         self.admission.admit(identity.user)
-        tab = Tab(
-            websocket, self.next_conn(), identity.user, hello.workspace, hello.tab,
-            may_take_over=identity.may_take_over, queue_size=settings.send_queue_size,
-            abort=websocket.scope.get(ABORT_SCOPE_KEY), telemetry=self.telemetry,
-        )
-        logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
-        tab.start()
-        try:
-            await self.workspaces.join(tab)
+        tab: Tab | None = None
+        try:  # from here on, a failure of any kind undoes everything done so far
+            tab = Tab(
+                websocket, self.next_conn(), identity.user, hello.workspace, hello.tab,
+                may_take_over=identity.may_take_over, queue_size=settings.send_queue_size,
+                abort=websocket.scope.get(ABORT_SCOPE_KEY), telemetry=self.telemetry,
+            )
+            logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
+            tab.start()
+            await self.workspaces.join(tab)  # undoes its own part when it fails
         except BaseException:
             self.admission.dismiss(identity.user)
-            await tab.stop()
+            if tab is not None:
+                await tab.stop()
             raise
         log.info("%r joined (client %r)", tab, (hello.client or "?")[:80])  # the client's words: quoted, bounded
         return tab

@@ -97,6 +97,7 @@ class Session:
         self.websocket = websocket
         s = endpoint.settings
         self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
+        self.user_budget = endpoint.admission.budget(tab.user)  # shared by the user's tabs here
         self.refused = WindowCounter(s.rate_burst, 10.0)
         self.bad = WindowCounter(BAD_FRAMES_PER_MINUTE - 1, 60.0)
         self.throttled = False  # the last message was refused and told so
@@ -128,18 +129,18 @@ class Session:
     async def handle(self, frame: str | bytes) -> None:
         tab = self.tab
         if not self.bucket.allow():
-            if self.refused.hit():
-                raise TooMany("message rate limit exceeded")
-            if not self.throttled:  # one error per streak: a flood is not answered with a flood
-                self.throttled = True
-                tab.send(Error(code=RateLimited.code, message="too many messages, slow down"))
+            self._throttle("too many messages, slow down")
             return
-        self.throttled = False
         try:
             message = decode_client(frame)
         except msgspec.MsgspecError as exc:
             self._bad(str(exc))
             return
+        if not isinstance(message, Pong):  # pongs are paced by the server and cost no Redis call
+            if not self.user_budget.allow():
+                self._throttle("too many messages from this user's tabs together, slow down")
+                return
+            self.throttled = False
         request_id = getattr(message, "id", None)
         self.telemetry.message_in(type(message).__name__.lower())
         logctx.request_id.set("" if request_id is None else str(request_id)[:64])
@@ -152,6 +153,13 @@ class Session:
         except Exception:  # a bug or an unexpected reply: this request fails, the connection stays
             log.exception("%s request failed", type(message).__name__.lower())
             tab.send(Error(code="internal", message="internal error, try again", id=request_id))
+
+    def _throttle(self, why: str) -> None:
+        if self.refused.hit():
+            raise TooMany("message rate limit exceeded")
+        if not self.throttled:  # one error per streak: a flood is not answered with a flood
+            self.throttled = True
+            self.tab.send(Error(code=RateLimited.code, message=why))
 
     def _bad(self, why: str, request_id: RequestId = None) -> None:
         if self.bad.hit():

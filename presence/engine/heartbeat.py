@@ -7,6 +7,12 @@ in one pipelined batch (a constant number of round trips, whatever the number of
 never waits on Redis for longer than one heartbeat, and lease safety does not depend on ticks:
 each workspace's local deadline is a timer of its own. The tick also retries what failed while
 Redis was away: loading the scripts, and re-reading stale workspaces.
+
+A tab's silence is only its own when this process was listening. After the process itself was
+stalled (a long garbage collection, a paused VM, SIGSTOP), the first tick may run before the
+pongs that arrived meanwhile are read, and every tab would look dead: so a tick that wakes up
+late by more than :func:`stall_threshold` counts every tab as seen at that moment. Each gets a
+fresh ping and a full ``dead_after_ms`` to answer it before it can be closed.
 """
 
 from __future__ import annotations
@@ -25,6 +31,17 @@ from ..telemetry import Telemetry
 from .workspaces import Workspaces
 
 log = logging.getLogger("presence.heartbeat")
+
+
+def stall_threshold(settings: Settings) -> float:
+    """How late (seconds) a tick may wake before the process counts as having been stalled.
+
+    A live tab answers within a round trip, so it looks dead only when pongs went unread for
+    ``dead_after - heartbeat``: half of that is a stall (at least a quarter heartbeat, so that
+    ordinary timer jitter never excuses a dead tab).
+    """
+    heartbeat, dead_after = settings.heartbeat_ms / 1000, settings.dead_after_ms / 1000
+    return max(heartbeat / 4, (dead_after - heartbeat) / 2)
 
 
 class Heartbeat(Service):
@@ -47,6 +64,9 @@ class Heartbeat(Service):
         self.telemetry = telemetry
         self.interval = settings.heartbeat_ms / 1000
         self.ticks = 0
+        self.stalls = 0
+        self._stall_threshold = stall_threshold(settings)
+        self._heard_from = 0.0  # monotonic time: no tab counts as silent before it (after a stall)
         self._redis_ok = True
         self._loading_scripts = False
 
@@ -55,6 +75,7 @@ class Heartbeat(Service):
         next_at = loop.time() + self.interval
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self._woke(loop.time() - next_at)
             next_at += self.interval
             if next_at < loop.time():  # fell behind (paused process): do not burst
                 next_at = loop.time() + self.interval
@@ -65,6 +86,19 @@ class Heartbeat(Service):
                 log.exception("heartbeat tick failed")
             self.telemetry.tick(loop.time() - started)
             self.ticks += 1
+
+    def _woke(self, late: float) -> None:
+        """The loop woke ``late`` seconds after it asked to: past the threshold, this process was
+        stalled, and pongs that arrived meanwhile are unread yet. (A tick slowed by Redis is not
+        a stall: it ends before the next sleep is measured, and reading went on meanwhile.)"""
+        if late <= self._stall_threshold:
+            return
+        self.stalls += 1
+        self._heard_from = time.monotonic()
+        log.warning(
+            "this process was stalled for %.1fs (garbage collection, a paused VM, SIGSTOP?): every tab gets a "
+            "fresh ping and %d ms to answer before it can count as dead", late, self.settings.dead_after_ms,
+        )
 
     async def tick(self) -> None:
         self._load_scripts_soon()
@@ -78,7 +112,7 @@ class Heartbeat(Service):
             for tab in list(local.tabs.values()):
                 if tab.closing is not None:
                     continue
-                if now - tab.last_seen > dead_after:
+                if now - max(tab.last_seen, self._heard_from) > dead_after:
                     log.info("%r: no pong for %.1fs, closing", tab, now - tab.last_seen)
                     tab.close(TimedOut.close_code, "no pong: tab considered dead")
                     continue

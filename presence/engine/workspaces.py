@@ -135,7 +135,7 @@ class Workspaces:
     async def join(self, tab: Tab) -> None:
         """Enter the tab into its workspace and send ``welcome`` (and ``acquired`` on a rejoin).
 
-        Raises ``Overloaded`` (1013) when Redis is unavailable.
+        Raises ``Overloaded`` (1013) when Redis is unavailable. A join that fails undoes itself.
         """
         if not self.channels.connected:
             raise Overloaded("Redis unavailable, retry later")
@@ -155,10 +155,14 @@ class Workspaces:
             if isinstance(exc, StoreUnavailable):
                 raise Overloaded("Redis unavailable, retry later") from exc
             raise
-        now = self._now()
-        core = local.core
-        self._carry_out(local, core.catch_up(out.reply.snapshot, out.events, out.sent_at, now))
-        self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now))
+        try:
+            now = self._now()
+            core = local.core
+            self._carry_out(local, core.catch_up(out.reply.snapshot, out.events, out.sent_at, now))
+            self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now))
+        except Exception:
+            await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
+            raise
 
     async def leave(self, tab: Tab, clean: bool) -> None:
         local = self._locals.get(tab.workspace)

@@ -179,10 +179,10 @@ class Gateway:
         """Classic PUBLISH (on Cluster it reaches every node's subscribers)."""
         await self._guarded("publish", self.client.publish(channel, message))
 
-    async def append(self, key: str, entries: Sequence[dict[str, str]], max_len: int, approximate: bool) -> None:
-        """XADD each entry to stream ``key`` in one pipeline, trimming to about ``max_len``."""
+    async def append(self, writes: Sequence[tuple[str, dict[str, str]]], max_len: int, approximate: bool) -> None:
+        """XADD each ``(stream, entry)`` in one pipeline, in order, trimming each stream to about ``max_len``."""
         pipe = self.client.pipeline(transaction=False)
-        for e in entries:
+        for key, e in writes:
             pipe.xadd(key, e, maxlen=max_len, approximate=approximate)
         await self._guarded("audit", pipe.execute())
 

@@ -2,7 +2,7 @@
 
 Every key of a workspace, and its channel ``<prefix>:{ws}``, share the hash tag ``{ws}``: every
 workspace script touches one Cluster slot. The registry keys share the hash tag ``{#registry}``
-(no workspace id can contain ``#``); the audit stream and the control channel are global.
+(no workspace id can contain ``#``); the audit streams and the control channel are global.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.audit = f"{prefix}:audit"
+        self.audit_forced = f"{prefix}:audit:forced"  # takeovers, revocations, expiries, idle releases
         self.control = f"{prefix}:control"
         tag = f"{prefix}:{{#registry}}"
         self.registry = RegistryKeys(f"{tag}:servers", f"{tag}:server_info", f"{tag}:workspaces")

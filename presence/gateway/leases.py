@@ -108,9 +108,12 @@ class LeaseScripts:
         self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None
     ) -> r.Outcome[r.HandoffReply]:
         """Resolve a pending request: ``decline`` (arg: the holder's fence), ``cancel`` or
-        ``timeout`` (arg: the requester's conn)."""
+        ``timeout`` (arg: the requester's conn). A timeout never takes the lease over during the
+        takeover cooldown: the request then ends with reason ``cooldown``."""
         by_json = _person.encode(by).decode() if by is not None else ""
-        return await self._run(_handoff, "handoff", workspace, mode, str(arg), "1" if may_take_over else "0", by_json)
+        may_take = "1" if may_take_over else "0"
+        cooldown = self.settings.takeover_cooldown_ms
+        return await self._run(_handoff, "handoff", workspace, mode, str(arg), may_take, by_json, cooldown)
 
     async def release(
         self, workspace: str, fence: int | None, reason: str = "released", origin: str = "",

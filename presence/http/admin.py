@@ -12,7 +12,11 @@ scrapers expect: keep it on a private network).
 | POST /admin/api/workspaces/{id}/release | force release ``{reason?, by?}``: holder told ``revoked`` |
 | POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
 | GET /admin/api/servers | live server processes |
-| GET /admin/api/audit?before=&limit= | audit log, newest first, paged by stream id |
+| GET /admin/api/audit?before=&limit=&forced= | audit log, newest first, paged by stream id |
+
+Request bodies are JSON objects of at most 4 KiB; anything else (including JSON nested deeper than
+the decoder goes) answers 400. A peer that keeps presenting wrong admin tokens is slowed down
+(:mod:`presence.http.keyguard`).
 """
 
 from __future__ import annotations
@@ -46,11 +50,15 @@ from ..ops.overview import Overview
 from ..ops.registry import Registry
 from ..settings import Settings
 from ..wire.messages import Person, valid_workspace
+from .headers import PAGE_HEADERS
+from .keyguard import KeyGuard
 
 log = logging.getLogger("presence.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_STREAM_PART = 2**64 - 1  # both halves of a Redis stream id are unsigned 64-bit numbers
+MAX_BODY = 4096
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_NOTE = 200
 LIVE_AUDIT_S = 0.25  # how often the live feed looks for new audit entries
@@ -62,6 +70,35 @@ _json = msgspec.json.Encoder()
 
 def _reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_json.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+class BadRequest(Exception):
+    """The request itself is malformed: answered 400 with this message."""
+
+
+def _peer(conn: Request | WebSocket) -> str | None:
+    return conn.client.host if conn.client is not None else None
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """JSON from an operator's client. JSON nested too deep is invalid JSON like any other."""
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
+
+
+def stream_id(raw: str) -> str:
+    """A Redis stream id older than which entries are listed; ``BadRequest`` when it is none."""
+    match = STREAM_ID.fullmatch(raw)
+    if match is None:
+        raise BadRequest("before must be a stream id like 1700000000000-0")
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
+        raise BadRequest(f"before: both numbers of a stream id are at most {MAX_STREAM_PART}")
+    if ms == seq == 0:
+        raise BadRequest("before: nothing is older than 0-0")
+    return f"{ms}-{seq}"
 
 
 def _bearer(header: str | None) -> str | None:
@@ -77,6 +114,7 @@ class Admin:
     def __init__(
         self, settings: Settings, files: Path, metrics: Metrics, leases: LeaseScripts, control: Control,
         registry: Registry, audit_log: AuditLog, overview: Overview, stopping: Callable[[], bool],
+        keyguard: KeyGuard,
     ) -> None:
         self.files = files
         self.token = settings.admin_token
@@ -87,6 +125,7 @@ class Admin:
         self.audit_log = audit_log
         self.overview = overview
         self.stopping = stopping
+        self.keyguard = keyguard
 
     def routes(self) -> list[BaseRoute]:
         g = self._guard
@@ -106,7 +145,12 @@ class Admin:
         async def guarded(request: Request) -> Response:
             if self.token is None:
                 return _reply({"error": "the admin API is disabled: set PRESENCE_ADMIN_TOKEN"}, 404)
+            peer = _peer(request)
+            if wait := self.keyguard.retry_after(peer):
+                return _reply({"error": f"too many wrong admin tokens from this address; retry in {wait} s"}, 429,
+                              {"Retry-After": str(wait)})
             if not same_secret(_bearer(request.headers.get("authorization")), self.token):
+                self.keyguard.failed(peer)
                 return _reply({"error": "missing or wrong admin token"}, 401,
                               {"WWW-Authenticate": 'Bearer realm="presence admin"'})
             given = request.headers.get("x-request-id", "")
@@ -114,6 +158,8 @@ class Admin:
             reset = logctx.request_id.set(rid)
             try:
                 response = await handler(request)
+            except BadRequest as exc:
+                response = _reply({"error": str(exc)}, 400)
             except StoreUnavailable as exc:
                 log.warning("admin %s %s: %s", request.method, request.url.path, exc)
                 response = _reply({"error": "Redis unavailable, try again"}, 503)
@@ -130,7 +176,7 @@ class Admin:
         return Response(self.metrics_.exposition(), media_type=CONTENT_TYPE)
 
     async def dashboard(self, request: Request) -> Response:
-        return FileResponse(self.files / "dashboard.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(self.files / "dashboard.html", headers=PAGE_HEADERS)
 
     # -- JSON API ---------------------------------------------------------------------------
 
@@ -186,11 +232,11 @@ class Admin:
         return _reply({"now": census.now, "servers": census.servers})
 
     async def audit(self, request: Request) -> Response:
-        before = request.query_params.get("before") or None
-        if before is not None and not STREAM_ID.fullmatch(before):
-            return _reply({"error": "before must be a stream id like 1700000000000-0"}, 400)
+        raw = request.query_params.get("before") or None
+        before = None if raw is None else stream_id(raw)
         limit = _int(request.query_params.get("limit"), 50, 1, 500)
-        entries = await self.audit_log.page(before, limit)
+        forced = request.query_params.get("forced", "").lower() in ("1", "true", "yes")
+        entries = await self.audit_log.page(before, limit, forced=forced)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
 
     # -- live feed --------------------------------------------------------------------------
@@ -200,14 +246,19 @@ class Admin:
         Sends ``audit`` frames (new entries, oldest first) and ``state`` frames (the overview)."""
         await websocket.accept()
         try:
-            first = msgspec.json.decode(await asyncio.wait_for(websocket.receive_text(), 5.0))
+            first = decode_json(await asyncio.wait_for(websocket.receive_text(), 5.0))
         except (TimeoutError, WebSocketDisconnect, msgspec.DecodeError, KeyError):
             await _close(websocket, 4400, "send {\"token\": ...} first")
             return
         if self.token is None:
             await _close(websocket, 4404, "the admin API is disabled: set PRESENCE_ADMIN_TOKEN")
             return
+        peer = _peer(websocket)
+        if wait := self.keyguard.retry_after(peer):
+            await _close(websocket, 4429, f"too many wrong admin tokens from this address; retry in {wait} s")
+            return
         if not isinstance(first, dict) or not same_secret(str(first.get("token") or ""), self.token):
+            self.keyguard.failed(peer)
             await _close(websocket, 4401, "missing or wrong admin token")
             return
         view = {"q": str(first.get("q") or "")[:200], "changed": True}
@@ -223,7 +274,7 @@ class Admin:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             while True:
                 try:
-                    msg = msgspec.json.decode(await websocket.receive_text())
+                    msg = decode_json(await websocket.receive_text())
                 except msgspec.DecodeError:
                     continue
                 if isinstance(msg, dict) and isinstance(msg.get("q"), str):
@@ -263,14 +314,19 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; an empty body is an empty object. ``BadRequest`` otherwise."""
     raw = await request.body()
-    if not raw or len(raw) > 4096:
+    if not raw.strip():
         return {}
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"the body must be a JSON object of at most {MAX_BODY} bytes")
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        body = decode_json(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def _int(raw: str | None, default: int, low: int, high: int) -> int:

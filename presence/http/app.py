@@ -16,9 +16,12 @@ from starlette.staticfiles import StaticFiles
 
 from .. import auth
 from ..connections.abort import ExposeAbort
+from ..connections.capacity import ConnectionLimit
 from ..server import Server
 from ..settings import Settings
 from . import admin, api
+from .headers import PAGE_HEADERS
+from .keyguard import KeyGuard
 
 log = logging.getLogger("presence.app")
 
@@ -48,6 +51,7 @@ class CachedStatic(StaticFiles):
 def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     server = server or Server(settings)
     files = static_dir()
+    keyguard = KeyGuard()  # wrong admin tokens and API keys, counted together per peer
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,7 +83,7 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     async def demo(request: Request) -> Response:
         if not settings.dev_mode:
             return PlainTextResponse("the demo is only served in dev mode", status_code=404)
-        return FileResponse(files / "demo.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(files / "demo.html", headers=PAGE_HEADERS)
 
     async def demo_token(request: Request) -> Response:
         if not settings.dev_mode:
@@ -88,7 +92,10 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         if not user:
             return JSONResponse({"error": "give ?user=ID (and optionally &name=NAME)"}, status_code=400)
         name = request.query_params.get("name", "").strip()[:100] or user
-        return JSONResponse({"token": auth.mint(settings.signing_key, user, name, ttl_s=3600)})
+        return JSONResponse({"token": auth.mint(
+            settings.signing_key, user, name, ttl_s=3600, issuer=settings.token_issuer,
+            audience=settings.token_audience,
+        )})
 
     routes = [
         WebSocketRoute("/ws", server.endpoint.serve),
@@ -96,11 +103,15 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/demo", demo),
         Route("/demo/token", demo_token),
-        *api.routes(settings, server.leases),  # /api/v1: fences for app backends
+        *api.routes(settings, server.leases, keyguard),  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
         *admin.Admin(
             settings, files, server.metrics, server.leases, server.control, server.registry, server.audit,
-            server.overview, lambda: server.stopping,
+            server.overview, lambda: server.stopping, keyguard,
         ).routes(),  # /admin/api, /dashboard, /metrics
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ExposeAbort)])
+    middleware = [
+        Middleware(ConnectionLimit, max_connections=settings.max_connections, telemetry=server.metrics),
+        Middleware(ExposeAbort),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

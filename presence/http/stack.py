@@ -1,19 +1,90 @@
 """Stack: the uvicorn server ``presence serve`` runs on (``presence bench`` runs its baselines on
-the same, so the comparison is fair)."""
+the same, so the comparison is fair), with limits and timeouts so that no connection is kept
+that does not do its part:
+
+- a request's headers must be complete within ``PRESENCE_HELLO_TIMEOUT_MS`` (the time a new
+  connection has to say what it wants) of its first byte, or of the connection opening: a client
+  trickling one header line every few seconds, or connecting and sending nothing, is cut off
+  (uvicorn itself waits forever for headers);
+- an idle keep-alive HTTP connection is closed after :data:`KEEP_ALIVE_S`;
+- a WebSocket must send a valid ``hello`` within ``PRESENCE_HELLO_TIMEOUT_MS`` (the handshake),
+  and at most ``PRESENCE_MAX_CONNECTIONS`` are open at once (:mod:`presence.connections.capacity`);
+- plain HTTP requests beyond the WebSockets are answered 503 once more than
+  :data:`HTTP_HEADROOM` connections are open on top of ``PRESENCE_MAX_CONNECTIONS``.
+
+Per-address connection rates belong in front of the server (see the README's Deployment section).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-def uvicorn_config(app: Any, host: str, port: int, max_message_bytes: int) -> Any:
+log = logging.getLogger("presence.stack")
+
+HEADER_TIMEOUT_S = 5.0  # the default; presence serve uses PRESENCE_HELLO_TIMEOUT_MS
+KEEP_ALIVE_S = 5
+HTTP_HEADROOM = 1000
+BACKLOG = 2048
+DEFAULT_MAX_CONNECTIONS = 20_000
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline for each request's headers."""
+
+    header_timeout = HEADER_TIMEOUT_S
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()  # the next request of a keep-alive connection
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:  # counted from the first byte (or the connection), not re-armed
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.debug("%s: request headers not complete within %.0fs; connection closed",
+                      self.client, self.header_timeout)
+            self.transport.close()
+
+
+def uvicorn_config(
+    app: Any, host: str, port: int, max_message_bytes: int, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+) -> Any:
     """The server stack of ``presence serve`` (``presence bench`` runs its baselines on the same)."""
     import uvicorn
+
+    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout_s})
 
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol,
         ws="websockets-sansio",
         ws_max_size=max_message_bytes,
         ws_per_message_deflate=False,  # memory per tab matters more than bytes on the wire
@@ -21,5 +92,8 @@ def uvicorn_config(app: Any, host: str, port: int, max_message_bytes: int) -> An
         lifespan="on",
         log_config=None,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=max_connections + HTTP_HEADROOM,
+        backlog=BACKLOG,
         proxy_headers=True,
     )

@@ -1,10 +1,18 @@
-"""Audit log: every lease change, durably, in the Redis Stream ``<prefix>:audit``.
+"""Audit log: every lease change, durably, in the Redis Stream ``<prefix>:audit``; forced changes
+also in ``<prefix>:audit:forced``.
 
 The lease scripts call :meth:`AuditLog.on_events` (a lease observer) synchronously for each event published by a
 script *this* process ran, so every change is recorded exactly once across all processes. The
 observer does no I/O: it appends to a bounded buffer (overflow drops the oldest entry, counted
 and logged) and one writer task flushes it with pipelined ``XADD ... MAXLEN ~ N``. The stream is
 a global key, never touched by a workspace script (on Redis Cluster it sits in its own slot).
+
+Retention. Each stream keeps about ``PRESENCE_AUDIT_MAX_LEN`` entries, the newest. Routine
+changes (``acquired``, ``released``) are cheap to make by the thousand: a user acquiring and
+releasing in a loop would push everything else out of a single stream within seconds. So the
+changes made *to* a holder rather than by it, :data:`FORCED_KINDS` (takeovers, revocations,
+expiries, idle releases), are written to the forced stream as well, which routine churn never
+touches: the record of who took a lease from whom survives any amount of acquire/release churn.
 
 Entry fields (all strings in Redis; :func:`decode` types them): ``kind`` (acquired, released,
 taken_over, expired, revoked, idle), ``workspace``, ``user``/``name``/``tab`` (the new holder for
@@ -42,6 +50,9 @@ note: ContextVar[str] = ContextVar("audit_note", default="")
 that script call, in the same task, so the note lands on exactly the entries that action made."""
 
 _INT_FIELDS = ("fence", "at", "held_ms", "from_fence")
+
+FORCED_KINDS = frozenset({"taken_over", "revoked", "expired", "idle"})
+"""Lease changes the holder did not make: also kept in the forced stream."""
 
 
 def entry(event: Event, workspace: str, server: str) -> dict[str, str] | None:
@@ -88,12 +99,15 @@ class AuditLog(Service):
     name = "audit writer"
     crash_message = "the audit writer died; lease events are no longer recorded"
 
-    def __init__(self, gateway: Gateway, key: str, settings: Settings, server_id: str, metrics: Metrics) -> None:
+    def __init__(
+        self, gateway: Gateway, key: str, forced_key: str, settings: Settings, server_id: str, metrics: Metrics,
+    ) -> None:
         super().__init__()
         self.gateway = gateway
         self.server_id = server_id
         self.metrics = metrics
         self.key = key
+        self.forced_key = forced_key
         self.max_len = settings.audit_max_len
         # fakeredis ignores '~' (it never trims approximately): trim exactly there.
         self.approximate = not settings.embedded
@@ -192,7 +206,12 @@ class AuditLog(Service):
         self.buffer.extendleft(reversed(keep))
 
     async def _write(self, batch: list[dict[str, str]]) -> None:
-        await self.gateway.append(self.key, batch, self.max_len, self.approximate)
+        writes = []
+        for e in batch:
+            writes.append((self.key, e))
+            if e["kind"] in FORCED_KINDS:
+                writes.append((self.forced_key, e))
+        await self.gateway.append(writes, self.max_len, self.approximate)
 
     async def drain(self) -> None:
         """Return once everything observed so far is written (or dropped)."""
@@ -200,9 +219,11 @@ class AuditLog(Service):
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def page(self, before: str | None, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` entries older than ``before`` (a stream id; None: the newest), newest first."""
-        return [decode(i, f) for i, f in await self.gateway.newest(self.key, before, limit)]
+    async def page(self, before: str | None, limit: int, forced: bool = False) -> list[dict[str, Any]]:
+        """Up to ``limit`` entries older than ``before`` (a stream id; None: the newest), newest
+        first; from the forced stream when ``forced``."""
+        key = self.forced_key if forced else self.key
+        return [decode(i, f) for i, f in await self.gateway.newest(key, before, limit)]
 
     async def after(self, last: str, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` entries newer than stream id ``last``, oldest first."""

@@ -85,7 +85,10 @@ _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessa
 def decode_client(frame: str | bytes) -> ClientMessage:
     """Decode one client frame; raises ``msgspec.DecodeError`` (or ``ValidationError``) with a
     message that names the offending field, which is sent back to the client as is."""
-    return _decoder.decode(frame)
+    try:
+        return _decoder.decode(frame)
+    except RecursionError:  # JSON nested deeper than the decoder goes: invalid JSON like any other
+        raise msgspec.DecodeError("JSON is nested too deeply") from None
 
 
 # -- server to client ---------------------------------------------------------------------------
@@ -239,7 +242,11 @@ def encode(message: ServerMessage) -> str:
 
 
 def valid_workspace(workspace: str) -> bool:
-    return WORKSPACE_RE.fullmatch(workspace) is not None
+    """1-200 characters of the id alphabet, and no ``.`` or ``..`` segment: ids travel in URL
+    paths, where browsers and HTTP clients resolve those (``a/../b`` would act on ``b``)."""
+    if WORKSPACE_RE.fullmatch(workspace) is None:
+        return False
+    return "." not in workspace or all(segment not in (".", "..") for segment in workspace.split("/"))
 
 
 def valid_tab(tab: str) -> bool:

@@ -184,5 +184,6 @@ def new_page_fixture(browser: Browser, console: ConsoleLog) -> Iterator[Callable
 def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> Page:
     """Opens ``/demo`` as ``user`` on ``workspace`` and waits until it is connected."""
     page.goto(f"{base_url}/demo?user={user}&name={name}&workspace={workspace}")
-    page.wait_for_function("document.getElementById('status').dataset.status === 'open'")
+    # A locator, not wait_for_function: the page's Content-Security-Policy forbids the eval it needs.
+    expect(page.locator("#status")).to_have_attribute("data-status", "open")
     return page

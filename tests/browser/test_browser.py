@@ -228,7 +228,8 @@ def test_closing_the_page_leaves_cleanly_so_the_lease_ends_after_grace_not_ttl(
 
 def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> None:
     page.goto(f"{base_url}/demo?user={user}&name={name}&workspace={workspace}")
-    page.wait_for_function("document.getElementById('status').dataset.status === 'open'")
+    # A locator, not wait_for_function: the page's Content-Security-Policy forbids the eval it needs.
+    expect(page.locator("#status")).to_have_attribute("data-status", "open")
 
 
 def test_demo_page_takeover_story_without_console_errors(

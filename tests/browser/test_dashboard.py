@@ -13,9 +13,9 @@ from conftest import Cluster
 from wsclient import Tab
 
 try:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 except ImportError:  # pragma: no cover - the test extra installs it
-    async_playwright = None  # type: ignore[assignment]
+    async_playwright = expect = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -80,18 +80,16 @@ async def test_dashboard_shows_and_revokes_a_lease(
     assert await page.evaluate("sessionStorage.getItem('presence.admin.token')") == ADMIN
 
     # The countdown moves between frames (interpolated locally, refreshed by the feed).
+    # (Locators, not wait_for_function: the page's Content-Security-Policy forbids the eval it needs.)
     left = row.locator(".countdown .left")
     first = await left.inner_text()
-    await page.wait_for_function(
-        "([sel, t]) => document.querySelector(sel).textContent !== t",
-        arg=['tr[data-workspace="team/roadmap"] .countdown .left', first], timeout=3000,
-    )
+    await expect(left).not_to_have_text(first, timeout=3000)
     await page.wait_for_selector('#audit li[data-kind="acquired"]')
     await page.wait_for_selector("#servers tbody tr")
 
     # Filter by holder name.
     await page.fill("#filter", "alic")
-    await page.wait_for_function("document.querySelectorAll('#workspaces tbody tr').length === 1")
+    await expect(page.locator("#workspaces tbody tr")).to_have_count(1)
     await page.fill("#filter", "")
     await page.wait_for_selector('tr[data-workspace="notes-7"]')
 
@@ -109,9 +107,75 @@ async def test_dashboard_shows_and_revokes_a_lease(
     assert released["reason"] == "revoked"
     await page.wait_for_selector('#audit li[data-kind="revoked"]')
     assert "browser test" in await page.locator('#audit li[data-kind="revoked"]').inner_text()
-    await page.wait_for_function(
-        "!document.querySelector('tr[data-workspace=\"team/roadmap\"] .countdown')", timeout=3000
-    )
+    await expect(row.locator(".countdown")).to_have_count(0, timeout=3000)
     assert "free" in await row.inner_text()
+    await context.close()
+    assert errors == [], errors
+
+
+async def test_dashboard_acts_on_the_workspace_whose_id_has_slashes(
+    servers: Cluster, browser: Browser, tabs: list[Tab]
+) -> None:
+    """Details, Close tab and Force release on a row whose id holds `/`: each request names the
+    id as one encoded path segment (so no browser can resolve a `..` in it), acts on that
+    workspace only, and the page runs under its Content-Security-Policy without a violation."""
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN)
+    ws, neighbour = "team-1/specs/doc", "team-1/specs"
+    holder = await Tab(a.ws_url, "alice", ws).connect()
+    viewer = await Tab(a.ws_url, "bob", ws).connect()
+    other = await Tab(a.ws_url, "carol", neighbour).connect()
+    tabs += [holder, viewer, other]
+    fence = (await holder.request("acquire"))["fence"]
+    other_fence = (await other.request("acquire"))["fence"]
+    viewer_conn = viewer.welcome["conn"] if viewer.welcome else ""
+
+    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+    await context.add_init_script(
+        "window.cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective));"
+    )
+    page = await context.new_page()
+    errors = watch_errors(page)
+    api_urls: list[str] = []
+    page.on("request", lambda r: api_urls.append(r.url) if "/admin/api/workspaces/" in r.url else None)
+    await page.goto(a.http_url + "/dashboard")
+    await page.fill("#token", ADMIN)
+    await page.click("#login-submit")
+    row = page.locator(f'tr[data-workspace="{ws}"]')
+    await row.wait_for()
+
+    # Details: the tabs of this workspace, not of its neighbour.
+    await row.locator("a").click()
+    await page.wait_for_selector("#detail[open]")
+    detail = page.locator("#detail-tabs tbody")
+    await expect(detail.locator("tr")).to_have_count(2)
+    assert "Alice" in await detail.inner_text() and "Bob" in await detail.inner_text()
+    assert "Carol" not in await detail.inner_text()
+
+    # Close Bob's tab: his connection, and no other, is closed by the operator.
+    await detail.locator("tr", has_text=viewer_conn).locator("button").click()
+    assert await viewer.closed(timeout=5) == 4000
+    await page.click("#detail button[value=close]")
+
+    # Force release: Alice's lease is revoked, Carol's (the neighbour's) is not.
+    await row.locator("button.release").click()
+    await page.wait_for_selector("#confirm[open]")
+    await page.click("#confirm-ok")
+    released = await holder.expect("released", timeout=5)
+    assert released["reason"] == "revoked"
+    await page.wait_for_selector(f'#audit li[data-kind="revoked"]:has-text("{ws}")')
+    assert not other.of("released") and other.state()["holder"]["fence"] == other_fence
+    assert (await other.request("acquire"))["type"] == "acquired"  # still hers
+    assert fence != other_fence
+
+    encoded = "team-1%2Fspecs%2Fdoc"
+    paths = [u.split("/admin/api/workspaces/", 1)[1] for u in api_urls]
+    assert paths and all(p.startswith(encoded) for p in paths), paths
+    assert {p.split("?")[0] for p in paths} >= {encoded, f"{encoded}/release", f"{encoded}/tabs/{viewer_conn}/close"}
+    # The audit panel can list the forced changes alone (a stream of their own on the server).
+    await page.click("#forced-only")
+    await expect(page.locator("#audit li")).to_have_count(1)
+    assert await page.locator("#audit li").get_attribute("data-kind") == "revoked"
+    assert await page.evaluate("window.cspViolations") == []
     await context.close()
     assert errors == [], errors

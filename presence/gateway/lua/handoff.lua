@@ -3,22 +3,25 @@
 --   'cancel':  the requester withdraws its own request.
 --   'timeout': the requester's server, once the deadline passed in Redis time: with takeover
 --              allowed the requester takes the lease over (fence bumped, 'taken_over'), else the
---              request ends unanswered.
+--              request ends unanswered. During the takeover cooldown that follows a takeover the
+--              lease is not forced away by this path either: the request ends with reason
+--              'cooldown' (the holder keeps the lease; the requester may ask again later).
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
 -- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
 -- ARGV[5]    - mode: 'decline', 'cancel' or 'timeout'
 -- ARGV[6]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
 -- ARGV[7]    - '1' when the requester may take the lease over at timeout, else '0'
 -- ARGV[8]    - by: JSON person who declined, or ''
+-- ARGV[9]    - takeover cooldown ms (0: none)
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'ended',      {reason}               the request ended: declined, cancelled or timeout
+--   'ended',      {reason}               the request ended: declined, cancelled, timeout or cooldown
 --                                        (event 'request_ended')
 --   'taken_over', {fence, ttl_ms, from}  timeout: the requester took it over (event 'taken_over')
 --   'early',      {left_ms}              timeout called before the deadline
 --   'none',       ''                     no such request (already resolved)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local mode, arg, may_take, by = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8]
+local mode, arg, may_take, by, cooldown = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], tonumber(ARGV[9])
 local now = now_ms()
 local h = settle(ws)
 local r = request(ws)
@@ -36,7 +39,9 @@ else
   if left > 0 then return reply(ws, 'early', {left_ms = left}) end
   reason = 'timeout'
   local t = live_info(ws, r.conn, now)
-  if may_take and h and t then
+  if may_take and h and t and h.took and cooldown > 0 and tonumber(h.since) + cooldown > now then
+    reason = 'cooldown'  -- the same rule as takeover.lua: no path forces the lease away meanwhile
+  elseif may_take and h and t then
     redis.call('DEL', ws.request)
     local g = grant(ws, t[1], t[2], t[3], true)
     redis.call('LREM', ws.queue, 0, r.conn)
