@@ -2,8 +2,8 @@
 
 Claims: ``sub`` (user id, required), ``name`` (display name, defaults to ``sub``), ``exp``
 (required), optional ``ws`` (allowed workspace ids; an entry ending in ``*`` is a prefix) and
-``takeover`` (false forbids force takeover). The algorithm is pinned: ``none`` and asymmetric
-algorithms are refused whatever the token's header says.
+``takeover`` (false forbids force takeover). The algorithms are pinned by the configured key
+(:mod:`presence.signing`): ``none`` and any other are refused whatever the token's header says.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import BadToken, WorkspaceForbidden
+from .signing import VerificationKey
 from .wire.messages import Person
 
 ALGORITHM = "HS256"
@@ -41,10 +42,13 @@ class Identity:
         raise WorkspaceForbidden(f"workspace {workspace!r} is not allowed by this token")
 
 
-def verify(token: str, key: str) -> Identity:
+def verify(token: str, key: str | VerificationKey) -> Identity:
+    """``key``: an HS256 secret, or the key :mod:`presence.signing` resolved for this token."""
+    if isinstance(key, str):
+        key = VerificationKey(key, (ALGORITHM,))
     try:
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], leeway=LEEWAY_S, options={"require": ["exp", "sub"]}
+            token, key.key, algorithms=list(key.algorithms), leeway=LEEWAY_S, options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError:
         raise BadToken("token expired") from None

@@ -71,6 +71,10 @@ def _token(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"presence: {exc}", file=sys.stderr)
         return 2
+    if not settings.can_mint:
+        print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
+              "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
+        return 2
     if settings.dev_mode:
         print("presence: dev mode (no PRESENCE_SECRET): this token is signed with the public dev key",
               file=sys.stderr)

@@ -62,7 +62,8 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
                 "one process only, nothing survives a restart"
             )
         await server.start()
-        log.info("presence server %s started (scope %s)", server.server_id, settings.lease_scope)
+        log.info("presence server %s started (scope %s; %s)", server.server_id, settings.lease_scope,
+                 server.tokens.description)
         try:
             yield
         finally:
