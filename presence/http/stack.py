@@ -3,7 +3,25 @@ the same, so the comparison is fair)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (uvicorn listens on it). Raises ``OSError`` (address in
+    use, not an address of this machine, no permission) before anything else has started."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def uvicorn_config(app: Any, host: str, port: int, max_message_bytes: int) -> Any:
