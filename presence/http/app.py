@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from ..connections.abort import ExposeAbort
 from ..server import Server
 from ..settings import Settings
-from . import admin, api, dev
+from . import admin, api, dev, openapi
 
 log = logging.getLogger("presence.app")
 
@@ -87,6 +87,9 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi.render(), media_type="application/json", headers={"Cache-Control": "no-cache"})
+
     async def readyz(request: Request) -> Response:
         body = await server.readiness()
         ok = body.pop("ok")
@@ -96,6 +99,7 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         WebSocketRoute("/ws", server.endpoint.serve),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/openapi.json", openapi_json),  # the HTTP API described (docs/openapi.json)
         *dev.DevRoutes(settings, files, server.leases).routes(),  # /, /demo...: dev mode only
         *api.routes(settings, server.leases),  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
