@@ -19,7 +19,8 @@ from presence.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # Every file of static/: package-data ships them all ("presence.static" = ["*"]).
 STATIC_FILES = [
-    "presence.js", "demo.html", "demo.css", "demo.js", "dashboard.html", "dashboard.css", "dashboard.js",
+    "presence.js", "presence.d.ts", "package.json", "demo.html", "demo.css", "demo.js", "dashboard.html",
+    "dashboard.css", "dashboard.js",
 ]
 
 
