@@ -165,6 +165,8 @@ class JwksKeys:
         elif kid not in self.keys and now - self.tried_at > self.refresh_s:
             await self._refresh(self.tried_at)  # a new kid: the provider may have rotated its keys
         key = self.keys.get(kid)
+        if key is None and not self.keys:
+            raise BadToken("invalid token: the identity provider's key set could not be fetched yet")
         if key is None:
             raise BadToken(f"invalid token: signing key {kid[:64]!r} is not in the key set")
         return key

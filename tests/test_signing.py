@@ -60,7 +60,7 @@ class Signer:
 class KeySetServer:
     """``GET /jwks.json`` on a free port: the current key set; counts the requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.keys: list[dict[str, Any]] = []
         self.requests = 0
         owner = self
@@ -78,7 +78,7 @@ class KeySetServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -152,6 +152,22 @@ async def test_an_old_key_set_is_refetched_and_kept_when_the_provider_is_down(ke
     keys.fetched_at -= 1
     token = signer.token("bob")
     assert auth.verify(token, await keys.key_for(token)).user.id == "bob"  # the keys we had still verify
+
+
+async def test_a_provider_down_from_the_start_refuses_tokens_and_is_retried(keyset: KeySetServer) -> None:
+    signer = Signer("RS256")
+    url = keyset.url
+    keyset.close()
+    keys = JwksKeys(url, refresh_ms=0)
+    await keys.prepare()  # start-up does not fail
+    with pytest.raises(BadToken, match="could not be fetched yet"):
+        await keys.key_for(signer.token("alice"))
+    back = KeySetServer(port=int(url.split(":")[2].split("/")[0]))
+    try:
+        back.keys = [signer.jwk()]
+        assert auth.verify(signer.token("alice"), await keys.key_for(signer.token("alice"))).user.id == "alice"
+    finally:
+        back.close()
 
 
 async def test_a_token_without_kid_or_malformed_is_refused_by_the_key_set(keyset: KeySetServer) -> None:
