@@ -5,8 +5,8 @@ Claims: ``sub`` (user id, required), ``name`` (display name, defaults to ``sub``
 prefix) and ``takeover`` (false forbids force takeover). ``iss`` and ``aud`` are checked when the
 server is configured with an issuer or an audience (``PRESENCE_TOKEN_ISSUER``,
 ``PRESENCE_TOKEN_AUDIENCE``); a token that names an audience is refused by a server configured
-with none, since it was minted for someone else. The algorithm is pinned: ``none`` and
-asymmetric algorithms are refused whatever the token's header says.
+with none, since it was minted for someone else. The algorithms are pinned by the configured key
+(:mod:`presence.signing`): ``none`` and any other are refused whatever the token's header says.
 
 A token is untrusted input: whatever is wrong with it (bad signature, bad JSON, JSON nested too
 deep, a claim of the wrong type, text that is not valid Unicode) is a :class:`BadToken` (4401),
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import BadToken, WorkspaceForbidden
+from .signing import VerificationKey
 from .wire.messages import Person
 
 ALGORITHM = "HS256"
@@ -64,11 +65,16 @@ def is_text(value: object) -> bool:
     return True
 
 
-def verify(token: str, key: str, issuer: str | None = None, audience: str | None = None) -> Identity:
+def verify(
+    token: str, key: str | VerificationKey, issuer: str | None = None, audience: str | None = None
+) -> Identity:
+    """``key``: an HS256 secret, or the key :mod:`presence.signing` resolved for this token."""
+    if isinstance(key, str):
+        key = VerificationKey(key, (ALGORITHM,))
     required = ["exp", "sub", *(["iss"] if issuer is not None else []), *(["aud"] if audience is not None else [])]
     try:
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], leeway=LEEWAY_S, issuer=issuer, audience=audience,
+            token, key.key, algorithms=list(key.algorithms), leeway=LEEWAY_S, issuer=issuer, audience=audience,
             options={"require": required},
         )
     except jwt.ExpiredSignatureError:

@@ -1,4 +1,5 @@
-"""Command line: ``presence serve`` and ``presence token``."""
+"""presence: a WebSocket server that tells every browser tab who is in a workspace and who holds
+its exclusive edit lease (leases on Redis, or on an embedded store for trying it out)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _UvicornNames(logging.Filter):
+    """uvicorn logs its ordinary start and stop lines under ``uvicorn.error``, which reads like an
+    alarm: below WARNING they are shown as ``uvicorn``; warnings and errors keep the name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and record.levelno < logging.WARNING:
+            record.name = "uvicorn"
+        return True
+
+
 def setup_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_UvicornNames())
     handler.addFilter(logctx.ContextFilter())
     if as_json:
         handler.setFormatter(_JsonFormatter())
@@ -44,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .http.app import create_app
-    from .http.stack import HTTP_HEADROOM, uvicorn_config
+    from .http.stack import HTTP_HEADROOM, bind_socket, uvicorn_config
 
     try:
         settings = Settings.from_env(
@@ -55,6 +67,13 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"presence: {exc}", file=sys.stderr)
         return 2
+    # Listen first: a port in use is one clear message and exit status 1, before anything starts.
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"presence: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. "
+              "Is another server running there? Choose another port with --port (or PORT).", file=sys.stderr)
+        return 1
     setup_logging(settings.log_level, settings.log_json)
     # Thousands of open tabs are hundreds of thousands of long-lived objects, and every full
     # collection walks them all: 0.5 s of stalled event loop at 5,000 tabs, every 15 s or so.
@@ -66,7 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
         create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
         header_timeout_s=settings.hello_timeout_ms / 1000,
     )
-    uvicorn.Server(config).run()
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -91,6 +111,10 @@ def _token(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"presence: {exc}", file=sys.stderr)
         return 2
+    if not settings.can_mint:
+        print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
+              "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
+        return 2
     if settings.dev_mode:
         print("presence: dev mode (no PRESENCE_SECRET): this token is signed with the public dev key",
               file=sys.stderr)
@@ -104,12 +128,43 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="presence", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"presence {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+SERVE_HELP = """\
+Run the server. Settings come from PRESENCE_* environment variables (README, Configuration); the
+flags below override them.
 
-    serve = sub.add_parser("serve", help="run the server (settings from PRESENCE_* variables)")
+Dev mode: with no PRESENCE_SECRET (and no PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL), tokens
+are signed with a public key anyone can use, the demo is served at /demo with demo tokens at
+/demo/token, any Origin is accepted, and the server refuses a non-loopback address unless given
+--allow-dev-on-public. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs on an
+embedded in-process store: one process, nothing kept across restarts.
+"""
+
+SERVE_EPILOG = """\
+environment:
+  PRESENCE_SECRET       the HS256 key your app backend signs tokens with (32+ characters);
+                        setting it (or a public key or key set) ends dev mode
+  PRESENCE_ADMIN_TOKEN  bearer token of /admin/api and the /dashboard page; unset, both are off
+  PRESENCE_REDIS_URL    redis://, rediss:// or unix:// URL; unset: the embedded store
+  PRESENCE_API_KEY      key of /api/v1 (app backends reading leases and fences)
+
+examples:
+  presence serve                                    # dev mode: open http://127.0.0.1:8000/demo
+  PRESENCE_SECRET=... PRESENCE_REDIS_URL=redis://localhost:6379/0 presence serve --host 0.0.0.0
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="presence", description=__doc__,
+        epilog="Run 'presence COMMAND --help' for a command's options. Docs: README.md and docs/.",
+    )
+    parser.add_argument("--version", action="version", version=f"presence {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the server (dev mode with no PRESENCE_SECRET: try it at /demo)",
+        description=SERVE_HELP, epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; PRESENCE_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000; PORT or PRESENCE_PORT)")
     serve.add_argument("--redis-url", help="Redis URL (overrides PRESENCE_REDIS_URL)")
@@ -120,7 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", help="debug, info, warning, error (PRESENCE_LOG_LEVEL)")
     serve.set_defaults(func=_serve)
 
-    token = sub.add_parser("token", help="print a signed token (PRESENCE_SECRET, or the dev key)")
+    token = sub.add_parser(
+        "token", help="print a signed token for a user (PRESENCE_SECRET, or the dev key)",
+        description="Print a token signed with PRESENCE_SECRET (or, in dev mode, the public dev key), "
+                    "for trying the server out; apps mint their own in their backend (README).",
+    )
     token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--ws", action="append",

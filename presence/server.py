@@ -38,6 +38,7 @@ from .ops.overview import Overview
 from .ops.registry import Registry, Vitals
 from .ops.sweeper import Sweeper
 from .settings import Settings
+from .signing import token_keys
 from .tasks import TaskSet
 
 log = logging.getLogger("presence.server")
@@ -65,10 +66,11 @@ class Server:
             settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks, self.metrics
         )
         self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
+        self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
         self.endpoint = Endpoint(
-            settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn
+            settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn, self.tokens
         )
         # The ops plane: it observes this process's lease events and reads its counts.
         self.audit = AuditLog(
@@ -114,6 +116,7 @@ class Server:
             await self.gateway.start()
         except StoreUnavailable as exc:
             log.error("Redis unavailable at start-up (%s); serving 1013 until it answers", exc)
+        await self.tokens.prepare()
         self.subscriptions.start()
         self.heartbeat.start()
         self.audit.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
 
@@ -30,6 +31,9 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False
     secret: str | None = None
+    jwt_public_key: str | None = None  # PEM text or a file's path: an identity provider's key
+    jwks_url: str | None = None  # an identity provider's JSON Web Key Set
+    jwks_refresh_ms: int = 10000  # an unknown key id re-reads the key set at most this often
     admin_token: str | None = None
     api_key: str | None = None
     token_issuer: str | None = None
@@ -64,11 +68,18 @@ class Settings:
 
     @property
     def dev_mode(self) -> bool:
-        return self.secret is None
+        """No way to verify real tokens is configured: tokens are signed with the public dev key."""
+        return self.secret is None and self.jwt_public_key is None and self.jwks_url is None
 
     @property
     def signing_key(self) -> str:
+        """The HS256 key this server can mint tokens with (``presence token``, dev mode)."""
         return self.secret if self.secret is not None else DEV_SECRET
+
+    @property
+    def can_mint(self) -> bool:
+        """False when tokens come from an identity provider: only it holds the private key."""
+        return self.jwt_public_key is None and self.jwks_url is None
 
     @property
     def embedded(self) -> bool:
@@ -103,6 +114,28 @@ class Settings:
                     f"{name} must be at least {MIN_KEY_LENGTH} characters (a short key can be guessed); "
                     "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
+        sources = [name for name, value in (
+            ("PRESENCE_SECRET", self.secret), ("PRESENCE_JWT_PUBLIC_KEY", self.jwt_public_key),
+            ("PRESENCE_JWKS_URL", self.jwks_url),
+        ) if value is not None]
+        if len(sources) > 1:
+            problems.append(
+                f"set only one way to verify tokens, not {' and '.join(sources)}: PRESENCE_SECRET (HS256 tokens your "
+                "backend signs), PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL (tokens of an identity provider)"
+            )
+        if self.jwks_url is not None and not _secure_url(self.jwks_url):
+            problems.append(
+                f"PRESENCE_JWKS_URL must be an https:// URL (http:// only on a loopback address), got {self.jwks_url!r}"
+            )
+        if self.jwks_refresh_ms < 0:
+            problems.append("PRESENCE_JWKS_REFRESH_MS must be 0 or positive (milliseconds)")
+        if self.jwt_public_key is not None:
+            from .signing import load_public_key  # it imports this module
+
+            try:
+                load_public_key(self.jwt_public_key)
+            except SettingsError as exc:
+                problems.append(str(exc))
         if self.heartbeat_ms < 50:
             problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")
         if self.lease_ttl_ms <= 2 * self.heartbeat_ms:
@@ -163,7 +196,8 @@ class Settings:
             problems.append(f"port must be between 1 and 65535, got {self.port}")
         if self.dev_mode and not self.allow_dev_on_public and not _is_loopback(self.host):
             problems.append(
-                f"refusing to run in dev mode (no PRESENCE_SECRET) on non-loopback address {self.host!r}: "
+                f"refusing to run in dev mode (no PRESENCE_SECRET, PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL) on "
+                f"non-loopback address {self.host!r}: "
                 "set PRESENCE_SECRET to a long random string, bind to 127.0.0.1, or pass "
                 "--allow-dev-on-public (PRESENCE_ALLOW_DEV_ON_PUBLIC=true) if you really mean it"
             )
@@ -228,6 +262,13 @@ def _parse(name: str, raw: str) -> object:
     if kind.startswith("tuple"):
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     return raw
+
+
+def _secure_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    return parts.scheme == "http" and parts.hostname is not None and _is_loopback(parts.hostname)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,7 +1,8 @@
 // @ts-check
 // Demo editor for the presence server (GET /demo, dev mode). One client per (user, document).
-// The "document" itself is kept in localStorage, so two windows of one browser share it; each save
-// carries the lease fence and is refused when a newer fence has already saved (what a real backend does).
+// The document's text lives on the server (GET/PUT /demo/docs/{id}, standing in for an app backend):
+// every save carries the fence of the lease it was typed under, and the server refuses a save whose
+// fence no longer holds the lease or is older than the last one saved. A refused text is kept here.
 import { PresenceClient } from "/static/presence.js";
 
 const WORKSPACE_RE = /^[A-Za-z0-9._~:@\/-]{1,200}$/;
@@ -19,7 +20,11 @@ const el = {
   holder: $("holder"), edit: /** @type {HTMLButtonElement} */ ($("edit")),
   done: /** @type {HTMLButtonElement} */ ($("done")), countdown: $("countdown"),
   editor: /** @type {HTMLTextAreaElement} */ ($("editor")), message: $("message"), viewers: $("viewers"),
-  live: $("live"), queue: $("queue"),
+  live: $("live"), queue: $("queue"), saved: $("saved"),
+  // text the server refused, kept apart
+  kept: $("kept"), keptWhy: $("kept-why"), keptText: /** @type {HTMLTextAreaElement} */ ($("kept-text")),
+  keptSave: /** @type {HTMLButtonElement} */ ($("kept-save")), keptCopy: /** @type {HTMLButtonElement} */ ($("kept-copy")),
+  keptDiscard: /** @type {HTMLButtonElement} */ ($("kept-discard")),
   // asking for the lease (polite handoff) and waiting in line
   ask: /** @type {HTMLButtonElement} */ ($("ask")), askLabel: $("ask-label"), askHint: $("ask-hint"),
   askForm: /** @type {HTMLFormElement} */ ($("ask-form")), askMessageLabel: $("ask-message-label"),
@@ -56,8 +61,6 @@ const ui = {
 
 const time = (/** @type {number} */ ms = Date.now()) =>
   new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-const docKey = () => `presence.demo.doc:${client?.workspace}`;
-const draftKey = () => `presence.demo.draft:${client?.workspace}:${client?.user?.id}`;
 
 /** @param {string} text */
 function say(text) {
@@ -113,35 +116,144 @@ function problem(err) {
   }
 }
 
-// ---- document storage (stands in for the app backend) ----------------------------------------------
+// ---- the document, on the server (stands in for the app backend) ---------------------------------
 
-/** @returns {{text: string, fence: number}} */
-function loadDoc() {
-  try {
-    return JSON.parse(localStorage.getItem(docKey()) || "") || { text: "", fence: 0 };
-  } catch {
-    return { text: "", fence: 0 };
+/** @typedef {{id: string, name: string}} Person */
+/** @typedef {{text: string, fence: number|null, saved_by: Person|null, saved_at_ms: number|null, version: number}} Doc */
+/** The server's copy as last seen; what the editor shows when we are not typing. @type {Doc|null} */
+let doc = null;
+/** Text typed in the editor and not yet saved, with the fence of the lease it was typed under. */
+const draft = { dirty: false, fence: /** @type {number|null} */ (null) };
+/** Text the server refused (or that was unsaved when the lease ended): shown apart, never lost. */
+const kept = { text: "", fence: /** @type {number|null} */ (null), why: "" };
+/** A token for saves (the server checks who saves); fetched as for the WebSocket. */
+let saveToken = { value: "", user: "", at: 0 };
+let saving = Promise.resolve();
+
+const docUrl = () => `/demo/docs/${encodeURIComponent(client?.workspace ?? "").replaceAll("%2F", "/")}`;
+
+/** @param {Person} who */
+async function tokenFor(who) {
+  if (saveToken.user !== who.id || Date.now() - saveToken.at > 30 * 60 * 1000) {
+    const q = new URLSearchParams({ user: who.id, name: who.name });
+    const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
+    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
+    saveToken = { value: (await res.json()).token, user: who.id, at: Date.now() };
   }
+  return saveToken.value;
 }
 
-function saveDoc() {
-  if (!client?.canEdit || client.fence == null) return;
-  const stored = loadDoc();
-  if (stored.fence > client.fence) {
-    say(`Save refused: someone with a newer lease (fence ${stored.fence}) has saved since.`);
-    return;
+/** Fetches the server's copy; shows it unless we are typing (`force`: show it anyway). */
+async function refreshDoc(force = false) {
+  const c = client;
+  if (!c) return;
+  let fresh;
+  try {
+    const res = await fetch(docUrl(), { cache: "no-store" });
+    if (!res.ok) return;
+    fresh = /** @type {Doc} */ (await res.json());
+  } catch {
+    return; // the server is away: the connection status says so
   }
-  localStorage.setItem(docKey(), JSON.stringify({ text: el.editor.value, fence: client.fence }));
-  say(`Saved at ${time()} with fence ${client.fence}.`);
+  if (client !== c) return;
+  const changed = !doc || fresh.version !== doc.version;
+  doc = fresh;
+  if ((changed || force) && !(draft.dirty && c.canEdit)) {
+    if (el.editor.value !== fresh.text) el.editor.value = fresh.text; // (an equal value keeps the cursor)
+    draft.dirty = false;
+  }
+  renderDoc();
+}
+
+/**
+ * Saves `text` under `fence`. The server answers 409 with the reason when that fence no longer may
+ * write; the text is then kept apart with the server's words.
+ * @param {string} text @param {number} fence
+ */
+async function putDoc(text, fence) {
+  const c = client;
+  const me = c?.user;
+  if (!c || !me) return false;
+  let res;
+  try {
+    res = await fetch(docUrl(), {
+      method: "PUT", cache: "no-store",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${await tokenFor(me)}` },
+      body: JSON.stringify({ text, fence }),
+    });
+  } catch (err) {
+    keep(text, fence, `Not saved: the server did not answer (${/** @type {Error} */ (err).message}).`);
+    return false;
+  }
+  const answer = await res.json().catch(() => ({}));
+  if (client !== c) return false;
+  if (res.ok) {
+    say(`Saved at ${time()} with fence ${fence}.`);
+    if (kept.text === text) Object.assign(kept, { text: "", fence: null, why: "" });
+    await refreshDoc(!c.canEdit);
+    return true;
+  }
+  keep(text, fence, res.status === 409
+    ? `Not saved: ${answer.message}; your text is kept here.`
+    : `Not saved: ${answer.error ?? `the server answered ${res.status}`}; your text is kept here.`);
+  await refreshDoc(true); // show what the server has: the others' text
+  return false;
+}
+
+/** @param {string} text @param {number|null} fence @param {string} why */
+function keep(text, fence, why) {
+  Object.assign(kept, { text, fence, why });
+  renderDoc();
+}
+
+/** Saves what was typed, now (autosave, Done editing, Give it, or the lease just ended). */
+function flushSave() {
+  clearTimeout(saveTimer);
+  if (!draft.dirty || draft.fence == null) return saving;
+  const text = el.editor.value;
+  const fence = draft.fence;
+  draft.dirty = false;
+  saving = saving.then(() => putDoc(text, fence)).then(() => undefined);
+  return saving;
 }
 
 let saveTimer = 0;
 el.editor.addEventListener("input", () => {
+  if (!client?.canEdit || client.fence == null) return;
+  draft.dirty = true;
+  draft.fence = client.fence; // the fence this text was typed under
   clearTimeout(saveTimer);
-  saveTimer = window.setTimeout(saveDoc, 300);
+  saveTimer = window.setTimeout(flushSave, 400);
 });
-window.addEventListener("storage", (e) => {
-  if (e.key === docKey() && !client?.canEdit) el.editor.value = loadDoc().text;
+// Viewers follow the holder's saves (a real app would push them; polling keeps the demo small).
+setInterval(() => {
+  if (client?.connected && !(draft.dirty && client.canEdit)) refreshDoc();
+}, 1000);
+
+function renderDoc() {
+  el.saved.textContent = doc?.saved_by
+    ? `Last saved by ${doc.saved_by.id === client?.user?.id ? "you" : doc.saved_by.name} at ${time(doc.saved_at_ms ?? 0)}`
+      + ` with fence ${doc.fence}.`
+    : "Not saved yet.";
+  const show = !!kept.text && kept.text !== doc?.text;
+  el.kept.hidden = !show;
+  if (show) {
+    el.keptWhy.textContent = kept.why;
+    if (el.keptText.value !== kept.text) el.keptText.value = kept.text;
+    el.keptSave.disabled = kept.fence == null;
+  }
+}
+
+el.keptSave.addEventListener("click", () => {
+  if (kept.fence != null) putDoc(kept.text, kept.fence);
+});
+el.keptCopy.addEventListener("click", () => {
+  el.keptText.select();
+  navigator.clipboard?.writeText(kept.text).catch(() => {});
+});
+el.keptDiscard.addEventListener("click", () => {
+  Object.assign(kept, { text: "", fence: null, why: "" });
+  renderDoc();
 });
 
 // ---- rendering ------------------------------------------------------------------------------------
@@ -286,7 +398,11 @@ async function join(who) {
   };
   const c = new PresenceClient({ workspace: who.workspace, token });
   client = c;
-  el.editor.value = loadDoc().text;
+  doc = null;
+  Object.assign(draft, { dirty: false, fence: null });
+  Object.assign(kept, { text: "", fence: null, why: "" });
+  el.editor.value = "";
+  refreshDoc(true);
   /** @param {string} type @param {(detail: any) => void} fn */
   const on = (type, fn) => c.addEventListener(type, (e) => {
     if (client === c) fn(/** @type {CustomEvent} */ (e).detail);
@@ -330,8 +446,7 @@ async function join(who) {
       notify(`It's yours now: ${who}you were first in line.`, "good");
     }
     if (asked || waiting) desktopNotify("It's yours now", `You can edit ${c.workspace}.`);
-    const stored = loadDoc();
-    if (document.activeElement !== el.editor) el.editor.value = stored.text;
+    if (!draft.dirty) refreshDoc(true); // start from the latest saved text
     render();
   });
   on("queued", (d) => {
@@ -368,18 +483,25 @@ async function join(who) {
     ui.waiting = false;
     if (d.reason !== "released") {
       say("");
-      localStorage.setItem(draftKey(), el.editor.value);
+      // What was typed under the lost lease is not thrown away: it is tried (the server refuses it
+      // and says why) and kept apart, while the editor goes back to the server's copy.
+      // (Shown once it differs from the server's copy, e.g. when the new holder saves.)
+      const unsaved = draft.dirty || (doc !== null && el.editor.value !== doc.text);
+      keep(el.editor.value, draft.fence ?? c.fence, unsaved
+        ? "Not saved: your lease ended before it was saved."
+        : "Your last version, from before you lost the lease.");
+      flushSave();
       const at = time();
       const unanswered = d.reason === "taken_over" && askedBy && d.by?.id === askedBy.id;
       notify({
         taken_over: unanswered
-          ? `${askedBy?.name} took over at ${at} because you did not answer the request; your last changes were kept locally.`
-          : `${d.by?.name ?? "Someone"} took over at ${at}, your last changes were kept locally.`,
-        expired: `Your edit lease expired at ${at}, your last changes were kept locally.`,
-        lost: `The connection to the server was lost at ${at}, your last changes were kept locally.`,
-        revoked: `An operator revoked your edit lease at ${at}, your last changes were kept locally.`,
-        idle: `Your edit lease was released at ${at} because you were away, your last changes were kept locally.`,
-      }[/** @type {string} */ (d.reason)] ?? `You stopped editing at ${at} (${d.reason}); your changes were kept locally.`);
+          ? `${askedBy?.name} took over at ${at} because you did not answer the request; ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`
+          : `${d.by?.name ?? "Someone"} took over at ${at}, ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`,
+        expired: `Your edit lease expired at ${at}, ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`,
+        lost: `The connection to the server was lost at ${at}, ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`,
+        revoked: `An operator revoked your edit lease at ${at}, ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`,
+        idle: `Your edit lease was released at ${at} because you were away, ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`,
+      }[/** @type {string} */ (d.reason)] ?? `You stopped editing at ${at} (${d.reason}); ${unsaved ? "your last changes are kept below" : "nothing was lost"}.`);
     }
     render();
   });
@@ -417,8 +539,8 @@ async function act(action, inBanner = false) {
 const current = () => /** @type {PresenceClient} */ (client);
 
 el.edit.addEventListener("click", () => act(() => current().acquire()));
-el.done.addEventListener("click", () => {
-  saveDoc();
+el.done.addEventListener("click", async () => {
+  await flushSave(); // under the lease, before giving it up
   act(() => current().release());
 });
 el.takeover.addEventListener("click", () => act(() => current().takeover(), true));
@@ -458,7 +580,7 @@ el.askForm.addEventListener("submit", async (e) => {
 // the holder's answer: Give it (release: the lease goes to the requester) or Keep it (decline)
 el.give.addEventListener("click", async () => {
   const to = ui.prompt?.by.name ?? "them";
-  saveDoc();
+  await flushSave();
   if (await act(() => current().release())) say(`You gave the document to ${to}.`);
 });
 el.keep.addEventListener("click", async () => {

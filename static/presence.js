@@ -1,5 +1,5 @@
 // @ts-check
-// presence.js - browser client for the presence server (SPEC section 8). One ES module, no dependencies.
+// presence.js - browser client for the presence server (docs/protocol.md; types in presence.d.ts). One ES module, no dependencies.
 
 /** @typedef {{id: string, name: string}} User */
 /** @typedef {{user: User, fence?: number, since_ms: number, tabs: number}} Holder */

@@ -1,4 +1,4 @@
-"""SPEC section 7, table-driven: every bad input gets its exact close code or error, and a lease
+"""Bad input, table-driven: every bad input gets its exact close code or error, and a lease
 holder on the same server (same workspace where the input can reach one) is untouched by it.
 
 Each case runs against one of two real ``presence serve`` processes with a secret configured:

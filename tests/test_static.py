@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from presence.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # Every file of static/: package-data ships them all ("presence.static" = ["*"]).
 STATIC_FILES = [
-    "presence.js", "demo.html", "demo.css", "demo.js", "dashboard.html", "dashboard.css", "dashboard.js",
+    "presence.js", "presence.d.ts", "package.json", "demo.html", "demo.css", "demo.js", "dashboard.html",
+    "dashboard.css", "dashboard.js",
 ]
 
 
@@ -105,6 +107,15 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
         assert sorted(n for n in names if n.startswith("presence/static/")) == sorted(
             f"presence/static/{name}" for name in STATIC_FILES
         )
+        # PEP 561: type checkers read presence.fencing's annotations from the installed package
+        assert "presence/py.typed" in names
+        (metadata,) = (n for n in names if n.endswith(".dist-info/METADATA"))
+        meta = zf.read(metadata).decode()
+        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        assert f"\nVersion: {version}\n" in meta
+        for classifier in ("Typing :: Typed", "Programming Language :: Python :: 3.11", "Framework :: AsyncIO"):
+            assert f"Classifier: {classifier}\n" in meta, classifier
+        assert "Requires-Python: >=3.11" in meta
 
     # install it apart from the checkout and ask the installed package where its files are
     target = tmp_path / "site"
@@ -119,6 +130,7 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
         "from presence.settings import Settings\n"
         "r = TestClient(a.create_app(Settings())).get('/static/presence.js')\n"
         "print(json.dumps({'package': presence.__file__, 'static': str(a.static_dir()),\n"
+        "                  'version': presence.__version__,\n"
         "                  'status': r.status_code, 'type': r.headers.get('content-type', ''),\n"
         "                  'cache': r.headers.get('cache-control', ''), 'size': len(r.content)}))\n"
     )
@@ -134,6 +146,7 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     for name in STATIC_FILES:
         assert (static / name).read_bytes() == (ROOT / "static" / name).read_bytes(), name
     assert seen["status"] == 200, seen
+    assert seen["version"] == version, seen  # importlib.metadata reads the installed wheel's
     assert seen["type"].startswith("text/javascript"), seen
     assert "max-age=" in seen["cache"], seen
     assert seen["size"] == (ROOT / "static" / "presence.js").stat().st_size

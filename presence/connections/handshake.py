@@ -21,6 +21,7 @@ from .. import auth, logctx
 from ..engine.workspaces import Workspaces
 from ..errors import BadToken, ProtocolViolation, TimedOut
 from ..settings import Settings
+from ..signing import TokenKeys
 from ..telemetry import Telemetry
 from ..wire.messages import Hello, decode_client, valid_tab, valid_workspace
 from .abort import ABORT_SCOPE_KEY
@@ -46,9 +47,10 @@ async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
 class Handshake:
     def __init__(
         self, settings: Settings, admission: Admission, workspaces: Workspaces, telemetry: Telemetry,
-        next_conn: Callable[[], str],
+        next_conn: Callable[[], str], tokens: TokenKeys,
     ) -> None:
         self.settings = settings
+        self.tokens = tokens
         self.admission = admission
         self.workspaces = workspaces
         self.telemetry = telemetry
@@ -77,7 +79,8 @@ class Handshake:
             raise ProtocolViolation("invalid tab id: 1-128 characters of A-Z a-z 0-9 . _ ~ : @ -")
         if not hello.token:
             raise BadToken("missing token")
-        identity = auth.verify(hello.token, settings.signing_key, settings.token_issuer, settings.token_audience)
+        key = await self.tokens.key_for(hello.token)
+        identity = auth.verify(hello.token, key, settings.token_issuer, settings.token_audience)
         identity.check_workspace(hello.workspace)
         self.admission.admit(identity.user)
         tab: Tab | None = None

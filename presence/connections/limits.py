@@ -1,4 +1,5 @@
-"""Limits: the per-connection token bucket and sliding-window counters behind SPEC section 7."""
+"""Limits: the per-connection token bucket and sliding-window counters behind the message rate limit
+and the bad-message limit."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from ..engine.commands import LeaseCommands
 from ..engine.workspaces import Workspaces
 from ..errors import BadMessage, CloseError, ProtocolViolation, RateLimited, RequestError, TooMany
 from ..settings import Settings
+from ..signing import TokenKeys
 from ..telemetry import Telemetry
 from ..wire.messages import (
     MAX_META_BYTES,
@@ -58,14 +59,14 @@ class Endpoint:
 
     def __init__(
         self, settings: Settings, admission: Admission, workspaces: Workspaces, commands: LeaseCommands,
-        telemetry: Telemetry, next_conn: Callable[[], str],
+        telemetry: Telemetry, next_conn: Callable[[], str], tokens: TokenKeys,
     ) -> None:
         self.settings = settings
         self.admission = admission
         self.workspaces = workspaces
         self.commands = commands
         self.telemetry = telemetry
-        self.handshake = Handshake(settings, admission, workspaces, telemetry, next_conn)
+        self.handshake = Handshake(settings, admission, workspaces, telemetry, next_conn, tokens)
 
     async def serve(self, websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")

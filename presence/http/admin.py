@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -66,6 +66,18 @@ LIVE_STATE_S = 1.0  # how often it re-reads workspaces and servers
 LIVE_SEND_TIMEOUT_S = 5.0  # a dashboard that stops reading is dropped, nobody else waits
 
 _json = msgspec.json.Encoder()
+
+DASHBOARD_OFF = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>presence dashboard: off</title><link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/dashboard.css"></head><body><main class="off">
+<h1>The dashboard is off</h1>
+<p>No <code>PRESENCE_ADMIN_TOKEN</code> is set on this server, so the dashboard and the admin API
+are disabled. Start the server with one, then open this page again and enter it:</p>
+<pre>export PRESENCE_ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+echo "$PRESENCE_ADMIN_TOKEN"   # what this page will ask for
+presence serve</pre>
+</main></body></html>
+"""
 
 
 def _reply(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -176,6 +188,8 @@ class Admin:
         return Response(self.metrics_.exposition(), media_type=CONTENT_TYPE)
 
     async def dashboard(self, request: Request) -> Response:
+        if self.token is None:  # say so at once, rather than ask for a token that cannot exist
+            return HTMLResponse(DASHBOARD_OFF, status_code=404, headers=PAGE_HEADERS)
         return FileResponse(self.files / "dashboard.html", headers=PAGE_HEADERS)
 
     # -- JSON API ---------------------------------------------------------------------------

@@ -10,17 +10,15 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from .. import auth
 from ..connections.abort import ExposeAbort
 from ..connections.capacity import ConnectionLimit
 from ..server import Server
 from ..settings import Settings
-from . import admin, api
-from .headers import PAGE_HEADERS
+from . import admin, api, dev, openapi
 from .keyguard import KeyGuard
 
 log = logging.getLogger("presence.app")
@@ -37,6 +35,15 @@ def static_dir() -> Path:
         if (candidate / "presence.js").is_file():
             return candidate
     return package.parent / "static"
+
+
+def base_url(host: str, port: int) -> str:
+    """The URL a person on this machine opens: a wildcard bind address is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class CachedStatic(StaticFiles):
@@ -66,7 +73,15 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
                 "one process only, nothing survives a restart"
             )
         await server.start()
-        log.info("presence server %s started (scope %s)", server.server_id, settings.lease_scope)
+        base = base_url(settings.host, settings.port)
+        log.info("presence server %s started on %s (bound to %s:%s; scope %s; %s)", server.server_id, base,
+                 settings.host, settings.port, settings.lease_scope, server.tokens.description)
+        if settings.dev_mode:
+            for path, what in (("/demo", "the demo editor (open it in two windows)"), ("/", "start page"),
+                               ("/dashboard", "operators' dashboard" + ("" if settings.admin_token else
+                                                                         " (set PRESENCE_ADMIN_TOKEN to use it)")),
+                               ("/metrics", "Prometheus metrics")):
+                log.info("open %s%s: %s", base, path, what)
         try:
             yield
         finally:
@@ -75,34 +90,20 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi.render(), media_type="application/json", headers={"Cache-Control": "no-cache"})
+
     async def readyz(request: Request) -> Response:
         body = await server.readiness()
         ok = body.pop("ok")
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    async def demo(request: Request) -> Response:
-        if not settings.dev_mode:
-            return PlainTextResponse("the demo is only served in dev mode", status_code=404)
-        return FileResponse(files / "demo.html", headers=PAGE_HEADERS)
-
-    async def demo_token(request: Request) -> Response:
-        if not settings.dev_mode:
-            return PlainTextResponse("demo tokens exist only in dev mode", status_code=404)
-        user = request.query_params.get("user", "").strip()[:64]
-        if not user:
-            return JSONResponse({"error": "give ?user=ID (and optionally &name=NAME)"}, status_code=400)
-        name = request.query_params.get("name", "").strip()[:100] or user
-        return JSONResponse({"token": auth.mint(
-            settings.signing_key, user, name, ttl_s=3600, issuer=settings.token_issuer,
-            audience=settings.token_audience,
-        )})
-
     routes = [
         WebSocketRoute("/ws", server.endpoint.serve),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/demo", demo),
-        Route("/demo/token", demo_token),
+        Route("/openapi.json", openapi_json),  # the HTTP API described (docs/openapi.json)
+        *dev.DevRoutes(settings, files, server.leases).routes(),  # /, /demo...: dev mode only
         *api.routes(settings, server.leases, keyguard),  # /api/v1: fences for app backends
         Mount("/static", app=CachedStatic(directory=files, check_dir=False), name="static"),
         *admin.Admin(

@@ -36,8 +36,9 @@ def start_editing(page: Page, text: str) -> None:
 
 
 def saved_fence(page: Page, workspace: str) -> int:
-    """The fence the demo stored with the document's last save (its stand-in for an app backend)."""
-    return int(page.evaluate("(k) => JSON.parse(localStorage.getItem(k)).fence", f"presence.demo.doc:{workspace}"))
+    """The fence of the document's last save, as the page's server keeps it (dev mode's stand-in
+    for an app backend, in that process's memory)."""
+    return int(page.evaluate("async (ws) => (await (await fetch(`/demo/docs/${ws}`)).json()).fence", workspace))
 
 
 def ask(page: Page, holder: str, message: str = "") -> None:
@@ -82,7 +83,7 @@ def test_queue_notify_me_when_free_then_its_yours(
     expect(bob.locator("#inuse")).to_be_hidden()
     bob.locator("#editor").fill("Agenda, by Alice. Minutes, by Bob.")
     expect(bob.locator("#message")).to_contain_text("Saved at")
-    assert saved_fence(bob, "doc-queue") > first  # (each context keeps its own copy: the fence is the grant's)
+    assert saved_fence(bob, "doc-queue") > first  # (each server process keeps its own copy: the fence is the grant's)
     expect(carol.locator("#banner-text")).to_contain_text("Bob is editing since")
     expect(carol.locator("#queue-position")).to_contain_text("You are #1 in line.")
     expect(carol.locator("#queue")).to_have_text("You are waiting for it.")
@@ -186,12 +187,12 @@ def test_handoff_unanswered_becomes_a_takeover(
     expect(bob.locator("#editor")).to_be_enabled(timeout=5000)
     expect(bob.locator("#notice-text")).to_have_text("It's yours now: Alice did not answer in time.")
     expect(alice.locator("#notice-text")).to_have_text(re.compile(
-        rf"^Bob took over at {TIME} because you did not answer the request; your last changes were kept locally\.$"
-    ))
+        rf"^Bob took over at {TIME} because you did not answer the request; nothing was lost\.$"
+    ))  # her text was saved under her lease
     expect(alice.locator("#request-prompt")).to_be_hidden()
     expect(alice.locator("#editor")).to_be_disabled()
-    draft = alice.evaluate("() => localStorage.getItem('presence.demo.draft:doc-timeout:alice')")
-    assert draft == "Release notes."
+    expect(alice.locator("#editor")).to_have_value("Release notes.")
+    expect(alice.locator("#kept")).to_be_hidden()  # nothing to keep apart: it is the server's text
 
     # taking it straight back is refused by the takeover cooldown, in words
     alice.get_by_role("button", name="Take over").click()

@@ -1,0 +1,258 @@
+"""The OpenAPI description of the HTTP API: ``/api/v1`` (app backends) and ``/admin/api`` (operators).
+
+Served at ``GET /openapi.json``; ``docs/openapi.json`` is the same document, written by
+
+    python -m presence.http.openapi --write
+
+A test checks that every route of those two prefixes is described here (path and method) and that
+nothing described is missing from the app, and that ``docs/openapi.json`` is current.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .. import __version__
+from ..wire.messages import HolderView, Person, Viewer
+
+DOC_PATH = Path("docs") / "openapi.json"
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    out: Schema = {"type": "object", "properties": properties, **extra}
+    out["required"] = list(properties) if required is None else required
+    return out
+
+
+INT, STR, BOOL = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+WORKSPACE = {
+    "name": "workspace", "in": "path", "required": True,
+    "description": "Workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / - (slashes included, unescaped).",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._~:@/-]{1,200}$"},
+}
+REQUEST_ID = {
+    "X-Request-Id": {
+        "description": "The request's id (yours, if you sent a valid one); the server's log lines of it carry it.",
+        "schema": STR,
+    }
+}
+
+
+def _json(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(description, _ref("Error"))
+
+
+ADMIN_ERRORS = {
+    "401": _error("Missing or wrong admin token."),
+    "404": _error("No PRESENCE_ADMIN_TOKEN is configured: the admin API is disabled."),
+    "503": _error("Redis unavailable; try again."),
+}
+
+
+def _admin(summary: str, description: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    ok = {code: {**r, "headers": REQUEST_ID} for code, r in responses.items()}
+    return {"tags": ["admin"], "summary": summary, "description": description, "security": [{"admin": []}],
+            "responses": {**ok, **ADMIN_ERRORS}, **extra}
+
+
+def _components() -> dict[str, Schema]:
+    (_, _, _), defs = msgspec.json.schema_components(
+        [Person, HolderView, Viewer], ref_template="#/components/schemas/{name}"
+    )
+    workspace_row = _obj({
+        "workspace": STR, "seq": INT,
+        "holder": _nullable(_obj({
+            "user": _ref("Person"), "since_ms": INT, "tabs": INT, "fence": INT, "tab": STR,
+            "held_ms": {"type": "integer", "description": "how long it has been held (Redis clock)"},
+        })),
+        "ttl_ms": _nullable({"type": "integer", "description": "the lease's PTTL in Redis"}),
+        "viewers": {"type": "array", "items": _ref("Viewer")},
+        "tabs": {"type": "integer", "description": "open tabs (a tab id counts once)"},
+        "servers": {"type": "array", "items": STR, "description": "ids of the server processes with tabs in it"},
+    })
+    tab = _obj({"conn": STR, "user": _ref("Person"), "tab": STR, "active": BOOL,
+                "meta": {"type": "object"}, "server": STR})
+    return {
+        **defs,
+        "Error": _obj({"error": STR}),
+        "Lease": _obj({
+            "workspace": STR,
+            "holder": _nullable(_ref("HolderView")),
+            "fence": _nullable({"type": "integer", "description": "the holder's fence; null when nobody holds it"}),
+            "ttl_ms": {"type": "integer", "description": "time left of the lease in Redis; 0 when nobody holds it"},
+        }),
+        "WorkspaceRow": workspace_row,
+        "WorkspaceDetail": {"allOf": [workspace_row, _obj({"tab_list": {"type": "array", "items": tab}})]},
+        "Server": {
+            "type": "object", "additionalProperties": True,
+            "description": "A live server process as it announces itself: id, pid, host, port, version, "
+                           "started_ms, connections, workspaces, leases, ready, stopping, scope, heartbeat_ms, "
+                           "lease_ttl_ms, audit_buffered, audit_dropped, and counters for the dashboard.",
+            "properties": {"id": STR, "pid": INT, "host": STR, "port": INT, "version": STR, "connections": INT,
+                           "workspaces": INT, "leases": INT, "ready": BOOL, "stopping": BOOL},
+        },
+        "AuditEntry": {
+            "type": "object", "additionalProperties": True,
+            "description": "One lease change: kind (acquired, released, taken_over, expired, revoked, idle), "
+                           "workspace, user/name/tab, fence, at (Redis time, ms), held_ms, from_* (the replaced "
+                           "holder of a takeover), reason, by_id/by_name, note, server, origin, handoff.",
+            "properties": {"id": {"type": "string", "description": "the stream id, e.g. 1700000000000-0"},
+                           "kind": STR, "workspace": STR, "user": STR, "fence": INT, "at": INT},
+            "required": ["id", "kind", "workspace"],
+        },
+    }
+
+
+def openapi() -> dict[str, Any]:
+    note = {"type": "object", "properties": {"reason": STR, "by": STR}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "presence HTTP API",
+            "version": __version__,
+            "description": (
+                "The HTTP surface of a presence server: `/api/v1` for app backends (is this fence still the "
+                "lease's?), `/admin/api` for operators. The WebSocket protocol of `/ws` is described in "
+                "docs/protocol.md and docs/protocol.schema.json. Liveness is `GET /healthz`, readiness "
+                "`GET /readyz`, Prometheus metrics `GET /metrics`."
+            ),
+        },
+        "tags": [{"name": "api", "description": "For app backends (PRESENCE_API_KEY)"},
+                 {"name": "admin", "description": "For operators (PRESENCE_ADMIN_TOKEN)"}],
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer",
+                           "description": "PRESENCE_API_KEY (or the X-Api-Key header)"},
+                "admin": {"type": "http", "scheme": "bearer", "description": "PRESENCE_ADMIN_TOKEN"},
+            },
+            "schemas": _components(),
+        },
+        "paths": {
+            "/api/v1/workspaces/{workspace}/lease": {"get": {
+                "tags": ["api"], "summary": "Who holds a workspace's lease, with its fence",
+                "description": "For a backend that checks the fence a browser sent with a save: the save may "
+                               "proceed only if `fence` equals the one sent (the conditional write is still the "
+                               "one that closes every race; see README, Fences).",
+                "parameters": [WORKSPACE], "security": [{"apiKey": []}],
+                "responses": {
+                    "200": _json("The lease now.", _ref("Lease")),
+                    "400": _error("Invalid workspace id."),
+                    "401": _error("Missing or wrong API key."),
+                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                    "503": _error("Redis unavailable; retry later."),
+                },
+            }},
+            "/admin/api/workspaces": {"get": _admin(
+                "Active workspaces", "Active workspaces whose id contains `q` (case-insensitive), the first "
+                "`limit` by id, with the live servers and their totals.",
+                {"200": _json("A page of workspaces.", _obj({
+                    "now": INT, "total": INT, "matching": INT,
+                    "workspaces": {"type": "array", "items": _ref("WorkspaceRow")},
+                    "servers": {"type": "array", "items": _ref("Server")},
+                    "totals": {"type": "object"},
+                }))},
+                parameters=[
+                    {"name": "q", "in": "query", "schema": STR, "description": "part of the workspace id"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                                 "default": 100}},
+                ],
+            )},
+            "/admin/api/workspaces/{workspace}": {"get": _admin(
+                "One workspace with every tab", "The workspace as tabs see it, and each of its tabs.",
+                {"200": _json("The workspace.", _obj({"now": INT, "workspace": _ref("WorkspaceDetail")})),
+                 "400": _error("Invalid workspace id.")},
+                parameters=[WORKSPACE],
+            )},
+            "/admin/api/workspaces/{workspace}/release": {"post": _admin(
+                "Force-release a lease", "The holder's tabs, on every process, get `released` with reason "
+                "`revoked` and `by: {id: admin, name: <by>}`; the audit log records `reason` as the note.",
+                {"200": _json("Released.", _obj({
+                    "released": {"const": True}, "fence": INT,
+                    "holder": _nullable(_obj({"user": _ref("Person"), "tab": STR})),
+                })),
+                 "400": _error("Invalid workspace id."),
+                 "409": _json("Nobody holds it.", _obj({"released": {"const": False}, "error": STR}))},
+                parameters=[WORKSPACE],
+                requestBody={"required": False, "content": {"application/json": {"schema": note}}},
+            )},
+            "/admin/api/workspaces/{workspace}/tabs/{conn}/close": {"post": _admin(
+                "Close one tab", "Closes the tab with close code 4000 on whichever process has it (the client "
+                "reconnects).",
+                {"202": _json("Closing.", _obj({"closing": STR})),
+                 "400": _error("Invalid workspace id."),
+                 "404": _error("No such tab in that workspace, or the admin API is disabled.")},
+                parameters=[WORKSPACE, {"name": "conn", "in": "path", "required": True, "schema": STR,
+                                        "description": "the tab's connection id (`conn` of its welcome)"}],
+                requestBody={"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {"reason": STR}}}}},
+            )},
+            "/admin/api/servers": {"get": _admin(
+                "Live server processes", "Every process that announced itself within three heartbeats.",
+                {"200": _json("The servers.", _obj({"now": INT, "servers": {"type": "array",
+                                                                              "items": _ref("Server")}}))},
+            )},
+            "/admin/api/audit": {"get": _admin(
+                "The audit log", "Lease changes, newest first; `next` is the `before` of the next page.",
+                {"200": _json("A page of entries.", _obj({
+                    "entries": {"type": "array", "items": _ref("AuditEntry")}, "next": _nullable(STR)})),
+                 "400": _error("`before` is not a stream id.")},
+                parameters=[
+                    {"name": "before", "in": "query", "schema": {"type": "string", "pattern": r"^\d+-\d+$"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
+                                                                 "default": 50}},
+                ],
+            )},
+            "/admin/api/live": {"get": {
+                "tags": ["admin"], "summary": "The dashboard's live feed (WebSocket)",
+                "description": "A WebSocket. Send `{\"token\": \"<PRESENCE_ADMIN_TOKEN>\", \"q\": \"...\"}` "
+                               "first (browsers cannot set headers on a WebSocket, and a URL would land in logs), "
+                               "then `{\"q\"}` to change the filter. Receives `{\"type\": \"state\", ...}` (the "
+                               "workspaces page, about every second) and `{\"type\": \"audit\", \"entries\"}` "
+                               "frames. Closes 4400 (no token frame in 5 s), 4401 (wrong token), 4404 (the "
+                               "admin API is disabled), 1012 (the server is stopping).",
+                "responses": {"101": {"description": "Switching to the WebSocket protocol."}},
+            }},
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(openapi(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--write"]:
+        DOC_PATH.write_text(render(), encoding="utf-8")
+        print(f"wrote {DOC_PATH}", file=sys.stderr)
+        return 0
+    if argv:
+        print("usage: python -m presence.http.openapi [--write]", file=sys.stderr)
+        return 2
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

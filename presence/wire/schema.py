@@ -1,0 +1,67 @@
+"""The JSON Schema of the wire protocol, generated from the message structs.
+
+    python -m presence.wire.schema           # print it
+    python -m presence.wire.schema --write   # write docs/protocol.schema.json (after changing a message)
+
+``docs/protocol.schema.json`` is this output; a test fails when the two drift apart, so the file
+always describes the structs the server decodes and encodes (and a new message lands in it by
+re-running the command). ``docs/protocol.md`` is the prose reference.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from . import messages
+
+SCHEMA_PATH = Path("docs") / "protocol.schema.json"
+
+
+def protocol_schema() -> dict[str, Any]:
+    """One document: ``ClientMessage`` (what a tab sends) and ``ServerMessage`` (what it receives),
+    each a union tagged by ``type``, with every struct they use under ``$defs``."""
+    (client, server), defs = msgspec.json.schema_components(
+        [messages.ClientMessage, messages.ServerMessage], ref_template="#/$defs/{name}"
+    )
+    defs["ClientMessage"] = {
+        "description": "A frame a client sends on /ws: a JSON object tagged by `type`. The first one is `hello`.",
+        **client,
+    }
+    defs["ServerMessage"] = {"description": "A frame the server sends on /ws: a JSON object tagged by `type`.",
+                             **server}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "presence WebSocket protocol (/ws)",
+        "description": (
+            "Every frame on /ws is one JSON text message, tagged by `type`. Generated from the message "
+            "structs of presence/wire/messages.py by `python -m presence.wire.schema --write`; "
+            "docs/protocol.md describes each message."
+        ),
+        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def render() -> str:
+    return json.dumps(protocol_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--write"]:
+        SCHEMA_PATH.write_text(render(), encoding="utf-8")
+        print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
+        return 0
+    if argv:
+        print("usage: python -m presence.wire.schema [--write]", file=sys.stderr)
+        return 2
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
