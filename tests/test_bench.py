@@ -21,14 +21,16 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = json.loads(out.read_text())
-    assert set(report["figures"]) == {"acquire", "idle", "renewal", "takeover", "free", "storm"}
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6"}
+    assert set(report["figures"]) == {"acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status"}
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8"}
     for row in report["rows"]:
         assert row["ours"] and row["baseline"], row
     figures = report["figures"]
     assert figures["acquire"]["ours"]["n"] == report["plan"]["samples"]
     assert figures["storm"]["ours_connected"] == report["plan"]["tabs"]
     assert figures["storm"]["leases_lost"] == 0  # a correctness check, not a timing one
+    for room in figures["room"]["rooms"]:  # every tab saw every join by updates, never a whole state
+        assert room["messages"]["welcome"] == room["tabs"] and "state" not in room["messages"], room
     assert report["machine"]["redis"] != "?"
     # The table on stdout has a line per row.
     assert done.stdout.count("\n") >= len(report["rows"]) + 2

@@ -56,7 +56,7 @@ class Plan:
     def quick(cls, tabs: int = 200, heartbeat_ms: int = 500) -> Plan:
         return cls(samples=100, tabs=tabs, tabs_per_workspace=5, heartbeat_ms=heartbeat_ms, idle_heartbeats=2,
                    leases=1000, renew_rounds=2, takeovers=20, kills=1, kill_heartbeat_ms=300, kill_ttl_ms=1500,
-                   parallel=100, rooms=(50, 200), status_rooms=(10, 100), status_rounds=10)
+                   parallel=100, rooms=(50, 200), status_rooms=(10, 100), status_rounds=4)
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
