@@ -24,7 +24,7 @@ def joined(ws: Workspace, conn: str, user: Person, tab: str, seq: int) -> list[o
     snapshot = Snapshot(seq=seq, holder=ws.replica.holder, ttl_ms=-2, tabs={
         c: INFO.format(u=i.user, n=i.name, t=i.tab) for c, i in ws.replica.tabs.items()
     } | {conn: INFO.format(u=user.id, n=user.name, t=tab)})
-    effects = ws.catch_up(snapshot, [], sent_at=0.0, now=0.0)
+    effects = ws.catch_up(snapshot, seq, [], sent_at=0.0, now=0.0)
     return effects + ws.welcome(conn, rejoined=False, sent_at=0.0, now=0.0)
 
 
@@ -123,7 +123,7 @@ def test_events_heard_before_the_first_snapshot_are_applied_after_it() -> None:
     granted = LeaseGranted(seq=3, holder=holder(BOB, "t2", 9), ttl_ms=1500, user=BOB)
     assert ws.apply([TabJoined(seq=2, user=ALICE), granted], now=0.0) == []  # the join is in flight
     ws.catch_up(Snapshot(seq=2, holder=None, ttl_ms=-2, tabs={"c1": INFO.format(u="alice", n="Alice", t="t1")}),
-                [], sent_at=0.0, now=0.0)
+                2, [], sent_at=0.0, now=0.0)
     assert ws.replica.seq == 3 and ws.replica.holder == holder(BOB, "t2", 9)
 
 

@@ -36,7 +36,7 @@ class FarmTab:
     client: WsClient | None = None
     fence: int | None = None  # the lease it was granted, to compare with its rejoin
     rejoined: int | None = None
-    viewers: int = 0  # users this tab knows to be in its workspace (from its snapshot and updates)
+    viewers: set[str] = field(default_factory=set)  # users it knows in its workspace (snapshot + updates)
 
 
 @dataclass(slots=True)
@@ -53,12 +53,13 @@ class Farm:
             counts[kind] += 1
             if kind == "acquired" and msg.get("rejoined"):
                 tab.rejoined = int(msg["fence"])
-            elif kind == "welcome":
-                tab.viewers = len((msg.get("state") or {}).get("viewers", ()))  # the bare server sends none
+            elif kind == "welcome":  # the bare server's has no state
+                tab.viewers = {v["user"]["id"] for v in (msg.get("state") or {}).get("viewers", ())}
             elif kind == "state":
-                tab.viewers = len(msg["viewers"])
-            elif kind == "update":
-                tab.viewers += len(msg.get("joined", ())) - len(msg.get("left", ()))
+                tab.viewers = {v["user"]["id"] for v in msg["viewers"]}
+            elif kind == "update":  # applied as a client does: left ids out, joined and changed entries in
+                tab.viewers.difference_update(msg.get("left", ()))
+                tab.viewers.update(v["user"]["id"] for v in (*msg.get("joined", ()), *msg.get("viewers", ())))
         return on_message
 
     async def _connect(self, tab: FarmTab, host: str, port: int, path: str, sem: asyncio.Semaphore) -> float:
@@ -116,9 +117,9 @@ class Farm:
     async def wait_viewers(self, viewers: int, timeout: float = 60.0, **_: Any) -> dict[str, Any]:
         """Until every tab knows of ``viewers`` users in its workspace (seconds waited)."""
         started = time.perf_counter()
-        while any(t.viewers != viewers for t in self.tabs):
+        while any(len(t.viewers) != viewers for t in self.tabs):
             if time.perf_counter() - started > timeout:
-                behind = sum(1 for t in self.tabs if t.viewers != viewers)
+                behind = sum(1 for t in self.tabs if len(t.viewers) != viewers)
                 raise TimeoutError(f"{behind} tabs do not see {viewers} viewers after {timeout:.0f} s")
             await asyncio.sleep(0.01)
         return {"seconds": time.perf_counter() - started}

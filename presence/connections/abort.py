@@ -1,4 +1,7 @@
-"""Abort: reaching a stuck connection's transport, which ASGI does not expose."""
+"""Abort: what ASGI does not expose of a connection, reached through the server's protocol object
+(uvicorn's), duck-typed and optional: aborting a stuck connection, and writing a frame encoded
+once for many tabs straight to the socket. Without them (another server) the tab's watchdog does
+nothing and every frame takes the ASGI ``send``."""
 
 from __future__ import annotations
 
@@ -6,8 +9,11 @@ import functools
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.protocol import OPEN
 
 ABORT_SCOPE_KEY = "presence.abort"
+DIRECT_SCOPE_KEY = "presence.direct"
+_PROTOCOL = ("transport", "conn", "handshake_complete", "close_sent", "writable")
 
 
 class ExposeAbort:
@@ -24,10 +30,13 @@ class ExposeAbort:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            protocol = getattr(send, "__self__", None)
+            transport = getattr(protocol, "transport", None)
             # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
             if all(callable(getattr(transport, m, None)) for m in ("abort", "is_closing", "get_write_buffer_size")):
                 scope[ABORT_SCOPE_KEY] = functools.partial(_abort_if_stuck, transport)
+                if all(hasattr(protocol, a) for a in _PROTOCOL):
+                    scope[DIRECT_SCOPE_KEY] = functools.partial(_write_direct, protocol)
         await self.app(scope, receive, send)
 
 
@@ -37,3 +46,28 @@ def _abort_if_stuck(transport: Any) -> bool:
         return False  # closed, or closing with nothing left to send
     transport.abort()
     return True
+
+
+def _write_direct(protocol: Any, frame: bytes) -> bool:
+    """Write ``frame`` (a whole WebSocket frame, see :func:`text_frame`) if nothing is in the way:
+    the connection open, not closing, the transport not paused and its buffer empty (what waits
+    there goes first). False: take the ASGI ``send`` instead."""
+    transport = protocol.transport
+    if (
+        not protocol.handshake_complete or protocol.close_sent or not protocol.writable.is_set()
+        or protocol.conn.state is not OPEN or transport is None or transport.is_closing()
+        or transport.get_write_buffer_size()
+    ):
+        return False
+    transport.write(frame)
+    return True
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked WebSocket text frame (RFC 6455 5.2): how a server sends a message."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload

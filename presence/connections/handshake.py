@@ -24,7 +24,7 @@ from ..settings import Settings
 from ..signing import TokenKeys
 from ..telemetry import Telemetry
 from ..wire.messages import Hello, decode_client, valid_tab, valid_workspace
-from .abort import ABORT_SCOPE_KEY
+from .abort import ABORT_SCOPE_KEY, DIRECT_SCOPE_KEY
 from .admission import Admission
 from .tab import Tab
 
@@ -89,6 +89,7 @@ class Handshake:
                 websocket, self.next_conn(), identity.user, hello.workspace, hello.tab,
                 may_take_over=identity.may_take_over, queue_size=settings.send_queue_size,
                 abort=websocket.scope.get(ABORT_SCOPE_KEY), telemetry=self.telemetry,
+            direct=websocket.scope.get(DIRECT_SCOPE_KEY),
             )
             logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
             tab.start()

@@ -87,7 +87,7 @@ class Tab:
         self, socket: Socket, conn: str, user: Person, workspace: str, tab_id: str,
         may_take_over: bool = True, queue_size: int = 256,
         abort: Callable[[], bool] | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
-        telemetry: Telemetry = NO_TELEMETRY,
+        telemetry: Telemetry = NO_TELEMETRY, direct: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.socket = socket
         self.conn = conn
@@ -111,6 +111,8 @@ class Tab:
         self._close_timeout = close_timeout
         self._watchdog: asyncio.TimerHandle | None = None
         self._telemetry = telemetry
+        self._direct = direct  # writes a whole frame to the socket (connections/abort.py)
+        self._writing = False  # the writer is handing a message to the socket
 
     def __repr__(self) -> str:
         return f"<Tab {self.conn} {self.user.id}@{self.workspace}>"
@@ -131,9 +133,14 @@ class Tab:
         if queued:
             self._telemetry.message_out(message)
 
-    def send_frame(self, frame: str) -> bool:
-        """Queue a frame encoded once for many tabs (counted by whoever encoded it); True if queued."""
-        return self._enqueue(frame)
+    def send_frame(self, text: str, frame: bytes) -> bool:
+        """Send a message encoded once for many tabs (counted by whoever encoded it): ``frame``
+        straight to the socket when nothing waits before it, else ``text`` through the queue.
+        True if sent or queued."""
+        idle = self.closing is None and not self._queue and not self._writing
+        if idle and self._direct is not None and self._direct(frame):
+            return True
+        return self._enqueue(text)
 
     def _enqueue(self, item: str | _Timed) -> bool:
         if self.closing is not None:
@@ -195,7 +202,11 @@ class Tab:
             loop = asyncio.get_running_loop()
             while self._queue:
                 item = self._queue.popleft()
-                await self.socket.send_text(item if isinstance(item, str) else item.encode(loop.time()))
+                self._writing = True
+                try:
+                    await self.socket.send_text(item if isinstance(item, str) else item.encode(loop.time()))
+                finally:
+                    self._writing = False
             if self.closing is not None:
                 await self._send_close()
                 return

@@ -43,6 +43,7 @@ class Replica:
         self.queue: list[str] = []  # conns, first in line first
         self.request: RequestRecord | None = None
         self._users: dict[str, dict[str, TabInfo]] = {}  # user -> conn -> entry
+        self._viewers: dict[str, Viewer] = {}  # user -> entry, kept with _users
         self.touched: set[str] = set()
         self.queue_changed = False
         self.request_changed = False
@@ -57,7 +58,7 @@ class Replica:
             self._drop(conn)
         self.tabs[conn] = info
         self._users.setdefault(info.user, {})[conn] = info
-        self.touched.add(info.user)
+        self._touch(info.user)
 
     def _drop(self, conn: str) -> None:
         info = self.tabs.pop(conn, None)
@@ -68,7 +69,15 @@ class Replica:
             mine.pop(conn, None)
             if not mine:
                 del self._users[info.user]
-        self.touched.add(info.user)
+        self._touch(info.user)
+
+    def _touch(self, user: str) -> None:
+        self.touched.add(user)
+        viewer = rules.viewer(self._users.get(user, {}).values())
+        if viewer is None:
+            self._viewers.pop(user, None)
+        else:
+            self._viewers[user] = viewer
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
@@ -76,7 +85,7 @@ class Replica:
             return False
         self.seq = snapshot.seq
         self.holder = snapshot.holder
-        self.tabs, self._users = {}, {}
+        self.tabs, self._users, self._viewers = {}, {}, {}
         for conn, raw in (snapshot.tabs or {}).items():
             if (info := decode_info(raw)) is not None:
                 self._put(conn, info)
@@ -116,7 +125,7 @@ class Replica:
 
     def viewer(self, user: str) -> Viewer | None:
         """The viewer entry of ``user``, None when the user has no tab here."""
-        return rules.viewer(self._users.get(user, {}).values())
+        return self._viewers.get(user)
 
     def holder_view(self, holder: HolderRecord | None = None, with_fence: bool = True) -> HolderView | None:
         """The view of ``holder`` (default: the current one) with its tabs counted here."""
@@ -124,7 +133,7 @@ class Replica:
         return None if h is None else rules.holder_view(h, self._users.get(h.user, {}).values(), with_fence)
 
     def viewers(self) -> list[Viewer]:
-        return rules.by_name(v for user in self._users if (v := self.viewer(user)) is not None)
+        return rules.by_name(self._viewers.values())
 
     def waiting(self) -> list[Person]:
         """Users in the wait queue, first in line first (a user once, at their best place)."""

@@ -105,7 +105,7 @@ class Workspace:
         return [] if h is None else [m for m in self.members.holding(h, scope) if m.fence is not None]
 
     def renewal(self, conn: str) -> int | None:
-        """The fence the heartbeat should renew for this tab, if it holds the current lease."""
+        """The fence the heartbeat renews for this tab, if it holds the current lease."""
         h, m = self.replica.holder, self.members.get(conn)
         if h is None or m is None or m.fence != h.fence or not self.holds(m, h):
             return None
@@ -153,11 +153,16 @@ class Workspace:
         self._early = []
         return self._drain() + (self.apply(later, now) if later else [])
 
-    def catch_up(self, snapshot: Snapshot, events: Sequence[Event], sent_at: float, now: float) -> list[Effect]:
-        """A join's events and snapshot: the snapshot for a replica never read, else the events."""
+    def catch_up(
+        self, snapshot: Snapshot | None, seq: int, events: Sequence[Event], sent_at: float, now: float
+    ) -> list[Effect]:
+        """A join's events (up to ``seq``), and its snapshot when this replica was never read."""
         if self.replica.seq == 0:
-            return self.reset(snapshot, sent_at, now)
-        self._ahead = max(self._ahead, snapshot.seq)
+            if snapshot is not None:
+                return self.reset(snapshot, sent_at, now)
+            self.stale = True  # read meanwhile by nobody: read it now
+            return [Resync()]
+        self._ahead = max(self._ahead, seq)
         return self.apply(events, now, sent_at)
 
     def overdue(self) -> bool:
@@ -214,8 +219,7 @@ class Workspace:
                     self._send((m.conn,), Queued(position=position))
 
     def _push_state(self) -> None:
-        """Show every welcomed tab the whole replica (after a re-read)."""
-        # A change not sent yet is still news (a re-read came before its update).
+        """Show every welcomed tab the whole replica (after a re-read), with any unsent change."""
         self._out += self.shown.show(self.members.welcomed(), self.state_message(self._change))
         self._change = None
         self._disarm(Timer.FLUSH)
@@ -226,9 +230,7 @@ class Workspace:
         change, self._change = self._change, None
         self._out += self.shown.catch_up(self.members.welcomed(), change)
 
-    def sync(self, conn: str) -> list[Effect]:
-        """The tab asked for a fresh ``state`` (it saw a gap in its updates)."""
-        self.flush()
+    def sync(self, conn: str) -> list[Effect]:  # the tab saw a gap in its updates
         self._out += self.shown.show([self.members[conn]], self.state_message(), everyone=False)
         return self._drain()
 
@@ -267,7 +269,6 @@ class Workspace:
 
     def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
         """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
-        self.flush()  # the others catch up first: every welcomed tab holds the same view
         m = self.members[conn]
         holder = self.replica.holder
         if holder is not None and self.holds(m, holder):
@@ -303,9 +304,7 @@ class Workspace:
     def let_go(self, conn: str, left_queue: bool) -> None:
         """The tab no longer holds the lease (and with ``left_queue`` no longer waits for it)."""
         m = self.members[conn]
-        m.fence = None
-        if left_queue:
-            m.queue_position = 0
+        m.fence, m.queue_position = None, 0 if left_queue else m.queue_position
 
 
     def fire(self, timer: Timer, now: float) -> list[Effect]:

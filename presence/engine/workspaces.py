@@ -20,6 +20,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..connections.abort import text_frame
 from ..connections.tab import Tab
 from ..core.effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
 from ..core.events import Event, decode_event
@@ -149,7 +150,7 @@ class Workspaces:
         local.core.members.add(Member(tab.conn, tab.user, tab.tab_id))
         try:
             await self.channels.subscribe(local.channel, timeout=self.settings.heartbeat_ms / 1000)
-            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab))
+            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab), whole=local.core.replica.seq == 0)
         except BaseException as exc:
             self._forget(local, tab)
             if isinstance(exc, StoreUnavailable):
@@ -158,7 +159,7 @@ class Workspaces:
         try:
             now = self._now()
             core = local.core
-            self._carry_out(local, core.catch_up(out.reply.snapshot, out.events, out.sent_at, now))
+            self._carry_out(local, core.catch_up(out.reply.snapshot, out.reply.seq, out.events, out.sent_at, now))
             self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now))
         except Exception:
             await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
@@ -182,11 +183,12 @@ class Workspaces:
         if local is None or tab.conn not in local.tabs:
             return
         try:
-            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab))
+            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab), whole=local.core.replica.seq == 0)
         except StoreUnavailable:
             return
         if self._locals.get(tab.workspace) is local:
-            self._carry_out(local, local.core.catch_up(out.reply.snapshot, out.events, out.sent_at, self._now()))
+            reply = out.reply
+            self._carry_out(local, local.core.catch_up(reply.snapshot, reply.seq, out.events, out.sent_at, self._now()))
 
     def _local(self, workspace: str) -> Local:
         local = self._locals.get(workspace)
@@ -256,8 +258,10 @@ class Workspaces:
                         tab.send(message)
                 case Send(to=to, message=message):
                     # Encoded once for the whole workspace (per-tab stamping is for one tab).
-                    frame = encode(message)
-                    sent = sum(1 for conn in to if (tab := local.tabs.get(conn)) is not None and tab.send_frame(frame))
+                    text = encode(message)
+                    frame = text_frame(text.encode())
+                    tabs = local.tabs
+                    sent = sum(1 for conn in to if (tab := tabs.get(conn)) is not None and tab.send_frame(text, frame))
                     self.telemetry.message_out(message, sent)
                 case Arm(timer=timer, at=at):
                     old = local.timers.pop(timer, None)

@@ -124,9 +124,10 @@ class LeaseScripts:
         token = "" if fence is None else str(fence)
         return await self._run(_release, "release", workspace, token, reason, origin, by_json)
 
-    async def join(self, workspace: str, conn: str, info: TabInfo) -> r.Outcome[r.Entered]:
-        ttl = self.settings.presence_ttl_ms
-        return await self._run(_join, "join", workspace, conn, encode_info(info), info.user, info.tab, ttl)
+    async def join(self, workspace: str, conn: str, info: TabInfo, whole: bool = True) -> r.Outcome[r.Entered]:
+        """Enter a tab; with ``whole``, the reply carries the whole workspace (a snapshot)."""
+        ttl, flag = self.settings.presence_ttl_ms, "1" if whole else ""
+        return await self._run(_join, "join", workspace, conn, encode_info(info), info.user, info.tab, ttl, flag)
 
     async def leave(self, workspace: str, conn: str, clean: bool) -> r.Outcome[r.LeaveReply]:
         return await self._run(_leave, "leave", workspace, conn, "1" if clean else "0", self.settings.grace_ms)

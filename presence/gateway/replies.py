@@ -95,7 +95,8 @@ class NotHolder(Reply, tag="not_holder"):
 
 class Entered(Reply, tag="joined"):
     rejoined: bool
-    snapshot: Snapshot
+    seq: int  # the workspace's sequence number right after the join
+    snapshot: Snapshot | None = None  # when asked for
     fence: int | None = None
 
 

@@ -8,13 +8,16 @@
 -- ARGV[7]    - user id
 -- ARGV[8]    - tab id
 -- ARGV[9]    - presence TTL ms
+-- ARGV[10]   - '1': answer with the whole workspace (the server has no copy of it yet), else ''
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'joined', {rejoined, fence?, snapshot}  event 'joined' (after a 'left' for pruned tabs);
---                                           snapshot = the whole workspace right after this join
+--   'joined', {rejoined, fence?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
+--                                           tabs); seq = the workspace's sequence number after this
+--                                           join; snapshot (when asked) = the whole workspace then
 --                                           {seq, holder, ttl_ms, tabs, queue, request}
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local conn, info, user, tab, presence_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local whole = ARGV[10] == '1'
 local now = now_ms()
 local h = settle(ws)
 local removed, any = prune(ws, now)
@@ -30,6 +33,8 @@ if h and matches(ws, h, user, tab) then
 end
 local t = cjson.decode(info)
 emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
-local detail = {rejoined = rejoined, snapshot = snapshot(ws, now)}
+-- The whole workspace costs what the workspace is: only a server that has no copy of it asks.
+local detail = {rejoined = rejoined, seq = redis.call('GET', ws.seq)}
+if whole then detail.snapshot = snapshot(ws, now) end
 if rejoined then detail.fence = h.fence end
 return reply(ws, 'joined', detail)
