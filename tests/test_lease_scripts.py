@@ -130,7 +130,7 @@ async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseScripts) -> 
     old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     t = await lease.takeover("doc", "bob", "Bob", "t2", "c2")
     assert t.status == "taken_over"
-    assert t.reply.fence == old + 1
+    assert t.reply.fence > old
     assert t.reply.from_.id == "alice"
     ev = t.events[-1]
     assert ev.kind == "taken_over" and ev.reason == "taken_over"

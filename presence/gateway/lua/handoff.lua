@@ -5,11 +5,11 @@
 --              allowed the requester takes the lease over (fence bumped, 'taken_over'), else the
 --              request ends unanswered.
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - mode: 'decline', 'cancel' or 'timeout'
--- ARGV[6]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
--- ARGV[7]    - '1' when the requester may take the lease over at timeout, else '0'
--- ARGV[8]    - by: JSON person who declined, or ''
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - mode: 'decline', 'cancel' or 'timeout'
+-- ARGV[7]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
+-- ARGV[8]    - '1' when the requester may take the lease over at timeout, else '0'
+-- ARGV[9]    - by: JSON person who declined, or ''
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'ended',      {reason}               the request ended: declined, cancelled or timeout
 --                                        (event 'request_ended')
@@ -18,7 +18,7 @@
 --   'none',       ''                     no such request (already resolved)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local mode, arg, may_take, by = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8]
+local mode, arg, may_take, by = ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9]
 local now = now_ms()
 local h = settle(ws)
 local r = request(ws)
