@@ -332,10 +332,20 @@ class LocalRedisCluster:
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
             )
             self.wait_ok()
+            if self.replicas:
+                wait_until(self._replicas_in_sync, 30, "cluster replicas in sync", interval=0.1)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _replicas_in_sync(self) -> bool:
+        """Every slot range lists its replicas, and every replica's link to its primary is up."""
+        ranges = self.node(self.ports[0]).execute_command("CLUSTER SLOTS")
+        if any(len(r) - 3 < self.replicas for r in ranges):
+            return False
+        replicas = [int(rep[1]) for r in ranges for rep in r[3:]]
+        return all(self.node(p).info("replication").get("master_link_status") == "up" for p in replicas)
 
     def wait_ok(self, timeout: float = 30) -> None:
         """Every node says ``cluster_state:ok`` and knows every other node."""
