@@ -149,6 +149,7 @@ async def test_a_lagging_replica_promoted_never_hands_out_a_lower_fence(
     assert back["holder"] is not None and back["holder"]["fence"] == first
 
     # And the next grant is above every fence issued before, lost ones included.
+    await until(lambda: http_status(a, "/readyz") == 200, 15, "ready on the new primary")
     carol = await open_tab(tabs, a, "carol")
     got = await carol.request("takeover", timeout=10)
     assert got["type"] == "acquired", got
