@@ -21,8 +21,8 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = json.loads(out.read_text())
-    assert set(report["figures"]) == {"acquire", "idle", "renewal", "takeover", "free", "storm"}
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6"}
+    assert set(report["figures"]) == {"acquire", "idle", "renewal", "takeover", "free", "storm", "wait"}
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7"}
     for row in report["rows"]:
         assert row["ours"] and row["baseline"], row
     figures = report["figures"]

@@ -9,7 +9,8 @@ and measures:
 3. renewing many held leases: one batched tick vs one ``Lock.extend`` per lease;
 4. takeover notice to a tab on another process vs a raw PUBLISH-to-subscriber hop;
 5. time until a lease is free after its holder's process is SIGKILLed, vs the lease TTL;
-6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost.
+6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost;
+7. the acquire round trip with ``PRESENCE_REDIS_WAIT_REPLICAS=1`` (a replica of its own) vs without.
 
 Everything is bounded (``--timeout``) and every process it started is ended when it returns.
 """
@@ -21,7 +22,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free")  # "idle" also measures the storm
+FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "wait")  # "idle" also measures the storm
 
 
 def add_parser(sub: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import report
+from .durability import wait_cost
 from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
@@ -110,6 +111,9 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
     if "free" in only:
         _log(f"5. free detection after SIGKILL, {plan.kills} times")
         figures["free"] = await free_detection(b)
+    if "wait" in only:
+        _log(f"7. acquire round trip with WAIT for one replica, {plan.samples} samples")
+        figures["wait"] = await wait_cost(b)
 
 
 def _loadavg() -> float:
