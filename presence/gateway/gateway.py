@@ -175,19 +175,23 @@ class Gateway:
     async def _replicated(
         self, script: Script, keys: Sequence[str], args: Args, replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", replicas, timeout_ms)
-            reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError) and attempt == 1:
-                await self.load_scripts()
-                continue
-            for r in (reply, acked):
-                if isinstance(r, BaseException):
-                    raise r
-            return reply, int(acked)
-        raise AssertionError("unreachable")  # pragma: no cover
+        reply, acked = await self._script_then_wait(script, keys, args, replicas, timeout_ms)
+        if isinstance(reply, NoScriptError):
+            await self.load_scripts()
+            reply, acked = await self._script_then_wait(script, keys, args, replicas, timeout_ms)
+        for r in (reply, acked):
+            if isinstance(r, BaseException):
+                raise r
+        return reply, int(acked)
+
+    async def _script_then_wait(
+        self, script: Script, keys: Sequence[str], args: Args, replicas: int, timeout_ms: int
+    ) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run many script calls in one pipeline: one round trip (per cluster node).

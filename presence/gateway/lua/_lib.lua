@@ -282,7 +282,7 @@ local function snapshot(ws, now)
   local tabs = live_tabs(ws, now)
   local h = holder(ws)
   local seq = redis.call('GET', ws.seq) or '0'
-  return {seq = seq, at = now, holder = h and holder_json(h) or cjson.null,
+  return {seq = seq, at = str(now), holder = h and holder_json(h) or cjson.null,
           ttl_ms = h and redis.call('PTTL', ws.lease) or -2,
           tabs = next(tabs) ~= nil and tabs or cjson.null,
           queue = queue_map(ws), request = request_json(request(ws))}
