@@ -47,6 +47,8 @@ def test_a_duplicate_is_stale_but_a_lower_seq_made_later_is_a_gap() -> None:
 def test_an_older_read_is_refused_a_later_read_of_a_history_that_went_back_is_adopted() -> None:
     r = Replica("doc")
     r.reset(Snapshot(seq=10, holder=None, ttl_ms=-2, at=T0))
+    # The same seq read later is the same state: nothing to adopt (unless forced).
+    assert not r.reset(Snapshot(seq=10, holder=None, ttl_ms=-2, at=T0 + 4000))
     r.apply(joined(11, T0 + 50))
     assert not r.reset(Snapshot(seq=10, holder=None, ttl_ms=-2, at=T0 + 40))  # read before seq 11
     assert r.seq == 11

@@ -54,7 +54,8 @@ class Replica:
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
-        back = went_back(snapshot.seq, snapshot.at, self.seq, self.at)
+        # A read at the same seq is the same state read later, not a history that went back.
+        back = snapshot.seq < self.seq and went_back(snapshot.seq, snapshot.at, self.seq, self.at)
         if not back and (snapshot.seq < self.seq or (snapshot.seq == self.seq and not force)):
             return False
         self.seq, self.at = snapshot.seq, snapshot.at

@@ -282,7 +282,8 @@ local function snapshot(ws, now)
   local tabs = live_tabs(ws, now)
   local h = holder(ws)
   local seq = redis.call('GET', ws.seq) or '0'
-  return {seq = seq, at = str(now), holder = h and holder_json(h) or cjson.null,
+  -- Read last: not before any event this script published (a replica tells a duplicate by it).
+  return {seq = seq, at = str(now_ms()), holder = h and holder_json(h) or cjson.null,
           ttl_ms = h and redis.call('PTTL', ws.lease) or -2,
           tabs = next(tabs) ~= nil and tabs or cjson.null,
           queue = queue_map(ws), request = request_json(request(ws))}
