@@ -30,6 +30,11 @@ class SettingsError(ValueError):
 class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False
+    redis_sentinels: tuple[str, ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
+    key_idle_days: float = 7.0
     secret: str | None = None
     jwt_public_key: str | None = None  # PEM text or a file's path: an identity provider's key
     jwks_url: str | None = None  # an identity provider's JSON Web Key Set
@@ -83,8 +88,22 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
-        """True when running on the in-process fakeredis (no ``PRESENCE_REDIS_URL``)."""
-        return self.redis_url is None
+        """True when running on the in-process fakeredis (no ``PRESENCE_REDIS_URL``, no Sentinels)."""
+        return self.redis_url is None and not self.redis_sentinels
+
+    @property
+    def redis_timeout_ms(self) -> int:
+        """Socket timeout of Redis commands: one heartbeat, between 0.5 and 5 seconds."""
+        return max(500, min(5000, self.heartbeat_ms))
+
+    @property
+    def key_idle_ms(self) -> int:
+        """How long a workspace's counters, holder record and queue outlive their last use."""
+        return int(self.key_idle_days * 86_400_000)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``PRESENCE_REDIS_SENTINELS`` as (host, port) pairs (validated: see :meth:`validate`)."""
+        return [_host_port(s) for s in self.redis_sentinels]
 
     @property
     def safety_margin_ms(self) -> int:
@@ -192,6 +211,7 @@ class Settings:
             problems.append(
                 f"PRESENCE_REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
+        problems += self._redis_ha_problems()
         if not 0 < self.port < 65536:
             problems.append(f"port must be between 1 and 65535, got {self.port}")
         if self.dev_mode and not self.allow_dev_on_public and not _is_loopback(self.host):
@@ -204,6 +224,49 @@ class Settings:
         if problems:
             raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _redis_ha_problems(self) -> list[str]:
+        """Sentinel, WAIT and key lifetime settings."""
+        problems: list[str] = []
+        for entry in self.redis_sentinels:
+            try:
+                _host_port(entry)
+            except ValueError:
+                problems.append(
+                    f"PRESENCE_REDIS_SENTINELS must be a comma list of host:port (e.g. "
+                    f"'10.0.0.5:26379,10.0.0.6:26379'), got {entry!r}"
+                )
+        if self.redis_sentinels:
+            if self.redis_cluster:
+                problems.append("PRESENCE_REDIS_SENTINELS and PRESENCE_REDIS_CLUSTER=true exclude each other: "
+                                "a Redis Cluster fails over by itself, without Sentinels")
+            if self.redis_url is not None and self.redis_url.startswith("unix://"):
+                problems.append("PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_URL to be redis:// or rediss:// "
+                                "(it gives the password, database and TLS options; Sentinels name the host)")
+            if not self.redis_sentinel_master or any(c.isspace() for c in self.redis_sentinel_master):
+                problems.append("PRESENCE_REDIS_SENTINEL_MASTER must be the name the Sentinels monitor, "
+                                "without spaces (default mymaster)")
+        if self.redis_wait_replicas < 0:
+            problems.append("PRESENCE_REDIS_WAIT_REPLICAS must be 0 (off) or the number of replicas to wait for")
+        if self.redis_wait_replicas > 0:
+            if self.embedded:
+                problems.append("PRESENCE_REDIS_WAIT_REPLICAS needs a real Redis with replicas "
+                                "(set PRESENCE_REDIS_URL or PRESENCE_REDIS_SENTINELS)")
+            if self.redis_cluster:
+                problems.append("PRESENCE_REDIS_WAIT_REPLICAS is not supported with PRESENCE_REDIS_CLUSTER=true")
+        limit = min(self.lease_ttl_ms // 2, self.redis_timeout_ms - 100)
+        if self.redis_wait_replicas > 0 and not 0 < self.redis_wait_timeout_ms <= limit:
+            problems.append(
+                f"PRESENCE_REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms}) must be between 1 and {limit}: "
+                "under half of PRESENCE_LEASE_TTL_MS, and 100 ms under the Redis command timeout (one "
+                "heartbeat, between 500 and 5000 ms), which a grant's WAIT must not run into"
+            )
+        if not self.key_idle_ms > 2 * self.lease_ttl_ms:
+            problems.append(
+                f"PRESENCE_KEY_IDLE_DAYS ({self.key_idle_days}) must be longer than twice PRESENCE_LEASE_TTL_MS "
+                f"({self.lease_ttl_ms} ms), so no key of a workspace in use expires; the default is 7"
+            )
+        return problems
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -269,6 +332,15 @@ def _secure_url(url: str) -> bool:
     if parts.scheme == "https":
         return bool(parts.hostname)
     return parts.scheme == "http" and parts.hostname is not None and _is_loopback(parts.hostname)
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as a pair; ValueError when it is neither."""
+    host, sep, port = entry.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(entry)
+    return host, int(port)
 
 
 def _is_loopback(host: str) -> bool:

@@ -660,7 +660,7 @@ export class PresenceClient extends EventTarget {
   /** @param {State} state */
   #setState(state) {
     if (!state) return;
-    this.state = state;
+    this.state = state; // whatever its seq: after a Redis failover the sequence may have gone back
     this.#emit("state", state);
   }
 

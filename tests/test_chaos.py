@@ -22,6 +22,11 @@ no fault touches records what Redis did. ``chaos_check.check`` then judges the r
 
 The short run (about 25 s of chaos) is part of the normal suite; ``--runslow`` adds a long one
 (``PRESENCE_CHAOS_SECONDS``, default 300). Each run prints its figures.
+
+The Sentinel soak runs the same tabs and checker on servers that reach Redis through three
+Sentinels (a primary and a replica), with Redis failovers among the faults: the primary is
+SIGKILLed, the Sentinels promote the replica, and the old primary comes back (empty) as a replica
+of the new one. Its observer listens on both data nodes (``chaos_check.FailoverObserver``).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from chaos_check import Observer, check
+from chaos_check import FailoverObserver, Observer, check
 from chaos_client import ChaosClient
+from ha_procs import SentinelGroup
 from procs import RedisServer, ServerProcess
 from tcpproxy import TcpProxy
 
@@ -61,11 +67,19 @@ CLIENTS = [
 
 
 class Node:
-    """A server process behind its own proxy to Redis; restartable on the same port."""
+    """A server process behind its own proxy to Redis (or, with ``sentinels``, reaching Redis
+    through them, without a proxy); restartable on the same port."""
 
-    def __init__(self, name: str, redis_server: RedisServer, prefix: str) -> None:
-        self.proxy = TcpProxy(redis_server.port).start()
-        env = {**ENV, "PRESENCE_REDIS_URL": self.proxy.url, "PRESENCE_KEY_PREFIX": prefix}
+    def __init__(self, name: str, redis_server: RedisServer | None, prefix: str,
+                 sentinels: SentinelGroup | None = None) -> None:
+        self.proxy: TcpProxy | None = None
+        env = {**ENV, "PRESENCE_KEY_PREFIX": prefix}
+        if sentinels is not None:
+            env.update(sentinels.env())
+        else:
+            assert redis_server is not None
+            self.proxy = TcpProxy(redis_server.port).start()
+            env["PRESENCE_REDIS_URL"] = self.proxy.url
         self.proc = ServerProcess(env, name=name).start()
 
     def restart(self) -> None:
@@ -77,7 +91,8 @@ class Node:
 
     def close(self) -> None:
         self.proc.close()
-        self.proxy.close()
+        if self.proxy is not None:
+            self.proxy.close()
 
 
 @pytest.fixture
@@ -105,6 +120,17 @@ class Faults:
             if c.get("name") != Observer.NAME:
                 self.redis.client_kill_filter(_id=c["id"])
 
+    async def server_fault(self, node: Node, fault: str) -> None:
+        """A fault of one server process: paused longer than the TTL, or SIGKILLed and restarted."""
+        if fault == "sigstop":
+            node.proc.signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(TTL_S + self.rng.uniform(0.3, 1.5))
+            finally:
+                node.proc.signal(signal.SIGCONT)
+        elif fault == "restart":
+            await asyncio.to_thread(node.restart)
+
     async def run(self, until: float) -> None:
         rng = self.rng
         while time.monotonic() < until:
@@ -114,14 +140,14 @@ class Faults:
             self.count[fault] += 1
             if fault == "pubsub":
                 await asyncio.to_thread(self.kill_pubsub)
-            elif fault == "latency":
+            elif fault == "latency" and node.proxy is not None:
                 # A round trip below the servers' Redis socket timeout (0.5 s); the way back alone
                 # may exceed the safety margin (TTL/10).
                 down = rng.uniform(0.05, 0.45)
                 node.proxy.set_latency(rng.uniform(0.0, 0.45 - down), down=down)
                 await asyncio.sleep(rng.uniform(1.0, 3.0))
                 node.proxy.heal()
-            elif fault == "slow_then_cut":
+            elif fault == "slow_then_cut" and node.proxy is not None:
                 # Grants made over a slow link, then no renewal gets through: the holders' local
                 # deadlines must count from when their requests were sent.
                 node.proxy.set_latency(0.0, down=rng.uniform(0.25, 0.45))
@@ -129,18 +155,12 @@ class Faults:
                 node.proxy.cut()
                 await asyncio.sleep(TTL_S + rng.uniform(0.2, 1.0))
                 node.proxy.heal()
-            elif fault in ("cut", "blackhole"):
+            elif fault in ("cut", "blackhole") and node.proxy is not None:
                 node.proxy.cut() if fault == "cut" else node.proxy.blackhole()
                 await asyncio.sleep(rng.uniform(0.3, 2.5))
                 node.proxy.heal()
-            elif fault == "sigstop":
-                node.proc.signal(signal.SIGSTOP)
-                try:
-                    await asyncio.sleep(TTL_S + rng.uniform(0.3, 1.5))
-                finally:
-                    node.proc.signal(signal.SIGCONT)
-            elif fault == "restart":
-                await asyncio.to_thread(node.restart)
+            elif fault in ("sigstop", "restart"):
+                await self.server_fault(node, fault)
 
 
 def _append(path: str, text: str) -> None:
@@ -157,12 +177,49 @@ def lease_fences(redis_server: RedisServer, prefix: str) -> dict[str, int | None
     return out
 
 
-async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, seconds: float, seed: int) -> None:
+class SentinelFaults(Faults):
+    """The faults of the Sentinel soak: Redis failovers (the primary SIGKILLed, the replica
+    promoted, the old primary back as a replica), pub/sub connections killed, a server paused or
+    SIGKILLed and restarted."""
+
+    def __init__(self, nodes: list[Node], group: SentinelGroup, rng: random.Random) -> None:
+        super().__init__(nodes, group.nodes[group.primary_port()], rng)
+        self.group = group
+
+    async def failover(self) -> None:
+        old = await asyncio.to_thread(self.group.primary_port)
+        await self.group.kill_async(old)
+        new = await self.group.wait_new_primary_async(old)
+        self.redis = self.group.node(new)
+        await self.group.restart_as_replica_async(old)
+
+    async def run(self, until: float) -> None:
+        rng = self.rng
+        while time.monotonic() < until:
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            node = rng.choice(self.nodes)
+            fault = rng.choice(["failover", "failover", "pubsub", "sigstop", "restart"])
+            self.count[fault] += 1
+            if fault == "failover":
+                await self.failover()
+            elif fault == "pubsub":
+                await asyncio.to_thread(self.kill_pubsub)
+            else:
+                await self.server_fault(node, fault)
+
+
+async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, seconds: float, seed: int,
+               group: SentinelGroup | None = None) -> None:
     rng = random.Random(seed)
-    observer = await Observer(redis_server.url, prefix).start()
+    observer: Observer
+    if group is not None:
+        observer = await FailoverObserver(list(group.nodes), prefix).start()
+    else:
+        observer = await Observer(redis_server.url, prefix).start()
     clients = [ChaosClient(u, ws, tab, lambda: [n.proc.ws_url for n in nodes], random.Random(rng.random()))
                for u, ws, tab in CLIENTS]
-    faults = Faults(nodes, redis_server, random.Random(rng.random()))
+    faults = (Faults(nodes, redis_server, random.Random(rng.random())) if group is None
+              else SentinelFaults(nodes, group, random.Random(rng.random())))
     started = time.monotonic()
     until = started + seconds
     try:
@@ -170,13 +227,15 @@ async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, second
         # Quiesce: no more faults or requests; every connected tab keeps answering pings. After
         # two TTLs every stale belief has ended by deadline or been corrected.
         for n in nodes:
-            n.proxy.heal()
+            if n.proxy is not None:
+                n.proxy.heal()
         for c in clients:
             if not c.connected:
                 await c.connect()
         await asyncio.sleep(2 * TTL_S + 1)
         end_time = time.monotonic()
-        final = await asyncio.to_thread(lease_fences, redis_server, prefix)
+        current = redis_server if group is None else group.nodes[group.primary_port()]
+        final = await asyncio.to_thread(lease_fences, current, prefix)
         await asyncio.sleep(0.3)  # messages already in flight at end_time are logged
     finally:
         for c in clients:
@@ -187,8 +246,9 @@ async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, second
     ops: Counter[str] = Counter()
     for c in clients:
         ops.update(c.ops)
+    kind = "chaos soak with Sentinel failovers" if group else "chaos soak"
     figures = (
-        f"chaos soak: {seconds:.0f}s, seed {seed}, {len(clients)} tabs on {len(nodes)} servers, "
+        f"{kind}: {seconds:.0f}s, seed {seed}, {len(clients)} tabs on {len(nodes)} servers, "
         f"{sum(ops[k] for k in ('acquire', 'takeover', 'release', 'close', 'crash', 'connect'))} operations "
         f"{dict(ops)}, {sum(faults.count.values())} faults {dict(faults.count)}; {report}"
     )
@@ -213,6 +273,38 @@ LONG_SECONDS = float(os.environ.get("PRESENCE_CHAOS_SECONDS", "300"))
 async def test_chaos_soak_long(nodes: list[Node], own_redis: RedisServer, prefix: str) -> None:
     seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
     await soak(nodes, own_redis, prefix, LONG_SECONDS, seed)
+
+
+@pytest.fixture
+def sentinel_nodes(prefix: str) -> Iterator[tuple[SentinelGroup, list[Node]]]:
+    group = SentinelGroup().start()
+    made: list[Node] = []
+    try:
+        made += [Node("chaos-a", None, prefix, group), Node("chaos-b", None, prefix, group)]
+        yield group, made
+    finally:
+        for n in made:
+            n.close()
+        group.close()
+
+
+async def test_chaos_soak_with_sentinel_failovers(
+    sentinel_nodes: tuple[SentinelGroup, list[Node]], prefix: str
+) -> None:
+    group, nodes = sentinel_nodes
+    seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
+    seconds = float(os.environ.get("PRESENCE_CHAOS_SHORT_SECONDS", "25"))
+    await soak(nodes, group.nodes[group.primary_port()], prefix, seconds, seed, group=group)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(LONG_SECONDS + 240)
+async def test_chaos_soak_with_sentinel_failovers_long(
+    sentinel_nodes: tuple[SentinelGroup, list[Node]], prefix: str
+) -> None:
+    group, nodes = sentinel_nodes
+    seed = int(os.environ.get("PRESENCE_CHAOS_SEED", random.randrange(1 << 30)))
+    await soak(nodes, group.nodes[group.primary_port()], prefix, LONG_SECONDS, seed, group=group)
 
 
 def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:
@@ -292,3 +384,35 @@ def test_checker_excuses_a_takeover_but_not_silence_or_lower_fences() -> None:
     assert any("still holds" in v for v in _judge(
         {("w", "ann", "a"): [{"type": "acquired", "fence": 1, "ttl_ms": 5000, "_t": 99.0}]},
         [(99.0, _grant(1, 1, "ann"))], end=100.0, final=None))
+
+
+class _FakeFailoverObserver(_FakeObserver):
+    failover = True
+
+    def ordered(self, events: list[tuple[float, dict[str, object]]]) -> list[tuple[float, dict[str, object]]]:
+        return FailoverObserver.ordered(self, events)  # type: ignore[arg-type]
+
+
+def test_checker_across_failovers_excuses_a_lost_grant_but_not_a_fence_that_went_back() -> None:
+    def at(e: dict[str, object], ms: int) -> dict[str, object]:
+        return {**e, "at": ms}
+
+    # Old history: ann holds 10, bob takes over with 20 (lost: the replica missed it). The promoted
+    # replica has ann at seq 1; its next event (seq 2 again) ends ann's lease, and cat gets 30.
+    events = [(1.0, at(_grant(1, 10, "ann"), 1000)), (2.0, at(_grant(2, 20, "bob", "taken_over", prev=10), 2000)),
+              (5.0, at(_end(2, 10, "released"), 5000)), (5.1, at(_grant(3, 30, "cat"), 5100))]
+    logs = {
+        ("w", "ann", "a"): [{"type": "acquired", "fence": 10, "ttl_ms": 1500, "_t": 1.0},
+                            {"type": "released", "reason": "taken_over", "_t": 2.01}],
+        ("w", "bob", "b"): [{"type": "acquired", "fence": 20, "ttl_ms": 1500, "_t": 2.0},
+                            {"type": "ping", "n": 1, "ttl_ms": 1500, "_t": 3.0},
+                            {"type": "released", "reason": "lost", "_t": 5.3}],
+        ("w", "cat", "c"): [{"type": "acquired", "fence": 30, "ttl_ms": 1500, "_t": 5.2}],
+    }
+    report = check(logs, _FakeFailoverObserver({"w": events}), 6.0, notify_bound=3.0, final_holders={"w": 30})
+    assert report.violations == []
+    # The same, but the promoted replica hands out a fence below the lost one: flagged.
+    low = [*events[:3], (5.1, at(_grant(3, 15, "cat"), 5100))]
+    logs[("w", "cat", "c")] = [{"type": "acquired", "fence": 15, "ttl_ms": 1500, "_t": 5.2}]
+    report = check(logs, _FakeFailoverObserver({"w": low}), 6.0, notify_bound=3.0, final_holders={"w": 15})
+    assert any("granted after 20" in v for v in report.violations), report.violations

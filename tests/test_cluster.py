@@ -313,3 +313,42 @@ async def test_servers_recover_after_a_primary_restarts_empty(
     assert again is not None and again["type"] == "acquired", again
     assert again["fence"] > got["fence"]
     await alice.expect("state", lambda m: (m.get("holder") or {}).get("user", {}).get("id") == "bob", timeout=10)
+
+
+async def test_a_primary_killed_during_takeovers_fails_over_to_its_replica(prefix: str, tabs: list[Tab]) -> None:
+    """cluster-replicas 1: a primary dies while two users take a workspace on it from each other.
+    Its replica is promoted, takeovers resume on it, and every fence is above the one before."""
+    cluster = await asyncio.to_thread(LocalRedisCluster(replicas=1).start)
+    c = Cluster(cluster.url, prefix)
+    try:
+        env = {"PRESENCE_HEARTBEAT_MS": "500", "PRESENCE_DEAD_AFTER_MS": "4000", "PRESENCE_LEASE_TTL_MS": "8000"}
+        a, b = await server(c, "a", **env), await server(c, "b", **env)
+        ws = next(w for i in range(1000) if cluster.owner(key_slot(f"{{{(w := f'doc-{i}')}}}".encode()))
+                  != cluster.ports[0])
+        slot = key_slot(f"{{{ws}}}".encode())
+        primary = cluster.owner(slot)
+        alice = await open_tab(tabs, a, "alice", ws)  # type: ignore[arg-type]
+        bob = await open_tab(tabs, b, "bob", ws)  # type: ignore[arg-type]
+        fences: list[int] = []
+        killed_at: float | None = None
+        after_kill = 0
+        deadline = time.monotonic() + 60
+        i = 0
+        while after_kill < 4:
+            assert time.monotonic() < deadline, f"takeovers did not resume after the failover: {fences}"
+            tab = (alice, bob)[i % 2]
+            i += 1
+            with contextlib.suppress(AssertionError):  # no reply while the cluster fails over
+                got = await tab.request("takeover", timeout=3)
+                if got["type"] == "acquired" and not got.get("rejoined"):  # a rejoin keeps its fence
+                    fences.append(got["fence"])
+                    after_kill += killed_at is not None
+            if killed_at is None and len(fences) >= 3:
+                await asyncio.to_thread(cluster.kill_node, primary)
+                killed_at = time.monotonic()
+            await asyncio.sleep(0.2)
+        assert fences == sorted(fences) and len(set(fences)) == len(fences), fences
+        assert await asyncio.to_thread(cluster.owner, slot) != primary  # its replica serves it now
+    finally:
+        c.close()
+        await asyncio.to_thread(cluster.close)

@@ -130,7 +130,7 @@ async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseScripts) -> 
     old = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     t = await lease.takeover("doc", "bob", "Bob", "t2", "c2")
     assert t.status == "taken_over"
-    assert t.reply.fence == old + 1
+    assert t.reply.fence > old
     assert t.reply.from_.id == "alice"
     ev = t.events[-1]
     assert ev.kind == "taken_over" and ev.reason == "taken_over"
@@ -157,6 +157,49 @@ async def test_fence_strictly_increases_even_after_flushall(lease: LeaseScripts)
     fences.append(after.reply.fence)
     assert fences == sorted(fences) and len(set(fences)) == len(fences)
     assert after.events[-1].seq > seq_before  # seq re-seeded above its old value too
+
+
+async def test_a_fence_counter_that_went_back_still_yields_a_higher_fence(lease: LeaseScripts) -> None:
+    """A replica promoted by a failover may have missed the last grants: its fence counter is
+    behind (or gone). The fence rule, max(counter + 1, TIME in µs), still goes above."""
+    k = lease.keys.workspace("doc")
+    issued = []
+    for user in ("a", "b", "c"):
+        issued.append((await lease.takeover("doc", user, user, "t", "c")).reply.fence)
+    # As the lagging replica has it: the counter of the first grant, the last two lost.
+    await lease.gateway.client.set(k.fence, issued[0])
+    after = (await lease.takeover("doc", "d", "d", "t", "c")).reply.fence
+    assert after > max(issued)
+    # Grants faster than the clock's microseconds still strictly increase (+1).
+    await lease.gateway.client.set(k.fence, after + 10**9)
+    burst = [(await lease.takeover("doc", u, u, "t", "c")).reply.fence for u in ("e", "f")]
+    assert burst == [after + 10**9 + 1, after + 10**9 + 2]
+
+
+async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: LeaseScripts) -> None:
+    """No key of a workspace outlives its use by more than PRESENCE_KEY_IDLE_DAYS: the counters,
+    the holder record and the wait queue get that TTL, refreshed on use."""
+    idle = lease.settings.key_idle_ms
+    k = lease.keys.workspace("doc")
+    c = lease.gateway.client
+    await lease.join("doc", "c2", info("bob", "t2"))
+    fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
+    await lease.acquire("doc", "bob", "Bob", "t2", "c2", wait=True)
+    for key in (k.fence, k.seq, k.holder, k.queue):
+        assert 0 < int(await c.pttl(key)) <= idle, key
+    # Renewals refresh the holder record's TTL: it must outlive the lease.
+    await c.pexpire(k.holder, 5000)
+    renewed, _ = await lease.tick({"doc": fence}, {})
+    assert renewed == {"doc": True}
+    assert int(await c.pttl(k.holder)) > idle - 5000
+    # A touch keeps the queue of a workspace with live tabs.
+    await c.pexpire(k.queue, 5000)
+    await lease.tick({}, {"doc": ["c2"]})
+    assert int(await c.pttl(k.queue)) > idle - 5000
+    # Every key has a TTL.
+    for key in k.all:
+        if await c.exists(key):
+            assert int(await c.pttl(key)) > 0, key
 
 
 async def test_rejoin_keeps_fence(lease: LeaseScripts) -> None:

@@ -55,7 +55,7 @@ async def test_release_hands_the_lease_to_the_first_live_waiter(lease: LeaseScri
     assert out.reply.next.id == "carol"
     granted = out.events[-1]
     assert granted.kind == "acquired" and granted.handoff == "c-carol"
-    assert granted.holder is not None and granted.holder.user == "carol" and granted.holder.fence == fence + 1
+    assert granted.holder is not None and granted.holder.user == "carol" and granted.holder.fence > fence
     assert granted.queue == {"c-dave": 1}
     assert await lease.gateway.client.lrange(lease.keys.workspace("doc").queue, 0, -1) == ["c-dave"]
 
@@ -92,7 +92,7 @@ async def test_request_decline_cancel_and_timeout(lease: LeaseScripts) -> None:
     assert early.status == "early" and 0 < early.reply.left_ms <= 1000
     await asyncio.sleep(early.reply.left_ms / 1000 + 0.05)
     taken = await lease.handoff("doc", "timeout", "c-bob", may_take_over=True)
-    assert taken.status == "taken_over" and taken.reply.fence == fence + 1
+    assert taken.status == "taken_over" and taken.reply.fence > fence
     assert taken.events[-1].from_ is not None and taken.events[-1].from_.id == "alice"
 
 
@@ -185,7 +185,7 @@ async def test_handoff_accepted(servers: Cluster, tabs: list[Tab]) -> None:
     assert st["request"]["by"]["id"] == "bob"
     await alice.request("release")  # "Give it"
     won = await bob.expect("acquired")
-    assert won["fence"] == got["fence"] + 1
+    assert won["fence"] > got["fence"]
     await bob.expect("state", lambda m: m["request"] is None and m["holder"]["user"]["id"] == "bob")
 
 
@@ -228,7 +228,7 @@ async def test_handoff_times_out_into_a_takeover(servers: Cluster, tabs: list[Ta
     start = time.monotonic()
     won = await bob.expect("acquired", timeout=5)
     assert time.monotonic() - start >= 0.9
-    assert won["fence"] == got["fence"] + 1
+    assert won["fence"] > got["fence"]
     lost = await alice.expect("released")
     assert lost["reason"] == "taken_over" and lost["by"]["id"] == "bob"
 

@@ -137,14 +137,17 @@ async def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
 class RedisProc(Proc):
     """A redis-server of the bench's own: loopback, a free port, no persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica_of: tuple[str, int] | None = None) -> None:
+        """``replica_of``: (host, port) of the primary this one replicates (figure 7)."""
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="presence-bench-redis-")
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found on PATH (or pass --redis-url)")
-        super().__init__("redis", [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", self.dir])
+        replica = ["--replicaof", replica_of[0], str(replica_of[1])] if replica_of else []
+        super().__init__("redis-replica" if replica_of else "redis",
+                         [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", self.dir, *replica])
 
     @property
     def url(self) -> str:

@@ -100,6 +100,11 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
                        f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",
                        f["ratio"], "no lease lost", f["leases_lost"] == 0 and f["ours_connected"] == f["tabs"]))
+    if (f := figures.get("wait")) is not None:
+        for p in ("p50", "p99"):
+            out.append(Row("9", f"acquire with WAIT 1 replica, {p}",
+                           f"{_ms(f['ours'][p])} ({f['cost_' + p]:+.3f} ms)", f"{_ms(f['without'][p])} (no WAIT)",
+                           f["ours"][p] / f["without"][p], "none", None))
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import report
+from .durability import wait_cost
 from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
 from .rooms import big_rooms, status_storms
@@ -117,6 +118,9 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
     if "status" in only:
         _log(f"8. status storm in workspaces of {' and '.join(map(str, plan.status_rooms))} tabs")
         figures["status"] = await status_storms(b, plan.status_rooms, plan.status_rounds)
+    if "wait" in only:
+        _log(f"9. acquire round trip with WAIT for one replica, {plan.samples} samples")
+        figures["wait"] = await wait_cost(b)
 
 
 def _loadavg() -> float:

@@ -53,11 +53,12 @@ class RequestRecord(msgspec.Struct, frozen=True):
 class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
     """The whole workspace as read by one script (the ``snapshot`` script's reply, status
     ``sync``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
-    lease key."""
+    lease key; ``at`` the Redis time of the read (epoch ms)."""
 
     seq: int
     holder: HolderRecord | None
     ttl_ms: int
+    at: int = 0
     tabs: dict[str, str] | None = None
     queue: dict[str, int] | None = None
     request: RequestRecord | None = None

@@ -1,7 +1,9 @@
 """Replica: this process's copy of one workspace's Redis state, kept current by sequenced events.
 
 A replica applies events strictly in order; a jump in the sequence is a gap, and the owner
-re-reads the workspace (:class:`~presence.core.records.Snapshot`) instead of guessing.
+re-reads the workspace (:class:`~presence.core.records.Snapshot`) instead of guessing. A sequence
+that went back (a failover promoted a replica that missed the last changes) is a gap too: see
+:func:`went_back`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from .records import HolderRecord, RequestRecord, Snapshot, TabInfo, decode_info
 
 def _ordered(queue: dict[str, int] | None) -> list[str]:
     return sorted(queue or {}, key=lambda conn: (queue or {})[conn])
+
+
+def went_back(seq: int, at: int, known_seq: int, known_at: int) -> bool:
+    """Is an event or snapshot (``seq``, Redis time ``at``) from a history that went back?
+
+    Its seq is not above what this replica knows, yet it was made (or read) later than anything
+    this replica has seen: Redis lost the changes this replica saw (a failover to a replica that
+    missed them). A duplicate (the same event by reply and by pub/sub) is never later than the
+    newest one seen. Redis clocks that disagree by more than a failover lasts can hide a regression;
+    fences stay safe regardless (the fence rule in lua/_lib.lua).
+    """
+    return seq <= known_seq and at > known_at > 0
 
 
 class Applied(enum.Enum):
@@ -38,6 +52,7 @@ class Replica:
     def __init__(self, workspace: str) -> None:
         self.workspace = workspace
         self.seq = 0
+        self.at = 0  # Redis time (ms) of the newest event or read this replica reflects
         self.holder: HolderRecord | None = None
         self.tabs: dict[str, TabInfo] = {}
         self.queue: list[str] = []  # conns, first in line first
@@ -81,9 +96,11 @@ class Replica:
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
-        if snapshot.seq < self.seq or (snapshot.seq == self.seq and not force):
+        # A read at the same seq is the same state read later, not a history that went back.
+        back = snapshot.seq < self.seq and went_back(snapshot.seq, snapshot.at, self.seq, self.at)
+        if not back and (snapshot.seq < self.seq or (snapshot.seq == self.seq and not force)):
             return False
-        self.seq = snapshot.seq
+        self.seq, self.at = snapshot.seq, snapshot.at
         self.holder = snapshot.holder
         self.tabs, self._users, self._viewers = {}, {}, {}
         for conn, raw in (snapshot.tabs or {}).items():
@@ -95,11 +112,14 @@ class Replica:
         return True
 
     def apply(self, event: Event) -> Applied:
+        if went_back(event.seq, event.at, self.seq, self.at):
+            self.seq = 0  # unknown until re-read: nothing applies on top of a history Redis lost
+            return Applied.GAP
         if event.seq <= self.seq:
             return Applied.STALE
         if self.seq == 0 or event.seq != self.seq + 1:
             return Applied.GAP
-        self.seq = event.seq
+        self.seq, self.at = event.seq, max(self.at, event.at)
         if isinstance(event, TabLeft):
             for conn in event.rm:
                 self._drop(conn)

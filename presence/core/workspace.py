@@ -117,9 +117,9 @@ class Workspace:
         for event in events:
             if isinstance(event, LeaseEvent) and self._change is not None and self._change.kind in LEASE_KINDS:
                 self.flush()  # never two lease changes in one update: everyone hears of each
-            before = self.replica.holder
+            before, unread = self.replica.holder, self.replica.seq == 0
             result = self.replica.apply(event)
-            if result is Applied.GAP and self.replica.seq == 0:
+            if result is Applied.GAP and unread:
                 # Not read yet: the snapshot of the join in flight covers what came before it; what
                 # pub/sub brings meanwhile may be newer, so it is kept for after the snapshot.
                 if sent_at is None and len(self._early) < EARLY_MAX:

@@ -6,8 +6,10 @@ as :class:`~presence.errors.StoreUnavailable`: Redis unreachable, too slow, refu
 (maxmemory, a replica) or answering with an error. Callers map it once: a tab's request answers
 ``unavailable``, a join closes 1013, every HTTP surface answers 503.
 
-Scripts run by SHA and are reloaded when Redis forgot them (a restart, ``SCRIPT FLUSH``); many
-script calls can be batched into one round trip (one per node on Cluster).
+Scripts run by SHA and are reloaded when Redis forgot them (a restart, ``SCRIPT FLUSH``, a new
+primary after a failover); many script calls can be batched into one round trip (one per node on
+Cluster). With Redis Sentinel the client follows the primary by itself
+(:mod:`presence.gateway.sentinel`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..errors import StoreUnavailable
 from ..settings import Settings
 from ..telemetry import NO_TELEMETRY, Telemetry
 from .scripts import Args, Call, Script, load_scripts
+from .sentinel import SentinelClient
 
 log = logging.getLogger("presence.gateway")
 
@@ -68,6 +71,7 @@ class Gateway:
         self.cluster = settings.redis_cluster
         self.publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
         self.scripts_loaded = False
+        self._sentinel: SentinelClient | None = None
         self.client: Any = client if client is not None else self._connect(settings)
         self._closed = False
         self._telemetry = telemetry
@@ -76,13 +80,12 @@ class Gateway:
         )
         self._failures: tuple[type[BaseException], ...] = (*self._transient, RedisError)
 
-    @staticmethod
-    def _connect(settings: Settings) -> Any:
-        if settings.redis_url is None:
+    def _connect(self, settings: Settings) -> Any:
+        if settings.embedded:
             import fakeredis
 
             return fakeredis.FakeAsyncRedis(decode_responses=True)
-        timeout = max(0.5, min(5.0, settings.heartbeat_ms / 1000))
+        timeout = settings.redis_timeout_ms / 1000
         # Few, fast retries: a lease deadline is measured in seconds, and every script is safe to
         # retry (a retried acquire or takeover answers 'rejoined', a retried release 'not_holder').
         options: dict[str, Any] = dict(
@@ -98,14 +101,25 @@ class Gateway:
             # redis-py refuses a command once a node's pool is full (no waiting on Cluster): room for
             # a reconnect storm's joins, spread over the primaries.
             options["max_connections"] = 4 * POOL_SIZE
+            assert settings.redis_url is not None
             return RedisCluster.from_url(settings.redis_url, **options)
         options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+        if settings.redis_sentinels:
+            self._sentinel = SentinelClient(settings, options, POOL_SIZE, timeout)
+            self._sentinel.pool.on_new_primary = self._new_primary
+            return self._sentinel.client
+        assert settings.redis_url is not None
         # A burst of requests (a reconnect storm: thousands of joins at once) waits for a free
         # connection instead of failing with "Too many connections", redis-py's default.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=POOL_SIZE, timeout=timeout, **options
         )
         return aioredis.Redis.from_pool(pool)
+
+    def _new_primary(self, address: tuple[str, int]) -> None:
+        """Sentinel promoted another primary: its script cache may lack our scripts. The heartbeat
+        loads them (``scripts_loaded`` false), and a script call that comes first reloads them."""
+        self.scripts_loaded = False
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, self._transient):
@@ -146,6 +160,38 @@ class Gateway:
         except NoScriptError:
             await self.load_scripts()
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def call_replicated(
+        self, script: Script, keys: Sequence[str], args: Args, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run one script, then ``WAIT replicas timeout_ms``: the script's reply and how many
+        replicas acknowledged its writes (at most ``replicas``; fewer when the timeout passed).
+
+        WAIT counts the writes of its own connection, so both go in one non-transactional pipeline:
+        one connection, one round trip, WAIT right after the script. A script that wrote nothing
+        new returns at once."""
+        return await self._guarded(script.name, self._replicated(script, keys, args, replicas, timeout_ms))
+
+    async def _replicated(
+        self, script: Script, keys: Sequence[str], args: Args, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        reply, acked = await self._script_then_wait(script, keys, args, replicas, timeout_ms)
+        if isinstance(reply, NoScriptError):
+            await self.load_scripts()
+            reply, acked = await self._script_then_wait(script, keys, args, replicas, timeout_ms)
+        for r in (reply, acked):
+            if isinstance(r, BaseException):
+                raise r
+        return reply, int(acked)
+
+    async def _script_then_wait(
+        self, script: Script, keys: Sequence[str], args: Args, replicas: int, timeout_ms: int
+    ) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run many script calls in one pipeline: one round trip (per cluster node).
@@ -213,6 +259,6 @@ class Gateway:
             return
         self._closed = True
         try:
-            await self.client.aclose()
+            await (self._sentinel or self.client).aclose()
         except Exception:  # closing a broken connection must not mask the shutdown
             log.debug("error while closing the Redis client", exc_info=True)

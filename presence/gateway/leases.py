@@ -7,11 +7,18 @@ their replies are typed in :mod:`presence.gateway.replies`.
 
 ``observers`` see every event a script run by *this* process published, exactly once across all
 processes (see :class:`~presence.core.events.LeaseObserver`).
+
+With ``PRESENCE_REDIS_WAIT_REPLICAS=n`` the scripts that answer a tab's request for the lease
+(acquire, takeover, request) are followed by ``WAIT n`` on the same connection: a new grant is
+returned only once n replicas have it, so a failover to one of them cannot lose it. A grant
+that is not acknowledged within ``PRESENCE_REDIS_WAIT_TIMEOUT_MS`` is withdrawn (released with its
+fence) and the call fails as Redis unavailable: the tab is answered ``unavailable`` and may retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +29,7 @@ from redis.crc import key_slot
 
 from ..core.events import Event, LeaseObserver, decode_event
 from ..core.records import Snapshot, TabInfo, encode_info
+from ..errors import StoreUnavailable
 from ..settings import Settings
 from ..wire.messages import Person
 from . import replies as r
@@ -78,7 +86,7 @@ class LeaseScripts:
 
     def _head(self, k: WorkspaceKeys) -> list[str | int]:
         s = self.settings
-        return [k.channel, self.gateway.publish_command, s.lease_ttl_ms, s.lease_scope]
+        return [k.channel, self.gateway.publish_command, s.lease_ttl_ms, s.lease_scope, s.key_idle_ms]
 
     async def _run(self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int) -> r.Outcome[r.R]:
         k = self.keys.workspace(workspace)
@@ -88,21 +96,53 @@ class LeaseScripts:
         self._observe(workspace, out.events)
         return out
 
+    async def _grant(
+        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, origin: str, *args: str | int
+    ) -> r.Outcome[r.R]:
+        """A script that may grant the lease to the caller; with WAIT replicas configured, a new
+        grant comes back only once that many replicas acknowledged it (else it is withdrawn)."""
+        replicas = self.settings.redis_wait_replicas
+        if replicas <= 0:
+            return await self._run(decoder, name, workspace, *args)
+        k = self.keys.workspace(workspace)
+        sent_at = asyncio.get_running_loop().time()
+        timeout_ms = self.settings.redis_wait_timeout_ms
+        reply, acked = await self.gateway.call_replicated(
+            self.scripts[name], k.all, [*self._head(k), *args], replicas, timeout_ms
+        )
+        out = decoder.decode(reply, sent_at)
+        self._observe(workspace, out.events)
+        if acked < replicas and isinstance(out.reply, r.Granted | r.TakenOver):
+            await self._withdraw(workspace, out.reply.fence, origin, acked)
+        return out
+
+    async def _withdraw(self, workspace: str, fence: int, origin: str, acked: int) -> None:
+        """A grant too few replicas acknowledged: release it, then fail the call."""
+        replicas, timeout_ms = self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms
+        log.warning("%s: grant of fence %d reached %d of %d replicas within %d ms; withdrawn",
+                    workspace, fence, acked, replicas, timeout_ms)
+        with contextlib.suppress(StoreUnavailable):  # else, unrenewed, it expires within one lease TTL
+            await self.release(workspace, fence, "released", origin)
+        raise StoreUnavailable(
+            f"the grant reached {acked} of {replicas} replicas within {timeout_ms} ms "
+            "(PRESENCE_REDIS_WAIT_REPLICAS) and was withdrawn"
+        )
+
     async def acquire(
         self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False
     ) -> r.Outcome[r.AcquireReply]:
-        return await self._run(_acquire, "acquire", workspace, user, name, tab, origin, "1" if wait else "0")
+        return await self._grant(_acquire, "acquire", workspace, origin, user, name, tab, origin, "1" if wait else "0")
 
     async def takeover(self, workspace: str, user: str, name: str, tab: str, origin: str) -> r.Outcome[r.TakeoverReply]:
         cooldown = self.settings.takeover_cooldown_ms
-        return await self._run(_takeover, "takeover", workspace, user, name, tab, origin, cooldown)
+        return await self._grant(_takeover, "takeover", workspace, origin, user, name, tab, origin, cooldown)
 
     async def request(
         self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
     ) -> r.Outcome[r.RequestReply]:
         """Ask the holder for the lease (polite handoff)."""
         timeout = self.settings.handoff_timeout_ms
-        return await self._run(_request, "request", workspace, user, name, tab, origin, message, timeout)
+        return await self._grant(_request, "request", workspace, origin, user, name, tab, origin, message, timeout)
 
     async def handoff(
         self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None
@@ -162,10 +202,14 @@ class LeaseScripts:
         for group in self._group(leases).values():
             for i in range(0, len(group), RENEW_CHUNK):
                 chunk = group[i : i + RENEW_CHUNK]
-                keys = [self.keys.workspace(ws).lease for ws in chunk]
-                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk])]
+                keys = [key for ws in chunk for key in self._lease_and_holder(ws)]
+                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk]), self.settings.key_idle_ms]
                 calls.append((chunk, Call(self.scripts["renew"], keys, args)))
         return calls
+
+    def _lease_and_holder(self, workspace: str) -> tuple[str, str]:
+        k = self.keys.workspace(workspace)
+        return k.lease, k.holder
 
     def touch_calls(self, tabs: dict[str, list[str]]) -> list[tuple[list[str], Call]]:
         """Calls that refresh ``{workspace: [conn, ...]}`` presence entries and prune dead ones."""
@@ -174,7 +218,9 @@ class LeaseScripts:
             for i in range(0, len(group), TOUCH_CHUNK):
                 chunk = group[i : i + TOUCH_CHUNK]
                 keys: list[str] = []
-                args: list[str | int] = [self.settings.presence_ttl_ms, self.gateway.publish_command]
+                args: list[str | int] = [
+                    self.settings.presence_ttl_ms, self.gateway.publish_command, self.settings.key_idle_ms
+                ]
                 for ws in chunk:
                     k = self.keys.workspace(ws)
                     keys += [k.tabs, k.info, k.seq, k.queue, k.request]

@@ -53,6 +53,17 @@ test("state snapshots: welcome state, then each state message", async () => {
   assert.deepEqual(events.filter(([t]) => t === "connection").map(([, d]) => d.status), ["connecting", "open"]);
 });
 
+test("a state with a lower seq replaces the copy (the sequence went back in a Redis failover)", async () => {
+  const ctx = makeClient();
+  const p = ctx.client.connect();
+  const ws = await accept(ctx.sockets);
+  await p;
+  ws.receive({ type: "state", ...state({ seq: 40 }) });
+  const back = state({ seq: 7, holder: null });
+  ws.receive({ type: "state", ...back });
+  assert.deepEqual(ctx.client.state, back);
+});
+
 test("every ping is answered at once with a pong carrying its n", async () => {
   const { ws } = await connected();
   ws.receive({ type: "ping", n: 41 });

@@ -4,18 +4,22 @@
 -- A workspace's keys, all sharing the hash tag {workspace} (one slot per call on Redis Cluster):
 --   lease    string  the lease itself: value = fence of the current grant, TTL = lease TTL
 --   holder   hash    the announced holder {fence, user, name, tab, since, took}; outlives the
---                    lease key until a script notices the expiry and announces it
---   fence    string  fence counter, never expires, seeded from TIME when missing
---   seq      string  change sequence counter, same seeding
---   tabs     zset    conn -> presence expiry (Redis time, ms)
---   info     hash    conn -> tab info JSON [user, name, tab, active, meta, server]
---   queue    list    FIFO wait queue of conns
+--                    lease key until a script notices the expiry and announces it (TTL: key idle
+--                    time, refreshed by every grant, rejoin and renewal)
+--   fence    string  the last fence issued; TTL: key idle time, refreshed by every grant
+--   seq      string  change sequence counter, seeded from TIME when missing; TTL: key idle time,
+--                    refreshed by every change
+--   tabs     zset    conn -> presence expiry (Redis time, ms); TTL: twice the presence TTL
+--   info     hash    conn -> tab info JSON [user, name, tab, active, meta, server]; same TTL
+--   queue    list    FIFO wait queue of conns; TTL: key idle time, refreshed when one joins it
 --   request  hash    the pending polite-handoff request {conn, user, name, message, deadline}
+-- So no key outlives the workspace's last use by more than the key idle time
+-- (PRESENCE_KEY_IDLE_DAYS): that is safe for the counters because of the fence rule in grant().
 --
 -- Every script but touch acts on one workspace and is called with
 --   KEYS[1..8]  lease, holder, fence, seq, tabs, info, queue, request
---   ARGV[1..4]  channel, publish command ('PUBLISH' or 'SPUBLISH'), lease TTL ms, scope ('user' or
---               'tab'); the script's own arguments start at ARGV[5]
+--   ARGV[1..5]  channel, publish command ('PUBLISH' or 'SPUBLISH'), lease TTL ms, scope ('user' or
+--               'tab'), key idle ms; the script's own arguments start at ARGV[6]
 -- and starts with `local ws = workspace(KEYS, ARGV)`. touch refreshes many workspaces in one call
 -- and builds the table itself, one per workspace, with the fields its helpers read (see touch.lua).
 --
@@ -26,7 +30,8 @@
 --
 -- The helpers (`ws` a workspace table, `h` a holder from holder(ws), `now` Redis time in ms):
 --   workspace(keys, argv)            the table of a single-workspace script, no events yet
---   counter(key)                     INCR the fence or seq counter, re-seeded from TIME when missing
+--   counter(ws, key)                 INCR the seq counter, re-seeded from TIME when missing
+--   next_fence(ws)                   the fence of a new grant: max(last + 1, TIME in µs)
 --   holder(ws)                       the announced holder {fence, user, name, tab, since, took}, or false
 --   holder_json(h), person(h)        h as event JSON: the holder record; the person {id, name}
 --   matches(ws, h, user, tab)        is (user, tab) the holder, in ws.scope?
@@ -44,7 +49,8 @@
 --   handoff(ws, now)                 give the free lease to the requester or the first live waiter
 --   end_lease(ws, h, reason, origin, by, now) end h's lease, announce it, hand it on
 --   settle(ws)                       the holder, after announcing (and handing on) a silent expiry
---   snapshot(ws, now)                the whole workspace {seq, holder, ttl_ms, tabs, queue, request}
+--   snapshot(ws, now)                the whole workspace {seq, at, holder, ttl_ms, tabs, queue, request}
+--   keep_holder(ws)                  the lease's TTL was replaced: the holder record's is too
 --
 -- A lease that ends (released, expired, revoked, idle) goes at once to the pending handoff
 -- requester, else to the first live waiter of the queue: in the same script, so atomically.
@@ -53,17 +59,42 @@ local unpack = unpack or table.unpack
 local function workspace(keys, argv)
   return {lease = keys[1], holder = keys[2], fence = keys[3], seq = keys[4],
           tabs = keys[5], info = keys[6], queue = keys[7], request = keys[8],
-          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), scope = argv[4], events = {}}
+          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), scope = argv[4],
+          idle = tonumber(argv[5]), events = {}}
 end
 
--- A counter that survives data loss: when missing it restarts from Redis TIME in microseconds,
--- above anything it held before (a counter grows by far less than a million a second).
-local function counter(key)
+local function time_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The seq counter: when missing (lost, or expired after the key idle time) it restarts from Redis
+-- TIME in microseconds, above anything it held before (it grows by far less than a million a
+-- second). One that went back (a failover to a replica that missed the last changes) is caught
+-- by the servers instead: an event whose seq is not above theirs but whose time is (core/replica.py).
+local function counter(ws, key)
   if redis.call('EXISTS', key) == 0 then
-    local t = redis.call('TIME')
-    redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+    redis.call('SET', key, str(time_us()))
   end
-  return redis.call('INCR', key)
+  local n = redis.call('INCR', key)
+  redis.call('PEXPIRE', key, ws.idle)
+  return n
+end
+
+-- The fence rule: max(last fence + 1, Redis TIME in µs). The fence key may be lost (Redis restarted
+-- without persistence), expired (idle), or behind (a replica promoted by a failover missed the last
+-- grants): the clock still puts the new fence above every fence issued before, given Redis clocks
+-- that agree within the time since that grant. The +1 keeps fences strictly increasing when grants
+-- come faster than the clock's microseconds.
+local function next_fence(ws)
+  local fence = redis.call('INCR', ws.fence)
+  local now = time_us()
+  if now > fence then
+    fence = now
+    redis.call('SET', ws.fence, str(fence))
+  end
+  redis.call('PEXPIRE', ws.fence, ws.idle)
+  return fence
 end
 
 local function holder(ws)
@@ -85,7 +116,7 @@ local function matches(ws, h, user, tab)
 end
 
 local function emit(ws, ev)
-  ev.seq = str(counter(ws.seq))
+  ev.seq = str(counter(ws, ws.seq))
   ev.at = str(now_ms())
   local msg = cjson.encode(ev)
   redis.call(ws.pubcmd, ws.channel, msg)
@@ -176,9 +207,10 @@ local function holder_has_other_tab(ws, h, except, now)
   return false
 end
 
--- SET NX unless forced (takeover). A forced grant is remembered, for the takeover cooldown.
+-- SET NX unless forced (takeover). A forced grant is remembered, for the takeover cooldown. A failed
+-- SET NX still used up a fence number: harmless, fences only have to grow.
 local function grant(ws, user, name, tab, force)
-  local fence = str(counter(ws.fence))
+  local fence = str(next_fence(ws))
   local ok
   if force then
     ok = redis.call('SET', ws.lease, fence, 'PX', ws.ttl)
@@ -189,7 +221,12 @@ local function grant(ws, user, name, tab, force)
   local since = str(now_ms())
   redis.call('HSET', ws.holder, 'fence', fence, 'user', user, 'name', name, 'tab', tab, 'since', since,
              'took', force and '1' or '0')
+  redis.call('PEXPIRE', ws.holder, ws.idle)
   return {fence = fence, user = user, name = name, tab = tab, since = since}
+end
+
+local function keep_holder(ws)
+  redis.call('PEXPIRE', ws.holder, ws.idle)
 end
 
 local function live_info(ws, conn, now)
@@ -245,7 +282,8 @@ local function snapshot(ws, now)
   local tabs = live_tabs(ws, now)
   local h = holder(ws)
   local seq = redis.call('GET', ws.seq) or '0'
-  return {seq = seq, holder = h and holder_json(h) or cjson.null,
+  -- Read last: not before any event this script published (a replica tells a duplicate by it).
+  return {seq = seq, at = str(now_ms()), holder = h and holder_json(h) or cjson.null,
           ttl_ms = h and redis.call('PTTL', ws.lease) or -2,
           tabs = next(tabs) ~= nil and tabs or cjson.null,
           queue = queue_map(ws), request = request_json(request(ws))}

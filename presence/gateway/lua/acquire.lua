@@ -1,12 +1,12 @@
 -- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
 -- or (wait) join the FIFO queue.
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - user id
--- ARGV[6]    - user name
--- ARGV[7]    - tab id
--- ARGV[8]    - origin conn
--- ARGV[9]    - '1' to wait in the queue when someone else holds the lease, '0' not to
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - user id
+-- ARGV[7]    - user name
+-- ARGV[8]    - tab id
+-- ARGV[9]    - origin conn
+-- ARGV[10]   - '1' to wait in the queue when someone else holds the lease, '0' not to
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'acquired', {fence, ttl_ms}     a new grant (event 'acquired')
 --   'rejoined', {fence, ttl_ms}     the caller already held it: TTL replaced
@@ -14,11 +14,12 @@
 --   'queued',   {holder, position}  waiting in line (event 'queued' when it joined the line now)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local user, name, tab, origin, wait = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
+local user, name, tab, origin, wait = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1'
 local h = settle(ws)
 if h then
   if matches(ws, h, user, tab) then
     redis.call('PEXPIRE', ws.lease, ws.ttl)
+    keep_holder(ws)
     redis.call('LREM', ws.queue, 0, origin)
     return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
   end
@@ -28,6 +29,7 @@ if h then
   local pos = redis.call('LPOS', ws.queue, origin)
   if not pos then
     redis.call('RPUSH', ws.queue, origin)
+    redis.call('PEXPIRE', ws.queue, ws.idle)
     emit(ws, {kind = 'queued', user = {id = user, name = name}, queue = queue_map(ws), origin = origin})
   end
   return reply(ws, 'queued', {holder = holder_json(h),

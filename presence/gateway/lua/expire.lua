@@ -2,7 +2,7 @@
 -- expiry if the lease key is gone, and hands the lease to the next in line (idempotent: only the
 -- first watcher finds anything to announce).
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'held', {ttl_ms}  a lease is alive (maybe just handed on)
 --   'free', ''        no lease

@@ -7,12 +7,12 @@
 --              lease is not forced away by this path either: the request ends with reason
 --              'cooldown' (the holder keeps the lease; the requester may ask again later).
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - mode: 'decline', 'cancel' or 'timeout'
--- ARGV[6]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
--- ARGV[7]    - '1' when the requester may take the lease over at timeout, else '0'
--- ARGV[8]    - by: JSON person who declined, or ''
--- ARGV[9]    - takeover cooldown ms (0: none)
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - mode: 'decline', 'cancel' or 'timeout'
+-- ARGV[7]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
+-- ARGV[8]    - '1' when the requester may take the lease over at timeout, else '0'
+-- ARGV[9]    - by: JSON person who declined, or ''
+-- ARGV[10]   - takeover cooldown ms (0: none)
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'ended',      {reason}               the request ended: declined, cancelled, timeout or cooldown
 --                                        (event 'request_ended')
@@ -21,7 +21,7 @@
 --   'none',       ''                     no such request (already resolved)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local mode, arg, may_take, by, cooldown = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], tonumber(ARGV[9])
+local mode, arg, may_take, by, cooldown = ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local now = now_ms()
 local h = settle(ws)
 local r = request(ws)

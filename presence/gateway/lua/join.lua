@@ -2,22 +2,22 @@
 -- holder (same user; same tab id in tab scope) replaces the lease TTL in the same step, so a
 -- reload within the grace period keeps the lease and its fence.
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - conn
--- ARGV[6]    - tab info JSON [user, name, tab, active, meta, server]
--- ARGV[7]    - user id
--- ARGV[8]    - tab id
--- ARGV[9]    - presence TTL ms
--- ARGV[10]   - '1': answer with the whole workspace (the server has no copy of it yet), else ''
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - conn
+-- ARGV[7]    - tab info JSON [user, name, tab, active, meta, server]
+-- ARGV[8]    - user id
+-- ARGV[9]    - tab id
+-- ARGV[10]   - presence TTL ms
+-- ARGV[11]   - '1': answer with the whole workspace (the server has no copy of it yet), else ''
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'joined', {rejoined, fence?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
 --                                           tabs); seq = the workspace's sequence number after this
 --                                           join; snapshot (when asked) = the whole workspace then
---                                           {seq, holder, ttl_ms, tabs, queue, request}
+--                                           {seq, at, holder, ttl_ms, tabs, queue, request}
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local conn, info, user, tab, presence_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
-local whole = ARGV[10] == '1'
+local conn, info, user, tab, presence_ttl = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
+local whole = ARGV[11] == '1'
 local now = now_ms()
 local h = settle(ws)
 local removed, any = prune(ws, now)
@@ -29,6 +29,7 @@ redis.call('PEXPIRE', ws.info, presence_ttl * 2)
 local rejoined = false
 if h and matches(ws, h, user, tab) then
   redis.call('PEXPIRE', ws.lease, ws.ttl)
+  keep_holder(ws)
   rejoined = true
 end
 local t = cjson.decode(info)

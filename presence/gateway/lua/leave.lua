@@ -3,10 +3,10 @@
 -- period (never lengthened): a reload within grace rejoins it, otherwise it expires and the
 -- expiry watchers announce it (and hand it on).
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - conn
--- ARGV[6]    - '1' when the tab closed cleanly, else '0'
--- ARGV[7]    - grace ms
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - conn
+-- ARGV[7]    - '1' when the tab closed cleanly, else '0'
+-- ARGV[8]    - grace ms
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'left', {ttl_ms?}  event 'left'. ttl_ms when the holder's last tab left cleanly: what is
 --                      left of the lease, at most grace; 0 without grace, the lease released
@@ -14,7 +14,7 @@
 --   'gone', ''         the tab had no presence entry (no events)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local conn, clean, grace = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+local conn, clean, grace = ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])
 local info = redis.call('HGET', ws.info, conn)
 local dequeued = redis.call('LREM', ws.queue, 0, conn) > 0
 local r = request(ws)

@@ -2,18 +2,18 @@
 -- whose lease expired and was granted to someone else cannot release its successor's lease.
 -- Called by a waiter that does not hold the lease, it only leaves the queue.
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - the fence the caller holds ('' = whoever holds it: an operator's force release)
--- ARGV[6]    - reason: 'released', 'revoked' or 'idle' (the event's kind)
--- ARGV[7]    - origin conn ('' for none)
--- ARGV[8]    - by: JSON person who ended it, or ''
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - the fence the caller holds ('' = whoever holds it: an operator's force release)
+-- ARGV[7]    - reason: 'released', 'revoked' or 'idle' (the event's kind)
+-- ARGV[8]    - origin conn ('' for none)
+-- ARGV[9]    - by: JSON person who ended it, or ''
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'released',   {fence, next?}  ended (event ARGV[6]), then handed on (next: to whom)
+--   'released',   {fence, next?}  ended (event ARGV[7]), then handed on (next: to whom)
 --   'dequeued',   ''              the caller was only waiting: left the queue (event 'dequeued')
 --   'not_holder', {holder}
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local token, reason, origin, by = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local token, reason, origin, by = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local h = settle(ws)
 if not h or (token ~= '' and h.fence ~= token) then
   if origin ~= '' and redis.call('LREM', ws.queue, 0, origin) > 0 then

@@ -3,13 +3,13 @@
 -- deadline pass (then the requester's server may take it over, see handoff.lua). One request is
 -- pending at a time; a free lease is simply granted.
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - user id
--- ARGV[6]    - user name
--- ARGV[7]    - tab id
--- ARGV[8]    - origin conn
--- ARGV[9]    - message to the holder
--- ARGV[10]   - answer timeout ms
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - user id
+-- ARGV[7]    - user name
+-- ARGV[8]    - tab id
+-- ARGV[9]    - origin conn
+-- ARGV[10]   - message to the holder
+-- ARGV[11]   - answer timeout ms
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'acquired',  {fence, ttl_ms}        it was free: granted (event 'acquired')
 --   'rejoined',  {fence, ttl_ms}        the caller already holds it: TTL replaced
@@ -17,7 +17,7 @@
 --   'pending',   {request, holder}      another request is pending
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local user, name, tab, origin, message, timeout = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
+local user, name, tab, origin, message, timeout = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
 local now = now_ms()
 local h = settle(ws)
 if not h then
@@ -29,6 +29,7 @@ if not h then
 end
 if matches(ws, h, user, tab) then
   redis.call('PEXPIRE', ws.lease, ws.ttl)
+  keep_holder(ws)
   return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end
 local r = request(ws)

@@ -2,12 +2,12 @@
 -- so the old holder's next renew fails even if it never hears the message. Refused during the
 -- takeover cooldown that follows a takeover (to stop takeover wars).
 -- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..4] - channel, publish command, lease TTL ms, scope (_lib.lua)
--- ARGV[5]    - user id
--- ARGV[6]    - user name
--- ARGV[7]    - tab id
--- ARGV[8]    - origin conn
--- ARGV[9]    - takeover cooldown ms (0: none)
+-- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
+-- ARGV[6]    - user id
+-- ARGV[7]    - user name
+-- ARGV[8]    - tab id
+-- ARGV[9]    - origin conn
+-- ARGV[10]   - takeover cooldown ms (0: none)
 -- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
 --   'acquired',   {fence, ttl_ms}        it was free (event 'acquired')
 --   'taken_over', {fence, ttl_ms, from}  replaced a holder (event 'taken_over')
@@ -15,10 +15,11 @@
 --   'cooldown',   {retry_ms, holder}     too soon after the last takeover
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local user, name, tab, origin, cooldown = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local user, name, tab, origin, cooldown = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
 local h = settle(ws)
 if h and matches(ws, h, user, tab) then
   redis.call('PEXPIRE', ws.lease, ws.ttl)
+  keep_holder(ws)
   return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end
 if h and h.took and cooldown > 0 then

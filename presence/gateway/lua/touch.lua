@@ -4,20 +4,22 @@
 --                  one slot per call on Cluster
 -- ARGV[1]        - presence TTL ms
 -- ARGV[2]        - publish command ('PUBLISH' or 'SPUBLISH')
--- ARGV[3..]      - per workspace in KEYS order: channel, n, then n conns of this server's live tabs
+-- ARGV[3]        - key idle ms: the TTL of the seq counter (when a prune publishes) and the wait queue
+-- ARGV[4..]      - per workspace in KEYS order: channel, n, then n conns of this server's live tabs
 -- Returns per workspace {missing, event JSON...}: missing = '' or a JSON map of the given conns that
 -- had no entry any more (pruned while this server was paused: the server joins them again); the
 -- events ('left' for the pruned entries) are the ones published on that workspace's channel.
 local presence_ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
-local a = 3
+local idle = tonumber(ARGV[3])
+local a = 4
 for w = 1, #KEYS / 5 do
   local k = 5 * (w - 1)
   -- Only the presence keys: touch never reads or changes a lease, so the helpers it calls (prune,
   -- emit_pruned) need no lease, holder, fence, TTL or scope.
   local ws = {tabs = KEYS[k + 1], info = KEYS[k + 2], seq = KEYS[k + 3], queue = KEYS[k + 4],
-              request = KEYS[k + 5], channel = ARGV[a], pubcmd = ARGV[2], events = {}}
+              request = KEYS[k + 5], channel = ARGV[a], pubcmd = ARGV[2], idle = idle, events = {}}
   local n = tonumber(ARGV[a + 1])
   local removed, any = prune(ws, now)
   if any then emit_pruned(ws, removed) end
@@ -31,6 +33,8 @@ for w = 1, #KEYS / 5 do
   end
   redis.call('PEXPIRE', ws.tabs, presence_ttl * 2)
   redis.call('PEXPIRE', ws.info, presence_ttl * 2)
+  -- The wait queue lives while its workspace has live tabs (a waiter is one of them).
+  redis.call('PEXPIRE', ws.queue, idle)
   local res = {next(missing) ~= nil and cjson.encode(missing) or ''}
   for i = 1, #ws.events do res[#res + 1] = ws.events[i] end
   out[w] = res

@@ -1,0 +1,71 @@
+"""Figure 7 of ``presence bench``: what ``PRESENCE_REDIS_WAIT_REPLICAS=1`` costs per acquire.
+
+A replica of the bench's Redis is started on loopback, and the acquire round trip (acquire, then
+release, one tab) is measured on two servers sharing that primary: one that answers a grant at
+once, one that first waits for the replica to acknowledge it (``WAIT 1`` pipelined after the
+script on the same connection). The replica is on the same machine, so this is the floor of the
+cost: across a network, add the round trip from the primary to its replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import redis.asyncio as aioredis
+
+from .harness import GAP_S, Bench, summary, timings
+from .procs import RedisProc, ServerProc
+
+
+async def _acquire_loop(b: Bench, server: ServerProc, samples: int) -> list[float]:
+    warm = max(20, samples // 20)
+    tab = await b.tab(server, "dur", "bench-durability")
+    took: list[float] = []
+    try:
+        for i in range(warm + samples):
+            started = time.perf_counter()
+            reply = await tab.request({"type": "acquire", "id": i})
+            elapsed = time.perf_counter() - started
+            if reply["type"] != "acquired":
+                raise RuntimeError(f"acquire answered {reply}")
+            await tab.request({"type": "release", "id": -1 - i})
+            if i >= warm:
+                took.append(elapsed)
+            await asyncio.sleep(GAP_S)
+    finally:
+        tab.close()
+    return took
+
+
+async def _in_sync(replica: RedisProc) -> None:
+    client = aioredis.Redis(port=replica.port, decode_responses=True)
+    try:
+        for _ in range(200):
+            if (await client.info("replication")).get("master_link_status") == "up":
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the bench's replica did not catch up with the primary")
+    finally:
+        await client.aclose()
+
+
+async def wait_cost(b: Bench) -> dict[str, Any]:
+    primary = urlparse(b.redis_url)
+    replica = RedisProc(replica_of=(primary.hostname or "127.0.0.1", primary.port or 6379))
+    b.procs.append(replica)
+    replica.start()
+    await replica.ready()
+    await _in_sync(replica)
+    plain = await b.server("dur0", keys="dur", **timings(5000))
+    durable = await b.server("dur1", keys="dur", **timings(5000), PRESENCE_REDIS_WAIT_REPLICAS="1")
+    n = b.plan.samples
+    ours = summary(await _acquire_loop(b, durable, n))
+    without = summary(await _acquire_loop(b, plain, n))
+    for proc in (plain, durable, replica):
+        proc.close()
+    return {"replicas": 1, "ours": ours, "without": without,
+            "cost_p50": ours["p50"] - without["p50"], "cost_p99": ours["p99"] - without["p99"],
+            "ratio_p50": ours["p50"] / without["p50"]}

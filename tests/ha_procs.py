@@ -1,0 +1,181 @@
+"""Real processes for high-availability tests: a primary, replicas and three Redis Sentinels.
+
+:class:`SentinelGroup` starts a primary and its replicas (``RedisServer``, so redis-server or, with
+``PRESENCE_TEST_SERVER=valkey``, valkey-server) and three ``<server> --sentinel`` processes, each
+from a generated config with a short ``down-after-milliseconds``, and waits until every Sentinel
+knows the replicas and the other Sentinels. Tests kill, pause and resume nodes and wait for a
+failover with :meth:`SentinelGroup.wait_new_primary`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import redis
+from procs import REDIS_SERVER, RedisServer, free_port, wait_until
+
+MASTER = "mymaster"
+
+
+class SentinelGroup:
+    """A primary, ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a majority).
+
+    ``nodes`` maps port -> RedisServer for every data node, whatever its role now."""
+
+    def __init__(self, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 4000) -> None:
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="presence-sentinel-")
+        self.nodes: dict[int, RedisServer] = {}
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+        self.replica_count = replicas
+        self.first_primary = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> SentinelGroup:
+        try:
+            primary = RedisServer().start()
+            self.nodes[primary.port] = primary
+            self.first_primary = primary.port
+            for _ in range(self.replica_count):
+                replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+                self.nodes[replica.port] = replica
+            wait_until(lambda: self._replicas_online(primary.port) >= self.replica_count, 20, "replicas in sync")
+            for port in self.sentinel_ports:
+                self._start_sentinel(port, primary.port)
+            wait_until(self._sentinels_agree, 30, "Sentinels see the replicas and each other", interval=0.1)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start_sentinel(self, port: int, primary_port: int) -> None:
+        conf = Path(self.dir, f"sentinel-{port}.conf")
+        quorum = len(self.sentinel_ports) // 2 + 1
+        conf.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {MASTER} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {MASTER} 1\n"
+        )
+        log = open(Path(self.dir, f"sentinel-{port}.log"), "ab")  # noqa: SIM115 - the child owns it
+        self.sentinel_procs.append(
+            subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+        )
+        log.close()
+        wait_until(lambda: self.sentinel(port).ping(), 10, f"Sentinel :{port}")
+
+    def close(self) -> None:
+        for proc in self.sentinel_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        for node in self.nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGCONT)
+            node.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def sentinels_env(self) -> str:
+        """The value of ``PRESENCE_REDIS_SENTINELS``."""
+        return ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def env(self) -> dict[str, str]:
+        return {"PRESENCE_REDIS_SENTINELS": self.sentinels_env, "PRESENCE_REDIS_SENTINEL_MASTER": MASTER}
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+
+    def node(self, port: int) -> redis.Redis:
+        return self.nodes[port].client()
+
+    def primary_port(self) -> int:
+        """The primary the Sentinels name now (asks the first one that answers)."""
+        for port in self.sentinel_ports:
+            try:
+                _host, primary = self.sentinel(port).sentinel_get_master_addr_by_name(MASTER)
+                return int(primary)
+            except redis.RedisError:
+                continue
+        raise RuntimeError("no Sentinel answers")
+
+    def replica_ports(self) -> list[int]:
+        primary = self.primary_port()
+        return [p for p in self.nodes if p != primary]
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _replicas_online(self, primary_port: int) -> int:
+        info = self.node(primary_port).info("replication")
+        return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                   and v.get("state") == "online")
+
+    def _sentinels_agree(self) -> bool:
+        for port in self.sentinel_ports:
+            state = self.sentinel(port).sentinel_master(MASTER)
+            if int(state["num-slaves"]) < self.replica_count:
+                return False
+            if int(state["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
+                return False
+        return True
+
+    def wait_new_primary(self, old: int, timeout: float = 30) -> int:
+        """Wait until every Sentinel names a primary other than ``old`` and it says role master."""
+        def promoted() -> int | None:
+            names = set()
+            for port in self.sentinel_ports:
+                _host, primary = self.sentinel(port).sentinel_get_master_addr_by_name(MASTER)
+                names.add(int(primary))
+            if len(names) != 1:
+                return None
+            (new,) = names
+            if new == old or self.node(new).info("replication")["role"] != "master":
+                return None
+            return new
+        result: int = wait_until(promoted, timeout, f"failover away from :{old}", interval=0.1)
+        return result
+
+    async def wait_new_primary_async(self, old: int, timeout: float = 30) -> int:
+        return await asyncio.to_thread(self.wait_new_primary, old, timeout)
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def kill(self, port: int) -> None:
+        self.nodes[port].stop()
+
+    async def kill_async(self, port: int) -> None:
+        await asyncio.to_thread(self.kill, port)
+
+    def pause(self, port: int) -> None:
+        proc = self.nodes[port].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        proc = self.nodes[port].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGCONT)
+
+    def restart_as_replica(self, port: int) -> None:
+        """Start a killed node again, empty, as a replica of the current primary (as an operator
+        brings a crashed primary back)."""
+        node = self.nodes[port]
+        node.extra = ["--replicaof", "127.0.0.1", str(self.primary_port())]
+        node.start()
+
+    async def restart_as_replica_async(self, port: int) -> None:
+        await asyncio.to_thread(self.restart_as_replica, port)
