@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import BadToken, WorkspaceForbidden
-from .signing import VerificationKey
+from .pem import VerificationKey
 from .wire.messages import Person
 
 ALGORITHM = "HS256"

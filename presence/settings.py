@@ -13,6 +13,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
 
+from .pem import BadKey, load_public_key
+
 DEV_SECRET = "presence-dev-mode-insecure-public-key"
 """The fixed signing key of dev mode. Public on purpose: dev tokens must never be trusted."""
 
@@ -149,11 +151,9 @@ class Settings:
         if self.jwks_refresh_ms < 0:
             problems.append("PRESENCE_JWKS_REFRESH_MS must be 0 or positive (milliseconds)")
         if self.jwt_public_key is not None:
-            from .signing import load_public_key  # it imports this module
-
             try:
                 load_public_key(self.jwt_public_key)
-            except SettingsError as exc:
+            except BadKey as exc:
                 problems.append(str(exc))
         if self.heartbeat_ms < 50:
             problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")

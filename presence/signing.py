@@ -20,17 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from . import __version__
 from .errors import BadToken
-from .settings import Settings, SettingsError
+from .pem import VerificationKey, load_public_key
+from .settings import Settings
 
 log = logging.getLogger("presence.signing")
 
@@ -40,16 +37,7 @@ JWKS_TIMEOUT_S = 5
 # What a key set may offer: asymmetric algorithms only (an "oct" key would mean HMAC with a
 # secret published to the world).
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
-_CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _JWK_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-
-
-@dataclass(frozen=True, slots=True)
-class VerificationKey:
-    """What ``jwt.decode`` is given: the key and the only algorithms it may be used with."""
-
-    key: Any  # the HS256 secret (str) or a public key object of ``cryptography``
-    algorithms: tuple[str, ...]
 
 
 class TokenKeys(Protocol):
@@ -76,42 +64,6 @@ class StaticKey:
 
     async def prepare(self) -> None:
         pass
-
-
-def load_public_key(text: str) -> VerificationKey:
-    """A PEM public key or certificate (or the path of a file holding one) and its algorithm.
-    Raises ``SettingsError`` saying what is wrong with it."""
-    text = text.strip().replace("\\n", "\n")  # one-line env vars often carry escaped newlines
-    if not text.startswith("-----BEGIN"):
-        try:
-            with open(text, encoding="ascii") as f:
-                text = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(
-                f"PRESENCE_JWT_PUBLIC_KEY must be a PEM public key ('-----BEGIN PUBLIC KEY-----...') or the path "
-                f"of a file holding one; reading {text[:80]!r} failed: {exc}"
-            ) from None
-    if "PRIVATE KEY-----" in text:
-        raise SettingsError("PRESENCE_JWT_PUBLIC_KEY holds a private key: give the server the public key only")
-    try:
-        if text.startswith("-----BEGIN CERTIFICATE-----"):
-            public: Any = x509.load_pem_x509_certificate(text.encode()).public_key()
-        else:
-            public = load_pem_public_key(text.encode())
-    except ValueError as exc:
-        raise SettingsError(f"PRESENCE_JWT_PUBLIC_KEY is not a readable PEM public key or certificate: {exc}") from None
-    if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < 2048:
-            raise SettingsError(f"PRESENCE_JWT_PUBLIC_KEY: an RSA key of {public.key_size} bits is too weak (2048+)")
-        return VerificationKey(public, ("RS256",))
-    if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name in _CURVES:
-        return VerificationKey(public, (_CURVES[public.curve.name],))
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return VerificationKey(public, ("EdDSA",))
-    raise SettingsError(
-        "PRESENCE_JWT_PUBLIC_KEY must be an RSA (RS256), EC P-256/P-384/P-521 (ES256/384/512) or Ed25519 "
-        f"(EdDSA) public key, not {type(public).__name__}"
-    )
 
 
 def jwk_algorithm(jwk: dict[str, Any]) -> str | None:
