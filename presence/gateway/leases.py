@@ -22,6 +22,7 @@ from redis.crc import key_slot
 
 from ..core.events import Event, LeaseObserver, decode_event
 from ..core.records import Snapshot, TabInfo, encode_info
+from ..errors import StoreUnavailable
 from ..settings import Settings
 from ..wire.messages import Person
 from . import replies as r
@@ -140,6 +141,26 @@ class LeaseScripts:
 
     async def read(self, workspace: str) -> Snapshot:
         return (await self.snapshot(workspace)).reply
+
+    async def read_many(self, workspaces: Sequence[str]) -> dict[str, Snapshot]:
+        """Read many workspaces in one pipelined batch (one round trip per Cluster node).
+
+        Raises ``StoreUnavailable`` when Redis is unreachable or any one read failed in Redis.
+        """
+        calls = []
+        for ws in workspaces:
+            k = self.keys.workspace(ws)
+            calls.append(Call(self.scripts["snapshot"], k.all, self._head(k)))
+        sent_at = asyncio.get_running_loop().time()
+        results = await self.gateway.batch(calls)
+        out: dict[str, Snapshot] = {}
+        for ws, reply in zip(workspaces, results, strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"Redis refused a snapshot of {ws!r}: {reply}")
+            decoded = _snapshot.decode(reply, sent_at)
+            self._observe(ws, decoded.events)
+            out[ws] = decoded.reply
+        return out
 
     async def check_expiry(self, workspace: str) -> r.Outcome[r.ExpireReply]:
         """Announce the lease's expiry if it is gone; else answer its PTTL."""

@@ -97,11 +97,12 @@ def _components() -> dict[str, Schema]:
     return {
         **defs,
         "Error": _obj({"error": STR}),
-        "Lease": _obj({
-            "workspace": STR,
+        "Lease": {"allOf": [_obj({"workspace": STR}), _ref("LeaseState")]},
+        "LeaseState": _obj({
             "holder": _nullable(_ref("HolderView")),
             "fence": _nullable({"type": "integer", "description": "the holder's fence; null when nobody holds it"}),
             "ttl_ms": {"type": "integer", "description": "time left of the lease in Redis; 0 when nobody holds it"},
+            "viewers": {"type": "integer", "description": "users with at least one tab in the workspace"},
         }),
         "WorkspaceRow": workspace_row,
         "WorkspaceDetail": {"allOf": [workspace_row, _obj({"tab_list": {"type": "array", "items": tab}})]},
@@ -161,6 +162,28 @@ def openapi() -> dict[str, Any]:
                     "400": _error("Invalid workspace id."),
                     "401": _error("Missing or wrong API key."),
                     "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                    "503": _error("Redis unavailable; retry later."),
+                },
+            }},
+            "/api/v1/leases": {"get": {
+                "tags": ["api"], "summary": "Many workspaces' leases at once",
+                "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
+                               "in one pipelined round trip. Each id is answered once, whatever the repeats.",
+                "parameters": [{
+                    "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
+                    "description": "a workspace id; repeat for each (1 to 500)",
+                    "schema": {"type": "array", "minItems": 1, "maxItems": 500,
+                               "items": WORKSPACE["schema"]},
+                }],
+                "security": [{"apiKey": []}],
+                "responses": {
+                    "200": _json("Every named workspace's lease.", _obj({"leases": {
+                        "type": "object", "additionalProperties": _ref("LeaseState"),
+                        "description": "workspace id -> its lease"}})),
+                    "400": _error("No workspace named, more than 500, or an invalid id."),
+                    "401": _error("Missing or wrong API key."),
+                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                    "429": _error("Too many wrong API keys from this address; see Retry-After."),
                     "503": _error("Redis unavailable; retry later."),
                 },
             }},
