@@ -3,10 +3,12 @@
 
 // ---- what the server tells -----------------------------------------------------------------------
 
-/** A user, as its token says (`sub` and `name`). */
+/** A user, as its token says (`sub` and `name`), or a backend job holding the lease. */
 export interface User {
   id: string;
   name: string;
+  /** True for a backend job holding the lease over the HTTP API (its id starts with `svc:`). */
+  service?: boolean;
 }
 
 /** Who holds the lease. */

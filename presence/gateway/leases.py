@@ -77,26 +77,40 @@ class LeaseScripts:
             except Exception:
                 log.exception("lease observer %r failed", observer)
 
-    def _head(self, k: WorkspaceKeys) -> list[str | int]:
+    def _head(self, k: WorkspaceKeys, ttl_ms: int | None = None) -> list[str | int]:
         s = self.settings
-        return [k.channel, self.gateway.publish_command, s.lease_ttl_ms, s.lease_scope]
+        return [k.channel, self.gateway.publish_command, ttl_ms or s.lease_ttl_ms, s.lease_scope]
 
-    async def _run(self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int) -> r.Outcome[r.R]:
+    async def _run(
+        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int, ttl_ms: int | None = None
+    ) -> r.Outcome[r.R]:
         k = self.keys.workspace(workspace)
         sent_at = asyncio.get_running_loop().time()
-        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k), *args])
+        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k, ttl_ms), *args])
         out = decoder.decode(reply, sent_at)
         self._observe(workspace, out.events)
         return out
 
     async def acquire(
-        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False
+        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False,
+        ttl_ms: int | None = None,
     ) -> r.Outcome[r.AcquireReply]:
-        return await self._run(_acquire, "acquire", workspace, user, name, tab, origin, "1" if wait else "0")
+        """Take a free lease (``ttl_ms``: a service holder's own TTL; default PRESENCE_LEASE_TTL_MS)."""
+        wait_arg = "1" if wait else "0"
+        return await self._run(_acquire, "acquire", workspace, user, name, tab, origin, wait_arg, ttl_ms=ttl_ms)
 
-    async def takeover(self, workspace: str, user: str, name: str, tab: str, origin: str) -> r.Outcome[r.TakeoverReply]:
+    async def takeover(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, ttl_ms: int | None = None
+    ) -> r.Outcome[r.TakeoverReply]:
         cooldown = self.settings.takeover_cooldown_ms
-        return await self._run(_takeover, "takeover", workspace, user, name, tab, origin, cooldown)
+        return await self._run(_takeover, "takeover", workspace, user, name, tab, origin, cooldown, ttl_ms=ttl_ms)
+
+    async def renew(self, workspace: str, fence: int, ttl_ms: int) -> bool:
+        """Replace the TTL of the lease granted with ``fence`` (a service holder's renewal); False
+        once that fence no longer holds it."""
+        lease = self.keys.workspace(workspace).lease
+        reply = await self.gateway.call(self.scripts["renew"], [lease], [ttl_ms, str(fence)])
+        return bool(reply == "1")
 
     async def request(
         self, workspace: str, user: str, name: str, tab: str, origin: str, message: str

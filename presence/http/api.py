@@ -22,6 +22,7 @@ from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import valid_workspace
 from .keyguard import KeyGuard
+from .services import ServiceLeases
 
 MAX_BATCH = 500  # workspaces per GET /api/v1/leases: one pipelined read, bounded
 
@@ -39,7 +40,7 @@ class Api:
         self.leases = leases
         self.keyguard = keyguard
 
-    def _refused(self, request: Request) -> Response | None:
+    def refused(self, request: Request) -> Response | None:
         """The answer to a request without the API key (or from a peer slowed down); None if allowed."""
         if self.api_key is None:
             return JSONResponse({"error": "the API is disabled: set PRESENCE_API_KEY"}, status_code=404)
@@ -58,7 +59,7 @@ class Api:
         return None
 
     async def lease(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
+        if (refused := self.refused(request)) is not None:
             return refused
         workspace = request.path_params["workspace"]
         if not valid_workspace(workspace):
@@ -71,7 +72,7 @@ class Api:
 
     async def many(self, request: Request) -> Response:
         """``GET /api/v1/leases?workspace=a&workspace=b``: many leases in one round trip."""
-        if (refused := self._refused(request)) is not None:
+        if (refused := self.refused(request)) is not None:
             return refused
         wanted = list(dict.fromkeys(request.query_params.getlist("workspace")))  # once each, in order
         if not wanted:
@@ -102,7 +103,12 @@ def _lease_of(workspace: str, snapshot: Snapshot) -> dict[str, object]:
 
 def routes(settings: Settings, leases: LeaseScripts, keyguard: KeyGuard) -> list[BaseRoute]:
     api = Api(settings, leases, keyguard)
+    jobs = ServiceLeases(settings, leases, api.refused)
+    lease = "/api/v1/workspaces/{workspace:path}/lease"
     return [
         Route("/api/v1/leases", api.many),
-        Route("/api/v1/workspaces/{workspace:path}/lease", api.lease),
+        Route(lease, api.lease, methods=["GET"]),
+        Route(lease, jobs.take, methods=["POST"]),
+        Route(lease, jobs.renew, methods=["PUT"]),
+        Route(lease, jobs.release, methods=["DELETE"]),
     ]
