@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from conftest import Cluster
-from procs import RedisServer
+from procs import LocalRedisCluster, RedisServer
+from watchclient import Watcher
 from wsclient import Tab, open_tab
 
 from presence.fencing import LeaseBusy, LeaseLost, ServiceLease
@@ -152,3 +154,111 @@ def test_service_lease_context_manager(servers: Cluster) -> None:
             time.sleep(0.05)
         with pytest.raises(LeaseLost):
             lease.check()
+
+
+@pytest.fixture
+async def watchers() -> AsyncIterator[list[Watcher]]:
+    opened: list[Watcher] = []
+    yield opened
+    for w in opened:
+        await w.close()
+
+
+async def test_one_socket_watches_many_workspaces_across_processes(
+    servers: Cluster, tabs: list[Tab], watchers: list[Watcher]
+) -> None:
+    a = await servers.server_async("a")
+    b = await servers.server_async("b")
+    w = Watcher(a.ws_url, "lister", workspaces=["doc-*"])
+    watchers.append(w)
+    await w.connect(["doc-1", "doc-2", "secret", "doc-1"], id="w1")
+    refused = await w.expect("error")
+    assert refused["code"] == "forbidden" and refused["workspaces"] == ["secret"]
+    first = await w.expect("leases")
+    assert first["id"] == "w1"
+    assert first["leases"] == {"doc-1": {"holder": None, "viewers": 0}, "doc-2": {"holder": None, "viewers": 0}}
+
+    # Changes made on the other process reach the watcher within a second.
+    n = len(w.messages)
+    started = time.monotonic()
+    alice = await open_tab(tabs, b, "alice", ws="doc-1")
+    joined = await w.expect("lease", timeout=1.0, after=n)
+    assert joined == {"type": "lease", "workspace": "doc-1", "holder": None, "viewers": 1}
+    await alice.request("acquire")
+    held = await w.expect("lease", lambda m: m["holder"] is not None, timeout=1.0, after=n)
+    assert held["holder"]["user"] == {"id": "alice", "name": "Alice"} and held["viewers"] == 1
+    assert time.monotonic() - started < 2.0
+    # A second tab of the same user changes no count: nothing is sent for it.
+    n = len(w.messages)
+    await open_tab(tabs, a, "alice", ws="doc-1")
+    bob = await open_tab(tabs, a, "bob", ws="doc-1")
+    two = await w.expect("lease", timeout=1.0, after=n)
+    assert two["viewers"] == 2 and two["holder"]["user"]["id"] == "alice"
+    assert [m for m in w.messages[n:] if m["type"] == "lease"] == [two]
+    # The watcher is nobody's viewer.
+    assert {v["user"]["id"] for v in bob.state()["viewers"]} == {"alice", "bob"}
+
+    # watch again replaces the set: doc-1's changes are no longer sent, doc-2's are.
+    again = await w.watch(["doc-2"], "w2")
+    assert again["leases"] == {"doc-2": {"holder": None, "viewers": 0}}
+    n = len(w.messages)
+    await alice.request("release")
+    await open_tab(tabs, b, "carol", ws="doc-2")
+    carol = await w.expect("lease", timeout=1.0, after=n)
+    assert carol["workspace"] == "doc-2" and carol["viewers"] == 1
+    assert all(m.get("workspace") != "doc-1" for m in w.messages[n:])
+
+    # Pings as for tabs; bad frames are answered, not fatal.
+    await w.expect("ping", timeout=5)
+    await w.send({"type": "watch", "workspaces": ["a b"], "id": "bad"})
+    bad = await w.expect("error", lambda m: m.get("id") == "bad")
+    assert bad["code"] == "bad_message"
+    await w.send({"type": "watch", "workspaces": [f"d{i}" for i in range(501)], "id": "big"})
+    assert (await w.expect("error", lambda m: m.get("id") == "big"))["code"] == "bad_message"
+
+
+async def test_a_watcher_is_closed_like_a_tab(servers: Cluster, watchers: list[Watcher]) -> None:
+    a = await servers.server_async("a", PRESENCE_HEARTBEAT_MS="200", PRESENCE_DEAD_AFTER_MS="600",
+                                   PRESENCE_LEASE_TTL_MS="1500", PRESENCE_GRACE_MS="500")
+    bad = Watcher(a.ws_url, "x", secret="another-secret-another-secret-xx")
+    watchers.append(bad)
+    await bad.connect(["doc"])
+    assert await bad.closed() == 4401
+    silent = Watcher(a.ws_url, "quiet", answer_pings=False)
+    watchers.append(silent)
+    await silent.connect(["doc"])
+    await silent.expect("leases")
+    assert await silent.closed(timeout=5) == 4408
+    crowd = Watcher(a.ws_url, "many")
+    watchers.append(crowd)
+    await crowd.connect([f"d{i}" for i in range(501)])
+    assert await crowd.closed() == 4400
+
+
+@pytest.mark.cluster
+async def test_watching_spans_the_nodes_of_a_redis_cluster(
+    redis_cluster: LocalRedisCluster, prefix: str, tabs: list[Tab], watchers: list[Watcher]
+) -> None:
+    from test_cluster import CLUSTER, spread
+
+    c = Cluster(redis_cluster.url, prefix)
+    try:
+        a = await c.server_async("a", **CLUSTER)
+        b = await c.server_async("b", **CLUSTER)
+        docs = spread(redis_cluster, 2, stem="listed")  # on every primary
+        w = Watcher(a.ws_url, "lister")
+        watchers.append(w)
+        await w.connect(docs)
+        first = await w.expect("leases")
+        assert list(first["leases"]) == docs
+        for ws in docs:  # a change on every node, made on the other process
+            n = len(w.messages)
+            tab = await open_tab(tabs, b, "alice", ws=ws)
+            await tab.request("acquire")
+            got = await w.expect("lease", lambda m, ws=ws: m["workspace"] == ws and m["holder"] is not None,
+                                 timeout=1.0, after=n)
+            assert got["holder"]["user"]["id"] == "alice" and got["viewers"] == 1
+    finally:
+        for t in tabs:
+            await t.close()
+        c.close()
