@@ -11,7 +11,9 @@ and measures:
 5. time until a lease is free after its holder's process is SIGKILLed, vs the lease TTL;
 6. a reconnect storm after a server restart vs as many bare handshakes; no lease may be lost;
 7. a big room: CPU per join and bytes per tab as N users join one workspace, big N vs small N;
-8. a status storm: CPU per ``status`` message in a big workspace vs a small one.
+8. a status storm: CPU per ``status`` message in a big workspace vs a small one;
+9. list views: watchers of many workspaces each, on two processes, while leases change steadily:
+   delivery latency p50/p99 and server CPU vs the same watchers idle.
 
 Everything is bounded (``--timeout``) and every process it started is ended when it returns.
 """
@@ -23,7 +25,8 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status")  # "idle" also measures the storm
+# "idle" also measures the storm
+FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status", "watch")
 
 
 def add_parser(sub: Any) -> None:
