@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,7 +15,13 @@ from procs import LocalRedisCluster, RedisServer
 from watchclient import Watcher
 from wsclient import Tab, open_tab
 
+from presence.core.replica import Applied
+from presence.engine.watchers import LightReplica, lease_of
 from presence.fencing import LeaseBusy, LeaseLost, ServiceLease
+from presence.gateway.gateway import Gateway
+from presence.gateway.keys import Keys
+from presence.gateway.leases import LeaseScripts
+from presence.settings import Settings
 
 API_KEY = "k" * 40
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -262,3 +269,29 @@ async def test_watching_spans_the_nodes_of_a_redis_cluster(
         for t in tabs:
             await t.close()
         c.close()
+
+
+async def test_a_workspace_nobody_used_yet_applies_its_first_event(redis_server: RedisServer) -> None:
+    """Read at seq 0, a watched workspace's first event follows on from that read (no re-read that
+    could fold an acquire and its quick release into one)."""
+    settings = Settings(redis_url=redis_server.url, key_prefix=f"t{uuid.uuid4().hex[:8]}").validate()
+    gateway = Gateway(settings)
+    await gateway.start()
+    scripts = LeaseScripts(gateway, settings, Keys(settings.key_prefix))
+    try:
+        replica = LightReplica("fresh")
+        snapshot = await scripts.read("fresh")
+        assert snapshot.seq == 0
+        replica.reset(snapshot, force=True)
+        acquired = await scripts.acquire("fresh", "svc:job", "Job", "svc:job", "")
+        released = await scripts.release("fresh", None)
+        assert [replica.apply(e) for e in acquired.events] == [Applied.APPLIED]
+        assert replica.seq == acquired.events[0].seq and replica.holder is not None
+        assert replica.holder.user == "svc:job"
+        assert lease_of(replica).holder is not None
+        assert all(replica.apply(e) is Applied.APPLIED for e in released.events)
+        assert replica.holder is None and replica.seq == released.events[-1].seq
+        never_read = LightReplica("other")
+        assert never_read.apply(acquired.events[0]) is Applied.GAP  # unread: a gap, as ever
+    finally:
+        await gateway.close()

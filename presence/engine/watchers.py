@@ -42,13 +42,37 @@ class Recipient(Protocol):
     def send_frame(self, frame: str) -> bool: ...
 
 
+class LightReplica(Replica):
+    """A replica that may be read before anyone used the workspace.
+
+    Such a read answers seq 0 (no sequence key yet), which :class:`Replica` keeps for "never read":
+    every event would be a gap. Here the read counts, and the first event heard after it (whatever
+    its seq: the scripts seed a new sequence from Redis time) follows on from it; the channel was
+    subscribed before the read, so no event can come between. Without this, a fresh workspace's
+    first change would be re-read instead of applied, and a quick second change (an acquire soon
+    released) could be folded into that read and never told.
+    """
+
+    read = False
+
+    def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
+        adopted = super().reset(snapshot, force)
+        self.read = self.read or adopted
+        return adopted
+
+    def apply(self, event: Event) -> Applied:
+        if self.read and self.seq == 0 and event.seq > 1:  # (seq 1 cannot follow on from 0: a re-read)
+            self.seq = event.seq - 1
+        return super().apply(event)
+
+
 @dataclass(eq=False)
 class Entry:
     """One watched workspace."""
 
     workspace: str
     channel: str
-    replica: Replica
+    replica: LightReplica
     watchers: set[Recipient] = field(default_factory=set)
     shown: WatchedLease | None = None  # what its watchers were last told; None until first read
     early: list[Event] | None = None  # not None while a read is in flight
@@ -125,7 +149,7 @@ class WatchIndex:
 
     def _new_entry(self, workspace: str) -> Entry:
         channel = self.leases.keys.workspace(workspace).channel
-        entry = Entry(workspace, channel, Replica(workspace), early=[])
+        entry = Entry(workspace, channel, LightReplica(workspace), early=[])
         entry.reading = asyncio.get_running_loop().create_future()
         self._entries[workspace] = entry
         self._by_channel[channel] = entry
