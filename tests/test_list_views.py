@@ -210,6 +210,12 @@ async def test_one_socket_watches_many_workspaces_across_processes(
     assert again["leases"] == {"doc-2": {"holder": None, "viewers": 0}}
     n = len(w.messages)
     await alice.request("release")
+    # A tab on the watcher's process comes and goes: the subscription the two shared stays.
+    dave = await open_tab(tabs, a, "dave", ws="doc-2")
+    assert (await w.expect("lease", timeout=1.0, after=n))["viewers"] == 1
+    await dave.close()
+    await w.expect("lease", lambda m: m["viewers"] == 0, timeout=1.0, after=n)
+    n = len(w.messages)
     await open_tab(tabs, b, "carol", ws="doc-2")
     carol = await w.expect("lease", timeout=1.0, after=n)
     assert carol["workspace"] == "doc-2" and carol["viewers"] == 1

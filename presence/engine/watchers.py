@@ -128,10 +128,12 @@ class WatchIndex:
                     await asyncio.shield(entry.reading)
                 if entry is None or entry.shown is None:
                     raise StoreUnavailable(f"{ws} could not be read")
-        except StoreUnavailable as exc:
+        except BaseException as exc:  # Redis, or the connection's task cancelled: keep the earlier set
             for ws in added:
                 self._drop(who, ws)
-            raise Unavailable("Redis unavailable, retry later") from exc
+            if isinstance(exc, StoreUnavailable):
+                raise Unavailable("Redis unavailable, retry later") from exc
+            raise
         for ws in old:
             if ws not in set(wanted):
                 self._drop(who, ws)
