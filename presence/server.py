@@ -58,7 +58,10 @@ class Server:
         self._conn_seq = 0
         self.keys = Keys(settings.key_prefix)
         self.tasks = TaskSet()
-        self.metrics = Metrics(self.server_id, lambda: self.workspaces.counts(), lambda: self.ready)
+        self.metrics = Metrics(
+            self.server_id, lambda: self.workspaces.counts(), lambda: self.ready,
+            lambda: (len(self.watchers), len(self.watch_index)),
+        )
         self.gateway = Gateway(settings, client, self.metrics)
         self.leases = LeaseScripts(self.gateway, settings, self.keys)
         self.subscriptions = Subscriptions(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from conftest import Cluster
 from procs import LocalRedisCluster, RedisServer
+from test_metrics import scrape, value
 from watchclient import Watcher
 from wsclient import Tab, open_tab
 
@@ -184,6 +185,9 @@ async def test_one_socket_watches_many_workspaces_across_processes(
     first = await w.expect("leases")
     assert first["id"] == "w1"
     assert first["leases"] == {"doc-1": {"holder": None, "viewers": 0}, "doc-2": {"holder": None, "viewers": 0}}
+    metrics = await scrape(a)
+    assert value(metrics, "presence_watchers") == 1 and value(metrics, "presence_watched_workspaces") == 2
+    assert value(metrics, "presence_connections") == 0  # a watcher is no tab
 
     # Changes made on the other process reach the watcher within a second.
     n = len(w.messages)
@@ -208,6 +212,7 @@ async def test_one_socket_watches_many_workspaces_across_processes(
     # watch again replaces the set: doc-1's changes are no longer sent, doc-2's are.
     again = await w.watch(["doc-2"], "w2")
     assert again["leases"] == {"doc-2": {"holder": None, "viewers": 0}}
+    assert value(await scrape(a), "presence_watched_workspaces") == 1
     n = len(w.messages)
     await alice.request("release")
     # A tab on the watcher's process comes and goes: the subscription the two shared stays.
