@@ -98,13 +98,15 @@ async def test_service_holder_takes_renews_and_releases_like_a_person(
         assert (await http.delete(url, params={"fence": fence})).status_code == 409
         assert (await bob.request("release"))["type"] == "released"
 
-        # Release: the tabs see the lease free again; a takeover by the service works too.
+        # Tabs wait in line behind a service as behind a person: its release hands the lease on.
         fence = (await http.post(url, json=job)).json()["fence"]
+        assert (await bob.request("acquire", wait=True))["type"] == "queued"
+        n = len(bob.messages)
         r = await http.delete(url, params={"fence": fence})
         assert r.status_code == 200 and r.json() == {"released": True}
-        freed = await bob.expect("state", lambda m: (m.get("change") or {}).get("kind") == "released")
-        assert freed["holder"] is None
-        await bob.request("acquire")
+        handed = await bob.expect("acquired", lambda m: bob.messages.index(m) >= n)
+        assert handed["fence"] > fence
+        # A takeover by the service works too.
         r = await http.post(url, json={**job, "takeover": True})
         assert r.status_code == 201
         await bob.expect("released")
@@ -251,6 +253,19 @@ async def test_a_watcher_is_closed_like_a_tab(servers: Cluster, watchers: list[W
     watchers.append(crowd)
     await crowd.connect([f"d{i}" for i in range(501)])
     assert await crowd.closed() == 4400
+
+
+async def test_a_flooding_watcher_is_throttled_then_closed(servers: Cluster, watchers: list[Watcher]) -> None:
+    a = await servers.server_async("a", PRESENCE_RATE_LIMIT="2", PRESENCE_RATE_BURST="3")
+    w = Watcher(a.ws_url, "flood")
+    watchers.append(w)
+    await w.connect(["doc"])
+    await w.expect("leases")
+    for i in range(40):
+        await w.send({"type": "watch", "workspaces": ["doc"], "id": i})
+    limited = await w.expect("error", lambda m: m["code"] == "rate_limited")
+    assert "slow down" in limited["message"]
+    assert await w.closed() == 4429
 
 
 @pytest.mark.cluster
