@@ -1,6 +1,7 @@
 """The demo's list page (/demo/list), in headless Chromium: twenty documents with live badges from
 one LeaseWatcher connection; a badge changes within a second when another browser takes the
-document, and the list's visitor is nobody's viewer."""
+document, the list's visitor is nobody's viewer, and after its server restarts the list reconnects
+and shows what changed meanwhile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser_support import (
+    SERVER_DOWN_NOISE,
     ConsoleLog,
     browser_fixture,  # noqa: F401 - fixture
     console_fixture,  # noqa: F401 - fixture
@@ -58,4 +60,14 @@ def test_the_list_page_shows_who_edits_each_document_live(
     # She stops editing: free again.
     alice.get_by_role("button", name="Done editing").click()
     expect(row.locator(".badge")).to_have_text("Free", timeout=1000)
-    assert console.errors() == []
+
+    # The list's server restarts; meanwhile she takes the document again. The list reconnects,
+    # watches again, and shows what changed while it was away.
+    a.terminate()
+    expect(lister.locator("#status")).to_have_attribute("data-status", re.compile("reconnecting|connecting"))
+    alice.get_by_role("button", name="Edit", exact=True).click()
+    expect(alice.locator("#editor")).to_be_enabled()
+    a.start()
+    expect(lister.locator("#status")).to_have_attribute("data-status", "open", timeout=20_000)
+    expect(row.locator(".badge")).to_have_text("Alice is editing")
+    assert console.errors(allow=SERVER_DOWN_NOISE) == []
