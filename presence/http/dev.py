@@ -33,7 +33,7 @@ from ..core.records import HolderRecord
 from ..errors import BadToken, CloseError, StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
-from ..wire.messages import Person, valid_workspace
+from ..wire.messages import SERVICE_PREFIX, Person, valid_workspace
 from .headers import PAGE_HEADERS
 
 MAX_DOCUMENTS = 1000  # the least recently saved or read go first: a dev server's memory stays small
@@ -198,6 +198,9 @@ class DevRoutes:
         user = request.query_params.get("user", "").strip()[:64]
         if not user:
             return JSONResponse({"error": "give ?user=ID (and optionally &name=NAME)"}, status_code=400)
+        if user.startswith(SERVICE_PREFIX):
+            return JSONResponse({"error": f"user ids starting with {SERVICE_PREFIX!r} are reserved for backend jobs"},
+                                status_code=400)
         name = request.query_params.get("name", "").strip()[:100] or user
         s = self.settings
         return JSONResponse({"token": auth.mint(
