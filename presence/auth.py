@@ -24,7 +24,7 @@ import jwt
 
 from .errors import BadToken, WorkspaceForbidden
 from .pem import VerificationKey
-from .wire.messages import Person
+from .wire.messages import SERVICE_PREFIX, Person
 
 ALGORITHM = "HS256"
 LEEWAY_S = 10
@@ -94,6 +94,9 @@ def verify(
         raise BadToken(f"invalid token: 'sub' must be a non-empty string of at most {MAX_SUB} characters")
     if not isinstance(name, str) or not name:
         raise BadToken("invalid token: 'name' must be a non-empty string")
+    if sub.startswith(SERVICE_PREFIX):
+        # Reserved for service holders: a tab of "svc:import" would rejoin the import job's lease.
+        raise BadToken(f"invalid token: 'sub' must not start with {SERVICE_PREFIX!r} (reserved for backend jobs)")
     ws = claims.get("ws")
     if ws is not None and (not isinstance(ws, list) or not all(isinstance(w, str) for w in ws)):
         raise BadToken("invalid token: 'ws' must be a list of workspace ids or prefixes*")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from . import __version__, auth, logctx
 from .settings import Settings, SettingsError
+from .wire.messages import SERVICE_PREFIX
 
 
 class _JsonFormatter(logging.Formatter):
@@ -114,6 +115,11 @@ def _token(args: argparse.Namespace) -> int:
     if not settings.can_mint:
         print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
               "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
+        return 2
+    if args.user.startswith(SERVICE_PREFIX):
+        print(f"presence: user ids starting with {SERVICE_PREFIX!r} are reserved for backend jobs, which take "
+              "leases over the HTTP API (POST /api/v1/workspaces/{id}/lease); the server refuses such tokens",
+              file=sys.stderr)
         return 2
     if settings.dev_mode:
         print("presence: dev mode (no PRESENCE_SECRET): this token is signed with the public dev key",

@@ -23,8 +23,11 @@ from typing import Any
 
 from .connections.admission import Admission
 from .connections.session import Endpoint
+from .connections.watcher import Watchers
+from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
 from .engine.heartbeat import Heartbeat
+from .engine.watchers import WatchIndex
 from .engine.workspaces import Workspaces
 from .errors import Restarting, StoreUnavailable
 from .gateway.gateway import Gateway
@@ -55,22 +58,31 @@ class Server:
         self._conn_seq = 0
         self.keys = Keys(settings.key_prefix)
         self.tasks = TaskSet()
-        self.metrics = Metrics(self.server_id, lambda: self.workspaces.counts(), lambda: self.ready)
+        self.metrics = Metrics(
+            self.server_id, lambda: self.workspaces.counts(), lambda: self.ready,
+            lambda: (len(self.watchers), len(self.watch_index)),
+        )
         self.gateway = Gateway(settings, client, self.metrics)
         self.leases = LeaseScripts(self.gateway, settings, self.keys)
         self.subscriptions = Subscriptions(
-            self.gateway.client, self.gateway.cluster, self.keys.control, self._on_message,
-            lambda channel: self.workspaces.on_resubscribed(channel),
+            self.gateway.client, self.gateway.cluster, self.keys.control, self._on_message, self._on_resubscribed
         )
+        # Tabs and watchers share the workspace channels: each unsubscribes only its own interest.
+        channels = SharedChannels(self.subscriptions)
         self.workspaces = Workspaces(
-            settings, self.server_id, self.gateway, self.leases, self.subscriptions, self.tasks, self.metrics
+            settings, self.server_id, self.gateway, self.leases, channels.share("tabs"), self.tasks, self.metrics
         )
+        self.watch_index = WatchIndex(settings, self.leases, channels.share("watchers"), self.tasks)
         self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
         self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
+        self.watchers = Watchers(
+            settings, self.admission, self.watch_index, self.metrics, self._next_conn, self.tokens
+        )
         self.endpoint = Endpoint(
-            settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn, self.tokens
+            settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn, self.tokens,
+            self.watchers,
         )
         # The ops plane: it observes this process's lease events and reads its counts.
         self.audit = AuditLog(
@@ -89,8 +101,13 @@ class Server:
     def _on_message(self, channel: str, data: str) -> None:
         if channel == self.keys.control:
             self.control.on_message(data)
-        else:
+        else:  # a workspace's event: to its tabs here and to its watchers here
             self.workspaces.on_published(channel, data)
+            self.watch_index.on_published(channel, data)
+
+    def _on_resubscribed(self, channel: str) -> None:
+        self.workspaces.on_resubscribed(channel)
+        self.watch_index.on_resubscribed(channel)
 
     def _vitals(self) -> Vitals:
         return Vitals(
@@ -132,6 +149,7 @@ class Server:
         self.stopping = True
         self.admission.close()
         await self.workspaces.stop(Restarting.close_code, "server restarting, reconnect")
+        self.watchers.stop(Restarting.close_code, "server restarting, reconnect")
         await self.heartbeat.stop()
         await self.subscriptions.stop()
         await self.tasks.close()

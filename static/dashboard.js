@@ -40,7 +40,13 @@ function duration(ms) {
 }
 
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
-const who = (u) => (u ? (u.name && u.name !== u.id ? `${u.name} (${u.id})` : u.id) : "");
+// A backend job holding a lease (user id "svc:<id>") is marked as one, in the table and the log.
+const isService = (u) => Boolean(u && (u.service || String(u.id).startsWith("svc:")));
+const who = (u) => {
+  if (!u) return "";
+  const base = u.name && u.name !== u.id ? `${u.name} (${u.id})` : u.id;
+  return isService(u) ? `⚙ ${base} · service` : base;
+};
 
 // -- state -------------------------------------------------------------------------------------
 

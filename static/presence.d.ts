@@ -3,10 +3,12 @@
 
 // ---- what the server tells -----------------------------------------------------------------------
 
-/** A user, as its token says (`sub` and `name`). */
+/** A user, as its token says (`sub` and `name`), or a backend job holding the lease. */
 export interface User {
   id: string;
   name: string;
+  /** True for a backend job holding the lease over the HTTP API (its id starts with `svc:`). */
+  service?: boolean;
 }
 
 /** Who holds the lease. */
@@ -320,8 +322,87 @@ export declare class PresenceClient extends EventTarget {
 }
 
 // ---- LeaseWatcher (list views) --------------------------------------------------------------------
-// Reserved: the declarations of LeaseWatcher (one connection watching many workspaces' leases) go
-// here when presence.js exports it. A test keeps this file's exports equal to presence.js's.
+
+/** The most workspaces one LeaseWatcher may watch (500). */
+export declare const MAX_WATCHED: number;
+
+/** A watched workspace's holder, as list views show it. */
+export interface WatchHolder {
+  user: User;
+  /** When this holder got the lease (epoch ms, Redis clock). */
+  since_ms: number;
+}
+
+/** A watched workspace's lease: its holder (or null) and how many users have it open. */
+export interface WatchedLease {
+  holder: WatchHolder | null;
+  viewers: number;
+}
+
+/** The detail of a `lease` event: one watched workspace changed. */
+export interface LeaseDetail extends WatchedLease {
+  workspace: string;
+}
+
+export interface WatchErrorDetail extends ErrorDetail {
+  /** With code `forbidden`: the ids the token may not see (left out of `leases`). */
+  workspaces?: string[];
+}
+
+/** Every event of a LeaseWatcher and its detail. */
+export interface LeaseWatcherEventMap {
+  lease: CustomEvent<LeaseDetail>;
+  leases: CustomEvent<{ leases: Map<string, WatchedLease> }>;
+  error: CustomEvent<WatchErrorDetail>;
+  connection: CustomEvent<ConnectionDetail>;
+}
+
+export interface LeaseWatcherOptions {
+  token: TokenSource;
+  /** The first set to watch (see watch()). */
+  workspaces?: string[];
+  /** WebSocket URL of `/ws`; default: same host as the page. */
+  url?: string;
+  /** The server's PRESENCE_HEARTBEAT_MS (default 5000): 2.5 of them of silence reconnect. */
+  heartbeatMs?: number;
+  WebSocket?: typeof WebSocket;
+  random?: () => number;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (handle: unknown) => void;
+}
+
+/** Watches many workspaces' leases over one connection, for list views; its user is nobody's viewer. */
+export declare class LeaseWatcher extends EventTarget {
+  constructor(options: LeaseWatcherOptions);
+  /** The watched workspaces' leases (those the token may see), by id. */
+  leases: Map<string, WatchedLease>;
+  /** The current socket got its first `leases`. */
+  connected: boolean;
+  /** The workspaces asked for (the last watch()). */
+  readonly workspaces: string[];
+  /** Opens the connection and keeps it open (reconnecting and re-watching); resolves with `leases` once
+   *  the first answer arrived, rejects (PresenceError) when it gives up: 4400, 4403, repeated 4401. */
+  connect(): Promise<Map<string, WatchedLease>>;
+  /** Watches these instead (at most MAX_WATCHED: RangeError); resolves once the server answered. */
+  watch(workspaces: string[]): Promise<Map<string, WatchedLease>>;
+  /** Stops everything (closes with 1000). */
+  close(): void;
+
+  addEventListener<K extends keyof LeaseWatcherEventMap>(
+    type: K, listener: (this: LeaseWatcher, event: LeaseWatcherEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions,
+  ): void;
+  removeEventListener<K extends keyof LeaseWatcherEventMap>(
+    type: K, listener: (this: LeaseWatcher, event: LeaseWatcherEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions,
+  ): void;
+}
 
 /** What changed since `base` (the state's `seq`), leading to `seq`: only what changed is present. */
 export interface Update {

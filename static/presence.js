@@ -1,7 +1,7 @@
 // @ts-check
 // presence.js - browser client for the presence server (docs/protocol.md; types in presence.d.ts). One ES module, no dependencies.
 
-/** @typedef {{id: string, name: string}} User */
+/** @typedef {{id: string, name: string, service?: boolean}} User  service: a backend job (id "svc:...") */
 /** @typedef {{user: User, fence?: number, since_ms: number, tabs: number}} Holder */
 /** @typedef {{user: User, tabs: number, active: boolean}} Viewer */
 /**
@@ -733,6 +733,314 @@ export class PresenceClient extends EventTarget {
   }
 
   /** @param {Record<string, unknown>} msg */
+  #send(msg) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** @param {string} type @param {object} detail */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+// ---- LeaseWatcher: many workspaces' leases on one connection (list views) ------------------------------
+
+export const MAX_WATCHED = 500;
+
+/** @typedef {{user: User, since_ms: number}} WatchHolder */
+/** @typedef {{holder: WatchHolder|null, viewers: number}} WatchedLease */
+/**
+ * @typedef {object} LeaseWatcherOptions
+ * @property {TokenSource} token  as for PresenceClient; its `ws` claim decides which workspaces may be watched.
+ * @property {string[]} [workspaces]  the first set to watch (see watch()).
+ * @property {string} [url]  WebSocket URL of `/ws`; default: same host as the page.
+ * @property {number} [heartbeatMs]  the server's PRESENCE_HEARTBEAT_MS (default 5000): silence for 2.5 of
+ *   them drops the connection and reconnects.
+ * @property {typeof WebSocket} [WebSocket]
+ * @property {() => number} [random]
+ * @property {(fn: () => void, ms: number) => any} [setTimeout]
+ * @property {(handle: any) => void} [clearTimeout]
+ */
+
+/**
+ * Watches the lease (holder and number of viewing users) of many workspaces over one WebSocket: for a list
+ * page's badges ("Alice is editing", "3 viewing"). It joins no workspace, so its user appears nowhere.
+ *
+ *   const watcher = new LeaseWatcher({ token: fetchToken, workspaces: ids });
+ *   watcher.addEventListener("lease", (e) => render(e.detail.workspace, e.detail.holder, e.detail.viewers));
+ *   await watcher.connect();          // resolves with the `leases` Map once the first answer arrived
+ *   watcher.watch(otherIds);          // replaces the set (at most 500)
+ *
+ * Events: `lease` {workspace, holder, viewers} for every change (also for differences found after a
+ * reconnect), `leases` {leases} after each full answer, `error` {code, message, workspaces?} (`forbidden`:
+ * ids the token may not see, left out of `leases`), `connection` as PresenceClient's.
+ */
+export class LeaseWatcher extends EventTarget {
+  /** @type {Map<string, WatchedLease>} the watched workspaces' leases, by id (those the token may see) */
+  leases = new Map();
+  /** @type {boolean} the current socket got its first `leases` */
+  connected = false;
+
+  #url; #token; #WS; #random; #setTimeout; #clearTimeout; #heartbeatMs;
+  /** @type {string[]} */ #ids = [];
+  /** @type {WebSocket|null} */ #ws = null;
+  #stopped = true;
+  #gen = 0;
+  #attempt = 0;
+  #authFailures = 0;
+  #refreshToken = false;
+  #nextId = 0;
+  /** @type {Map<string, (leases: Map<string, WatchedLease>) => void>} */ #waiting = new Map();
+  /** @type {{resolve: (l: Map<string, WatchedLease>) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
+  /** @type {Map<"retry"|"silence", any>} */ #timers = new Map();
+
+  /** @param {LeaseWatcherOptions} options */
+  constructor(options) {
+    super();
+    if (options?.token == null) throw new TypeError("LeaseWatcher: `token` is required");
+    this.#url = resolveUrl(options.url);
+    this.#token = options.token;
+    const WS = options.WebSocket || globalThis.WebSocket;
+    if (!WS) throw new TypeError("LeaseWatcher: no WebSocket implementation");
+    this.#WS = WS;
+    this.#random = options.random || Math.random;
+    this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
+    this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
+    this.#heartbeatMs = options.heartbeatMs || DEFAULT_HEARTBEAT_MS;
+    if (options.workspaces) this.#ids = LeaseWatcher.#checked(options.workspaces);
+  }
+
+  /** @param {string[]} ids */
+  static #checked(ids) {
+    const unique = [...new Set(ids)];
+    if (unique.length > MAX_WATCHED) throw new RangeError(`LeaseWatcher: at most ${MAX_WATCHED} workspaces`);
+    return unique;
+  }
+
+  /** The workspaces asked for (the last watch()). */
+  get workspaces() { return [...this.#ids]; }
+
+  /**
+   * Opens the connection (and keeps it open, reconnecting and re-watching as needed). Resolves with the
+   * `leases` Map once the first answer arrived; rejects when the watcher gives up (4400, 4403, repeated 4401).
+   * @returns {Promise<Map<string, WatchedLease>>}
+   */
+  connect() {
+    const promise = new Promise((resolve, reject) => this.#connectWaiters.push({ resolve, reject }));
+    if (this.#stopped) {
+      this.#stopped = false;
+      this.#attempt = 0;
+      this.#authFailures = 0;
+      this.#open();
+    } else if (this.connected) {
+      this.#settleConnect(null);
+    }
+    return promise;
+  }
+
+  /**
+   * Watches these workspaces instead (at most 500). Resolves with the `leases` Map once the server answered
+   * (at once when not connected: the set is sent on connecting).
+   * @param {string[]} ids
+   * @returns {Promise<Map<string, WatchedLease>>}
+   */
+  watch(ids) {
+    this.#ids = LeaseWatcher.#checked(ids);
+    if (!this.connected || !this.#ws) {
+      for (const id of [...this.leases.keys()]) if (!this.#ids.includes(id)) this.leases.delete(id);
+      return Promise.resolve(this.leases);
+    }
+    const id = `w${++this.#nextId}`;
+    const promise = new Promise((resolve) => this.#waiting.set(id, resolve));
+    this.#send({ type: "watch", workspaces: this.#ids, id });
+    return /** @type {Promise<Map<string, WatchedLease>>} */ (promise);
+  }
+
+  close() {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#dropSocket(1000, "client closed");
+    this.#disarm("retry");
+    this.#settleConnect(new PresenceError("closed", "client closed before connecting"));
+    this.#emit("connection", { status: "closed", code: 1000, reason: "client closed" });
+  }
+
+  async #open() {
+    const gen = ++this.#gen;
+    this.#emit("connection", { status: "connecting" });
+    let token;
+    try {
+      const source = this.#token;
+      token = typeof source === "function" ? await source({ refresh: this.#refreshToken }) : source;
+    } catch (err) {
+      if (gen !== this.#gen || this.#stopped) return;
+      this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
+      this.#scheduleReconnect(0, "token_failed");
+      return;
+    }
+    if (gen !== this.#gen || this.#stopped) return;
+    let ws;
+    try {
+      ws = new this.#WS(this.#url);
+    } catch (err) {
+      return this.#giveUp(0, String(/** @type {any} */ (err)?.message || err), "connect_failed");
+    }
+    this.#ws = ws;
+    ws.onopen = () => {
+      if (this.#ws === ws) this.#send({ type: "watch", token, workspaces: this.#ids, client: CLIENT_NAME });
+    };
+    ws.onmessage = (ev) => { if (this.#ws === ws) this.#onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this.#ws === ws) this.#onClose(ev.code, ev.reason); };
+    ws.onerror = () => {};
+    this.#armSilenceTimer();
+  }
+
+  /** @param {number} code @param {string} reason */
+  #onClose(code, reason) {
+    this.#dropSocket();
+    if (this.#stopped) return;
+    if (code === 4401) {
+      const limit = typeof this.#token === "function" ? 3 : 1;
+      if (++this.#authFailures > limit) return this.#giveUp(code, reason, "unauthorized");
+      this.#refreshToken = true;
+    } else {
+      const fatal = FATAL_CLOSE.get(code);
+      if (fatal) return this.#giveUp(code, reason, fatal);
+    }
+    if (code === 4429) this.#attempt = Math.max(this.#attempt, 4);
+    this.#scheduleReconnect(code, reason);
+  }
+
+  /** @param {number} code @param {string} reason */
+  #scheduleReconnect(code, reason) {
+    const delay = backoffDelay(this.#attempt, this.#random);
+    this.#attempt = Math.min(this.#attempt + 1, 20);
+    this.#emit("connection", { status: "reconnecting", code, reason, delay });
+    this.#arm("retry", delay, () => this.#open());
+  }
+
+  /** @param {number} code @param {string} reason @param {string} errCode */
+  #giveUp(code, reason, errCode) {
+    this.#stopped = true;
+    this.#disarm("retry");
+    const err = new PresenceError(errCode, reason || `connection refused (${code})`);
+    this.#emit("error", { code: errCode, message: err.message });
+    this.#settleConnect(err);
+    this.#emit("connection", { status: "closed", code, reason });
+  }
+
+  /** @param {number} [code] @param {string} [reason] */
+  #dropSocket(code, reason) {
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#gen++;
+    this.connected = false;
+    this.#disarm("silence");
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      if (code) try { ws.close(code, reason); } catch { /* already closed */ }
+    }
+    const waiting = [...this.#waiting.values()];
+    this.#waiting.clear();
+    for (const resolve of waiting) resolve(this.leases); // re-watched on reconnecting
+  }
+
+  #armSilenceTimer() {
+    this.#arm("silence", SILENCE_FACTOR * this.#heartbeatMs, () => {
+      this.#dropSocket(4000, "heartbeat timeout");
+      if (!this.#stopped) this.#scheduleReconnect(1006, "heartbeat timeout");
+    });
+  }
+
+  /** @param {"retry"|"silence"} name @param {number} ms @param {() => void} fn */
+  #arm(name, ms, fn) {
+    this.#disarm(name);
+    this.#timers.set(name, this.#setTimeout(() => {
+      this.#timers.delete(name);
+      fn();
+    }, ms));
+  }
+
+  /** @param {"retry"|"silence"} name */
+  #disarm(name) {
+    if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
+    this.#timers.delete(name);
+  }
+
+  /** @param {Error|null} err */
+  #settleConnect(err) {
+    const waiters = this.#connectWaiters;
+    this.#connectWaiters = [];
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve(this.leases);
+    }
+  }
+
+  /** @param {unknown} data */
+  #onMessage(data) {
+    if (typeof data !== "string") return;
+    /** @type {any} */
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    this.#armSilenceTimer();
+    switch (msg.type) {
+      case "ping":
+        this.#send({ type: "pong", n: msg.n });
+        return;
+      case "leases": return this.#onLeases(msg);
+      case "lease": {
+        if (!this.#ids.includes(msg.workspace)) return; // from a set just replaced
+        const lease = { holder: msg.holder ?? null, viewers: msg.viewers ?? 0 };
+        this.leases.set(msg.workspace, lease);
+        this.#emit("lease", { workspace: msg.workspace, ...lease });
+        return;
+      }
+      case "error":
+        this.#emit("error", { code: msg.code, message: msg.message, ...(msg.workspaces && { workspaces: msg.workspaces }) });
+        return;
+    }
+  }
+
+  /**
+   * A full answer: adopt it, and fire `lease` for what differs from what we knew (missed while away).
+   * @param {{id?: string, leases: Record<string, WatchedLease>}} msg
+   */
+  #onLeases(msg) {
+    const before = this.leases;
+    this.leases = new Map();
+    for (const id of this.#ids) {
+      const lease = msg.leases?.[id];
+      if (!lease) continue;
+      const now = { holder: lease.holder ?? null, viewers: lease.viewers ?? 0 };
+      this.leases.set(id, now);
+      const old = before.get(id);
+      if (old && JSON.stringify(old) !== JSON.stringify(now)) this.#emit("lease", { workspace: id, ...now });
+    }
+    this.#attempt = 0;
+    this.#authFailures = 0;
+    this.#refreshToken = false;
+    const first = !this.connected;
+    this.connected = true;
+    if (first) this.#emit("connection", { status: "open" });
+    this.#emit("leases", { leases: this.leases });
+    const resolve = msg.id ? this.#waiting.get(msg.id) : undefined;
+    if (resolve) {
+      this.#waiting.delete(/** @type {string} */ (msg.id));
+      resolve(this.leases);
+    }
+    this.#settleConnect(null);
+  }
+
+  /** @param {object} msg */
   #send(msg) {
     const ws = this.#ws;
     if (!ws || ws.readyState !== 1) return false;

@@ -22,9 +22,11 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {
-        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait",
+        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch",
     }
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
+    watch = report["figures"]["watch"]
+    assert watch["deliveries"] == watch["expected"] > 0  # every lease change reached every watcher
     for row in report["rows"]:
         assert row["ours"] and row["baseline"], row
     figures = report["figures"]

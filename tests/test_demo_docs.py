@@ -126,3 +126,9 @@ def test_the_store_is_bounded(app: TestClient, monkeypatch: pytest.MonkeyPatch) 
     finally:
         for w in writers:
             w.close()
+
+
+def test_the_demo_mints_no_token_for_a_service_id(app: TestClient) -> None:
+    r = app.get("/demo/token", params={"user": "svc:import"})
+    assert r.status_code == 400 and "reserved for backend jobs" in r.json()["error"]
+    assert app.get("/demo/list").status_code == 200

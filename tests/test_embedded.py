@@ -59,3 +59,10 @@ def test_serve_refuses_bad_settings_with_a_clear_message() -> None:
                          cwd=ROOT, timeout=30)
     assert out.returncode == 2
     assert "PRESENCE_LEASE_TTL_MS (1000) must exceed twice PRESENCE_HEARTBEAT_MS" in out.stderr
+
+
+def test_token_command_refuses_a_service_id() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PRESENCE_SECRET": "s" * 40}
+    out = subprocess.run([sys.executable, "-m", "presence", "token", "--user", "svc:import"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert out.returncode == 2 and out.stdout == "" and "reserved for backend jobs" in out.stderr

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every file of static/: package-data ships them all ("presence.static" = ["*"]).
 STATIC_FILES = [
     "presence.js", "presence.d.ts", "package.json", "demo.html", "demo.css", "demo.js", "dashboard.html",
-    "dashboard.css", "dashboard.js",
+    "dashboard.css", "dashboard.js", "demo-list.html", "demo-list.js",
 ]
 
 

@@ -4,7 +4,9 @@
 
 import {
   CLIENT_NAME,
+  LeaseWatcher,
   MAX_REQUEST_MESSAGE,
+  MAX_WATCHED,
   PresenceClient,
   PresenceError,
   TAB_KEY,
@@ -24,6 +26,7 @@ import {
   type ReleaseReason,
   type State,
   type User,
+  type WatchedLease,
   type WelcomeMessage,
 } from "presence-client";
 
@@ -203,3 +206,17 @@ console.log(after.seq, after.viewers.length);
 // @ts-expect-error: an update names its base
 applyUpdate(before, { type: "update", workspace: "doc-42", seq: 2 });
 void edit();
+
+// A list page: one connection watches every listed document's lease.
+const watcher = new LeaseWatcher({ token: async () => "jwt", workspaces: ["doc-1", "doc-2"] });
+watcher.addEventListener("lease", (e) => {
+  const who: string = e.detail.holder ? `${e.detail.holder.user.name} is editing` : "";
+  console.log(e.detail.workspace, who, e.detail.viewers, e.detail.holder?.user.service === true);
+});
+watcher.addEventListener("error", (e) => console.log(e.detail.code, e.detail.workspaces?.length));
+void watcher.connect().then((leases: Map<string, WatchedLease>) => console.log(leases.get("doc-1")?.viewers));
+void watcher.watch(["doc-3"]);
+console.log(MAX_WATCHED, watcher.workspaces.length, watcher.connected);
+// @ts-expect-error: watch takes a list of ids
+void watcher.watch("doc-3");
+watcher.close();

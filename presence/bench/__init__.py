@@ -13,6 +13,8 @@ and measures:
 7. a big room: CPU per join and bytes per tab as N users join one workspace, big N vs small N;
 8. a status storm: CPU per ``status`` message in a big workspace vs a small one;
 9. the acquire round trip with ``PRESENCE_REDIS_WAIT_REPLICAS=1`` (a replica of its own) vs without.
+10. list views: watchers of many workspaces each, on two processes, while leases change steadily:
+    delivery latency p50/p99 and server CPU vs the same watchers idle.
 
 Everything is bounded (``--timeout``) and every process it started is ended when it returns.
 """
@@ -24,7 +26,8 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status", "wait")  # "idle" also measures the storm
+# "idle" also measures the storm
+FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status", "wait", "watch")
 
 
 def add_parser(sub: Any) -> None:

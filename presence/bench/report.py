@@ -96,6 +96,16 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(Row("8", f"CPU per status, {big['tabs']}-tab workspace", f"{big['cpu_ms_per_status']:.3f} ms",
                        f"{small['cpu_ms_per_status']:.3f} ms with {small['tabs']} tabs", f["ratio"], "<= 2x",
                        f["ratio"] <= 2.0))
+    if (f := figures.get("watch")) is not None and f["latency"].get("n"):
+        lat = f["latency"]
+        what = f"{f['watchers']} watchers x {f['per_watcher']} workspaces, {f['rate']:g} changes/s"
+        for p in ("p50", "p99"):
+            out.append(Row("10", f"lease delivery to watchers, {p} ({what})", _ms(lat[p]),
+                           "1000 ms (the promise)", lat[p] / 1000, "<= 1 s", lat[p] <= 1000))
+        out.append(Row("10", f"server CPU, {f['deliveries']} of {f['expected']} deliveries",
+                       f"{f['cpu_pct']:.1f}% of a core ({f['cpu_ms_per_delivery'] * 1000:.0f} us each)",
+                       f"{f['idle_cpu_pct']:.1f}% (same watchers idle)", None, "every delivery made",
+                       f["deliveries"] >= f["expected"]))
     if (f := figures.get("storm")) is not None:
         out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
                        f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",

@@ -20,6 +20,7 @@ from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
 from .rooms import big_rooms, status_storms
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
+from .watching import WatchPlan, watch_fanout
 
 
 def _log(msg: str) -> None:
@@ -54,7 +55,7 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     try:
         async with deadline:
             await bench.farm.start()
-            await measure(bench, only, figures)
+            await measure(bench, only, figures, WatchPlan.quick() if quick else WatchPlan.full())
         failed = False
     except TimeoutError:
         if not deadline.expired():
@@ -88,7 +89,7 @@ def output(result: dict[str, Any], args: argparse.Namespace) -> None:
         report.chart(rows, args.chart)
 
 
-async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
+async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: WatchPlan | None = None) -> None:
     plan = b.plan
     if only & {"acquire", "takeover"}:
         _log("starting two servers and the bare server")
@@ -121,6 +122,11 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any]) -> None:
     if "wait" in only:
         _log(f"9. acquire round trip with WAIT for one replica, {plan.samples} samples")
         figures["wait"] = await wait_cost(b)
+    if "watch" in only:
+        w = watch or WatchPlan.full()
+        _log(f"10. {w.watchers} watchers of {w.per_watcher} workspaces each on two servers, "
+             f"{w.rate:g} lease changes/s")
+        figures["watch"] = await watch_fanout(b, w)
 
 
 def _loadavg() -> float:

@@ -23,7 +23,8 @@ from ..errors import BadToken, ProtocolViolation, TimedOut
 from ..settings import Settings
 from ..signing import TokenKeys
 from ..telemetry import Telemetry
-from ..wire.messages import Hello, decode_client, valid_tab, valid_workspace
+from ..wire.messages import decode_client, valid_tab, valid_workspace
+from ..wire.watch import Watch, decode_first
 from .abort import ABORT_SCOPE_KEY, DIRECT_SCOPE_KEY
 from .admission import Admission
 from .tab import Tab
@@ -56,8 +57,9 @@ class Handshake:
         self.telemetry = telemetry
         self.next_conn = next_conn
 
-    async def run(self, websocket: WebSocket) -> Tab | None:
-        """The joined tab, or None when the client left first. Raises ``CloseError``."""
+    async def run(self, websocket: WebSocket) -> Tab | Watch | None:
+        """The joined tab, the first frame of a watcher, or None when the client left first.
+        Raises ``CloseError``."""
         settings = self.settings
         try:
             message = await asyncio.wait_for(websocket.receive(), settings.hello_timeout_ms / 1000)
@@ -65,12 +67,17 @@ class Handshake:
             raise TimedOut(f"no hello within {settings.hello_timeout_ms} ms") from None
         if message["type"] == "websocket.disconnect":
             return None
+        frame = payload(message)
         try:
-            hello = decode_client(payload(message))
+            hello = decode_first(frame)
         except msgspec.MsgspecError as exc:
-            raise ProtocolViolation(str(exc)) from None
-        if not isinstance(hello, Hello):
-            raise ProtocolViolation("the first message must be hello")
+            try:
+                decode_client(frame)
+            except msgspec.MsgspecError:
+                raise ProtocolViolation(str(exc)) from None
+            raise ProtocolViolation("the first message must be hello") from None  # (or watch)
+        if isinstance(hello, Watch):
+            return hello  # a watcher (a list page): served by presence.connections.watcher
         if not valid_workspace(hello.workspace):
             raise ProtocolViolation(
                 "invalid workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / -, no . or .. segment"

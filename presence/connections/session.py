@@ -42,11 +42,13 @@ from ..wire.messages import (
     Takeover,
     decode_client,
 )
+from ..wire.watch import Watch
 from .admission import Admission
 from .handshake import Handshake, close_socket, payload
 from .limits import TokenBucket, WindowCounter
 from .origin import origin_allowed
 from .tab import Tab
+from .watcher import Watchers
 
 log = logging.getLogger("presence.session")
 
@@ -59,9 +61,10 @@ class Endpoint:
 
     def __init__(
         self, settings: Settings, admission: Admission, workspaces: Workspaces, commands: LeaseCommands,
-        telemetry: Telemetry, next_conn: Callable[[], str], tokens: TokenKeys,
+        telemetry: Telemetry, next_conn: Callable[[], str], tokens: TokenKeys, watchers: Watchers | None = None,
     ) -> None:
         self.settings = settings
+        self.watchers = watchers
         self.admission = admission
         self.workspaces = workspaces
         self.commands = commands
@@ -85,7 +88,12 @@ class Endpoint:
             log.exception("handshake failed")
             await close_socket(websocket, 1011, "internal error")
             return
-        if tab is not None:
+        if isinstance(tab, Watch):
+            if self.watchers is None:
+                await close_socket(websocket, ProtocolViolation.close_code, "watching is not served here")
+                return
+            await self.watchers.serve(websocket, tab)
+        elif tab is not None:
             await Session(self, tab, websocket).run()
 
 

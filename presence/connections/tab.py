@@ -133,12 +133,12 @@ class Tab:
         if queued:
             self._telemetry.message_out(message)
 
-    def send_frame(self, text: str, frame: bytes) -> bool:
-        """Send a message encoded once for many tabs (counted by whoever encoded it): ``frame``
-        straight to the socket when nothing waits before it, else ``text`` through the queue.
-        True if sent or queued."""
+    def send_frame(self, text: str, frame: bytes | None = None) -> bool:
+        """Send a message already encoded (counted by whoever encoded it): ``frame`` (its whole
+        WebSocket frame) straight to the socket when nothing waits before it, else ``text``
+        through the queue. True if sent or queued."""
         idle = self.closing is None and not self._queue and not self._writing
-        if idle and self._direct is not None and self._direct(frame):
+        if frame is not None and idle and self._direct is not None and self._direct(frame):
             return True
         return self._enqueue(text)
 

@@ -84,31 +84,34 @@ class LeaseScripts:
             except Exception:
                 log.exception("lease observer %r failed", observer)
 
-    def _head(self, k: WorkspaceKeys) -> list[str | int]:
+    def _head(self, k: WorkspaceKeys, ttl_ms: int | None = None) -> list[str | int]:
         s = self.settings
-        return [k.channel, self.gateway.publish_command, s.lease_ttl_ms, s.lease_scope, s.key_idle_ms]
+        return [k.channel, self.gateway.publish_command, ttl_ms or s.lease_ttl_ms, s.lease_scope, s.key_idle_ms]
 
-    async def _run(self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int) -> r.Outcome[r.R]:
+    async def _run(
+        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int, ttl_ms: int | None = None
+    ) -> r.Outcome[r.R]:
         k = self.keys.workspace(workspace)
         sent_at = asyncio.get_running_loop().time()
-        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k), *args])
+        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k, ttl_ms), *args])
         out = decoder.decode(reply, sent_at)
         self._observe(workspace, out.events)
         return out
 
     async def _grant(
-        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, origin: str, *args: str | int
+        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, origin: str, *args: str | int,
+        ttl_ms: int | None = None,
     ) -> r.Outcome[r.R]:
         """A script that may grant the lease to the caller; with WAIT replicas configured, a new
         grant comes back only once that many replicas acknowledged it (else it is withdrawn)."""
         replicas = self.settings.redis_wait_replicas
         if replicas <= 0:
-            return await self._run(decoder, name, workspace, *args)
+            return await self._run(decoder, name, workspace, *args, ttl_ms=ttl_ms)
         k = self.keys.workspace(workspace)
         sent_at = asyncio.get_running_loop().time()
         timeout_ms = self.settings.redis_wait_timeout_ms
         reply, acked = await self.gateway.call_replicated(
-            self.scripts[name], k.all, [*self._head(k), *args], replicas, timeout_ms
+            self.scripts[name], k.all, [*self._head(k, ttl_ms), *args], replicas, timeout_ms
         )
         out = decoder.decode(reply, sent_at)
         self._observe(workspace, out.events)
@@ -129,13 +132,27 @@ class LeaseScripts:
         )
 
     async def acquire(
-        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False
+        self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False,
+        ttl_ms: int | None = None,
     ) -> r.Outcome[r.AcquireReply]:
-        return await self._grant(_acquire, "acquire", workspace, origin, user, name, tab, origin, "1" if wait else "0")
+        """Take a free lease (``ttl_ms``: a service holder's own TTL; default PRESENCE_LEASE_TTL_MS)."""
+        wait_arg = "1" if wait else "0"
+        args = (user, name, tab, origin, wait_arg)
+        return await self._grant(_acquire, "acquire", workspace, origin, *args, ttl_ms=ttl_ms)
 
-    async def takeover(self, workspace: str, user: str, name: str, tab: str, origin: str) -> r.Outcome[r.TakeoverReply]:
+    async def takeover(
+        self, workspace: str, user: str, name: str, tab: str, origin: str, ttl_ms: int | None = None
+    ) -> r.Outcome[r.TakeoverReply]:
         cooldown = self.settings.takeover_cooldown_ms
-        return await self._grant(_takeover, "takeover", workspace, origin, user, name, tab, origin, cooldown)
+        args = (user, name, tab, origin, cooldown)
+        return await self._grant(_takeover, "takeover", workspace, origin, *args, ttl_ms=ttl_ms)
+
+    async def renew(self, workspace: str, fence: int, ttl_ms: int) -> bool:
+        """Replace the TTL of the lease granted with ``fence`` (a service holder's renewal); False
+        once that fence no longer holds it."""
+        script, keys = self.scripts["renew"], list(self._lease_and_holder(workspace))
+        reply = await self.gateway.call(script, keys, [ttl_ms, str(fence), self.settings.key_idle_ms])
+        return bool(reply == "1")
 
     async def request(
         self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
@@ -181,6 +198,26 @@ class LeaseScripts:
 
     async def read(self, workspace: str) -> Snapshot:
         return (await self.snapshot(workspace)).reply
+
+    async def read_many(self, workspaces: Sequence[str]) -> dict[str, Snapshot]:
+        """Read many workspaces in one pipelined batch (one round trip per Cluster node).
+
+        Raises ``StoreUnavailable`` when Redis is unreachable or any one read failed in Redis.
+        """
+        calls = []
+        for ws in workspaces:
+            k = self.keys.workspace(ws)
+            calls.append(Call(self.scripts["snapshot"], k.all, self._head(k)))
+        sent_at = asyncio.get_running_loop().time()
+        results = await self.gateway.batch(calls)
+        out: dict[str, Snapshot] = {}
+        for ws, reply in zip(workspaces, results, strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"Redis refused a snapshot of {ws!r}: {reply}")
+            decoded = _snapshot.decode(reply, sent_at)
+            self._observe(ws, decoded.events)
+            out[ws] = decoded.reply
+        return out
 
     async def check_expiry(self, workspace: str) -> r.Outcome[r.ExpireReply]:
         """Announce the lease's expiry if it is gone; else answer its PTTL."""

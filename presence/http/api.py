@@ -1,7 +1,9 @@
 """API: the HTTP surface for app backends (``/api/v1``), behind ``PRESENCE_API_KEY``.
 
 ``GET /api/v1/workspaces/{id}/lease`` answers who holds a workspace's lease, its fence and the
-time left, so a backend can validate the fence a browser sends with a save. A peer that keeps
+time left, so a backend can validate the fence a browser sends with a save;
+``GET /api/v1/leases?workspace=a&workspace=b`` answers the same (and the number of viewing users)
+for up to 500 workspaces at once, read in one pipelined round trip (a list page's first paint). A peer that keeps
 presenting wrong API keys is slowed down (:mod:`presence.http.keyguard`).
 """
 
@@ -13,12 +15,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import auth
+from ..core.records import Snapshot
 from ..core.replica import Replica
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import valid_workspace
 from .keyguard import KeyGuard
+from .services import ServiceLeases
+
+MAX_BATCH = 500  # workspaces per GET /api/v1/leases: one pipelined read, bounded
 
 
 def _api_key(request: Request) -> str | None:
@@ -34,7 +40,8 @@ class Api:
         self.leases = leases
         self.keyguard = keyguard
 
-    async def lease(self, request: Request) -> Response:
+    def refused(self, request: Request) -> Response | None:
+        """The answer to a request without the API key (or from a peer slowed down); None if allowed."""
         if self.api_key is None:
             return JSONResponse({"error": "the API is disabled: set PRESENCE_API_KEY"}, status_code=404)
         peer = request.client.host if request.client is not None else None
@@ -49,6 +56,11 @@ class Api:
                 {"error": "missing or wrong API key (Authorization: Bearer <PRESENCE_API_KEY>)"},
                 status_code=401, headers={"WWW-Authenticate": "Bearer"},
             )
+        return None
+
+    async def lease(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         workspace = request.path_params["workspace"]
         if not valid_workspace(workspace):
             return JSONResponse({"error": "invalid workspace id"}, status_code=400)
@@ -56,16 +68,47 @@ class Api:
             snapshot = await self.leases.read(workspace)
         except StoreUnavailable:
             return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
-        replica = Replica(workspace)
-        replica.reset(snapshot, force=True)
-        h = replica.holder
-        return JSONResponse({
-            "workspace": workspace,
-            "holder": msgspec.to_builtins(replica.holder_view()),
-            "fence": None if h is None else h.fence,
-            "ttl_ms": max(0, snapshot.ttl_ms) if h is not None else 0,
-        })
+        return JSONResponse({"workspace": workspace, **_lease_of(workspace, snapshot)})
+
+    async def many(self, request: Request) -> Response:
+        """``GET /api/v1/leases?workspace=a&workspace=b``: many leases in one round trip."""
+        if (refused := self.refused(request)) is not None:
+            return refused
+        wanted = list(dict.fromkeys(request.query_params.getlist("workspace")))  # once each, in order
+        if not wanted:
+            return JSONResponse({"error": "name at least one workspace: ?workspace=a&workspace=b"}, status_code=400)
+        if len(wanted) > MAX_BATCH:
+            return JSONResponse({"error": f"at most {MAX_BATCH} workspaces per request"}, status_code=400)
+        if bad := [ws for ws in wanted if not valid_workspace(ws)]:
+            return JSONResponse({"error": f"invalid workspace id: {bad[0][:200]!r}"}, status_code=400)
+        try:
+            snapshots = await self.leases.read_many(wanted)
+        except StoreUnavailable:
+            return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
+        return JSONResponse({"leases": {ws: _lease_of(ws, snapshots[ws]) for ws in wanted}})
+
+
+def _lease_of(workspace: str, snapshot: Snapshot) -> dict[str, object]:
+    """One workspace's lease as the API answers it: holder, fence, time left and viewing users."""
+    replica = Replica(workspace)
+    replica.reset(snapshot, force=True)
+    h = replica.holder
+    return {
+        "holder": msgspec.to_builtins(replica.holder_view()),
+        "fence": None if h is None else h.fence,
+        "ttl_ms": max(0, snapshot.ttl_ms) if h is not None else 0,
+        "viewers": len(replica.viewers()),
+    }
 
 
 def routes(settings: Settings, leases: LeaseScripts, keyguard: KeyGuard) -> list[BaseRoute]:
-    return [Route("/api/v1/workspaces/{workspace:path}/lease", Api(settings, leases, keyguard).lease)]
+    api = Api(settings, leases, keyguard)
+    jobs = ServiceLeases(settings, leases, api.refused)
+    lease = "/api/v1/workspaces/{workspace:path}/lease"
+    return [
+        Route("/api/v1/leases", api.many),
+        Route(lease, api.lease, methods=["GET"]),
+        Route(lease, jobs.take, methods=["POST"]),
+        Route(lease, jobs.renew, methods=["PUT"]),
+        Route(lease, jobs.release, methods=["DELETE"]),
+    ]

@@ -9,6 +9,7 @@ makes (README, "Fences"), so a tab that lost the lease is refused and told why.
 |---|---|
 | GET / | a start page: the demo, the dashboard, the API description |
 | GET /demo | the demo editor (``static/demo.html``) |
+| GET /demo/list | twenty documents with live badges (``static/demo-list.html``, one LeaseWatcher) |
 | GET /demo/token?user=&name= | a demo token, signed with the public dev key |
 | GET /demo/docs/{id} | ``{workspace, text, fence, saved_by, saved_at_ms, version}`` |
 | PUT /demo/docs/{id} | ``Authorization: Bearer <token>``, ``{text, fence}``: 200 saved, 409 refused (why) |
@@ -32,7 +33,7 @@ from ..core.records import HolderRecord
 from ..errors import BadToken, CloseError, StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
-from ..wire.messages import Person, valid_workspace
+from ..wire.messages import SERVICE_PREFIX, Person, valid_workspace
 from .headers import PAGE_HEADERS
 
 MAX_DOCUMENTS = 1000  # the least recently saved or read go first: a dev server's memory stays small
@@ -145,6 +146,7 @@ with a public key and anyone can mint them. Fine on your machine; never expose i
 <ul>
 <li><a href="/demo">The demo editor</a>: open it in two windows (or two browsers) and edit one document
 from both; take over, ask for it, wait in line, and watch a stale save get refused.</li>
+<li><a href="/demo/list">The documents list</a>: who is editing which document, live, over one connection.</li>
 <li><a href="/dashboard">The operators' dashboard</a>: {dashboard}</li>
 <li><a href="/metrics">Prometheus metrics</a>, <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
 <li><a href="/openapi.json">The HTTP API</a> (OpenAPI) and <a href="/static/presence.js">the JS client</a>;
@@ -164,6 +166,7 @@ class DevRoutes:
         return [
             Route("/", only(self.start)),
             Route("/demo", only(self.demo)),
+            Route("/demo/list", only(self.demo_list)),
             Route("/demo/token", only(self.token)),
             Route("/demo/docs/{workspace:path}", only(self.documents.read), methods=["GET"]),
             Route("/demo/docs/{workspace:path}", only(self.documents.save), methods=["PUT"]),
@@ -188,10 +191,16 @@ class DevRoutes:
     async def demo(self, request: Request) -> Response:
         return FileResponse(self.files / "demo.html", headers=PAGE_HEADERS)
 
+    async def demo_list(self, request: Request) -> Response:
+        return FileResponse(self.files / "demo-list.html", headers=PAGE_HEADERS)
+
     async def token(self, request: Request) -> Response:
         user = request.query_params.get("user", "").strip()[:64]
         if not user:
             return JSONResponse({"error": "give ?user=ID (and optionally &name=NAME)"}, status_code=400)
+        if user.startswith(SERVICE_PREFIX):
+            return JSONResponse({"error": f"user ids starting with {SERVICE_PREFIX!r} are reserved for backend jobs"},
+                                status_code=400)
         name = request.query_params.get("name", "").strip()[:100] or user
         s = self.settings
         return JSONResponse({"token": auth.mint(

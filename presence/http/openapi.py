@@ -77,6 +77,24 @@ def _admin(summary: str, description: str, responses: dict[str, Any], **extra: A
             "responses": {**ok, **ADMIN_ERRORS}, **extra}
 
 
+def _service(
+    summary: str, description: str, body: Schema | None, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "tags": ["api"], "summary": summary, "description": description, "security": [{"apiKey": []}],
+        "parameters": [WORKSPACE],
+        "responses": {**responses,
+                      "400": _error("Invalid workspace id or body."),
+                      "401": _error("Missing or wrong API key."),
+                      "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                      "503": _error("Redis unavailable; retry later.")},
+        **extra,
+    }
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return out
+
+
 def _components() -> dict[str, Schema]:
     (_, _, _), defs = msgspec.json.schema_components(
         [Person, HolderView, Viewer], ref_template="#/components/schemas/{name}"
@@ -97,12 +115,14 @@ def _components() -> dict[str, Schema]:
     return {
         **defs,
         "Error": _obj({"error": STR}),
-        "Lease": _obj({
-            "workspace": STR,
+        "Lease": {"allOf": [_obj({"workspace": STR}), _ref("LeaseState")]},
+        "LeaseState": _obj({
             "holder": _nullable(_ref("HolderView")),
             "fence": _nullable({"type": "integer", "description": "the holder's fence; null when nobody holds it"}),
             "ttl_ms": {"type": "integer", "description": "time left of the lease in Redis; 0 when nobody holds it"},
+            "viewers": {"type": "integer", "description": "users with at least one tab in the workspace"},
         }),
+        "Grant": _obj({"fence": INT, "ttl_ms": INT}),
         "WorkspaceRow": workspace_row,
         "WorkspaceDetail": {"allOf": [workspace_row, _obj({"tab_list": {"type": "array", "items": tab}})]},
         "Server": {
@@ -161,6 +181,64 @@ def openapi() -> dict[str, Any]:
                     "400": _error("Invalid workspace id."),
                     "401": _error("Missing or wrong API key."),
                     "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                    "503": _error("Redis unavailable; retry later."),
+                },
+            },
+                "post": _service(
+                    "Take the lease for a backend job",
+                    "The job holds it as user `svc:<holder.id>`: tabs see `{id: \"svc:<id>\", name, service: true}` "
+                    "and get `busy`, can queue, request it or (if their token allows) take it over. Taking "
+                    "again with the same holder id answers the same fence. `takeover: true` takes it from "
+                    "whoever holds it (refused during PRESENCE_TAKEOVER_COOLDOWN_MS: 409 with `retry_ms`).",
+                    _obj({"holder": _obj({"id": {"type": "string", "minLength": 1, "maxLength": 196},
+                                          "name": {"type": "string", "maxLength": 100}}, ["id"]),
+                          "ttl_ms": {"type": "integer", "minimum": 500, "maximum": 3600000,
+                                     "description": "default PRESENCE_LEASE_TTL_MS"},
+                          "takeover": {"type": "boolean", "default": False}}, ["holder"]),
+                    {"201": _json("Granted.", _ref("Grant")),
+                     "409": _json("Someone else holds it.", _obj({
+                         "holder": _nullable(_ref("HolderView")), "retry_ms": INT}, ["holder"]))},
+                ),
+                "put": _service(
+                    "Renew a backend job's lease",
+                    "Replaces the lease's TTL while `fence` still holds it (renew every third of the TTL). "
+                    "409 once it does not: taken over, or expired.",
+                    _obj({"fence": INT, "ttl_ms": {"type": "integer", "minimum": 500, "maximum": 3600000}},
+                         ["fence"]),
+                    {"200": _json("Renewed.", _ref("Grant")),
+                     "409": _json("That fence no longer holds it.",
+                                  _obj({"holder": _nullable(_ref("HolderView"))}))},
+                ),
+                "delete": _service(
+                    "Release a backend job's lease",
+                    "Releases the lease granted with `fence` (the next in the wait queue gets it).",
+                    None,
+                    {"200": _json("Released.", _obj({"released": {"const": True}})),
+                     "409": _json("That fence does not hold it.",
+                                  _obj({"holder": _nullable(_ref("HolderView"))}))},
+                    parameters=[WORKSPACE, {"name": "fence", "in": "query", "required": True,
+                                            "schema": {"type": "integer", "minimum": 1}}],
+                ),
+            },
+            "/api/v1/leases": {"get": {
+                "tags": ["api"], "summary": "Many workspaces' leases at once",
+                "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
+                               "in one pipelined round trip. Each id is answered once, whatever the repeats.",
+                "parameters": [{
+                    "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
+                    "description": "a workspace id; repeat for each (1 to 500)",
+                    "schema": {"type": "array", "minItems": 1, "maxItems": 500,
+                               "items": WORKSPACE["schema"]},
+                }],
+                "security": [{"apiKey": []}],
+                "responses": {
+                    "200": _json("Every named workspace's lease.", _obj({"leases": {
+                        "type": "object", "additionalProperties": _ref("LeaseState"),
+                        "description": "workspace id -> its lease"}})),
+                    "400": _error("No workspace named, more than 500, or an invalid id."),
+                    "401": _error("Missing or wrong API key."),
+                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                    "429": _error("Too many wrong API keys from this address; see Retry-After."),
                     "503": _error("Redis unavailable; retry later."),
                 },
             }},

@@ -19,7 +19,8 @@ taken_over, expired, revoked, idle), ``workspace``, ``user``/``name``/``tab`` (t
 acquired and taken_over, the ended holder otherwise), ``fence``, ``at`` (Redis time, ms),
 ``held_ms`` (how long the ended holder held it), ``from_*`` (the replaced holder of a takeover),
 ``reason``, ``by_id``/``by_name``, ``note`` (an operator's words), ``server``, ``origin`` (the conn
-whose request made the change), ``handoff`` (the conn a lease was handed to from the queue).
+whose request made the change), ``handoff`` (the conn a lease was handed to from the queue),
+``service`` ("1" when that holder is a backend job: user ``svc:<id>``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..gateway.backoff import Backoff
 from ..gateway.gateway import Gateway
 from ..settings import Settings
 from ..tasks import Service
+from ..wire.messages import SERVICE_PREFIX
 from .metrics import Metrics
 
 log = logging.getLogger("presence.audit")
@@ -64,6 +66,8 @@ def entry(event: Event, workspace: str, server: str) -> dict[str, str] | None:
     subject = new if new is not None else prev
     if subject is not None:
         e.update(user=subject.user, name=subject.name, tab=subject.tab, fence=str(subject.fence))
+        if subject.user.startswith(SERVICE_PREFIX):
+            e["service"] = "1"  # a backend job's hold (POST /api/v1/workspaces/{id}/lease)
     elif event.user is not None:
         e.update(user=event.user.id, name=event.user.name)
     if prev is not None:

@@ -61,17 +61,37 @@ class _ProcessState(Collector):
         yield info
 
 
+class _Watching(Collector):
+    """Watchers (list views) on this process and the workspaces they watch, read at scrape time."""
+
+    def __init__(self, watching: Callable[[], tuple[int, int]]) -> None:
+        self.watching = watching
+
+    def collect(self) -> Iterator[Metric]:
+        watchers, watched = self.watching()
+        yield GaugeMetricFamily("presence_watchers", "Open watcher connections (list views) on this process", watchers)
+        yield GaugeMetricFamily(
+            "presence_watched_workspaces", "Workspaces watched by a watcher on this process (one subscription each)",
+            watched,
+        )
+
+
 class Metrics:
     """Everything this process measures: a :class:`~presence.telemetry.Telemetry` for the serving
     parts and a :class:`~presence.core.events.LeaseObserver` of this process's lease changes.
     Gauges come from ``counts`` and ``ready`` at scrape time."""
 
-    def __init__(self, server_id: str, counts: Callable[[], Counts], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, server_id: str, counts: Callable[[], Counts], ready: Callable[[], bool],
+        watching: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         r.register(_ProcessState(server_id, counts, ready))
+        if watching is not None:
+            r.register(_Watching(watching))
         self.acquire_seconds = Histogram(
             "presence_acquire_seconds", "Acquire/takeover script latency, by operation and result",
             ["op", "result"], buckets=LATENCY_BUCKETS, registry=r,

@@ -94,9 +94,22 @@ def decode_client(frame: str | bytes) -> ClientMessage:
 # -- server to client ---------------------------------------------------------------------------
 
 
-class Person(msgspec.Struct, frozen=True):
+SERVICE_PREFIX = "svc:"  # user ids of service holders (backend jobs); no token may claim one
+
+
+class Person(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A user, or a backend job holding a lease over the HTTP API (``service``: its id starts
+    with ``svc:``, which no token's ``sub`` may)."""
+
     id: str
     name: str
+    service: bool = False
+
+    def __post_init__(self) -> None:
+        # Derived from the id wherever the person was built or decoded, so every message that names
+        # a service holder (holder, from, by) flags it without each place having to know.
+        if self.id.startswith(SERVICE_PREFIX) and not self.service:
+            msgspec.structs.force_setattr(self, "service", True)
 
 
 class HolderView(msgspec.Struct, omit_defaults=True):

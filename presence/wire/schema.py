@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from . import messages
+from . import messages, watch
 
 SCHEMA_PATH = Path("docs") / "protocol.schema.json"
 
@@ -25,9 +25,16 @@ SCHEMA_PATH = Path("docs") / "protocol.schema.json"
 def protocol_schema() -> dict[str, Any]:
     """One document: ``ClientMessage`` (what a tab sends) and ``ServerMessage`` (what it receives),
     each a union tagged by ``type``, with every struct they use under ``$defs``."""
-    (client, server), defs = msgspec.json.schema_components(
-        [messages.ClientMessage, messages.ServerMessage], ref_template="#/$defs/{name}"
+    (client, server, watcher, watched), defs = msgspec.json.schema_components(
+        [messages.ClientMessage, messages.ServerMessage, watch.WatcherMessage, watch.WatchServerMessage],
+        ref_template="#/$defs/{name}",
     )
+    defs["WatcherMessage"] = {
+        "description": "A frame a watcher sends on /ws (a connection whose first frame is `watch`).", **watcher,
+    }
+    defs["WatchServerMessage"] = {
+        "description": "A frame only watchers receive (besides `ping` and `error`).", **watched,
+    }
     defs["ClientMessage"] = {
         "description": "A frame a client sends on /ws: a JSON object tagged by `type`. The first one is `hello`.",
         **client,
@@ -39,10 +46,12 @@ def protocol_schema() -> dict[str, Any]:
         "title": "presence WebSocket protocol (/ws)",
         "description": (
             "Every frame on /ws is one JSON text message, tagged by `type`. Generated from the message "
-            "structs of presence/wire/messages.py by `python -m presence.wire.schema --write`; "
+            "structs of presence/wire/messages.py and presence/wire/watch.py by "
+            "`python -m presence.wire.schema --write`; "
             "docs/protocol.md describes each message."
         ),
-        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
+        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"},
+                  {"$ref": "#/$defs/WatcherMessage"}, {"$ref": "#/$defs/WatchServerMessage"}],
         "$defs": dict(sorted(defs.items())),
     }
 
