@@ -176,6 +176,243 @@ export class PresenceError extends Error {
 /** @typedef {{resolve: (v: any) => void, reject: (e: Error) => void}} Pending */
 
 /**
+ * What a Connection's owner supplies: the first frame, message handling, and what to do when the socket
+ * goes away or the connection gives up.
+ * @typedef {object} ConnectionHooks
+ * @property {(token: string) => Record<string, unknown>} firstFrame  sent as soon as the socket opens
+ * @property {(msg: any) => void} message  each frame that parsed as a JSON object (the silence timer was re-armed)
+ * @property {() => void} dropped  the socket was detached (closed, lost or given up): the owner is no longer
+ *   connected and fails or settles what waited on it
+ * @property {(err: PresenceError) => void} gaveUp  after the `error` event, before `connection` closed
+ * @property {() => void} [pageShown]  a bfcache restore, before reconnecting
+ */
+
+/**
+ * The connection lifecycle PresenceClient and LeaseWatcher share (internal): the socket, the token, backoff
+ * and reconnects, the close-code policy (4401, 4400/4403, 4429), the silence timer, named timers and the
+ * page listeners. Events (`connection`, `error`) are dispatched on `target`.
+ */
+class Connection {
+  /** @type {WebSocket|null} */ ws = null;
+  stopped = true;
+  heartbeatMs = DEFAULT_HEARTBEAT_MS;
+
+  #target; #hooks; #url; #token; #WS; #random; #setTimeout; #clearTimeout; #window;
+  #gen = 0;
+  #attempt = 0;
+  #authFailures = 0;
+  #refreshToken = false;
+  /** @type {Map<string, any>} */ #timers = new Map();
+
+  /**
+   * @param {EventTarget} target
+   * @param {ConnectionHooks} hooks
+   * @param {{url: string, token: TokenSource, WebSocket: typeof WebSocket, random?: () => number,
+   *          setTimeout?: (fn: () => void, ms: number) => any, clearTimeout?: (handle: any) => void,
+   *          window: EventTarget|null, heartbeatMs?: number}} options
+   */
+  constructor(target, hooks, options) {
+    this.#target = target;
+    this.#hooks = hooks;
+    this.#url = options.url;
+    this.#token = options.token;
+    this.#WS = options.WebSocket;
+    this.#random = options.random || Math.random;
+    this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
+    this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
+    this.#window = options.window;
+    if (options.heartbeatMs) this.heartbeatMs = options.heartbeatMs;
+  }
+
+  /** Starts connecting when stopped. @returns {boolean} whether it was stopped */
+  start() {
+    if (!this.stopped) return false;
+    this.stopped = false;
+    this.#attempt = 0;
+    this.#authFailures = 0;
+    this.#pageListeners(true);
+    this.#open();
+    return true;
+  }
+
+  /** Stops reconnecting and closes the socket with 1000 (the owner reports `closed`). */
+  stop() {
+    this.stopped = true;
+    this.#pageListeners(false);
+    this.#drop(1000, "client closed");
+    this.disarm("retry");
+  }
+
+  /** The server accepted us (welcome, first leases): the next failure starts the backoff afresh. */
+  opened() {
+    this.#attempt = 0;
+    this.#authFailures = 0;
+    this.#refreshToken = false;
+  }
+
+  async #open() {
+    const gen = ++this.#gen;
+    this.#emit("connection", { status: "connecting" });
+    let token;
+    try {
+      const source = this.#token;
+      token = typeof source === "function" ? await source({ refresh: this.#refreshToken }) : source;
+    } catch (err) {
+      if (gen !== this.#gen || this.stopped) return;
+      this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
+      this.#scheduleReconnect(0, "token_failed");
+      return;
+    }
+    if (gen !== this.#gen || this.stopped) return;
+    let ws;
+    try {
+      ws = new this.#WS(this.#url);
+    } catch (err) { // bad URL, blocked by CSP or mixed content: retrying cannot help
+      return this.#giveUp(0, String(/** @type {any} */ (err)?.message || err), "connect_failed");
+    }
+    this.ws = ws;
+    ws.onopen = () => { if (this.ws === ws) this.send(this.#hooks.firstFrame(token)); };
+    ws.onmessage = (ev) => { if (this.ws === ws) this.#onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this.ws === ws) this.#onClose(ev.code, ev.reason); };
+    ws.onerror = () => {}; // a close event always follows
+    this.armSilenceTimer();
+  }
+
+  /** @param {unknown} data */
+  #onMessage(data) {
+    if (typeof data !== "string") return;
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    this.armSilenceTimer();
+    this.#hooks.message(msg);
+  }
+
+  /** @param {number} code @param {string} reason */
+  #onClose(code, reason) {
+    this.#drop();
+    if (this.stopped) return;
+    if (code === 4401) {
+      const limit = typeof this.#token === "function" ? 3 : 1;
+      if (++this.#authFailures > limit) return this.#giveUp(code, reason, "unauthorized");
+      this.#refreshToken = true;
+    } else {
+      const fatal = FATAL_CLOSE.get(code);
+      if (fatal) return this.#giveUp(code, reason, fatal);
+    }
+    if (code === 4429) this.#attempt = Math.max(this.#attempt, 4);
+    this.#scheduleReconnect(code, reason);
+  }
+
+  /** @param {number} code @param {string} reason */
+  #scheduleReconnect(code, reason) {
+    const delay = backoffDelay(this.#attempt, this.#random);
+    this.#attempt = Math.min(this.#attempt + 1, 20);
+    this.#emit("connection", { status: "reconnecting", code, reason, delay });
+    this.arm("retry", delay, () => this.#open());
+  }
+
+  /** Permanent failure: no more reconnects. @param {number} code @param {string} reason @param {string} errCode */
+  #giveUp(code, reason, errCode) {
+    this.stopped = true;
+    this.#pageListeners(false);
+    this.disarm("retry");
+    const err = new PresenceError(errCode, reason || `connection refused (${code})`);
+    this.#emit("error", { code: errCode, message: err.message });
+    this.#hooks.gaveUp(err);
+    this.#emit("connection", { status: "closed", code, reason });
+  }
+
+  /**
+   * Detaches the current socket (closing it when `code` is given); the owner fails what waited on it.
+   * @param {number} [code] @param {string} [reason]
+   */
+  #drop(code, reason) {
+    const ws = this.ws;
+    this.ws = null;
+    this.#gen++; // also cancels an attempt still waiting for its token
+    this.disarm("silence");
+    this.#hooks.dropped();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      if (code) try { ws.close(code, reason); } catch { /* already closed */ }
+    }
+  }
+
+  armSilenceTimer() {
+    this.arm("silence", SILENCE_FACTOR * this.heartbeatMs, () => {
+      // A dead network may never deliver the close event: give up on this socket right away.
+      this.#drop(4000, "heartbeat timeout");
+      if (!this.stopped) this.#scheduleReconnect(1006, "heartbeat timeout");
+    });
+  }
+
+  /** (Re)starts the named timer. @param {string} name @param {number} ms @param {() => void} fn */
+  arm(name, ms, fn) {
+    this.disarm(name);
+    this.#timers.set(name, this.#setTimeout(() => {
+      this.#timers.delete(name);
+      fn();
+    }, ms));
+  }
+
+  /** @param {string} name */
+  disarm(name) {
+    if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
+    this.#timers.delete(name);
+  }
+
+  /** @param {Record<string, unknown>} msg */
+  send(msg) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** @param {boolean} on */
+  #pageListeners(on) {
+    const win = this.#window;
+    if (!win) return;
+    const method = on ? "addEventListener" : "removeEventListener";
+    win[method]("pagehide", this.#onPageHide);
+    win[method]("pageshow", this.#onPageShow);
+    win[method]("online", this.#onOnline);
+  }
+
+  #onPageHide = () => {
+    // Leave cleanly (the server keeps our lease for its grace period); a bfcache restore reconnects.
+    this.#drop(1000, "pagehide");
+    this.disarm("retry");
+    this.#emit("connection", { status: "closed", code: 1000, reason: "pagehide" });
+  };
+
+  /** @param {Event} ev */
+  #onPageShow = (ev) => {
+    if (!(/** @type {any} */ (ev).persisted) || this.stopped || this.ws) return;
+    this.#hooks.pageShown?.(); // timers were frozen while the page sat in the bfcache
+    this.#attempt = 0;
+    this.disarm("retry");
+    this.#open();
+  };
+
+  #onOnline = () => {
+    if (!this.#timers.has("retry") || this.stopped) return;
+    this.disarm("retry");
+    this.#open();
+  };
+
+  /** @param {string} type @param {object} detail */
+  #emit(type, detail) {
+    this.#target.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/**
  * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
  * - state: State, whole, after every change: the welcome's snapshot, then each `update` the server sends
  *   applied to it (a gap asks the server for the whole state again)
@@ -212,14 +449,8 @@ export class PresenceClient extends EventTarget {
   /** @type {number} our place in the wait queue (1 = next), 0 when not waiting */
   queuePosition = 0;
 
-  #url; #workspace; #token; #WS; #random; #now; #wallNow; #setTimeout; #clearTimeout; #window;
-  /** @type {WebSocket|null} */ #ws = null;
-  #stopped = true;
-  #gen = 0;
-  #attempt = 0;
-  #authFailures = 0;
-  #refreshToken = false;
-  #heartbeatMs = DEFAULT_HEARTBEAT_MS;
+  #workspace; #now; #wallNow;
+  /** @type {Connection} */ #conn;
   #deadline = 0;
   #wallDeadline = 0;
   #canEdit = false;
@@ -231,27 +462,33 @@ export class PresenceClient extends EventTarget {
   /** @type {Map<string, Pending>} */ #pending = new Map();
   /** @type {{resolve: (w: WelcomeMsg) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
   /** @type {{active?: boolean, meta?: object}|null} */ #lastStatus = null;
-  /** @type {Map<"retry"|"silence"|"deadline", any>} */ #timers = new Map();
 
   /** @param {PresenceOptions} options */
   constructor(options) {
     super();
     if (!options?.workspace) throw new TypeError("PresenceClient: `workspace` is required");
     if (options.token == null) throw new TypeError("PresenceClient: `token` is required");
-    this.#url = resolveUrl(options.url);
+    const url = resolveUrl(options.url);
     this.#workspace = options.workspace;
-    this.#token = options.token;
     /** @type {string} sent as `tab` in hello; kept in sessionStorage so a reload reuses it */
     this.tabId = options.tabId || loadTabId(options.storage === undefined ? defaultStorage() : options.storage);
     const WS = options.WebSocket || globalThis.WebSocket;
     if (!WS) throw new TypeError("PresenceClient: no WebSocket implementation");
-    this.#WS = WS;
-    this.#random = options.random || Math.random;
     this.#now = options.now || (() => performance.now());
     this.#wallNow = options.wallNow || (() => Date.now());
-    this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
-    this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
-    this.#window = options.window === undefined ? globalThis.window ?? null : options.window;
+    this.#conn = new Connection(this, {
+      firstFrame: (token) => ({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME }),
+      message: (msg) => this.#onMessage(msg),
+      dropped: () => this.#onDropped(),
+      gaveUp: (err) => {
+        if (this.holding) this.#lose({ reason: "lost" });
+        this.#settleConnect(err);
+      },
+      pageShown: () => this.#updateCanEdit(),
+    }, {
+      url, token: options.token, WebSocket: WS, random: options.random, setTimeout: options.setTimeout,
+      clearTimeout: options.clearTimeout, window: options.window === undefined ? globalThis.window ?? null : options.window,
+    });
   }
 
   get workspace() { return this.#workspace; }
@@ -276,15 +513,7 @@ export class PresenceClient extends EventTarget {
    */
   connect() {
     const promise = new Promise((resolve, reject) => this.#connectWaiters.push({ resolve, reject }));
-    if (this.#stopped) {
-      this.#stopped = false;
-      this.#attempt = 0;
-      this.#authFailures = 0;
-      this.#pageListeners(true);
-      this.#open();
-    } else if (this.connected) {
-      this.#settleConnect(null);
-    }
+    if (!this.#conn.start() && this.connected) this.#settleConnect(null);
     return promise;
   }
 
@@ -349,137 +578,32 @@ export class PresenceClient extends EventTarget {
    */
   status(info) {
     this.#lastStatus = { ...info };
-    return this.connected && this.#send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+    return this.connected && this.#conn.send({ type: "status", id: this.#newId(), ...this.#lastStatus });
   }
 
   /** Stops everything: timers, reconnects, the socket (closed with 1000). Does not fire `released`. */
   close() {
-    if (this.#stopped) return;
-    this.#stopped = true;
+    if (this.#conn.stopped) return;
     this.#waiting = false;
     this.queuePosition = 0;
-    this.#pageListeners(false);
-    this.#dropSocket(1000, "client closed");
-    this.#disarm("retry");
+    this.#conn.stop();
     this.#setHolding(false);
     this.#settleConnect(new PresenceError("closed", "client closed before connecting"));
     this.#emit("connection", { status: "closed", code: 1000, reason: "client closed" });
   }
 
-  // ---- connection lifecycle -----------------------------------------------------------------------
+  // ---- connection lifecycle (the socket itself: Connection) -----------------------------------------
 
-  async #open() {
-    const gen = ++this.#gen;
-    this.#emit("connection", { status: "connecting" });
-    let token;
-    try {
-      const source = this.#token;
-      token = typeof source === "function" ? await source({ refresh: this.#refreshToken }) : source;
-    } catch (err) {
-      if (gen !== this.#gen || this.#stopped) return;
-      this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
-      this.#scheduleReconnect(0, "token_failed");
-      return;
-    }
-    if (gen !== this.#gen || this.#stopped) return;
-    let ws;
-    try {
-      ws = new this.#WS(this.#url);
-    } catch (err) { // bad URL, blocked by CSP or mixed content: retrying cannot help
-      return this.#giveUp(0, String(/** @type {any} */ (err)?.message || err), "connect_failed");
-    }
-    this.#ws = ws;
-    ws.onopen = () => {
-      if (this.#ws === ws) {
-        this.#send({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME });
-      }
-    };
-    ws.onmessage = (ev) => { if (this.#ws === ws) this.#onMessage(ev.data); };
-    ws.onclose = (ev) => { if (this.#ws === ws) this.#onClose(ev.code, ev.reason); };
-    ws.onerror = () => {}; // a close event always follows
-    this.#armSilenceTimer();
-  }
-
-  /** @param {number} code @param {string} reason */
-  #onClose(code, reason) {
-    this.#dropSocket();
-    if (this.#stopped) return;
-    if (code === 4401) {
-      const limit = typeof this.#token === "function" ? 3 : 1;
-      if (++this.#authFailures > limit) return this.#giveUp(code, reason, "unauthorized");
-      this.#refreshToken = true;
-    } else {
-      const fatal = FATAL_CLOSE.get(code);
-      if (fatal) return this.#giveUp(code, reason, fatal);
-    }
-    if (code === 4429) this.#attempt = Math.max(this.#attempt, 4);
-    this.#scheduleReconnect(code, reason);
-  }
-
-  /** @param {number} code @param {string} reason */
-  #scheduleReconnect(code, reason) {
-    const delay = backoffDelay(this.#attempt, this.#random);
-    this.#attempt = Math.min(this.#attempt + 1, 20);
-    this.#emit("connection", { status: "reconnecting", code, reason, delay });
-    this.#arm("retry", delay, () => this.#open());
-  }
-
-  /** Permanent failure: no more reconnects. @param {number} code @param {string} reason @param {string} errCode */
-  #giveUp(code, reason, errCode) {
-    this.#stopped = true;
-    this.#pageListeners(false);
-    this.#disarm("retry");
-    const err = new PresenceError(errCode, reason || `connection refused (${code})`);
-    this.#emit("error", { code: errCode, message: err.message });
-    if (this.holding) this.#lose({ reason: "lost" });
-    this.#settleConnect(err);
-    this.#emit("connection", { status: "closed", code, reason });
-  }
-
-  /**
-   * Detaches the current socket (closing it when `code` is given) and fails pending requests.
-   * @param {number} [code] @param {string} [reason]
-   */
-  #dropSocket(code, reason) {
-    const ws = this.#ws;
-    this.#ws = null;
-    this.#gen++; // also cancels an attempt still waiting for its token
+  /** The socket went away: fail what waited on it. */
+  #onDropped() {
     this.connected = false;
-    this.#disarm("silence");
     if (this.#asking) { // the server withdraws the request of a tab that left
       this.#asking = false;
-      if (!this.#stopped) this.#emit("declined", { reason: "cancelled" });
-    }
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      if (code) try { ws.close(code, reason); } catch { /* already closed */ }
+      if (!this.#conn.stopped) this.#emit("declined", { reason: "cancelled" });
     }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(new PresenceError("disconnected", "connection lost"));
-  }
-
-  #armSilenceTimer() {
-    this.#arm("silence", SILENCE_FACTOR * this.#heartbeatMs, () => {
-      // A dead network may never deliver the close event: give up on this socket right away.
-      this.#dropSocket(4000, "heartbeat timeout");
-      if (!this.#stopped) this.#scheduleReconnect(1006, "heartbeat timeout");
-    });
-  }
-
-  /** (Re)starts the named timer. @param {"retry"|"silence"|"deadline"} name @param {number} ms @param {() => void} fn */
-  #arm(name, ms, fn) {
-    this.#disarm(name);
-    this.#timers.set(name, this.#setTimeout(() => {
-      this.#timers.delete(name);
-      fn();
-    }, ms));
-  }
-
-  /** @param {"retry"|"silence"|"deadline"} name */
-  #disarm(name) {
-    if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
-    this.#timers.delete(name);
   }
 
   /** @param {Error|null} err */
@@ -492,52 +616,10 @@ export class PresenceClient extends EventTarget {
     }
   }
 
-  /** @param {boolean} on */
-  #pageListeners(on) {
-    const win = this.#window;
-    if (!win) return;
-    const method = on ? "addEventListener" : "removeEventListener";
-    win[method]("pagehide", this.#onPageHide);
-    win[method]("pageshow", this.#onPageShow);
-    win[method]("online", this.#onOnline);
-  }
-
-  #onPageHide = () => {
-    // Leave cleanly (the server keeps our lease for its grace period); a bfcache restore reconnects.
-    this.#dropSocket(1000, "pagehide");
-    this.#disarm("retry");
-    this.#emit("connection", { status: "closed", code: 1000, reason: "pagehide" });
-  };
-
-  /** @param {Event} ev */
-  #onPageShow = (ev) => {
-    if (!(/** @type {any} */ (ev).persisted) || this.#stopped || this.#ws) return;
-    this.#updateCanEdit(); // timers were frozen while the page sat in the bfcache
-    this.#attempt = 0;
-    this.#disarm("retry");
-    this.#open();
-  };
-
-  #onOnline = () => {
-    if (!this.#timers.has("retry") || this.#stopped) return;
-    this.#disarm("retry");
-    this.#open();
-  };
-
   // ---- messages -------------------------------------------------------------------------------------
 
-  /** @param {unknown} data */
-  #onMessage(data) {
-    if (typeof data !== "string") return;
-    /** @type {ServerMsg} */
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!msg || typeof msg !== "object") return;
-    this.#armSilenceTimer();
+  /** @param {ServerMsg} msg  a frame that parsed as an object */
+  #onMessage(msg) {
     switch (msg.type) {
       case "welcome": return this.#onWelcome(msg);
       case "state": {
@@ -547,7 +629,7 @@ export class PresenceClient extends EventTarget {
       }
       case "update": return this.#onUpdate(msg);
       case "ping":
-        this.#send({ type: "pong", n: msg.n });
+        this.#conn.send({ type: "pong", n: msg.n });
         if (this.holding && typeof msg.ttl_ms === "number") this.#setDeadline(msg.ttl_ms);
         return;
       case "acquired": {
@@ -597,19 +679,17 @@ export class PresenceClient extends EventTarget {
     this.connected = true;
     this.#welcome = msg;
     this.#syncing = false;
-    this.#attempt = 0;
-    this.#authFailures = 0;
-    this.#refreshToken = false;
+    this.#conn.opened();
     this.user = msg.user;
-    if (msg.heartbeat_ms > 0) this.#heartbeatMs = msg.heartbeat_ms;
-    this.#armSilenceTimer();
+    if (msg.heartbeat_ms > 0) this.#conn.heartbeatMs = msg.heartbeat_ms;
+    this.#conn.armSilenceTimer();
     const holder = msg.state?.holder ?? null;
     if (this.holding) this.#rejoin(holder);
     // Back in line, unless the server is about to confirm a lease we share (see #confirmedOnJoin).
     if (this.#waiting && !this.holding && !this.#confirmedOnJoin(holder, msg.scope)) {
-      this.#send({ type: "acquire", id: this.#newId(), wait: true });
+      this.#conn.send({ type: "acquire", id: this.#newId(), wait: true });
     }
-    if (this.#lastStatus) this.#send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+    if (this.#lastStatus) this.#conn.send({ type: "status", id: this.#newId(), ...this.#lastStatus });
     this.#setState(msg.state);
     this.#emit("connection", { status: "open" });
     this.#settleConnect(null);
@@ -651,7 +731,7 @@ export class PresenceClient extends EventTarget {
     if (this.#syncing) return;
     if (!this.state || msg.base !== this.state.seq) {
       this.#syncing = true;
-      this.#send({ type: "sync" });
+      this.#conn.send({ type: "sync" });
       return;
     }
     this.#setState(applyUpdate(this.state, msg));
@@ -673,7 +753,7 @@ export class PresenceClient extends EventTarget {
   /** @param {boolean} holding */
   #setHolding(holding) {
     this.holding = holding;
-    if (!holding) this.#disarm("deadline");
+    if (!holding) this.#conn.disarm("deadline");
     this.#updateCanEdit();
   }
 
@@ -689,8 +769,8 @@ export class PresenceClient extends EventTarget {
   /** Checks the deadline when it is due, and at least every second (a sleeping computer delays timers). */
   #armDeadlineTimer() {
     const left = this.leaseRemainingMs;
-    if (left <= 0) return this.#disarm("deadline");
-    this.#arm("deadline", Math.min(left, DEADLINE_CHECK_MS), () => {
+    if (left <= 0) return this.#conn.disarm("deadline");
+    this.#conn.arm("deadline", Math.min(left, DEADLINE_CHECK_MS), () => {
       this.#armDeadlineTimer(); // early (or a periodic check): wait for the rest
       this.#updateCanEdit();
     });
@@ -715,7 +795,7 @@ export class PresenceClient extends EventTarget {
     const id = this.#newId();
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      if (!this.#send({ ...msg, id })) {
+      if (!this.#conn.send({ ...msg, id })) {
         this.#pending.delete(id);
         reject(new PresenceError("disconnected", "not connected"));
       }
@@ -729,14 +809,6 @@ export class PresenceClient extends EventTarget {
     if (!pending) return false;
     this.#pending.delete(String(id));
     pending.resolve(result);
-    return true;
-  }
-
-  /** @param {Record<string, unknown>} msg */
-  #send(msg) {
-    const ws = this.#ws;
-    if (!ws || ws.readyState !== 1) return false;
-    ws.send(JSON.stringify(msg));
     return true;
   }
 
@@ -784,32 +856,28 @@ export class LeaseWatcher extends EventTarget {
   /** @type {boolean} the current socket got its first `leases` */
   connected = false;
 
-  #url; #token; #WS; #random; #setTimeout; #clearTimeout; #heartbeatMs;
+  /** @type {Connection} */ #conn;
   /** @type {string[]} */ #ids = [];
-  /** @type {WebSocket|null} */ #ws = null;
-  #stopped = true;
-  #gen = 0;
-  #attempt = 0;
-  #authFailures = 0;
-  #refreshToken = false;
   #nextId = 0;
   /** @type {Map<string, (leases: Map<string, WatchedLease>) => void>} */ #waiting = new Map();
   /** @type {{resolve: (l: Map<string, WatchedLease>) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
-  /** @type {Map<"retry"|"silence", any>} */ #timers = new Map();
 
   /** @param {LeaseWatcherOptions} options */
   constructor(options) {
     super();
     if (options?.token == null) throw new TypeError("LeaseWatcher: `token` is required");
-    this.#url = resolveUrl(options.url);
-    this.#token = options.token;
+    const url = resolveUrl(options.url);
     const WS = options.WebSocket || globalThis.WebSocket;
     if (!WS) throw new TypeError("LeaseWatcher: no WebSocket implementation");
-    this.#WS = WS;
-    this.#random = options.random || Math.random;
-    this.#setTimeout = options.setTimeout || ((fn, ms) => setTimeout(fn, ms));
-    this.#clearTimeout = options.clearTimeout || ((h) => clearTimeout(h));
-    this.#heartbeatMs = options.heartbeatMs || DEFAULT_HEARTBEAT_MS;
+    this.#conn = new Connection(this, {
+      firstFrame: (token) => ({ type: "watch", token, workspaces: this.#ids, client: CLIENT_NAME }),
+      message: (msg) => this.#onMessage(msg),
+      dropped: () => this.#onDropped(),
+      gaveUp: (err) => this.#settleConnect(err),
+    }, {
+      url, token: options.token, WebSocket: WS, random: options.random, setTimeout: options.setTimeout,
+      clearTimeout: options.clearTimeout, window: null, heartbeatMs: options.heartbeatMs,
+    });
     if (options.workspaces) this.#ids = LeaseWatcher.#checked(options.workspaces);
   }
 
@@ -830,14 +898,7 @@ export class LeaseWatcher extends EventTarget {
    */
   connect() {
     const promise = new Promise((resolve, reject) => this.#connectWaiters.push({ resolve, reject }));
-    if (this.#stopped) {
-      this.#stopped = false;
-      this.#attempt = 0;
-      this.#authFailures = 0;
-      this.#open();
-    } else if (this.connected) {
-      this.#settleConnect(null);
-    }
+    if (!this.#conn.start() && this.connected) this.#settleConnect(null);
     return promise;
   }
 
@@ -849,125 +910,29 @@ export class LeaseWatcher extends EventTarget {
    */
   watch(ids) {
     this.#ids = LeaseWatcher.#checked(ids);
-    if (!this.connected || !this.#ws) {
+    if (!this.connected || !this.#conn.ws) {
       for (const id of [...this.leases.keys()]) if (!this.#ids.includes(id)) this.leases.delete(id);
       return Promise.resolve(this.leases);
     }
     const id = `w${++this.#nextId}`;
     const promise = new Promise((resolve) => this.#waiting.set(id, resolve));
-    this.#send({ type: "watch", workspaces: this.#ids, id });
+    this.#conn.send({ type: "watch", workspaces: this.#ids, id });
     return /** @type {Promise<Map<string, WatchedLease>>} */ (promise);
   }
 
   close() {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.#dropSocket(1000, "client closed");
-    this.#disarm("retry");
+    if (this.#conn.stopped) return;
+    this.#conn.stop();
     this.#settleConnect(new PresenceError("closed", "client closed before connecting"));
     this.#emit("connection", { status: "closed", code: 1000, reason: "client closed" });
   }
 
-  async #open() {
-    const gen = ++this.#gen;
-    this.#emit("connection", { status: "connecting" });
-    let token;
-    try {
-      const source = this.#token;
-      token = typeof source === "function" ? await source({ refresh: this.#refreshToken }) : source;
-    } catch (err) {
-      if (gen !== this.#gen || this.#stopped) return;
-      this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
-      this.#scheduleReconnect(0, "token_failed");
-      return;
-    }
-    if (gen !== this.#gen || this.#stopped) return;
-    let ws;
-    try {
-      ws = new this.#WS(this.#url);
-    } catch (err) {
-      return this.#giveUp(0, String(/** @type {any} */ (err)?.message || err), "connect_failed");
-    }
-    this.#ws = ws;
-    ws.onopen = () => {
-      if (this.#ws === ws) this.#send({ type: "watch", token, workspaces: this.#ids, client: CLIENT_NAME });
-    };
-    ws.onmessage = (ev) => { if (this.#ws === ws) this.#onMessage(ev.data); };
-    ws.onclose = (ev) => { if (this.#ws === ws) this.#onClose(ev.code, ev.reason); };
-    ws.onerror = () => {};
-    this.#armSilenceTimer();
-  }
-
-  /** @param {number} code @param {string} reason */
-  #onClose(code, reason) {
-    this.#dropSocket();
-    if (this.#stopped) return;
-    if (code === 4401) {
-      const limit = typeof this.#token === "function" ? 3 : 1;
-      if (++this.#authFailures > limit) return this.#giveUp(code, reason, "unauthorized");
-      this.#refreshToken = true;
-    } else {
-      const fatal = FATAL_CLOSE.get(code);
-      if (fatal) return this.#giveUp(code, reason, fatal);
-    }
-    if (code === 4429) this.#attempt = Math.max(this.#attempt, 4);
-    this.#scheduleReconnect(code, reason);
-  }
-
-  /** @param {number} code @param {string} reason */
-  #scheduleReconnect(code, reason) {
-    const delay = backoffDelay(this.#attempt, this.#random);
-    this.#attempt = Math.min(this.#attempt + 1, 20);
-    this.#emit("connection", { status: "reconnecting", code, reason, delay });
-    this.#arm("retry", delay, () => this.#open());
-  }
-
-  /** @param {number} code @param {string} reason @param {string} errCode */
-  #giveUp(code, reason, errCode) {
-    this.#stopped = true;
-    this.#disarm("retry");
-    const err = new PresenceError(errCode, reason || `connection refused (${code})`);
-    this.#emit("error", { code: errCode, message: err.message });
-    this.#settleConnect(err);
-    this.#emit("connection", { status: "closed", code, reason });
-  }
-
-  /** @param {number} [code] @param {string} [reason] */
-  #dropSocket(code, reason) {
-    const ws = this.#ws;
-    this.#ws = null;
-    this.#gen++;
+  /** The socket went away: what waited on it is re-watched on reconnecting. */
+  #onDropped() {
     this.connected = false;
-    this.#disarm("silence");
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-      if (code) try { ws.close(code, reason); } catch { /* already closed */ }
-    }
     const waiting = [...this.#waiting.values()];
     this.#waiting.clear();
-    for (const resolve of waiting) resolve(this.leases); // re-watched on reconnecting
-  }
-
-  #armSilenceTimer() {
-    this.#arm("silence", SILENCE_FACTOR * this.#heartbeatMs, () => {
-      this.#dropSocket(4000, "heartbeat timeout");
-      if (!this.#stopped) this.#scheduleReconnect(1006, "heartbeat timeout");
-    });
-  }
-
-  /** @param {"retry"|"silence"} name @param {number} ms @param {() => void} fn */
-  #arm(name, ms, fn) {
-    this.#disarm(name);
-    this.#timers.set(name, this.#setTimeout(() => {
-      this.#timers.delete(name);
-      fn();
-    }, ms));
-  }
-
-  /** @param {"retry"|"silence"} name */
-  #disarm(name) {
-    if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
-    this.#timers.delete(name);
+    for (const resolve of waiting) resolve(this.leases);
   }
 
   /** @param {Error|null} err */
@@ -980,21 +945,11 @@ export class LeaseWatcher extends EventTarget {
     }
   }
 
-  /** @param {unknown} data */
-  #onMessage(data) {
-    if (typeof data !== "string") return;
-    /** @type {any} */
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!msg || typeof msg !== "object") return;
-    this.#armSilenceTimer();
+  /** @param {any} msg  a frame that parsed as an object */
+  #onMessage(msg) {
     switch (msg.type) {
       case "ping":
-        this.#send({ type: "pong", n: msg.n });
+        this.#conn.send({ type: "pong", n: msg.n });
         return;
       case "leases": return this.#onLeases(msg);
       case "lease": {
@@ -1025,9 +980,7 @@ export class LeaseWatcher extends EventTarget {
       const old = before.get(id);
       if (old && JSON.stringify(old) !== JSON.stringify(now)) this.#emit("lease", { workspace: id, ...now });
     }
-    this.#attempt = 0;
-    this.#authFailures = 0;
-    this.#refreshToken = false;
+    this.#conn.opened();
     const first = !this.connected;
     this.connected = true;
     if (first) this.#emit("connection", { status: "open" });
@@ -1038,14 +991,6 @@ export class LeaseWatcher extends EventTarget {
       resolve(this.leases);
     }
     this.#settleConnect(null);
-  }
-
-  /** @param {object} msg */
-  #send(msg) {
-    const ws = this.#ws;
-    if (!ws || ws.readyState !== 1) return false;
-    ws.send(JSON.stringify(msg));
-    return true;
   }
 
   /** @param {string} type @param {object} detail */
