@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__
+from .. import __version__, docfile
 from ..wire.messages import HolderView, Person, Viewer
 
 DOC_PATH = Path("docs") / "openapi.json"
@@ -320,17 +320,5 @@ def render() -> str:
     return json.dumps(openapi(), indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    if argv == ["--write"]:
-        DOC_PATH.write_text(render(), encoding="utf-8")
-        print(f"wrote {DOC_PATH}", file=sys.stderr)
-        return 0
-    if argv:
-        print("usage: python -m presence.http.openapi [--write]", file=sys.stderr)
-        return 2
-    sys.stdout.write(render())
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(docfile.main(sys.argv[1:], render, DOC_PATH, "presence.http.openapi"))

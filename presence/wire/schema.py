@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from .. import docfile
 from . import messages, watch
 
 SCHEMA_PATH = Path("docs") / "protocol.schema.json"
@@ -60,17 +61,5 @@ def render() -> str:
     return json.dumps(protocol_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    if argv == ["--write"]:
-        SCHEMA_PATH.write_text(render(), encoding="utf-8")
-        print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
-        return 0
-    if argv:
-        print("usage: python -m presence.wire.schema [--write]", file=sys.stderr)
-        return 2
-    sys.stdout.write(render())
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(docfile.main(sys.argv[1:], render, SCHEMA_PATH, "presence.wire.schema"))
