@@ -10,34 +10,13 @@ cost: across a network, add the round trip from the primary to its replica.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 
-from .harness import GAP_S, Bench, summary, timings
-from .procs import RedisProc, ServerProc
-
-
-async def _acquire_loop(b: Bench, server: ServerProc, samples: int) -> list[float]:
-    warm = max(20, samples // 20)
-    tab = await b.tab(server, "dur", "bench-durability")
-    took: list[float] = []
-    try:
-        for i in range(warm + samples):
-            started = time.perf_counter()
-            reply = await tab.request({"type": "acquire", "id": i})
-            elapsed = time.perf_counter() - started
-            if reply["type"] != "acquired":
-                raise RuntimeError(f"acquire answered {reply}")
-            await tab.request({"type": "release", "id": -1 - i})
-            if i >= warm:
-                took.append(elapsed)
-            await asyncio.sleep(GAP_S)
-    finally:
-        tab.close()
-    return took
+from .harness import Bench, acquire_round_trips, summary, timings
+from .procs import RedisProc
 
 
 async def _in_sync(replica: RedisProc) -> None:
@@ -62,8 +41,8 @@ async def wait_cost(b: Bench) -> dict[str, Any]:
     plain = await b.server("dur0", keys="dur", **timings(5000))
     durable = await b.server("dur1", keys="dur", **timings(5000), PRESENCE_REDIS_WAIT_REPLICAS="1")
     n = b.plan.samples
-    ours = summary(await _acquire_loop(b, durable, n))
-    without = summary(await _acquire_loop(b, plain, n))
+    ours = summary(await acquire_round_trips(b, durable, "dur", "bench-durability", n))
+    without = summary(await acquire_round_trips(b, plain, "dur", "bench-durability", n))
     for proc in (plain, durable, replica):
         proc.close()
     return {"replicas": 1, "ours": ours, "without": without,

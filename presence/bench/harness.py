@@ -9,6 +9,7 @@ import json
 import signal
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,28 @@ def summary(seconds: list[float]) -> dict[str, float]:
 
     return {"n": len(ms), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": statistics.fmean(ms),
             "max": ms[-1]}
+
+
+async def acquire_round_trips(b: Bench, server: ServerProc, user: str, workspace: str, samples: int) -> list[float]:
+    """Seconds from sending ``acquire`` to its ``acquired``, one tab, ``samples`` times after a warm-up;
+    each grant released again and the next request ``GAP_S`` later."""
+    warm = max(20, samples // 20)
+    tab = await b.tab(server, user, workspace)
+    took: list[float] = []
+    try:
+        for i in range(warm + samples):
+            started = time.perf_counter()
+            reply = await tab.request({"type": "acquire", "id": i})
+            elapsed = time.perf_counter() - started
+            if reply["type"] != "acquired":
+                raise RuntimeError(f"acquire answered {reply}")
+            await tab.request({"type": "release", "id": -1 - i})
+            if i >= warm:
+                took.append(elapsed)
+            await asyncio.sleep(GAP_S)
+    finally:
+        tab.close()
+    return took
 
 
 def timings(plan_heartbeat_ms: int, **extra: str) -> dict[str, str]:

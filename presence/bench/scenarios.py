@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
 from ..gateway.replies import AcquireReply, Granted, Outcome, Rejoined
-from .harness import GAP_S, HOST, Bench, Plan, summary, timings
+from .harness import GAP_S, HOST, Bench, Plan, acquire_round_trips, summary, timings
 from .procs import BareProc, Proc, ServerProc
 from .wsclient import Message, WsClient
 
@@ -28,19 +28,7 @@ from .wsclient import Message, WsClient
 async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[str, Any]:
     n = b.plan.samples
     warm = max(20, n // 20)
-    tab = await b.tab(server, "lat", "bench-latency")
-    ours: list[float] = []
-    for i in range(warm + n):
-        started = time.perf_counter()
-        reply = await tab.request({"type": "acquire", "id": i})
-        took = time.perf_counter() - started
-        if reply["type"] != "acquired":
-            raise RuntimeError(f"acquire answered {reply}")
-        await tab.request({"type": "release", "id": -1 - i})
-        if i >= warm:
-            ours.append(took)
-        await asyncio.sleep(GAP_S)
-    tab.close()
+    ours = await acquire_round_trips(b, server, "lat", "bench-latency", n)
 
     echo_client = await WsClient.connect(HOST, bare.port, "/echo")
     echo: list[float] = []
