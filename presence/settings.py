@@ -248,12 +248,9 @@ class Settings:
                                 "without spaces (default mymaster)")
         if self.redis_wait_replicas < 0:
             problems.append("PRESENCE_REDIS_WAIT_REPLICAS must be 0 (off) or the number of replicas to wait for")
-        if self.redis_wait_replicas > 0:
-            if self.embedded:
-                problems.append("PRESENCE_REDIS_WAIT_REPLICAS needs a real Redis with replicas "
-                                "(set PRESENCE_REDIS_URL or PRESENCE_REDIS_SENTINELS)")
-            if self.redis_cluster:
-                problems.append("PRESENCE_REDIS_WAIT_REPLICAS is not supported with PRESENCE_REDIS_CLUSTER=true")
+        if self.redis_wait_replicas > 0 and self.embedded:
+            problems.append("PRESENCE_REDIS_WAIT_REPLICAS needs a real Redis with replicas "
+                            "(set PRESENCE_REDIS_URL or PRESENCE_REDIS_SENTINELS)")
         limit = min(self.lease_ttl_ms // 2, self.redis_timeout_ms - 100)
         if self.redis_wait_replicas > 0 and not 0 < self.redis_wait_timeout_ms <= limit:
             problems.append(

@@ -46,10 +46,21 @@ REDIS_SERVER = _server_binary()
 SERVER_KIND = "valkey" if os.environ.get("PRESENCE_TEST_SERVER") == "valkey" else "redis"
 
 
+# Ports handed out by this test process: a server may not have bound its port yet when the next
+# one is picked, so a port is never handed out twice.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port on 127.0.0.1 between 10000 and 16999: below 55000 (this machine's rule), below
+    the kernel's ephemeral range (an outgoing connection cannot take it between the pick and the
+    server's bind) and apart from the Cluster nodes' range (17000-27000, buses 27000-37000)."""
+    for _ in range(500):
+        port = random.randint(10000, 16999)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port between 10000 and 16999")
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
@@ -265,7 +276,8 @@ def free_cluster_port() -> int:
     for _ in range(500):
         # Below the kernel's ephemeral range, so +10000 stays a valid port and is rarely taken.
         port = random.randint(17000, 27000)
-        if _bindable(port) and _bindable(port + 10000):
+        if port not in _handed_out and _bindable(port) and _bindable(port + 10000):
+            _handed_out.add(port)
             return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
 
@@ -369,6 +381,13 @@ class LocalRedisCluster:
             if int(start) <= slot <= int(end):
                 return int(primary[1])
         raise LookupError(f"slot {slot} is not served")
+
+    def replica_of(self, slot: int) -> int:
+        """The port of a replica of the primary serving ``slot``."""
+        for start, end, _primary, *replicas in self.node(self.ports[0]).execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end) and replicas:
+                return int(replicas[0][1])
+        raise LookupError(f"slot {slot} has no replica")
 
     def migrate_slot(self, slot: int, to_port: int) -> None:
         """Move one slot and its keys to another primary, as ``redis-cli --cluster reshard`` does."""

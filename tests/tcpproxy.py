@@ -21,6 +21,8 @@ import contextlib
 import threading
 from typing import Literal
 
+from procs import free_port
+
 Mode = Literal["up", "cut", "blackhole"]
 CHUNK = 65536
 MAX_PENDING = 256  # chunks in flight per direction: latency never buffers without bound
@@ -92,7 +94,7 @@ class TcpProxy:
     # -- inside the proxy's loop ----------------------------------------------------------------
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", free_port())
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _set(self, mode: Mode | None = None, latency: float | None = None, down: float | None = None) -> None:

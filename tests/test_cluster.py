@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 from conftest import Cluster
 from procs import LocalRedisCluster
 from redis.crc import key_slot
 from test_e2e import GRACE_S, RELAXED, TTL_S
 from wsclient import Tab, open_tab
 
+from presence.core.effects import Replication
 from presence.core.events import decode_event
 from presence.core.records import TabInfo
+from presence.errors import StoreUnavailable
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
+from presence.gateway.replies import Granted
 from presence.settings import Settings
 
 pytestmark = pytest.mark.cluster
@@ -351,4 +357,47 @@ async def test_a_primary_killed_during_takeovers_fails_over_to_its_replica(prefi
         assert await asyncio.to_thread(cluster.owner, slot) != primary  # its replica serves it now
     finally:
         c.close()
+        await asyncio.to_thread(cluster.close)
+
+
+async def test_wait_replicas_on_cluster_waits_for_the_slots_replica() -> None:
+    """PRESENCE_REDIS_WAIT_REPLICAS on Cluster: the WAIT goes to the primary of the workspace's
+    slot, on the connection that ran the script, so a grant is answered once that primary's
+    replica has it; with the replica paused it is withdrawn, and a handoff stays unconfirmed."""
+    cluster = await asyncio.to_thread(LocalRedisCluster(replicas=1).start)
+    settings = Settings(
+        redis_url=cluster.url, redis_cluster=True, heartbeat_ms=500, dead_after_ms=4000, lease_ttl_ms=8000,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}", redis_wait_replicas=1, redis_wait_timeout_ms=300,
+    ).validate()
+    store = Gateway(settings)
+    try:
+        await store.start()
+        lease = LeaseScripts(store, settings, Keys(settings.key_prefix))
+        keys = lease.keys.workspace("doc")
+        replica_port = await asyncio.to_thread(cluster.replica_of, key_slot(keys.lease.encode()))
+        replica = redis.Redis(port=replica_port, decode_responses=True, socket_timeout=5, single_connection_client=True)
+        await asyncio.to_thread(replica.execute_command, "READONLY")  # a replica then answers reads of its slots
+        await lease.join("doc", "c1", TabInfo("alice", "Alice", "t1", True, None, "s"))
+        got = await lease.acquire("doc", "alice", "Alice", "t1", "c1")
+        assert isinstance(got.reply, Granted)
+        fence = got.reply.fence
+        assert await asyncio.to_thread(replica.get, keys.lease) == str(fence)  # there before the answer
+        assert await lease.replicate("doc", fence) is Replication.CONFIRMED
+        await lease.release("doc", fence)
+
+        cluster.procs[replica_port].send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable, match="reached 0 of 1 replicas"):
+                await lease.acquire("doc", "alice", "Alice", "t1", "c1")
+            assert await store.client.get(keys.lease) is None  # withdrawn
+            plain = LeaseScripts(store, dataclasses.replace(settings, redis_wait_replicas=0), lease.keys)
+            again = await plain.acquire("doc", "alice", "Alice", "t1", "c1")
+            assert isinstance(again.reply, Granted)
+            assert await lease.replicate("doc", again.reply.fence) is Replication.UNCONFIRMED
+            assert await lease.replicate("doc", again.reply.fence + 1) is Replication.MOVED_ON
+        finally:
+            cluster.procs[replica_port].send_signal(signal.SIGCONT)
+        await asyncio.to_thread(replica.close)
+    finally:
+        await store.close()
         await asyncio.to_thread(cluster.close)

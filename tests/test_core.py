@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from presence.core.effects import Arm, CheckExpiry, Disarm, Resync, Send, Timer
+import dataclasses
+
+from presence.core.effects import Arm, CheckExpiry, Disarm, Replicate, Replication, Resync, Send, Timer
 from presence.core.events import LeaseGranted, LeaseRevoked, LeaseTakenOver, StatusChanged, TabJoined, TabLeft
 from presence.core.member import Member
 from presence.core.records import HolderRecord, Snapshot
@@ -78,6 +80,33 @@ def test_a_grant_heard_by_pubsub_tells_the_holders_tabs_and_arms_deadline_and_ex
     assert arms[Timer.DEADLINE] == 10.0 + (1500 - SETTINGS.safety_margin_ms) / 1000
     assert arms[Timer.EXPIRY] > 10.0 + 1.5
     assert ws.members["c1"].fence == 7 and ws.renewal("c1") == 7
+
+
+def test_with_wait_replicas_a_handed_on_lease_is_told_once_the_replicas_have_it() -> None:
+    ws = Workspace("doc", dataclasses.replace(SETTINGS, redis_wait_replicas=1))
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    effects = ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t9", 7), ttl_ms=1500, user=ALICE)], now=10.0)
+    assert Replicate(7) in effects and not [m for m in sent(effects, "c1") if isinstance(m, Acquired)]
+    assert ws.renewal("c1") is None and ws.holder_members() == []  # not its lease to use yet
+    # Too few replicas: asked again a heartbeat later, still untold.
+    effects = ws.replicated(7, Replication.UNCONFIRMED, sent_at=10.1, now=10.4)
+    assert Arm(Timer.REPLICATE, 10.4 + SETTINGS.heartbeat_ms / 1000) in effects and sent(effects, "c1") == []
+    assert ws.fire(Timer.REPLICATE, now=10.7) == [Replicate(7)]
+    effects = ws.replicated(7, Replication.CONFIRMED, sent_at=10.7, now=10.8)
+    assert [m.fence for m in sent(effects, "c1") if isinstance(m, Acquired)] == [7]
+    assert ws.renewal("c1") == 7
+
+
+def test_with_wait_replicas_a_handoff_that_moved_on_is_never_told() -> None:
+    ws = Workspace("doc", dataclasses.replace(SETTINGS, redis_wait_replicas=1))
+    joined(ws, "c1", ALICE, "t1", seq=1)
+    ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t9", 7), ttl_ms=1500, user=ALICE)], now=10.0)
+    taken = LeaseTakenOver(seq=3, holder=holder(BOB, "t2", 8), ttl_ms=1500, user=BOB, from_=ALICE)
+    effects = ws.apply([taken], now=10.1)
+    # It never knew: neither acquired nor released (only the update that shows who holds it).
+    assert [m for m in sent(effects, "c1") if isinstance(m, Acquired | Released)] == []
+    assert ws.replicated(7, Replication.CONFIRMED, sent_at=10.0, now=10.2) == []
+    assert ws.members["c1"].fence is None and ws.members["c1"].pending is None
 
 
 def test_the_local_deadline_tells_lost_and_asks_for_a_re_read() -> None:

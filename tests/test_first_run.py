@@ -9,7 +9,7 @@ import sys
 
 import httpx
 import pytest
-from procs import ROOT, ServerProcess
+from procs import ROOT, ServerProcess, free_port
 from starlette.testclient import TestClient
 
 from presence.http.app import base_url, create_app
@@ -41,7 +41,7 @@ def test_serve_help_explains_dev_mode_the_secret_and_the_admin_token() -> None:
 
 def test_a_port_in_use_is_one_clear_message_and_a_non_zero_exit() -> None:
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", free_port()))
         taken.listen()
         port = taken.getsockname()[1]
         out = presence("serve", "--port", str(port), timeout=30)

@@ -32,8 +32,6 @@ def test_sentinels_from_env() -> None:
     ({"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_URL": "unix:///tmp/r.sock"}, "redis:// or rediss://"),
     ({"PRESENCE_REDIS_WAIT_REPLICAS": "1"}, "needs a real Redis with replicas"),
     ({"PRESENCE_REDIS_WAIT_REPLICAS": "-1"}, "0 (off) or the number"),
-    ({"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_URL": "redis://x", "PRESENCE_REDIS_CLUSTER": "true"},
-     "not supported with PRESENCE_REDIS_CLUSTER"),
     ({"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_URL": "redis://x", "PRESENCE_HEARTBEAT_MS": "300",
       "PRESENCE_LEASE_TTL_MS": "1500", "PRESENCE_DEAD_AFTER_MS": "900", "PRESENCE_GRACE_MS": "600"},
      "PRESENCE_REDIS_WAIT_TIMEOUT_MS (1000) must be between 1 and 400"),

@@ -10,7 +10,8 @@
   ``CLIENT KILL TYPE replica``, the primary killed, then resumed): the next fence is still higher
   than every fence issued before, and the servers push the state of the history that went back.
 - ``PRESENCE_REDIS_WAIT_REPLICAS``: a grant is confirmed once the replica has it; with the replica
-  paused it is withdrawn and answered ``unavailable``.
+  paused it is withdrawn and answered ``unavailable``. A lease handed on from the wait queue is
+  told to its new holder (on another server) only once the replica has it.
 """
 
 from __future__ import annotations
@@ -197,5 +198,49 @@ async def test_wait_replicas_confirms_only_acknowledged_grants(
         got = await bob.request("acquire", timeout=5)
         assert got["type"] == "acquired", got
         assert replica.client().get(keys.lease) == str(got["fence"])
+    finally:
+        c.close()
+
+
+def wait_calls(server: RedisServer) -> int:
+    return int(server.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def test_wait_replicas_holds_back_a_handoff_until_the_replica_has_it(
+    replicated_redis: tuple[RedisServer, RedisServer], prefix: str, tabs: list[Tab]
+) -> None:
+    primary, replica = replicated_redis
+    c = Cluster(primary.url, prefix)
+    wait = {"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_WAIT_TIMEOUT_MS": "300"}
+    try:
+        a, b = await c.server_async("a", **ENV, **wait), await c.server_async("b", **ENV, **wait)
+        alice = await open_tab(tabs, a, "alice")
+        bob = await open_tab(tabs, b, "bob")
+        keys = WorkspaceKeys.of(prefix, "doc")
+        held = await alice.request("acquire")
+        assert held["type"] == "acquired"
+        assert (await bob.request("acquire", wait=True))["type"] == "queued"
+
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            # The release hands the lease to bob inside the script, on the primary alone.
+            assert (await alice.request("release"))["type"] == "released"
+            await bob.expect("state", lambda m: m["holder"] is not None and m["holder"]["user"]["id"] == "bob")
+            handed = int(primary.client().get(keys.lease) or 0)
+            assert handed > held["fence"]
+            # Bob's server renews the lease and WAITs for the replica every heartbeat: several
+            # WAITs time out meanwhile, and bob is not told he holds it.
+            mark = wait_calls(primary)
+            await until(lambda: wait_calls(primary) >= mark + 3, 10, "WAITs of the handoff's confirmation")
+            assert not bob.of("acquired")
+            assert int(primary.client().get(keys.lease) or 0) == handed  # still his, kept alive
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        got = await bob.expect("acquired", timeout=10)
+        assert got["fence"] == handed
+        assert replica.client().get(keys.lease) == str(handed)
+        # Now he holds it like any holder: he can release it.
+        assert (await bob.request("release"))["type"] == "released"
     finally:
         c.close()

@@ -17,6 +17,7 @@ class Timer(enum.Enum):
     REQUEST = "request"  # a local requester's handoff deadline
     IDLE = "idle"  # the holder's tabs all inactive for PRESENCE_IDLE_RELEASE_MS
     FLUSH = "flush"  # send the changes of this loop turn (or update window) as one update
+    REPLICATE = "replicate"  # try again to confirm a handoff to a local tab on the replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,4 +65,22 @@ class IdleDue:
     fence: int
 
 
-Effect = Send | Arm | Disarm | Resync | CheckExpiry | RequestDue | IdleDue
+class Replication(enum.Enum):
+    """How a :class:`Replicate` went."""
+
+    CONFIRMED = "confirmed"  # renewed, and the replicas acknowledged it in time
+    UNCONFIRMED = "unconfirmed"  # renewed, but too few replicas acknowledged it in time
+    MOVED_ON = "moved_on"  # the fence no longer holds the lease (events tell what happened)
+    FAILED = "failed"  # Redis unavailable: nothing known
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    """Lease ``fence`` was handed to a local tab by someone else's change: with
+    PRESENCE_REDIS_WAIT_REPLICAS, renew it and ``WAIT`` for the replicas, then report with
+    :meth:`~presence.core.workspace.Workspace.replicated` (the tab is told it holds it then)."""
+
+    fence: int
+
+
+Effect = Send | Arm | Disarm | Resync | CheckExpiry | RequestDue | IdleDue | Replicate

@@ -15,6 +15,8 @@ class Member:
     """One local tab as the core sees it. Identity is fixed; the lease state is the core's:
 
     - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``.
+    - ``pending``: a fence handed to this tab that it is not told of until the replicas have it
+      (PRESENCE_REDIS_WAIT_REPLICAS), or ``None``; ``fence`` is set once they do.
     - ``queue_position``: 1-based place in the wait queue, 0 when not waiting.
     - ``welcomed``: false until ``welcome`` is sent; nothing else is sent to the tab before.
     - ``seq``: the sequence number of the view the tab was last sent (its ``base`` for updates).
@@ -24,6 +26,7 @@ class Member:
     user: Person
     tab: str
     fence: int | None = None
+    pending: int | None = None
     queue_position: int = 0
     welcomed: bool = False
     seq: int = 0

@@ -38,7 +38,7 @@ from ..wire.messages import (
 )
 from . import rules
 from .deadline import Deadline
-from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
+from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, Replicate, Replication, RequestDue, Resync, Send, Timer
 from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
 from .member import Member, Members
 from .records import HolderRecord, Snapshot
@@ -73,6 +73,7 @@ class Workspace:
         self._armed: set[Timer] = set()
         self._request_conn = ""  # whose deadline the REQUEST timer watches
         self._idle_fence = 0  # which lease the IDLE timer watches
+        self._replicating = 0  # a lease handed to local tabs, not told until the replicas have it
         self._out: list[Effect] = []
 
     def __repr__(self) -> str:
@@ -236,15 +237,53 @@ class Workspace:
 
     def _tell_lease(self, m: Member, after: HolderRecord | None, event: Event | None, origin: str, now: float) -> None:
         if after is not None and self.holds(m, after):
-            if m.fence != after.fence:
-                m.fence = after.fence
-                if m.conn != origin:
-                    self._send((m.conn,), Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms(now)))
+            if after.fence in (m.fence, m.pending):
+                return
+            if m.conn != origin and self.settings.redis_wait_replicas > 0:
+                self._hold_back(m, after.fence)  # handed on by a script: no WAIT answered it yet
+                return
+            m.fence, m.pending = after.fence, None
+            if m.conn != origin:
+                self._send((m.conn,), Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms(now)))
         elif m.fence is not None:
-            m.fence = None
+            m.fence = m.pending = None
             if m.conn != origin:
                 reason, by = rules.loss_reason(event, after)
                 self._send((m.conn,), Released(reason=reason, by=by))
+        else:
+            m.pending = None
+
+    def _hold_back(self, m: Member, fence: int) -> None:
+        """Tell ``m`` of lease ``fence`` only once the replicas have it (PRESENCE_REDIS_WAIT_REPLICAS):
+        a failover before then could lose a grant the tab already wrote with."""
+        m.pending = fence
+        if self._replicating != fence:
+            self._replicating = fence
+            self._disarm(Timer.REPLICATE)
+            self._out.append(Replicate(fence))
+
+    def replicated(self, fence: int, outcome: Replication, sent_at: float, now: float) -> list[Effect]:
+        """The shell's :class:`Replicate` of ``fence`` (sent at ``sent_at``) ended with ``outcome``."""
+        if fence != self._replicating:
+            return []
+        h = self.replica.holder
+        waiting = [m for m in self.members.values() if m.pending == fence]
+        if outcome is Replication.MOVED_ON or h is None or h.fence != fence or not waiting:
+            self._replicating = 0
+            for m in waiting:
+                m.pending = None
+            return self._drain()
+        if outcome is not Replication.FAILED:
+            self.confirm(fence, sent_at, now)  # it was renewed
+        if outcome is not Replication.CONFIRMED:
+            self._arm(Timer.REPLICATE, now + self.settings.heartbeat_ms / 1000)
+            return self._drain()
+        self._replicating = 0
+        for m in waiting:
+            m.fence, m.pending = fence, None
+        self._send([m.conn for m in waiting], Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now)))
+        self._watch_idle(now)
+        return self._drain()
 
     def _tell_request(self, event: Event, now: float) -> None:
         request = self.replica.request
@@ -271,7 +310,9 @@ class Workspace:
         """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
         m = self.members[conn]
         holder = self.replica.holder
-        if holder is not None and self.holds(m, holder):
+        if holder is not None and self.holds(m, holder) and holder.fence == self._replicating:
+            m.pending = holder.fence  # told with the others once the replicas have it
+        elif holder is not None and self.holds(m, holder):
             m.fence = holder.fence
             if rejoined:
                 self.confirm(holder.fence, sent_at, now)
@@ -292,7 +333,7 @@ class Workspace:
     ) -> tuple[Acquired, list[Effect]]:
         """The tab's request got (or kept) the lease: its reply and the effects."""
         m = self.members[conn]
-        m.fence = fence
+        m.fence, m.pending = fence, None
         m.queue_position = 0
         self.confirm(fence, sent_at, now, ttl_ms)
         reply = Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now), id=request_id, rejoined=rejoined)
@@ -321,6 +362,9 @@ class Workspace:
             self._out.append(RequestDue(self._request_conn))
         elif timer is Timer.FLUSH:
             self.flush()
+        elif timer is Timer.REPLICATE:
+            if self._replicating:
+                self._out.append(Replicate(self._replicating))
         else:
             self._out.append(IdleDue(self._idle_fence))
         return self._drain()

@@ -22,7 +22,19 @@ from typing import Any, Protocol
 
 from ..connections.abort import text_frame
 from ..connections.tab import Tab
-from ..core.effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, RequestDue, Resync, Send, Timer
+from ..core.effects import (
+    Arm,
+    CheckExpiry,
+    Disarm,
+    Effect,
+    IdleDue,
+    Replicate,
+    Replication,
+    RequestDue,
+    Resync,
+    Send,
+    Timer,
+)
 from ..core.events import Event, decode_event
 from ..core.member import Member
 from ..core.records import TabInfo
@@ -280,6 +292,8 @@ class Workspaces:
                     self._spawn(self._request_due(local, conn), f"request deadline {conn}")
                 case IdleDue(fence=fence):
                     self._spawn(self._idle_release(local, fence), f"idle release {local.workspace}")
+                case Replicate(fence=fence):
+                    self._spawn(self._replicate(local, fence), f"replicate {local.workspace}")
 
     def _fire(self, local: Local, timer: Timer) -> None:
         local.timers.pop(timer, None)
@@ -355,6 +369,16 @@ class Workspaces:
         if isinstance(out.reply, Early):  # not yet by Redis' clock
             self._carry_out(local, local.core.retry_request(conn, out.reply.left_ms, now))
         self._carry_out(local, local.core.apply(out.events, now, out.sent_at))
+
+    async def _replicate(self, local: Local, fence: int) -> None:
+        """Renew lease ``fence``, handed to a local tab, and WAIT for the replicas to have it."""
+        sent_at = self._now()
+        try:
+            outcome = await self.leases.replicate(local.workspace, fence)
+        except StoreUnavailable:
+            outcome = Replication.FAILED  # the core tries again after a heartbeat
+        if self._current(local):
+            self._carry_out(local, local.core.replicated(fence, outcome, sent_at, self._now()))
 
     async def _idle_release(self, local: Local, fence: int) -> None:
         """The holder's tabs were all inactive for PRESENCE_IDLE_RELEASE_MS: release with reason idle."""

@@ -169,7 +169,9 @@ class Gateway:
 
         WAIT counts the writes of its own connection, so both go in one non-transactional pipeline:
         one connection, one round trip, WAIT right after the script. A script that wrote nothing
-        new returns at once."""
+        new returns at once. On Cluster both go to the primary that owns the keys' slot; when the
+        slot moved meanwhile (a failover: the script was redirected, and the WAIT counted another
+        connection's writes) the count is 0, never a confirmation nobody made."""
         return await self._guarded(script.name, self._replicated(script, keys, args, replicas, timeout_ms))
 
     async def _replicated(
@@ -189,9 +191,17 @@ class Gateway:
     ) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", replicas, timeout_ms)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
+        if not self.cluster:
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+        # The cluster pipeline sends each node's commands on one connection, in order.
+        node = self.client.get_node_from_key(keys[0])
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        reply, acked = await pipe.execute(raise_on_error=False)
+        if self.client.get_node_from_key(keys[0]).name != node.name:
+            acked = 0
+        return [reply, acked]
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run many script calls in one pipeline: one round trip (per cluster node).

@@ -13,6 +13,8 @@ With ``PRESENCE_REDIS_WAIT_REPLICAS=n`` the scripts that answer a tab's request 
 returned only once n replicas have it, so a failover to one of them cannot lose it. A grant
 that is not acknowledged within ``PRESENCE_REDIS_WAIT_TIMEOUT_MS`` is withdrawn (released with its
 fence) and the call fails as Redis unavailable: the tab is answered ``unavailable`` and may retry.
+A lease a script handed on (to the next in the queue, to a polite requester) is confirmed by the
+grantee's server with :meth:`LeaseScripts.replicate`: a renewal, written after the grant, and WAIT.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import msgspec
 from redis.crc import key_slot
 
+from ..core.effects import Replication
 from ..core.events import Event, LeaseObserver, decode_event
 from ..core.records import Snapshot, TabInfo, encode_info
 from ..errors import StoreUnavailable
@@ -153,6 +156,19 @@ class LeaseScripts:
         script, keys = self.scripts["renew"], list(self._lease_and_holder(workspace))
         reply = await self.gateway.call(script, keys, [ttl_ms, str(fence), self.settings.key_idle_ms])
         return bool(reply == "1")
+
+    async def replicate(self, workspace: str, fence: int) -> Replication:
+        """Renew lease ``fence`` and ``WAIT`` for PRESENCE_REDIS_WAIT_REPLICAS replicas: the renewal
+        is written after the grant, so once the replicas have it they have the grant too."""
+        keys = list(self._lease_and_holder(workspace))
+        args: list[str | int] = [self.settings.lease_ttl_ms, str(fence), self.settings.key_idle_ms]
+        replicas = self.settings.redis_wait_replicas
+        reply, acked = await self.gateway.call_replicated(
+            self.scripts["renew"], keys, args, replicas, self.settings.redis_wait_timeout_ms
+        )
+        if reply != "1":
+            return Replication.MOVED_ON
+        return Replication.CONFIRMED if acked >= replicas else Replication.UNCONFIRMED
 
     async def request(
         self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
