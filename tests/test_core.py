@@ -115,7 +115,7 @@ def test_the_local_deadline_tells_lost_and_asks_for_a_re_read() -> None:
     ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t1", 7), ttl_ms=1500, user=ALICE)], now=0.0)
     effects = ws.fire(Timer.DEADLINE, now=2.0)
     assert sent(effects, "c1") == [Released(reason="lost")]
-    assert any(isinstance(e, Resync) for e in effects) and ws.stale and ws.members["c1"].fence is None
+    assert any(isinstance(e, Resync) for e in effects) and ws.follower.stale and ws.members["c1"].fence is None
 
 
 def test_a_takeover_tells_the_old_holder_who_took_it() -> None:

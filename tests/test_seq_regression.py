@@ -66,7 +66,7 @@ def test_the_core_re_reads_and_pushes_the_state_that_went_back() -> None:
     ws.apply([LeaseGranted(seq=21, at=T0 + 10, holder=lost, ttl_ms=1500, user=BOB)], now=1.0)
     assert ws.replica.holder == lost
     effects = ws.apply([joined(18, T0 + 5000, Person("carol", "Carol"))], now=6.0)
-    assert any(isinstance(e, Resync) for e in effects) and ws.stale
+    assert any(isinstance(e, Resync) for e in effects) and ws.follower.stale
     effects = ws.reset(Snapshot(seq=19, holder=None, ttl_ms=-2, at=T0 + 5001), sent_at=6.0, now=6.1)
     states = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, State)]
     assert [s.seq for s in states] == [19] and states[0].holder is None

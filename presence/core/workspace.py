@@ -1,9 +1,10 @@
 """Workspace: the sans-I/O core of one workspace on this process.
 
-It holds the workspace's :class:`~presence.core.replica.Replica` and a :class:`Member` per local
-tab, and turns every change into :mod:`effects <presence.core.effects>`. It never awaits, touches
-no socket or Redis and reads no clock (``now`` is passed in). It alone writes each tab's lease
-state (``Member.fence``, ``Member.queue_position``).
+It holds the workspace's :class:`~presence.core.replica.Replica` (kept in step with Redis by its
+:class:`~presence.core.follower.Follower`) and a :class:`Member` per local tab, and turns every
+change into :mod:`effects <presence.core.effects>`. It never awaits, touches no socket or Redis
+and reads no clock (``now`` is passed in). It alone writes each tab's lease state
+(``Member.fence``, ``Member.pending``, ``Member.queue_position``).
 
 Lease news goes out at once (``acquired``, ``released``, ``queued``, handoff requests and their
 end; the tab whose request made a change is answered by that request). What everyone sees goes
@@ -13,7 +14,9 @@ as ``state`` after a re-read or on ``sync``.
 Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease's PTTL (the shell
 then announces a silent expiry: no keyspace notifications needed); the *local deadline*
 (:mod:`~presence.core.deadline`: passed unconfirmed, the holder's tabs are told ``lost``); a
-local requester's *request deadline*; the holder's *idle timer*; the *flush* of the next update.
+local requester's *request deadline*; the holder's *idle timer*; the *flush* of the next update;
+the next try at confirming a handoff on the replicas (PRESENCE_REDIS_WAIT_REPLICAS: a lease a
+script handed to a local tab is told to it only once they have it, see :meth:`Workspace.replicated`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from . import rules
 from .deadline import Deadline
 from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, Replicate, Replication, RequestDue, Resync, Send, Timer
 from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
+from .follower import Follower
 from .member import Member, Members
 from .records import HolderRecord, Snapshot
 from .replica import Applied, Replica
@@ -49,7 +53,6 @@ log = logging.getLogger("presence.workspace")
 
 EXPIRY_SLACK_S = 0.02  # look a little after the PTTL, so the key is surely gone
 REQUEST_SLACK_S = 0.05  # likewise after a request's deadline (Redis time decides)
-EARLY_MAX = 1000  # events kept while the first snapshot is read; past that, a gap and a re-read
 
 
 class Workspace:
@@ -63,11 +66,8 @@ class Workspace:
         self.members = Members()
         self.replica = Replica(workspace)
         self.shown = Shown(self.replica)
+        self.follower = Follower(self.replica)
         self._change: Change | None = None  # the latest change not yet sent in an update
-        self._ahead = 0  # the highest seq a script's reply showed (pub/sub brings the events up to it)
-        self._behind = False  # the replica was behind that at the last overdue()
-        self._early: list[Event] = []  # heard by pub/sub before the first snapshot
-        self.stale = False  # a re-read is wanted (gap, failed renewal, lost subscription)
         self.deadline = Deadline(settings.safety_margin_ms)
         self.closed = False
         self._armed: set[Timer] = set()
@@ -112,27 +112,14 @@ class Workspace:
             return None
         return h.fence
 
-
     def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
         """Apply events in order: a script's reply's (``sent_at``: when it was sent) or pub/sub's."""
         for event in events:
             if isinstance(event, LeaseEvent) and self._change is not None and self._change.kind in LEASE_KINDS:
                 self.flush()  # never two lease changes in one update: everyone hears of each
-            before, unread = self.replica.holder, self.replica.seq == 0
-            result = self.replica.apply(event)
-            if result is Applied.GAP and unread:
-                # Not read yet: the snapshot of the join in flight covers what came before it; what
-                # pub/sub brings meanwhile may be newer, so it is kept for after the snapshot.
-                if sent_at is None and len(self._early) < EARLY_MAX:
-                    self._early.append(event)
-                continue
-            if result is Applied.GAP and sent_at is not None:
-                # A script's reply ran ahead of pub/sub, which brings every event up to this one
-                # in order (the heartbeat re-reads if it does not: see overdue).
-                self._ahead = max(self._ahead, event.seq)
-                continue
+            before = self.replica.holder
+            result = self.follower.take(event, from_reply=sent_at is not None)
             if result is Applied.GAP:
-                self.stale = True
                 self._out.append(Resync())
                 break
             if result is Applied.APPLIED:
@@ -145,13 +132,11 @@ class Workspace:
     def reset(self, snapshot: Snapshot, sent_at: float, now: float) -> list[Effect]:
         """Adopt a full re-read of the workspace (if newer, or forced by ``stale``) and push it."""
         before = self.replica.holder
-        if self.replica.reset(snapshot, force=self.stale):
-            self.stale = False
+        adopted, later = self.follower.reset(snapshot)
+        if adopted:
             if snapshot.holder is not None and snapshot.ttl_ms >= 0:
                 self._arm_expiry(snapshot.ttl_ms, now)
             self._changed(before, None, now, max(0, snapshot.ttl_ms), sent_at)
-        later = [e for e in self._early if e.seq > self.replica.seq]
-        self._early = []
         return self._drain() + (self.apply(later, now) if later else [])
 
     def catch_up(
@@ -161,16 +146,10 @@ class Workspace:
         if self.replica.seq == 0:
             if snapshot is not None:
                 return self.reset(snapshot, sent_at, now)
-            self.stale = True  # read meanwhile by nobody: read it now
+            self.follower.stale = True  # read meanwhile by nobody: read it now
             return [Resync()]
-        self._ahead = max(self._ahead, seq)
+        self.follower.expect(seq)
         return self.apply(events, now, sent_at)
-
-    def overdue(self) -> bool:
-        """Asked once a heartbeat: are events a reply showed still missing since the last time?"""
-        behind = self._ahead > self.replica.seq
-        overdue, self._behind = behind and self._behind, behind
-        return overdue
 
     def _changed(
         self, before: HolderRecord | None, event: Event | None, now: float, ttl_ms: int, sent_at: float | None
@@ -347,7 +326,6 @@ class Workspace:
         m = self.members[conn]
         m.fence, m.queue_position = None, 0 if left_queue else m.queue_position
 
-
     def fire(self, timer: Timer, now: float) -> list[Effect]:
         """The shell's timer ``timer`` went off."""
         if timer not in self._armed:
@@ -395,7 +373,6 @@ class Workspace:
         else:
             self._disarm(Timer.IDLE)
 
-
     def confirm(self, fence: int, sent_at: float, now: float, ttl_ms: int | None = None, exact: bool = True) -> None:
         """Redis confirmed lease ``fence`` by a command sent at ``sent_at`` (:meth:`Deadline.confirm`)."""
         ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
@@ -422,13 +399,12 @@ class Workspace:
             m.fence = None
         self._send([m.conn for m in lost], Released(reason="lost"))
         # Redis decides what is true now; the re-read pushes it once Redis answers again.
-        self.stale = True
+        self.follower.stale = True
         self._out.append(Resync())
 
     def _cancel_deadline(self) -> None:
         self._disarm(Timer.DEADLINE)
         self.deadline.clear()
-
 
     def _arm_expiry(self, ttl_ms: int, now: float) -> None:
         if not self.closed:

@@ -124,7 +124,7 @@ class Heartbeat(Service):
                 member = core.members.get(tab.conn)
                 holds = member is not None and member.fence is not None
                 tab.ping(core.ttl_left_ms(loop_now) if holds else None)
-            if core.stale or core.overdue():
+            if core.follower.stale or core.follower.overdue():
                 self.workspaces.resync(local.workspace)
         await self._renew(leases, touch)
 

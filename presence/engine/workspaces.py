@@ -253,7 +253,7 @@ class Workspaces:
         """The channel was confirmed again after the connection dropped: messages may be lost."""
         local = self._by_channel.get(channel)
         if local is not None:
-            local.core.stale = True
+            local.core.follower.stale = True
             self.resync(local.workspace)
 
     # -- effects ----------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Workspaces:
         local = self._locals.get(workspace)
         if local is None:
             return
-        local.core.stale = True
+        local.core.follower.stale = True
         if workspace in self._resyncing or self._stopping:
             return
         self._resyncing.add(workspace)
