@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, auth, logctx
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, is_set
 from .wire.messages import SERVICE_PREFIX
 
 
@@ -81,7 +81,8 @@ def _serve(args: argparse.Namespace) -> int:
     # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
     # cyclic garbage among old objects waits that long (measured: BENCHMARKS.md).
     gc.set_threshold(700, 10, 1000)
-    _raise_open_files(settings.max_connections + HTTP_HEADROOM)
+    _raise_open_files(settings.max_connections, HTTP_HEADROOM, chosen=is_set("max_connections"),
+                      dev_mode=settings.dev_mode)
     config = uvicorn_config(
         create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
         header_timeout_s=settings.hello_timeout_ms / 1000,
@@ -91,19 +92,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_open_files(needed: int) -> None:
+def _raise_open_files(max_connections: int, headroom: int, *, chosen: bool, dev_mode: bool) -> None:
     """Every connection is a file descriptor: raise the soft limit as far as the hard one allows,
-    and say so when even that is too low for PRESENCE_MAX_CONNECTIONS."""
+    and say so when even that is too low for ``max_connections`` plus ``headroom``.
+
+    A warning only when the operator chose PRESENCE_MAX_CONNECTIONS: the default is sized for a
+    production process, and the usual hard limit of a desktop is lower, so a first run would open
+    with a warning about 20,000 tabs it will never see. Left at the default it is an INFO line, and
+    in dev mode (trying it out) a DEBUG one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = needed + 100  # Redis connections, log files, the listening socket
+    want = max_connections + headroom + 100  # Redis connections, log files, the listening socket
     if soft < want and soft != resource.RLIM_INFINITY:
         soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    if soft != resource.RLIM_INFINITY and soft < want:
-        logging.getLogger("presence.cli").warning(
-            "open files are limited to %d (ulimit -n), fewer than PRESENCE_MAX_CONNECTIONS needs (%d): "
-            "raise the limit or lower PRESENCE_MAX_CONNECTIONS", soft, want,
-        )
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    level = logging.WARNING if chosen else logging.DEBUG if dev_mode else logging.INFO
+    logging.getLogger("presence.cli").log(
+        level, "open files are limited to %d (ulimit -n), fewer than PRESENCE_MAX_CONNECTIONS=%d%s needs (%d): "
+        "raise the limit (ulimit -n %d, systemd's LimitNOFILE) or lower PRESENCE_MAX_CONNECTIONS",
+        soft, max_connections, "" if chosen else " (the default)", want, want,
+    )
 
 
 def _token(args: argparse.Namespace) -> int:

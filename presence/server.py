@@ -70,7 +70,8 @@ class Server:
         # Tabs and watchers share the workspace channels: each unsubscribes only its own interest.
         channels = SharedChannels(self.subscriptions)
         self.workspaces = Workspaces(
-            settings, self.server_id, self.gateway, self.leases, channels.share("tabs"), self.tasks, self.metrics
+            settings, self.server_id, self.gateway, self.leases, self.keys, channels.share("tabs"), self.tasks,
+            self.metrics,
         )
         self.watch_index = WatchIndex(settings, self.leases, channels.share("watchers"), self.tasks)
         self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)

@@ -298,6 +298,15 @@ _ENV_NAMES = {"port": "PRESENCE_PORT", "host": "PRESENCE_HOST"}
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 
 
+def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the operator set the variable of setting ``name``, rather than left it to its
+    default (an empty value counts as unset, as in :meth:`Settings.from_env`)."""
+    env = os.environ if env is None else env
+    if name == "port" and env.get("PORT"):
+        return True
+    return bool(env.get(_ENV_NAMES.get(name, "PRESENCE_" + name.upper())))
+
+
 def _parse(name: str, raw: str) -> object:
     """Parse one variable by the type of its field."""
     env_name = _ENV_NAMES.get(name, "PRESENCE_" + name.upper())

@@ -41,6 +41,7 @@ from ..core.records import TabInfo
 from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
 from ..gateway.gateway import Gateway
+from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
 from ..gateway.replies import Early, Held
 from ..settings import Settings
@@ -88,14 +89,15 @@ class Workspaces:
     tab with 1012 and every core (idempotent). Background scripts run in ``tasks``."""
 
     def __init__(
-        self, settings: Settings, server_id: str, gateway: Gateway, leases: LeaseScripts, channels: Channels,
-        tasks: TaskSet, telemetry: Telemetry,
+        self, settings: Settings, server_id: str, gateway: Gateway, leases: LeaseScripts, keys: Keys,
+        channels: Channels, tasks: TaskSet, telemetry: Telemetry,
     ) -> None:
         self.telemetry = telemetry
         self.settings = settings
         self.server_id = server_id
         self.gateway = gateway
         self.leases = leases
+        self.keys = keys
         self.channels = channels
         self.tasks = tasks
         self._locals: dict[str, Local] = {}
@@ -205,7 +207,7 @@ class Workspaces:
     def _local(self, workspace: str) -> Local:
         local = self._locals.get(workspace)
         if local is None:
-            channel = self.leases.keys.workspace(workspace).channel
+            channel = self.keys.workspace(workspace).channel
             local = Local(Workspace(workspace, self.settings), channel)
             self._locals[workspace] = local
             self._by_channel[channel] = local

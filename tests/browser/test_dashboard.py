@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from conftest import Cluster
 from wsclient import Tab
@@ -31,6 +32,7 @@ pytestmark = [
 ]
 
 ADMIN = "dashboard-admin-token-0123456789"
+API_KEY = "dashboard-api-key-0123456789abcdef"
 
 
 @pytest.fixture
@@ -178,4 +180,45 @@ async def test_dashboard_acts_on_the_workspace_whose_id_has_slashes(
     assert await page.locator("#audit li").get_attribute("data-kind") == "revoked"
     assert await page.evaluate("window.cspViolations") == []
     await context.close()
+    assert errors == [], errors
+
+
+async def test_dashboard_marks_a_service_holder_until_the_service_releases(
+    servers: Cluster, browser: Browser, tabs: list[Tab]
+) -> None:
+    """A backend job holding a lease through the HTTP service-lease API is marked as a service in
+    its workspace's holder cell (a person holding another workspace is not), and the mark goes
+    when the job releases: the row stays (a viewer keeps the workspace active) and shows it free."""
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN, PRESENCE_API_KEY=API_KEY)
+    viewer = await Tab(a.ws_url, "bob", "reports-q3").connect()
+    person = await Tab(a.ws_url, "alice", "notes-9").connect()
+    tabs += [viewer, person]
+    await person.request("acquire")
+    url = "/api/v1/workspaces/reports-q3/lease"
+    async with httpx.AsyncClient(base_url=a.http_url, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        taken = await http.post(url, json={"holder": {"id": "import", "name": "Nightly import"}, "ttl_ms": 60000})
+        assert taken.status_code == 201, taken.text
+        fence = taken.json()["fence"]
+
+        context = await browser.new_context(viewport={"width": 1360, "height": 900})
+        page = await context.new_page()
+        errors = watch_errors(page)
+        await page.goto(a.http_url + "/dashboard")
+        await page.fill("#token", ADMIN)
+        await page.click("#login-submit")
+        row = page.locator('tr[data-workspace="reports-q3"]')
+        holder = row.locator("td").nth(1)
+        await expect(holder).to_have_text("⚙ Nightly import (svc:import) · service")
+        await expect(row.locator("td").nth(2)).to_have_text(str(fence))
+        people = page.locator('tr[data-workspace="notes-9"] td').nth(1)
+        await expect(people).to_contain_text("alice")
+        await expect(people).not_to_contain_text("service")
+        assert "⚙" not in await people.inner_text()
+
+        released = await http.delete(url, params={"fence": fence})
+        assert released.status_code == 200 and released.json() == {"released": True}
+        await expect(holder).to_have_text("free")
+        await expect(row.locator(".countdown")).to_have_count(0)
+        assert "service" not in await row.inner_text() and "⚙" not in await row.inner_text()
+        await context.close()
     assert errors == [], errors
