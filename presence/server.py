@@ -73,7 +73,7 @@ class Server:
             settings, self.server_id, self.gateway, self.leases, self.keys, channels.share("tabs"), self.tasks,
             self.metrics,
         )
-        self.watch_index = WatchIndex(settings, self.leases, channels.share("watchers"), self.tasks)
+        self.watch_index = WatchIndex(settings, self.leases, self.keys, channels.share("watchers"), self.tasks)
         self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
         self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)

@@ -25,6 +25,7 @@ from ..core.events import Event, decode_event
 from ..core.records import Snapshot
 from ..core.replica import Applied, Replica
 from ..errors import StoreUnavailable, Unavailable
+from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..tasks import TaskSet
@@ -91,9 +92,10 @@ class WatchIndex:
     """Lifecycle: ``watch``/``unwatch`` any time; ``on_published``/``on_resubscribed`` from pub/sub.
     Re-reads run in ``tasks`` (awaited by the server on shutdown)."""
 
-    def __init__(self, settings: Settings, leases: LeaseScripts, channels: Share, tasks: TaskSet) -> None:
+    def __init__(self, settings: Settings, leases: LeaseScripts, keys: Keys, channels: Share, tasks: TaskSet) -> None:
         self.settings = settings
         self.leases = leases
+        self.keys = keys
         self.channels = channels
         self.tasks = tasks
         self._entries: dict[str, Entry] = {}
@@ -150,7 +152,7 @@ class WatchIndex:
             self._drop(who, ws)
 
     def _new_entry(self, workspace: str) -> Entry:
-        channel = self.leases.keys.workspace(workspace).channel
+        channel = self.keys.workspace(workspace).channel
         entry = Entry(workspace, channel, LightReplica(workspace), early=[])
         entry.reading = asyncio.get_running_loop().create_future()
         self._entries[workspace] = entry
