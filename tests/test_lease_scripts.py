@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -200,6 +201,25 @@ async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: L
     for key in k.all:
         if await c.exists(key):
             assert int(await c.pttl(key)) > 0, key
+
+
+async def test_renewals_refresh_holder_records_once_a_quarter_of_the_key_idle_time(lease: LeaseScripts) -> None:
+    """The holder record must outlive its lease, but a grant gave it the key idle time: the
+    heartbeat's renewals give it that time again in one tick per quarter of it, not in every tick."""
+    settings = dataclasses.replace(lease.settings, key_idle_days=2.4 * TTL / 86_400_000)  # a quarter: 0.9 s
+    scripts = LeaseScripts(lease.gateway, settings, lease.keys)
+    k, c = lease.keys.workspace("doc"), lease.gateway.client
+    fence = (await scripts.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
+    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}  # the first tick refreshes
+    await c.pexpire(k.holder, 2500)
+    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}
+    assert int(await c.pttl(k.lease)) > TTL - 500  # the lease was renewed...
+    assert int(await c.pttl(k.holder)) <= 2500  # ...its holder record left as it was
+    await asyncio.sleep(settings.key_idle_ms / 4000)  # the quarter passes: the next tick refreshes
+    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}
+    assert int(await c.pttl(k.holder)) > 2500
+    # A fence that no longer holds renews nothing, whichever kind of tick.
+    assert (await scripts.tick({"doc": fence + 1}, {}))[0] == {"doc": False}
 
 
 async def test_rejoin_keeps_fence(lease: LeaseScripts) -> None:

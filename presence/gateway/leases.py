@@ -73,6 +73,10 @@ class LeaseScripts:
 
     def __init__(self, gateway: Gateway, settings: Settings, keys: Keys) -> None:
         self.gateway = gateway
+        # When the heartbeat's renewals next refresh the holder records' idle expiry (loop time):
+        # a quarter of the key idle time after the last tick that did, so they keep at least
+        # three quarters of it whichever process renews them.
+        self._holders_due = 0.0
         self.settings = settings
         self.keys = keys
         self.scripts = gateway.scripts
@@ -248,15 +252,19 @@ class LeaseScripts:
             groups[key_slot(self.keys.workspace(ws).lease.encode()) if self.gateway.cluster else 0].append(ws)
         return groups
 
-    def renew_calls(self, leases: dict[str, int]) -> list[tuple[list[str], Call]]:
-        """Calls that renew ``{workspace: fence}``; each with the workspaces it covers, in order."""
+    def renew_calls(self, leases: dict[str, int], holders: bool = True) -> list[tuple[list[str], Call]]:
+        """Calls that renew ``{workspace: fence}``; each with the workspaces it covers, in order.
+        With ``holders`` they also give the holder records the key idle time again."""
         calls = []
-        ttl = self.settings.lease_ttl_ms
+        ttl, idle = self.settings.lease_ttl_ms, self.settings.key_idle_ms if holders else 0
         for group in self._group(leases).values():
             for i in range(0, len(group), RENEW_CHUNK):
                 chunk = group[i : i + RENEW_CHUNK]
-                keys = [key for ws in chunk for key in self._lease_and_holder(ws)]
-                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk]), self.settings.key_idle_ms]
+                if holders:
+                    keys = [key for ws in chunk for key in self._lease_and_holder(ws)]
+                else:
+                    keys = [self.keys.workspace(ws).lease for ws in chunk]
+                args: list[str | int] = [ttl, ",".join([str(leases[ws]) for ws in chunk]), idle]
                 calls.append((chunk, Call(self.scripts["renew"], keys, args)))
         return calls
 
@@ -289,9 +297,13 @@ class LeaseScripts:
         Returns ``{workspace: renewed}`` and the touch results. A call that failed inside Redis
         counts as not renewed (the caller re-reads that workspace).
         """
-        renew = self.renew_calls(leases)
+        now = asyncio.get_running_loop().time()
+        holders = now >= self._holders_due
+        renew = self.renew_calls(leases, holders)
         touch = self.touch_calls(tabs)
         results = await self.gateway.batch([c for _, c in renew] + [c for _, c in touch])
+        if holders and not any(isinstance(res, Exception) for res in results[: len(renew)]):
+            self._holders_due = now + self.settings.key_idle_ms / 4000
         renewed: dict[str, bool] = {}
         for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
             if isinstance(res, Exception):

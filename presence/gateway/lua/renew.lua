@@ -1,25 +1,28 @@
 -- renew: replace the TTL of many leases in one call (one heartbeat tick), each only while its
 -- value is still the caller's fence: compare-and-set, so a holder whose lease expired and was
--- granted to someone else cannot renew its successor's lease. Renew replaces, never adds. A
--- renewed lease's holder record gets the key idle time again (it must outlive the lease).
+-- granted to someone else cannot renew its successor's lease. Renew replaces, never adds. Now
+-- and then (ARGV[3] > 0) a renewed lease's holder record gets the key idle time again: it must
+-- outlive the lease, and a grant gave it that time, so one refresh in a quarter of it is plenty.
 -- Standalone: no library is prepended.
--- KEYS[1..2n] - per lease: its lease key, then its holder key (any slots on plain Redis; one slot
---               per call on Cluster)
+-- KEYS        - per lease: its lease key, then (only when ARGV[3] > 0) its holder key (any slots
+--               on plain Redis; one slot per call on Cluster)
 -- ARGV[1]     - lease TTL ms
 -- ARGV[2]     - the fences expected, one per lease in KEYS order, separated by ','
--- ARGV[3]     - key idle ms (the holder record's TTL)
+-- ARGV[3]     - key idle ms (the holder records' new TTL), or 0: holder records left as they are
 -- Returns a string with one character per lease: '1' renewed, '0' not ours any more (expired or
 -- replaced). One string and one argument for all fences, not one value each: for 10,000 leases
 -- that halves what the client packs and leaves it one reply to parse instead of 10,000.
 local ttl = tonumber(ARGV[1])
 local idle = tonumber(ARGV[3])
+local stride = idle > 0 and 2 or 1
 local out = {}
 local i = 0
 for fence in string.gmatch(ARGV[2], '[^,]+') do
   i = i + 1
-  if redis.call('GET', KEYS[2 * i - 1]) == fence then
-    redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
-    redis.call('PEXPIRE', KEYS[2 * i], idle)
+  local lease = KEYS[stride * (i - 1) + 1]
+  if redis.call('GET', lease) == fence then
+    redis.call('PEXPIRE', lease, ttl)
+    if idle > 0 then redis.call('PEXPIRE', KEYS[2 * i], idle) end
     out[i] = '1'
   else
     out[i] = '0'
