@@ -67,6 +67,16 @@ def servers(group: SentinelGroup, prefix: str) -> Iterator[SentinelServers]:
     c.close()
 
 
+async def value(server: RedisServer, key: str) -> str | None:
+    """GET on a real redis-server, off the test's event loop."""
+    got: str | None = await asyncio.to_thread(server.client().get, key)
+    return got
+
+
+def wait_calls(server: RedisServer) -> int:
+    return int(server.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
 def replicated(group: SentinelGroup, port: int, key: str, value: str) -> bool:
     return group.node(port).get(key) == value
 
@@ -182,7 +192,7 @@ async def test_wait_replicas_confirms_only_acknowledged_grants(
         got = await alice.request("acquire")
         assert got["type"] == "acquired"
         # Confirmed means on the replica already.
-        assert replica.client().get(keys.lease) == str(got["fence"])
+        assert await value(replica, keys.lease) == str(got["fence"])
         await alice.request("release")
 
         assert replica.proc is not None
@@ -191,19 +201,15 @@ async def test_wait_replicas_confirms_only_acknowledged_grants(
             refused = await bob.request("acquire", timeout=5)
             assert refused["type"] == "error" and refused["code"] == "unavailable", refused
             # Withdrawn: nobody holds it, and bob was never told he did.
-            assert primary.client().get(keys.lease) is None
+            assert await value(primary, keys.lease) is None
             assert not bob.of("acquired")
         finally:
             replica.proc.send_signal(signal.SIGCONT)
         got = await bob.request("acquire", timeout=5)
         assert got["type"] == "acquired", got
-        assert replica.client().get(keys.lease) == str(got["fence"])
+        assert await value(replica, keys.lease) == str(got["fence"])
     finally:
         c.close()
-
-
-def wait_calls(server: RedisServer) -> int:
-    return int(server.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
 
 
 async def test_wait_replicas_holds_back_a_handoff_until_the_replica_has_it(
@@ -227,19 +233,23 @@ async def test_wait_replicas_holds_back_a_handoff_until_the_replica_has_it(
             # The release hands the lease to bob inside the script, on the primary alone.
             assert (await alice.request("release"))["type"] == "released"
             await bob.expect("state", lambda m: m["holder"] is not None and m["holder"]["user"]["id"] == "bob")
-            handed = int(primary.client().get(keys.lease) or 0)
+            handed = int(await value(primary, keys.lease) or 0)
             assert handed > held["fence"]
             # Bob's server renews the lease and WAITs for the replica every heartbeat: several
             # WAITs time out meanwhile, and bob is not told he holds it.
-            mark = wait_calls(primary)
+            mark = await asyncio.to_thread(wait_calls, primary)
             await until(lambda: wait_calls(primary) >= mark + 3, 10, "WAITs of the handoff's confirmation")
             assert not bob.of("acquired")
-            assert int(primary.client().get(keys.lease) or 0) == handed  # still his, kept alive
+            assert int(await value(primary, keys.lease) or 0) == handed  # still his, kept alive
+            # Asking for it meanwhile is no way around the replicas either.
+            refused = await bob.request("acquire", timeout=5)
+            assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+            assert not bob.of("acquired")
         finally:
             replica.proc.send_signal(signal.SIGCONT)
         got = await bob.expect("acquired", timeout=10)
         assert got["fence"] == handed
-        assert replica.client().get(keys.lease) == str(handed)
+        assert await value(replica, keys.lease) == str(handed)
         # Now he holds it like any holder: he can release it.
         assert (await bob.request("release"))["type"] == "released"
     finally:

@@ -124,6 +124,11 @@ class LeaseScripts:
         self._observe(workspace, out.events)
         if acked < replicas and isinstance(out.reply, r.Granted | r.TakenOver):
             await self._withdraw(workspace, out.reply.fence, origin, acked)
+        if acked < replicas and isinstance(out.reply, r.Rejoined):
+            # A lease the caller's user holds, maybe handed on and not yet on the replicas: not
+            # withdrawn (other tabs may hold it confirmed), not confirmed to this one either.
+            raise StoreUnavailable(f"the lease reached {acked} of {replicas} replicas within {timeout_ms} ms "
+                                   "(PRESENCE_REDIS_WAIT_REPLICAS)")
         return out
 
     async def _withdraw(self, workspace: str, fence: int, origin: str, acked: int) -> None:

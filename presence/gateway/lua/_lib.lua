@@ -5,7 +5,7 @@
 --   lease    string  the lease itself: value = fence of the current grant, TTL = lease TTL
 --   holder   hash    the announced holder {fence, user, name, tab, since, took}; outlives the
 --                    lease key until a script notices the expiry and announces it (TTL: key idle
---                    time, refreshed by every grant, rejoin and renewal)
+--                    time, refreshed by every grant and rejoin, and by renewals now and then)
 --   fence    string  the last fence issued; TTL: key idle time, refreshed by every grant
 --   seq      string  change sequence counter, seeded from TIME when missing; TTL: key idle time,
 --                    refreshed by every change
