@@ -29,9 +29,10 @@ The checks, per workspace:
 2. **No overlap**: windows of different users never overlap, except where Redis ended the earlier
    lease by an explicit act (``taken_over``, ``released`` by another tab of the same user,
    ``revoked``, ``idle``) - the old holder cannot know before it happens, which is what fences are
-   for - and then only if the later grant has the higher fence. A lease that *expired* gives no
-   such excuse: its holder must have stopped before anyone else could start ("the holder knows
-   first").
+   for - and then only if the later grant has the higher fence. The end that counts is one before
+   the later grant: after a failover the history that went back may hold the earlier lease again
+   and end it again, later and otherwise. A lease that *expired* gives no such excuse: its holder
+   must have stopped before anyone else could start ("the holder knows first").
 3. **Nobody keeps a lost lease silently**: every window of a fence that Redis ended must close no
    later than ``notify_bound`` after the observer saw the end (told, or its deadline, which a
    server stopped from renewing cannot extend); windows still open at the end of the run must be
@@ -55,6 +56,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -87,8 +89,13 @@ class Lease:
     seq: int
     granted_at: float  # observer receipt time
     kind: str  # acquired | taken_over
-    ended_at: float | None = None
+    ended_at: float | None = None  # the last end (a failover can bring a lease back, to end again)
     end_kind: str | None = None
+    ends: list[tuple[float, str]] = field(default_factory=list)  # every end, in Redis order
+
+    def end(self, at: float, kind: str) -> None:
+        self.ended_at, self.end_kind = at, kind
+        self.ends.append((at, kind))
 
 
 @dataclass
@@ -228,12 +235,12 @@ class Observer:
                         )
                     else:  # the history went back: the current lease was lost, prev's lived on
                         if current is not None:
-                            current.ended_at, current.end_kind = at, "failover"
+                            current.end(at, "failover")
                         current = by_fence.get(int(prev["fence"]))
                 if current is not None:  # every lease event replaces the holder
                     # A grant over a holder it does not name: that holder was lost in a failover.
                     lost = self.failover and prev is None and new is not None
-                    current.ended_at, current.end_kind = at, "failover" if lost else e["kind"]
+                    current.end(at, "failover" if lost else e["kind"])
                     current = None
                 if new:
                     current = Lease(ws, int(new["fence"]), new["user"], int(e["seq"]), at, e["kind"])
@@ -251,7 +258,11 @@ class FailoverObserver(Observer):
 
     Sentinel kills the clients of an instance it promotes (this observer's too): the observer
     reconnects within milliseconds, while the servers write to the new primary only once the
-    Sentinels name it, after they saw it report the master role (their INFO period)."""
+    Sentinels name it, after they saw it report the master role (their INFO period). An instance
+    that still takes writes when Sentinel reconfigures it (a primary it replaced while alive, then
+    promotes again or demotes) is another matter: the events still in its output buffers die with
+    the killed connections, the grant stays. So the soak's Redis nodes refuse writes without a
+    replica (``min-replicas-to-write``), and no replaced primary takes any."""
 
     failover = True
 
@@ -359,11 +370,15 @@ def check(
                     continue
                 first, second = (a, b) if a.fence < b.fence else (b, a)
                 ended = by_fence.get(first.fence)
-                excused = ended is not None and ended.end_kind in EXPLICIT_ENDS and second.fence > first.fence
+                later = by_fence.get(second.fence)
+                # The end that counts is the one before the later grant: a history that went back
+                # may bring the earlier lease back and end it again, later and otherwise.
+                before = later.granted_at if later is not None else math.inf
+                excused = ended is not None and second.fence > first.fence and any(
+                    kind in EXPLICIT_ENDS and at <= before for at, kind in ended.ends)
                 if not excused:
                     # A grant lost in a failover (the history went back): its holder learns at
                     # its next renewal or by its deadline (README, Deployment).
-                    later = by_fence.get(second.fence)
                     excused = any(x is not None and x.end_kind == "failover" for x in (ended, later))
                 if not excused:
                     report.violations.append(

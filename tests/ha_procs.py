@@ -5,6 +5,13 @@
 from a generated config with a short ``down-after-milliseconds``, and waits until every Sentinel
 knows the replicas and the other Sentinels. Tests kill, pause and resume nodes and wait for a
 failover with :meth:`SentinelGroup.wait_new_primary`.
+
+The data nodes start a full resynchronisation at once (``repl-diskless-sync-delay 0``; Redis waits
+5 s by default, for more replicas to join the same transfer): a replica that was (re)started is a
+copy of its primary within milliseconds, so a failover promotes a replica that missed only the
+last changes, not one that never synced. ``min_replicas_to_write`` sets Redis'
+``min-replicas-to-write`` on every data node, as the README advises against a primary that goes on
+taking writes after the Sentinels replaced it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ class SentinelGroup:
     ``nodes`` maps port -> RedisServer for every data node, whatever its role now."""
 
     def __init__(self, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000,
-                 failover_timeout_ms: int = 4000) -> None:
+                 failover_timeout_ms: int = 4000, min_replicas_to_write: int = 0) -> None:
+        self.node_args = ["--repl-diskless-sync-delay", "0"]
+        if min_replicas_to_write:
+            self.node_args += ["--min-replicas-to-write", str(min_replicas_to_write)]
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.dir = tempfile.mkdtemp(prefix="presence-sentinel-")
@@ -42,11 +52,11 @@ class SentinelGroup:
 
     def start(self) -> SentinelGroup:
         try:
-            primary = RedisServer().start()
+            primary = RedisServer(extra=self.node_args).start()
             self.nodes[primary.port] = primary
             self.first_primary = primary.port
             for _ in range(self.replica_count):
-                replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+                replica = RedisServer(extra=[*self.node_args, "--replicaof", "127.0.0.1", str(primary.port)]).start()
                 self.nodes[replica.port] = replica
             wait_until(lambda: self._replicas_online(primary.port) >= self.replica_count, 20, "replicas in sync")
             for port in self.sentinel_ports:
@@ -172,9 +182,15 @@ class SentinelGroup:
 
     def restart_as_replica(self, port: int) -> None:
         """Start a killed node again, empty, as a replica of the current primary (as an operator
-        brings a crashed primary back)."""
+        brings a crashed primary back).
+
+        Empty: a replica keeps the snapshot of its last full resynchronisation in its directory
+        (``dump.rdb``) and would load it on start, coming back with the data of some earlier
+        moment, and a failover before its next resynchronisation would promote that."""
         node = self.nodes[port]
-        node.extra = ["--replicaof", "127.0.0.1", str(self.primary_port())]
+        for snapshot in Path(node.dir).glob("*.rdb"):
+            snapshot.unlink()
+        node.extra = [*self.node_args, "--replicaof", "127.0.0.1", str(self.primary_port())]
         node.start()
 
     async def restart_as_replica_async(self, port: int) -> None:
