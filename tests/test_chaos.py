@@ -393,6 +393,23 @@ def test_checker_excuses_a_takeover_but_not_silence_or_lower_fences() -> None:
         [(99.0, _grant(1, 1, "ann"))], end=100.0, final=None))
 
 
+def test_checker_excuses_news_a_paused_server_tells_late_in_order_but_not_kept() -> None:
+    # Bob took over at 2.0 while ann's server was paused; at 5.0 it tells ann, in order, that she
+    # had been granted fence 5 and that it was taken over: one window, opened and closed at once.
+    events = [(1.0, _grant(1, 4, "ann")), (1.5, _grant(2, 5, "ann", "taken_over", prev=4)),
+              (2.0, _grant(3, 6, "bob", "taken_over", prev=5))]
+    late = {
+        ("w", "ann", "a"): [{"type": "acquired", "fence": 5, "ttl_ms": 1500, "_t": 5.0},
+                            {"type": "released", "reason": "taken_over", "_t": 5.001}],
+        ("w", "bob", "b"): [{"type": "acquired", "fence": 6, "ttl_ms": 1500, "_t": 2.0}],
+    }
+    assert _judge(late, events, end=6.0, final=6) == []
+    # Told late and then kept: the end never follows.
+    kept = {**late, ("w", "ann", "a"): [{"type": "acquired", "fence": 5, "ttl_ms": 1500, "_t": 5.0}] + [
+        {"type": "ping", "n": i, "ttl_ms": 1500, "_t": 5.0 + i} for i in range(1, 8)]}
+    assert any("kept fence 5" in v for v in _judge(kept, events, end=20.0, final=6))
+
+
 class _FakeFailoverObserver(_FakeObserver):
     failover = True
 
