@@ -377,8 +377,12 @@ class Workspaces:
         sent_at = self._now()
         try:
             outcome = await self.leases.replicate(local.workspace, fence)
-        except StoreUnavailable:
-            outcome = Replication.FAILED  # the core tries again after a heartbeat
+        except Exception as exc:
+            # Whatever went wrong, the core tries again after a heartbeat: a dropped confirmation
+            # would leave the grantee never told.
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("confirming lease %d of %s on the replicas failed; trying again", fence, local.workspace)
+            outcome = Replication.FAILED
         if self._current(local):
             self._carry_out(local, local.core.replicated(fence, outcome, sent_at, self._now()))
 
