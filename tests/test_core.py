@@ -79,7 +79,7 @@ def test_a_grant_heard_by_pubsub_tells_the_holders_tabs_and_arms_deadline_and_ex
     arms = {e.timer: e.at for e in effects if isinstance(e, Arm)}
     assert arms[Timer.DEADLINE] == 10.0 + (1500 - SETTINGS.safety_margin_ms) / 1000
     assert arms[Timer.EXPIRY] > 10.0 + 1.5
-    assert ws.members["c1"].fence == 7 and ws.renewal("c1") == 7
+    assert ws.members["c1"].fence == 7 and ws.holding.renewal("c1") == 7
 
 
 def test_with_wait_replicas_a_handed_on_lease_is_told_once_the_replicas_have_it() -> None:
@@ -87,14 +87,14 @@ def test_with_wait_replicas_a_handed_on_lease_is_told_once_the_replicas_have_it(
     joined(ws, "c1", ALICE, "t1", seq=1)
     effects = ws.apply([LeaseGranted(seq=2, holder=holder(ALICE, "t9", 7), ttl_ms=1500, user=ALICE)], now=10.0)
     assert Replicate(7) in effects and not [m for m in sent(effects, "c1") if isinstance(m, Acquired)]
-    assert ws.renewal("c1") is None and ws.holder_members() == []  # not its lease to use yet
+    assert ws.holding.renewal("c1") is None and ws.holding.holders() == []  # not its lease to use yet
     # Too few replicas: asked again a heartbeat later, still untold.
     effects = ws.replicated(7, Replication.UNCONFIRMED, sent_at=10.1, now=10.4)
     assert Arm(Timer.REPLICATE, 10.4 + SETTINGS.heartbeat_ms / 1000) in effects and sent(effects, "c1") == []
     assert ws.fire(Timer.REPLICATE, now=10.7) == [Replicate(7)]
     effects = ws.replicated(7, Replication.CONFIRMED, sent_at=10.7, now=10.8)
     assert [m.fence for m in sent(effects, "c1") if isinstance(m, Acquired)] == [7]
-    assert ws.renewal("c1") == 7
+    assert ws.holding.renewal("c1") == 7
 
 
 def test_with_wait_replicas_a_handoff_that_moved_on_is_never_told() -> None:

@@ -12,7 +12,8 @@ from .records import HolderRecord
 
 @dataclass(slots=True)
 class Member:
-    """One local tab as the core sees it. Identity is fixed; the lease state is the core's:
+    """One local tab as the core sees it. Identity is fixed; the lease state is written by
+    :class:`~presence.core.holding.Holding` alone:
 
     - ``fence``: the lease fence this tab (its user, in scope ``user``) holds, or ``None``.
     - ``pending``: a fence handed to this tab that it is not told of until the replicas have it

@@ -1,10 +1,10 @@
 """Workspace: the sans-I/O core of one workspace on this process.
 
 It holds the workspace's :class:`~presence.core.replica.Replica` (kept in step with Redis by its
-:class:`~presence.core.follower.Follower`) and a :class:`Member` per local tab, and turns every
-change into :mod:`effects <presence.core.effects>`. It never awaits, touches no socket or Redis
-and reads no clock (``now`` is passed in). It alone writes each tab's lease state
-(``Member.fence``, ``Member.pending``, ``Member.queue_position``).
+:class:`~presence.core.follower.Follower`) and a :class:`Member` per local tab (whose lease state
+its :class:`~presence.core.holding.Holding` alone writes), and turns every change into
+:mod:`effects <presence.core.effects>`. It never awaits, touches no socket or Redis and reads no
+clock (``now`` is passed in).
 
 Lease news goes out at once (``acquired``, ``released``, ``queued``, handoff requests and their
 end; the tab whose request made a change is answered by that request). What everyone sees goes
@@ -15,8 +15,8 @@ Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease'
 then announces a silent expiry: no keyspace notifications needed); the *local deadline*
 (:mod:`~presence.core.deadline`: passed unconfirmed, the holder's tabs are told ``lost``); a
 local requester's *request deadline*; the holder's *idle timer*; the *flush* of the next update;
-the next try at confirming a handoff on the replicas (PRESENCE_REDIS_WAIT_REPLICAS: a lease a
-script handed to a local tab is told to it only once they have it, see :meth:`Workspace.replicated`).
+the next try at confirming a handoff on the replicas (PRESENCE_REDIS_WAIT_REPLICAS: see
+:mod:`~presence.core.holding`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from ..wire.messages import (
     Acquired,
     Change,
     Declined,
-    Queued,
     Released,
     Requested,
     RequestId,
@@ -44,7 +43,8 @@ from .deadline import Deadline
 from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, Replicate, Replication, RequestDue, Resync, Send, Timer
 from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
 from .follower import Follower
-from .member import Member, Members
+from .holding import Holding
+from .member import Members
 from .records import HolderRecord, Snapshot
 from .replica import Applied, Replica
 from .view import Shown
@@ -67,13 +67,13 @@ class Workspace:
         self.replica = Replica(workspace)
         self.shown = Shown(self.replica)
         self.follower = Follower(self.replica)
+        self.holding = Holding(self.members, self.replica, settings)
         self._change: Change | None = None  # the latest change not yet sent in an update
         self.deadline = Deadline(settings.safety_margin_ms)
         self.closed = False
         self._armed: set[Timer] = set()
         self._request_conn = ""  # whose deadline the REQUEST timer watches
         self._idle_fence = 0  # which lease the IDLE timer watches
-        self._replicating = 0  # a lease handed to local tabs, not told until the replicas have it
         self._out: list[Effect] = []
 
     def __repr__(self) -> str:
@@ -95,22 +95,6 @@ class Workspace:
         if timer in self._armed:
             self._armed.discard(timer)
             self._out.append(Disarm(timer))
-
-    def holds(self, member: Member, holder: HolderRecord | None = None) -> bool:
-        h = self.replica.holder if holder is None else holder
-        return h is not None and rules.holds(h, member.user.id, member.tab, self.settings.lease_scope)
-
-    def holder_members(self) -> list[Member]:
-        """Local tabs that hold the lease (and know it)."""
-        h, scope = self.replica.holder, self.settings.lease_scope
-        return [] if h is None else [m for m in self.members.holding(h, scope) if m.fence is not None]
-
-    def renewal(self, conn: str) -> int | None:
-        """The fence the heartbeat renews for this tab, if it holds the current lease."""
-        h, m = self.replica.holder, self.members.get(conn)
-        if h is None or m is None or m.fence != h.fence or not self.holds(m, h):
-            return None
-        return h.fence
 
     def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
         """Apply events in order: a script's reply's (``sent_at``: when it was sent) or pub/sub's."""
@@ -172,11 +156,12 @@ class Workspace:
         # Only a change of holder (or a re-read) changes whose lease it is, and only a change of
         # the queue anyone's place: other changes (joins, leaves, status) cost nothing per tab here.
         if holder_changed or event is None:
+            ttl_left = self.ttl_left_ms(now)
             for m in self.members.values():
                 if m.welcomed:  # else its welcome will tell it
-                    self._tell_lease(m, after, event, origin, now)
+                    self._out += self.holding.tell(m, after, event, origin, ttl_left)
         if event is None or event.queue is not msgspec.UNSET:
-            self._tell_positions(origin)
+            self._out += self.holding.positions(origin)
         if event is None:
             self._push_state()
         else:
@@ -188,15 +173,6 @@ class Workspace:
         if event is not None:
             self._tell_request(event, now)
         self._watch_idle(now)
-
-    def _tell_positions(self, origin: str) -> None:
-        positions = {conn: i + 1 for i, conn in enumerate(self.replica.queue)}
-        for m in self.members.values():
-            position = positions.get(m.conn, 0)
-            if m.welcomed and position != m.queue_position:
-                m.queue_position = position
-                if position and m.conn != origin:
-                    self._send((m.conn,), Queued(position=position))
 
     def _push_state(self) -> None:
         """Show every welcomed tab the whole replica (after a re-read), with any unsent change."""
@@ -214,53 +190,17 @@ class Workspace:
         self._out += self.shown.show([self.members[conn]], self.state_message(), everyone=False)
         return self._drain()
 
-    def _tell_lease(self, m: Member, after: HolderRecord | None, event: Event | None, origin: str, now: float) -> None:
-        if after is not None and self.holds(m, after):
-            if after.fence in (m.fence, m.pending):
-                return
-            if m.conn != origin and self.settings.redis_wait_replicas > 0:
-                self._hold_back(m, after.fence)  # handed on by a script: no WAIT answered it yet
-                return
-            m.fence, m.pending = after.fence, None
-            if m.conn != origin:
-                self._send((m.conn,), Acquired(fence=after.fence, ttl_ms=self.ttl_left_ms(now)))
-        elif m.fence is not None:
-            m.fence = m.pending = None
-            if m.conn != origin:
-                reason, by = rules.loss_reason(event, after)
-                self._send((m.conn,), Released(reason=reason, by=by))
-        else:
-            m.pending = None
-
-    def _hold_back(self, m: Member, fence: int) -> None:
-        """Tell ``m`` of lease ``fence`` only once the replicas have it (PRESENCE_REDIS_WAIT_REPLICAS):
-        a failover before then could lose a grant the tab already wrote with."""
-        m.pending = fence
-        if self._replicating != fence:
-            self._replicating = fence
-            self._disarm(Timer.REPLICATE)
-            self._out.append(Replicate(fence))
-
     def replicated(self, fence: int, outcome: Replication, sent_at: float, now: float) -> list[Effect]:
         """The shell's :class:`Replicate` of ``fence`` (sent at ``sent_at``) ended with ``outcome``."""
-        if fence != self._replicating:
-            return []
-        h = self.replica.holder
-        waiting = [m for m in self.members.values() if m.pending == fence]
-        if outcome is Replication.MOVED_ON or h is None or h.fence != fence or not waiting:
-            self._replicating = 0
-            for m in waiting:
-                m.pending = None
+        told = self.holding.replicated(fence, outcome)
+        if told is None:
             return self._drain()
         if outcome is not Replication.FAILED:
             self.confirm(fence, sent_at, now)  # it was renewed
-        if outcome is not Replication.CONFIRMED:
+        if not told:
             self._arm(Timer.REPLICATE, now + self.settings.heartbeat_ms / 1000)
             return self._drain()
-        self._replicating = 0
-        for m in waiting:
-            m.fence, m.pending = fence, None
-        self._send([m.conn for m in waiting], Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now)))
+        self._send([m.conn for m in told], Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now)))
         self._watch_idle(now)
         return self._drain()
 
@@ -268,7 +208,7 @@ class Workspace:
         request = self.replica.request
         if isinstance(event, HandoffRequested) and request is not None:
             wait_ms = event.wait_ms or self.settings.handoff_timeout_ms
-            holders = [m.conn for m in self.holder_members()]
+            holders = [m.conn for m in self.holding.holders()]
             self._send(holders, Requested(by=request.person, deadline_ms=wait_ms, message=request.message))
             if request.conn in self.members:
                 self._request_conn = request.conn
@@ -288,13 +228,8 @@ class Workspace:
     def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
         """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
         m = self.members[conn]
-        holder = self.replica.holder
-        if holder is not None and self.holds(m, holder) and holder.fence == self._replicating:
-            m.pending = holder.fence  # told with the others once the replicas have it
-        elif holder is not None and self.holds(m, holder):
-            m.fence = holder.fence
-            if rejoined:
-                self.confirm(holder.fence, sent_at, now)
+        if self.holding.welcomed(m) and rejoined and m.fence is not None:
+            self.confirm(m.fence, sent_at, now)
         m.welcomed = True
         m.seq = self.replica.seq
         s = self.settings
@@ -311,20 +246,10 @@ class Workspace:
         rejoined: bool,
     ) -> tuple[Acquired, list[Effect]]:
         """The tab's request got (or kept) the lease: its reply and the effects."""
-        m = self.members[conn]
-        m.fence, m.pending = fence, None
-        m.queue_position = 0
+        self.holding.granted(conn, fence)
         self.confirm(fence, sent_at, now, ttl_ms)
         reply = Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now), id=request_id, rejoined=rejoined)
         return reply, self._drain()
-
-    def queued(self, conn: str, position: int) -> None:
-        self.members[conn].queue_position = position
-
-    def let_go(self, conn: str, left_queue: bool) -> None:
-        """The tab no longer holds the lease (and with ``left_queue`` no longer waits for it)."""
-        m = self.members[conn]
-        m.fence, m.queue_position = None, 0 if left_queue else m.queue_position
 
     def fire(self, timer: Timer, now: float) -> list[Effect]:
         """The shell's timer ``timer`` went off."""
@@ -341,8 +266,8 @@ class Workspace:
         elif timer is Timer.FLUSH:
             self.flush()
         elif timer is Timer.REPLICATE:
-            if self._replicating:
-                self._out.append(Replicate(self._replicating))
+            if self.holding.replicating:
+                self._out.append(Replicate(self.holding.replicating))
         else:
             self._out.append(IdleDue(self._idle_fence))
         return self._drain()
@@ -361,7 +286,7 @@ class Workspace:
     def _watch_idle(self, now: float) -> None:
         h = self.replica.holder
         idle_ms = self.settings.idle_release_ms
-        if idle_ms <= 0 or h is None or not self.holder_members():
+        if idle_ms <= 0 or h is None or not self.holding.holders():
             self._disarm(Timer.IDLE)
             return
         scope = self.settings.lease_scope
@@ -392,12 +317,10 @@ class Workspace:
     def _deadline_passed(self) -> None:
         fence = self.deadline.fence
         self.deadline.clear()
-        lost = [m for m in self.members.values() if m.fence is not None and m.fence == fence]
+        lost = self.holding.lose(fence)
         if lost:
             log.warning("%r: lease %s not renewed in time, telling %d tab(s) it is lost", self, fence, len(lost))
-        for m in lost:
-            m.fence = None
-        self._send([m.conn for m in lost], Released(reason="lost"))
+        self._send(lost, Released(reason="lost"))
         # Redis decides what is true now; the re-read pushes it once Redis answers again.
         self.follower.stale = True
         self._out.append(Resync())

@@ -59,7 +59,7 @@ class LeaseCommands:
             case r.Busy(holder=holder):
                 return Busy(holder=self._view(tab, holder), id=request_id)
             case r.Waiting(position=position):
-                self.workspaces.core(tab.workspace).queued(tab.conn, position)
+                self.workspaces.core(tab.workspace).holding.queued(tab.conn, position)
                 return Queued(position=position, id=request_id)
             case r.Granted() | r.Rejoined() as granted:
                 return self._granted(tab, granted, out.sent_at, request_id)
@@ -100,9 +100,9 @@ class LeaseCommands:
         fence = member.fence if member.fence is not None else 0
         out = await self._script(tab, self.leases.release(tab.workspace, fence, "released", tab.conn))
         if isinstance(out.reply, r.NotHolder):
-            core.let_go(tab.conn, left_queue=False)
+            core.holding.let_go(tab.conn, left_queue=False)
             raise NotHolder("you no longer hold the lease")
-        core.let_go(tab.conn, left_queue=True)
+        core.holding.let_go(tab.conn, left_queue=True)
         return Released(reason="released", id=request_id)
 
     async def request(self, tab: Tab, request_id: RequestId, message: str) -> Acquired | Asked:

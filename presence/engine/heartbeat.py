@@ -118,7 +118,7 @@ class Heartbeat(Service):
                     continue
                 if tab.answered:
                     touch[local.workspace].append(tab.conn)
-                    fence = core.renewal(tab.conn)
+                    fence = core.holding.renewal(tab.conn)
                     if fence is not None:
                         leases[local.workspace] = fence
                 member = core.members.get(tab.conn)

@@ -127,7 +127,7 @@ class Workspaces:
         connections = leases = 0
         for local in self._locals.values():
             connections += len(local.tabs)
-            if local.core.holder_members():
+            if local.core.holding.holders():
                 leases += 1
         return Counts(connections, len(self._locals), leases)
 
