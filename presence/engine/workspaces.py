@@ -255,8 +255,7 @@ class Workspaces:
         """The channel was confirmed again after the connection dropped: messages may be lost."""
         local = self._by_channel.get(channel)
         if local is not None:
-            local.core.follower.stale = True
-            self.resync(local.workspace)
+            self.resync(local.workspace)  # marks it stale, whether a re-read is in flight or not
 
     # -- effects ----------------------------------------------------------------------------
 

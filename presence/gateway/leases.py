@@ -98,49 +98,49 @@ class LeaseScripts:
     async def _run(
         self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, *args: str | int, ttl_ms: int | None = None
     ) -> r.Outcome[r.R]:
+        out, _ = await self._script(decoder, name, workspace, args, ttl_ms, replicas=0)
+        return out
+
+    async def _script(
+        self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, args: Sequence[str | int],
+        ttl_ms: int | None, replicas: int,
+    ) -> tuple[r.Outcome[r.R], int]:
+        """Run workspace script ``name`` (then, with ``replicas``, WAIT for them): its decoded
+        outcome, observed, and how many replicas acknowledged it (0 without WAIT)."""
         k = self.keys.workspace(workspace)
+        script, argv = self.scripts[name], [*self._head(k, ttl_ms), *args]
         sent_at = asyncio.get_running_loop().time()
-        reply = await self.gateway.call(self.scripts[name], k.all, [*self._head(k, ttl_ms), *args])
+        if replicas > 0:
+            timeout_ms = self.settings.redis_wait_timeout_ms
+            reply, acked = await self.gateway.call_replicated(script, k.all, argv, replicas, timeout_ms)
+        else:
+            reply, acked = await self.gateway.call(script, k.all, argv), 0
         out = decoder.decode(reply, sent_at)
         self._observe(workspace, out.events)
-        return out
+        return out, acked
 
     async def _grant(
         self, decoder: r.ReplyDecoder[r.R], name: str, workspace: str, origin: str, *args: str | int,
         ttl_ms: int | None = None,
     ) -> r.Outcome[r.R]:
-        """A script that may grant the lease to the caller; with WAIT replicas configured, a new
-        grant comes back only once that many replicas acknowledged it (else it is withdrawn)."""
+        """A script that may grant the lease to the caller; with WAIT replicas configured, a grant
+        comes back only once that many replicas acknowledged it. A new one they did not is
+        withdrawn; a rejoined one (other tabs may hold it, confirmed) is kept, but not confirmed
+        to this caller either."""
         replicas = self.settings.redis_wait_replicas
-        if replicas <= 0:
-            return await self._run(decoder, name, workspace, *args, ttl_ms=ttl_ms)
-        k = self.keys.workspace(workspace)
-        sent_at = asyncio.get_running_loop().time()
+        out, acked = await self._script(decoder, name, workspace, args, ttl_ms, replicas)
+        if acked >= replicas or not isinstance(out.reply, r.Granted | r.TakenOver | r.Rejoined):
+            return out
         timeout_ms = self.settings.redis_wait_timeout_ms
-        reply, acked = await self.gateway.call_replicated(
-            self.scripts[name], k.all, [*self._head(k, ttl_ms), *args], replicas, timeout_ms
-        )
-        out = decoder.decode(reply, sent_at)
-        self._observe(workspace, out.events)
-        if acked < replicas and isinstance(out.reply, r.Granted | r.TakenOver):
-            await self._withdraw(workspace, out.reply.fence, origin, acked)
-        if acked < replicas and isinstance(out.reply, r.Rejoined):
-            # A lease the caller's user holds, maybe handed on and not yet on the replicas: not
-            # withdrawn (other tabs may hold it confirmed), not confirmed to this one either.
-            raise StoreUnavailable(f"the lease reached {acked} of {replicas} replicas within {timeout_ms} ms "
-                                   "(PRESENCE_REDIS_WAIT_REPLICAS)")
-        return out
-
-    async def _withdraw(self, workspace: str, fence: int, origin: str, acked: int) -> None:
-        """A grant too few replicas acknowledged: release it, then fail the call."""
-        replicas, timeout_ms = self.settings.redis_wait_replicas, self.settings.redis_wait_timeout_ms
-        log.warning("%s: grant of fence %d reached %d of %d replicas within %d ms; withdrawn",
-                    workspace, fence, acked, replicas, timeout_ms)
-        with contextlib.suppress(StoreUnavailable):  # else, unrenewed, it expires within one lease TTL
-            await self.release(workspace, fence, "released", origin)
+        withdrawn = not isinstance(out.reply, r.Rejoined)
+        if withdrawn:
+            log.warning("%s: grant of fence %d reached %d of %d replicas within %d ms; withdrawn",
+                        workspace, out.reply.fence, acked, replicas, timeout_ms)
+            with contextlib.suppress(StoreUnavailable):  # else, unrenewed, it expires within one lease TTL
+                await self.release(workspace, out.reply.fence, "released", origin)
         raise StoreUnavailable(
             f"the grant reached {acked} of {replicas} replicas within {timeout_ms} ms "
-            "(PRESENCE_REDIS_WAIT_REPLICAS) and was withdrawn"
+            f"(PRESENCE_REDIS_WAIT_REPLICAS){' and was withdrawn' if withdrawn else ''}"
         )
 
     async def acquire(
@@ -162,18 +162,17 @@ class LeaseScripts:
     async def renew(self, workspace: str, fence: int, ttl_ms: int) -> bool:
         """Replace the TTL of the lease granted with ``fence`` (a service holder's renewal); False
         once that fence no longer holds it."""
-        script, keys = self.scripts["renew"], list(self._lease_and_holder(workspace))
-        reply = await self.gateway.call(script, keys, [ttl_ms, str(fence), self.settings.key_idle_ms])
+        [(_, call)] = self.renew_calls({workspace: fence}, ttl_ms=ttl_ms)
+        reply = await self.gateway.call(call.script, call.keys, call.args)
         return bool(reply == "1")
 
     async def replicate(self, workspace: str, fence: int) -> Replication:
         """Renew lease ``fence`` and ``WAIT`` for PRESENCE_REDIS_WAIT_REPLICAS replicas: the renewal
         is written after the grant, so once the replicas have it they have the grant too."""
-        keys = list(self._lease_and_holder(workspace))
-        args: list[str | int] = [self.settings.lease_ttl_ms, str(fence), self.settings.key_idle_ms]
+        [(_, call)] = self.renew_calls({workspace: fence})
         replicas = self.settings.redis_wait_replicas
         reply, acked = await self.gateway.call_replicated(
-            self.scripts["renew"], keys, args, replicas, self.settings.redis_wait_timeout_ms
+            call.script, call.keys, call.args, replicas, self.settings.redis_wait_timeout_ms
         )
         if reply != "1":
             return Replication.MOVED_ON
@@ -257,11 +256,14 @@ class LeaseScripts:
             groups[key_slot(self.keys.workspace(ws).lease.encode()) if self.gateway.cluster else 0].append(ws)
         return groups
 
-    def renew_calls(self, leases: dict[str, int], holders: bool = True) -> list[tuple[list[str], Call]]:
-        """Calls that renew ``{workspace: fence}``; each with the workspaces it covers, in order.
-        With ``holders`` they also give the holder records the key idle time again."""
+    def renew_calls(
+        self, leases: dict[str, int], holders: bool = True, ttl_ms: int | None = None
+    ) -> list[tuple[list[str], Call]]:
+        """Calls that renew ``{workspace: fence}`` (for ``ttl_ms``, default the lease TTL); each
+        with the workspaces it covers, in order. With ``holders`` they also give the holder
+        records the key idle time again."""
         calls = []
-        ttl, idle = self.settings.lease_ttl_ms, self.settings.key_idle_ms if holders else 0
+        ttl, idle = ttl_ms or self.settings.lease_ttl_ms, self.settings.key_idle_ms if holders else 0
         for group in self._group(leases).values():
             for i in range(0, len(group), RENEW_CHUNK):
                 chunk = group[i : i + RENEW_CHUNK]
