@@ -186,11 +186,8 @@ class Observer:
                 if msg["type"] == "psubscribe":
                     self._ready.set()
                     continue
-                if msg["type"] != "pmessage":
-                    continue
-                channel: str = msg["channel"]
-                workspace = channel[len(self.prefix) + 2 : -1]
-                self.events[workspace].append((time.monotonic(), json.loads(msg["data"])))
+                if msg["type"] == "pmessage":
+                    self._record(msg["channel"], msg["data"])
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # reported by check(): an observer that stopped is no observer
@@ -199,6 +196,11 @@ class Observer:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    def _record(self, channel: str, data: str) -> None:
+        """One event as received, in its workspace's list with its receipt time."""
+        workspace = channel[len(self.prefix) + 2 : -1]
+        self.events[workspace].append((time.monotonic(), json.loads(data)))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -300,12 +302,9 @@ class FailoverObserver(Observer):
                         if self._subscribed >= set(self.ports):
                             self._ready.set()
                         continue
-                    if msg["type"] != "pmessage" or msg["data"] in self._seen:
-                        continue
-                    self._seen.add(msg["data"])
-                    channel: str = msg["channel"]
-                    workspace = channel[len(self.prefix) + 2 : -1]
-                    self.events[workspace].append((time.monotonic(), json.loads(msg["data"])))
+                    if msg["type"] == "pmessage" and msg["data"] not in self._seen:
+                        self._seen.add(msg["data"])
+                        self._record(msg["channel"], msg["data"])
             except asyncio.CancelledError:
                 raise
             except Exception:

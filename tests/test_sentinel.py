@@ -39,6 +39,8 @@ ENV = {
     "PRESENCE_HELLO_TIMEOUT_MS": "3000",
 }
 TTL_MS = int(ENV["PRESENCE_LEASE_TTL_MS"])
+# A grant is confirmed once the one replica has it.
+WAIT_ONE = {"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_WAIT_TIMEOUT_MS": "300"}
 
 
 @pytest.fixture
@@ -185,7 +187,7 @@ async def test_wait_replicas_confirms_only_acknowledged_grants(
     primary, replica = replicated_redis
     c = Cluster(primary.url, prefix)
     try:
-        a = await c.server_async("a", **ENV, PRESENCE_REDIS_WAIT_REPLICAS="1", PRESENCE_REDIS_WAIT_TIMEOUT_MS="300")
+        a = await c.server_async("a", **ENV, **WAIT_ONE)
         alice = await open_tab(tabs, a, "alice")
         bob = await open_tab(tabs, a, "bob")
         keys = WorkspaceKeys.of(prefix, "doc")
@@ -217,9 +219,8 @@ async def test_wait_replicas_holds_back_a_handoff_until_the_replica_has_it(
 ) -> None:
     primary, replica = replicated_redis
     c = Cluster(primary.url, prefix)
-    wait = {"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_WAIT_TIMEOUT_MS": "300"}
     try:
-        a, b = await c.server_async("a", **ENV, **wait), await c.server_async("b", **ENV, **wait)
+        a, b = await c.server_async("a", **ENV, **WAIT_ONE), await c.server_async("b", **ENV, **WAIT_ONE)
         alice = await open_tab(tabs, a, "alice")
         bob = await open_tab(tabs, b, "bob")
         keys = WorkspaceKeys.of(prefix, "doc")
