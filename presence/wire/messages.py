@@ -235,6 +235,7 @@ class Declined(_Message, tag="declined"):
 class Ping(_Message, tag="ping"):
     n: int
     ttl_ms: int | None = None
+    ttls: dict[str, int] | None = None  # the time left of each named lock the tab holds
 
 
 class Error(_Message, tag="error"):
