@@ -90,7 +90,7 @@ class Server:
             self.gateway, self.keys.audit, self.keys.audit_forced, settings, self.server_id, self.metrics
         )
         self.registry = Registry(settings, self.server_id, self.gateway, self.keys.registry, self._vitals)
-        self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.find)
+        self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.close_tab)
         self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)
         self.overview = Overview(self.gateway, self.leases, self.registry)
         self.leases.observers += [self.metrics, self.audit, self.sweeper]

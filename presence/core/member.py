@@ -21,6 +21,7 @@ class Member:
     - ``queue_position``: 1-based place in the wait queue, 0 when not waiting.
     - ``welcomed``: false until ``welcome`` is sent; nothing else is sent to the tab before.
     - ``seq``: the sequence number of the view the tab was last sent (its ``base`` for updates).
+    - ``active``, ``meta``: the tab's presence, as its ``status`` messages set it.
     """
 
     conn: str
@@ -31,6 +32,8 @@ class Member:
     queue_position: int = 0
     welcomed: bool = False
     seq: int = 0
+    active: bool = True
+    meta: dict[str, object] | None = None
 
 
 class Members:

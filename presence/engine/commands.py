@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from ..connections.tab import Tab
 from ..core.records import HolderRecord
 from ..errors import (
     NoRequest,
@@ -27,6 +26,7 @@ from ..gateway import replies as r
 from ..gateway.leases import LeaseScripts
 from ..telemetry import Telemetry
 from ..wire.messages import Acquired, Asked, Busy, Declined, HolderView, Queued, Released, RequestId
+from .outbox import TabOutbox
 from .workspaces import Workspaces
 
 R = TypeVar("R", bound=r.Reply)
@@ -38,7 +38,7 @@ class LeaseCommands:
         self.leases = leases
         self.telemetry = telemetry
 
-    async def _script(self, tab: Tab, call: Awaitable[r.Outcome[R]]) -> r.Outcome[R]:
+    async def _script(self, tab: TabOutbox, call: Awaitable[r.Outcome[R]]) -> r.Outcome[R]:
         """Run the script and apply its events to the tab's workspace."""
         try:
             out = await call
@@ -51,7 +51,7 @@ class LeaseCommands:
         seconds = asyncio.get_running_loop().time() - out.sent_at
         self.telemetry.lease_request(op, out.status, seconds)
 
-    async def acquire(self, tab: Tab, request_id: RequestId, wait: bool = False) -> Acquired | Busy | Queued:
+    async def acquire(self, tab: TabOutbox, request_id: RequestId, wait: bool = False) -> Acquired | Busy | Queued:
         u = tab.user
         out = await self._script(tab, self.leases.acquire(tab.workspace, u.id, u.name, tab.tab_id, tab.conn, wait))
         self._timed("acquire", out)
@@ -64,7 +64,7 @@ class LeaseCommands:
             case r.Granted() | r.Rejoined() as granted:
                 return self._granted(tab, granted, out.sent_at, request_id)
 
-    async def takeover(self, tab: Tab, request_id: RequestId) -> Acquired:
+    async def takeover(self, tab: TabOutbox, request_id: RequestId) -> Acquired:
         if not tab.may_take_over:
             raise TakeoverForbidden("your token does not allow taking over a lease")
         u = tab.user
@@ -75,7 +75,7 @@ class LeaseCommands:
         return self._granted(tab, out.reply, out.sent_at, request_id)
 
     def _granted(
-        self, tab: Tab, reply: r.Granted | r.Rejoined | r.TakenOver, sent_at: float, request_id: RequestId
+        self, tab: TabOutbox, reply: r.Granted | r.Rejoined | r.TakenOver, sent_at: float, request_id: RequestId
     ) -> Acquired:
         core = self.workspaces.core(tab.workspace)
         now = asyncio.get_running_loop().time()
@@ -85,7 +85,7 @@ class LeaseCommands:
         self.workspaces.carry_out(tab.workspace, effects)
         return acquired
 
-    async def release(self, tab: Tab, request_id: RequestId) -> Released | Declined:
+    async def release(self, tab: TabOutbox, request_id: RequestId) -> Released | Declined:
         """Give up what the tab has: the lease (it goes to the next in line), its place in the
         wait queue, or its pending handoff request (answered ``declined{reason: cancelled}``)."""
         core = self.workspaces.core(tab.workspace)
@@ -105,7 +105,7 @@ class LeaseCommands:
         core.holding.let_go(tab.conn, left_queue=True)
         return Released(reason="released", id=request_id)
 
-    async def request(self, tab: Tab, request_id: RequestId, message: str) -> Acquired | Asked:
+    async def request(self, tab: TabOutbox, request_id: RequestId, message: str) -> Acquired | Asked:
         """Politely ask the holder for the lease."""
         u = tab.user
         out = await self._script(
@@ -119,7 +119,7 @@ class LeaseCommands:
             case r.Granted() | r.Rejoined() as granted:
                 return self._granted(tab, granted, out.sent_at, request_id)
 
-    async def decline(self, tab: Tab, request_id: RequestId) -> Declined:
+    async def decline(self, tab: TabOutbox, request_id: RequestId) -> Declined:
         """The holder keeps the lease: the pending request ends."""
         fence = self.workspaces.member(tab).fence
         if fence is None:
@@ -129,21 +129,22 @@ class LeaseCommands:
             raise NoRequest("there is no pending request to decline")
         return Declined(reason="declined", id=request_id)
 
-    async def status(self, tab: Tab, active: bool | None, meta: dict[str, object] | None) -> None:
+    async def status(self, tab: TabOutbox, active: bool | None, meta: dict[str, object] | None) -> None:
         """New presence info of the tab; one that changes nothing costs nothing and tells no one."""
-        if (active is None or active == tab.active) and (meta is None or meta == tab.meta):
+        m = self.workspaces.member(tab)
+        if (active is None or active == m.active) and (meta is None or meta == m.meta):
             return
         if active is not None:
-            tab.active = active
+            m.active = active
         if meta is not None:
-            tab.meta = meta
+            m.meta = meta
         await self._script(tab, self.leases.status(tab.workspace, tab.conn, self.workspaces.info(tab)))
 
-    def sync(self, tab: Tab) -> None:
+    def sync(self, tab: TabOutbox) -> None:
         """The tab saw a gap in its updates: send it the whole state."""
         self.workspaces.carry_out(tab.workspace, self.workspaces.core(tab.workspace).sync(tab.conn))
 
-    def _view(self, tab: Tab, holder: HolderRecord | None) -> HolderView:
+    def _view(self, tab: TabOutbox, holder: HolderRecord | None) -> HolderView:
         """The holder as another user sees it (no fence), tabs counted in this replica."""
         replica = self.workspaces.core(tab.workspace).replica
         view = replica.holder_view(holder, with_fence=False)

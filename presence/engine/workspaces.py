@@ -20,8 +20,6 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..connections.abort import text_frame
-from ..connections.tab import Tab
 from ..core.effects import (
     Arm,
     CheckExpiry,
@@ -47,7 +45,9 @@ from ..gateway.replies import Early, Held
 from ..settings import Settings
 from ..tasks import TaskSet
 from ..telemetry import Telemetry
+from ..wire.frames import text_frame
 from ..wire.messages import encode
+from .outbox import TabOutbox
 
 log = logging.getLogger("presence.workspaces")
 
@@ -69,7 +69,7 @@ class Local:
 
     core: Workspace
     channel: str
-    tabs: dict[str, Tab] = field(default_factory=dict)
+    tabs: dict[str, TabOutbox] = field(default_factory=dict)
     timers: dict[Timer, asyncio.TimerHandle] = field(default_factory=dict)
 
     @property
@@ -120,7 +120,7 @@ class Workspaces:
     def core(self, workspace: str) -> Workspace:
         return self._locals[workspace].core
 
-    def member(self, tab: Tab) -> Member:
+    def member(self, tab: TabOutbox) -> Member:
         return self._locals[tab.workspace].core.members[tab.conn]
 
     def counts(self) -> Counts:
@@ -131,23 +131,32 @@ class Workspaces:
                 leases += 1
         return Counts(connections, len(self._locals), leases)
 
-    def tab(self, workspace: str, conn: str) -> Tab | None:
+    def tab(self, workspace: str, conn: str) -> TabOutbox | None:
         local = self._locals.get(workspace)
         return None if local is None else local.tabs.get(conn)
 
-    def find(self, conn: str) -> Tab | None:
+    def find(self, conn: str) -> TabOutbox | None:
         for local in self._locals.values():
             tab = local.tabs.get(conn)
             if tab is not None:
                 return tab
         return None
 
-    def info(self, tab: Tab) -> TabInfo:
-        return TabInfo(tab.user.id, tab.user.name, tab.tab_id, tab.active, tab.meta, self.server_id)
+    def info(self, tab: TabOutbox) -> TabInfo:
+        m = self.member(tab)
+        return TabInfo(m.user.id, m.user.name, m.tab, m.active, m.meta, self.server_id)
+
+    def close_tab(self, conn: str, code: int, reason: str) -> bool:
+        """Close tab ``conn`` if it is on this process; True if it was."""
+        tab = self.find(conn)
+        if tab is None:
+            return False
+        tab.close(code, reason)
+        return True
 
     # -- joining and leaving ----------------------------------------------------------------
 
-    async def join(self, tab: Tab) -> None:
+    async def join(self, tab: TabOutbox) -> None:
         """Enter the tab into its workspace and send ``welcome`` (and ``acquired`` on a rejoin).
 
         Raises ``Overloaded`` (1013) when Redis is unavailable. A join that fails undoes itself.
@@ -179,7 +188,7 @@ class Workspaces:
             await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
             raise
 
-    async def leave(self, tab: Tab, clean: bool) -> None:
+    async def leave(self, tab: TabOutbox, clean: bool) -> None:
         local = self._locals.get(tab.workspace)
         if local is not None:
             self._forget(local, tab)
@@ -191,7 +200,7 @@ class Workspaces:
             return
         self.apply(tab.workspace, out.events, out.sent_at)
 
-    async def rejoin(self, tab: Tab) -> None:
+    async def rejoin(self, tab: TabOutbox) -> None:
         """Re-add a tab whose presence entry was pruned (this process was paused too long)."""
         local = self._locals.get(tab.workspace)
         if local is None or tab.conn not in local.tabs:
@@ -213,7 +222,7 @@ class Workspaces:
             self._by_channel[channel] = local
         return local
 
-    def _forget(self, local: Local, tab: Tab) -> None:
+    def _forget(self, local: Local, tab: TabOutbox) -> None:
         local.tabs.pop(tab.conn, None)
         local.core.members.remove(tab.conn)
         if not local.tabs and self._locals.get(local.workspace) is local:
