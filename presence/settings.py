@@ -11,14 +11,13 @@ import ipaddress
 import os
 import urllib.parse
 from collections.abc import Mapping
-from typing import Literal
 
 from .pem import BadKey, load_public_key
+from .wire.messages import Scope
 
 DEV_SECRET = "presence-dev-mode-insecure-public-key"
 """The fixed signing key of dev mode. Public on purpose: dev tokens must never be trusted."""
 
-Scope = Literal["user", "tab"]
 
 MIN_KEY_LENGTH = 16
 """The shortest ``PRESENCE_ADMIN_TOKEN`` or ``PRESENCE_API_KEY`` the server starts with."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import Scope
-from ..wire.messages import Person
+from ..wire.messages import Person, Scope
 from . import rules
 from .records import HolderRecord
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..settings import Scope
-from ..wire.messages import Change, HolderView, Person, Viewer
+from ..wire.messages import Change, HolderView, Person, Scope, Viewer
 from .events import LEASE_KINDS, Event, LeaseEvent
 from .records import HolderRecord, TabInfo
 

@@ -8,12 +8,15 @@ are unset are omitted from the JSON rather than sent as ``null``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 # Request ids are echoed back verbatim; clients use strings or small integers.
 RequestId = str | int | None
+
+Scope = Literal["user", "tab"]
+"""Whom a lease belongs to: all of the holder's tabs (``user``) or the one that took it (``tab``)."""
 
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9._~:@/-]{1,200}")
 TAB_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
