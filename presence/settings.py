@@ -60,6 +60,9 @@ class Settings:
     user_rate_burst: int = 100
     max_connections: int = 20_000
     send_queue_size: int = 256
+    max_watched: int = 100_000  # (watcher, workspace) pairs one process follows at once
+    meta_interval_ms: int = 50  # a tab's presence is written at most this often (the latest wins)
+    max_locks: int = 100  # named locks held at once in one workspace
     handoff_timeout_ms: int = 30000
     handoff_takeover: bool = True
     takeover_cooldown_ms: int = 0
@@ -202,6 +205,13 @@ class Settings:
             )
         if self.idle_release_ms < 0:
             problems.append("PRESENCE_IDLE_RELEASE_MS must be 0 (off) or positive")
+        if self.max_watched < 1:
+            problems.append("PRESENCE_MAX_WATCHED must be at least 1 (watched workspaces per process, all watchers)")
+        if not 0 <= self.meta_interval_ms <= 1000:
+            problems.append("PRESENCE_META_INTERVAL_MS must be between 0 and 1000 (milliseconds between two "
+                            "presence writes of one tab)")
+        if not 1 <= self.max_locks <= 10_000:
+            problems.append("PRESENCE_MAX_LOCKS must be between 1 and 10000 (named locks held at once per workspace)")
         if self.max_tabs_per_user < 1:
             problems.append("PRESENCE_MAX_TABS_PER_USER must be at least 1")
         if self.redis_cluster and self.redis_url is None:

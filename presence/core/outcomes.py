@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from ..wire.messages import Person
+from ..wire.messages import DeclineReason, Person
 from .events import Event
 from .records import HolderRecord, RequestRecord, Snapshot
 
@@ -66,7 +66,7 @@ class Pending(Reply, tag="pending"):
 
 
 class Ended(Reply, tag="ended"):
-    reason: str
+    reason: DeclineReason
 
 
 class Early(Reply, tag="early"):
@@ -111,6 +111,13 @@ class Done(Reply, tag="ok"):
     pass
 
 
+class Touched(Reply, tag="touched"):
+    """The heartbeat refreshed a workspace's presence entries: ``missing`` were gone (pruned
+    while this process was paused): their tabs join again."""
+
+    missing: list[str] = []
+
+
 class Held(Reply, tag="held"):
     ttl_ms: int
 
@@ -129,13 +136,14 @@ StatusReply = Done | Gone
 ExpireReply = Held | Free
 
 R = TypeVar("R", bound=msgspec.Struct)  # a Reply, or the Snapshot the snapshot script answers
+R_co = TypeVar("R_co", bound=msgspec.Struct, covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome(Generic[R]):
+class Outcome(Generic[R_co]):
     """A script's reply, the events it published (in order) and the loop time it was sent."""
 
-    reply: R
+    reply: R_co
     events: list[Event]
     sent_at: float
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..wire.messages import Change, HolderView, Person, Scope, Viewer
+from ..wire.messages import Change, HolderView, Person, ReleaseReason, Scope, Viewer
 from .events import LEASE_KINDS, Event, LeaseEvent
 from .records import HolderRecord, TabInfo
 
@@ -67,7 +67,7 @@ def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool
     )
 
 
-def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
+def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[ReleaseReason, Person | None]:
     """Why a tab's lease ended (``released`` reason and ``by``): the event's reason, else a
     successor means it was taken over, else it expired."""
     if isinstance(event, LeaseEvent) and event.reason:
@@ -76,6 +76,11 @@ def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, P
     if after is not None:
         return "taken_over", after.person
     return "expired", None
+
+
+UNKNOWN_HOLDER = HolderView(user=Person("", "someone"), since_ms=0, tabs=0)
+"""A lease whose holder record is gone (evicted, or expired before the lease key): held by someone
+unknown, never nobody, and never an internal error."""
 
 
 def merged_change(pending: Change | None, new: Change | None) -> Change | None:

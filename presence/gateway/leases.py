@@ -59,13 +59,9 @@ _missing = msgspec.json.Decoder(dict[str, int])
 _person = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class TouchResult:
-    """One workspace's presence refresh: conns whose entry was gone, and the events published."""
-
-    workspace: str
-    missing: list[str]
-    events: list[Event]
+def _default_only(lock: str) -> None:
+    if lock:
+        raise NotImplementedError("named locks are not served by these scripts yet")
 
 
 class LeaseScripts:
@@ -145,30 +141,34 @@ class LeaseScripts:
 
     async def acquire(
         self, workspace: str, user: str, name: str, tab: str, origin: str, wait: bool = False,
-        ttl_ms: int | None = None,
+        ttl_ms: int | None = None, lock: str = "",
     ) -> r.Outcome[r.AcquireReply]:
         """Take a free lease (``ttl_ms``: a service holder's own TTL; default PRESENCE_LEASE_TTL_MS)."""
+        _default_only(lock)
         wait_arg = "1" if wait else "0"
         args = (user, name, tab, origin, wait_arg)
         return await self._grant(_acquire, "acquire", workspace, origin, *args, ttl_ms=ttl_ms)
 
     async def takeover(
-        self, workspace: str, user: str, name: str, tab: str, origin: str, ttl_ms: int | None = None
+        self, workspace: str, user: str, name: str, tab: str, origin: str, ttl_ms: int | None = None, lock: str = ""
     ) -> r.Outcome[r.TakeoverReply]:
+        _default_only(lock)
         cooldown = self.settings.takeover_cooldown_ms
         args = (user, name, tab, origin, cooldown)
         return await self._grant(_takeover, "takeover", workspace, origin, *args, ttl_ms=ttl_ms)
 
-    async def renew(self, workspace: str, fence: int, ttl_ms: int) -> bool:
+    async def renew(self, workspace: str, fence: int, ttl_ms: int, lock: str = "") -> bool:
         """Replace the TTL of the lease granted with ``fence`` (a service holder's renewal); False
         once that fence no longer holds it."""
+        _default_only(lock)
         [(_, call)] = self.renew_calls({workspace: fence}, ttl_ms=ttl_ms)
         reply = await self.gateway.call(call.script, call.keys, call.args)
         return bool(reply == "1")
 
-    async def replicate(self, workspace: str, fence: int) -> Replication:
+    async def replicate(self, workspace: str, fence: int, lock: str = "") -> Replication:
         """Renew lease ``fence`` and ``WAIT`` for PRESENCE_REDIS_WAIT_REPLICAS replicas: the renewal
         is written after the grant, so once the replicas have it they have the grant too."""
+        _default_only(lock)
         [(_, call)] = self.renew_calls({workspace: fence})
         replicas = self.settings.redis_wait_replicas
         reply, acked = await self.gateway.call_replicated(
@@ -179,18 +179,21 @@ class LeaseScripts:
         return Replication.CONFIRMED if acked >= replicas else Replication.UNCONFIRMED
 
     async def request(
-        self, workspace: str, user: str, name: str, tab: str, origin: str, message: str
+        self, workspace: str, user: str, name: str, tab: str, origin: str, message: str, lock: str = ""
     ) -> r.Outcome[r.RequestReply]:
         """Ask the holder for the lease (polite handoff)."""
+        _default_only(lock)
         timeout = self.settings.handoff_timeout_ms
         return await self._grant(_request, "request", workspace, origin, user, name, tab, origin, message, timeout)
 
     async def handoff(
-        self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None
+        self, workspace: str, mode: str, arg: str | int, may_take_over: bool = False, by: Person | None = None,
+        lock: str = "",
     ) -> r.Outcome[r.HandoffReply]:
         """Resolve a pending request: ``decline`` (arg: the holder's fence), ``cancel`` or
         ``timeout`` (arg: the requester's conn). A timeout never takes the lease over during the
         takeover cooldown: the request then ends with reason ``cooldown``."""
+        _default_only(lock)
         by_json = _person.encode(by).decode() if by is not None else ""
         may_take = "1" if may_take_over else "0"
         cooldown = self.settings.takeover_cooldown_ms
@@ -198,9 +201,10 @@ class LeaseScripts:
 
     async def release(
         self, workspace: str, fence: int | None, reason: str = "released", origin: str = "",
-        by: Person | None = None,
+        by: Person | None = None, lock: str = "",
     ) -> r.Outcome[r.ReleaseReply]:
         """Release the lease granted with ``fence``; ``None`` releases whoever holds it."""
+        _default_only(lock)
         by_json = _person.encode(by).decode() if by is not None else ""
         token = "" if fence is None else str(fence)
         return await self._run(_release, "release", workspace, token, reason, origin, by_json)
@@ -243,8 +247,9 @@ class LeaseScripts:
             out[ws] = decoded.reply
         return out
 
-    async def check_expiry(self, workspace: str) -> r.Outcome[r.ExpireReply]:
+    async def check_expiry(self, workspace: str, lock: str = "") -> r.Outcome[r.ExpireReply]:
         """Announce the lease's expiry if it is gone; else answer its PTTL."""
+        _default_only(lock)
         return await self._run(_expire, "expire", workspace)
 
     # -- heartbeat batches ------------------------------------------------------------------
@@ -297,35 +302,38 @@ class LeaseScripts:
         return calls
 
     async def tick(
-        self, leases: dict[str, int], tabs: dict[str, list[str]]
-    ) -> tuple[dict[str, bool], list[TouchResult]]:
-        """Renew leases and refresh presence in one pipelined batch (one round trip per node).
+        self, leases: dict[tuple[str, str], int], tabs: dict[str, list[str]]
+    ) -> tuple[dict[tuple[str, str], bool], dict[str, r.Outcome[r.Touched]]]:
+        """Renew leases (``{(workspace, lock): fence}``) and refresh presence in one pipelined
+        batch (one round trip per node).
 
-        Returns ``{workspace: renewed}`` and the touch results. A call that failed inside Redis
-        counts as not renewed (the caller re-reads that workspace).
+        Returns ``{(workspace, lock): renewed}`` and each workspace's refresh. A call that failed
+        inside Redis counts as not renewed (the caller re-reads that workspace).
         """
+        for _, lock in leases:
+            _default_only(lock)
+        by_workspace = {ws: fence for (ws, _), fence in leases.items()}
         now = asyncio.get_running_loop().time()
         holders = now >= self._holders_due
-        renew = self.renew_calls(leases, holders)
+        renew = self.renew_calls(by_workspace, holders)
         touch = self.touch_calls(tabs)
         results = await self.gateway.batch([c for _, c in renew] + [c for _, c in touch])
         if holders and not any(isinstance(res, Exception) for res in results[: len(renew)]):
             self._holders_due = now + self.settings.key_idle_ms / 4000
-        renewed: dict[str, bool] = {}
+        renewed: dict[tuple[str, str], bool] = {}
         for (chunk, _), res in zip(renew, results[: len(renew)], strict=True):
             if isinstance(res, Exception):
                 log.warning("renewing %d leases failed in Redis: %r; they are re-read", len(chunk), res)
             for j, ws in enumerate(chunk):
-                renewed[ws] = not isinstance(res, Exception) and res[j] == "1"
-        touched: list[TouchResult] = []
+                renewed[(ws, "")] = not isinstance(res, Exception) and res[j] == "1"
+        touched: dict[str, r.Outcome[r.Touched]] = {}
         for (chunk, _), res in zip(touch, results[len(renew) :], strict=True):
             if isinstance(res, Exception):
                 # Their entries live on until their TTL; the next tick refreshes them again.
                 log.warning("refreshing the presence of %d workspaces failed in Redis: %r", len(chunk), res)
-                touched += [TouchResult(ws, [], []) for ws in chunk]
                 continue
             for ws, (missing, *events) in zip(chunk, res, strict=True):
                 gone = list(_missing.decode(missing)) if missing else []
-                touched.append(TouchResult(ws, gone, [decode_event(e) for e in events]))
-                self._observe(ws, touched[-1].events)
+                touched[ws] = r.Outcome(r.Touched(gone), [decode_event(e) for e in events], now)
+                self._observe(ws, touched[ws].events)
         return renewed, touched
