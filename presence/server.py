@@ -24,9 +24,9 @@ from typing import Any
 from .connections.admission import Admission
 from .connections.session import Endpoint
 from .connections.watcher import Watchers
+from .core.policy import Policy
 from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
-from .core.policy import Policy
 from .engine.heartbeat import Heartbeat
 from .engine.router import Router
 from .engine.sweeper import Sweeper

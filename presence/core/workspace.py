@@ -27,10 +27,30 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ..errors import Forbidden, NoRequest, NotHolder, RequestError, RequestPending, TakeoverCooldown
-from ..errors import TakeoverForbidden, TooManyLocks
-from ..wire.messages import Acquired, Asked, Busy, Declined, Error, HolderView, Queued, Released, RequestId
-from ..wire.messages import ServerMessage, State, Welcome
+from ..errors import (
+    Forbidden,
+    NoRequest,
+    NotHolder,
+    RequestError,
+    RequestPending,
+    TakeoverCooldown,
+    TakeoverForbidden,
+    TooManyLocks,
+)
+from ..wire.messages import (
+    Acquired,
+    Asked,
+    Busy,
+    Declined,
+    Error,
+    HolderView,
+    Queued,
+    Released,
+    RequestId,
+    ServerMessage,
+    State,
+    Welcome,
+)
 from . import rules
 from .changes import REQUEST_SLACK_S, Changes
 from .effects import Effect, IdleDue, Replicate, Replication, RequestDue, Timer, WriteStatus
@@ -38,8 +58,6 @@ from .events import Event
 from .member import Member
 from .outcomes import (
     AcquireReply,
-    Asked as AskedReply,
-    Busy as BusyReply,
     Cooldown,
     Early,
     Ended,
@@ -56,6 +74,12 @@ from .outcomes import (
     TakenOver,
     TakeoverReply,
     Waiting,
+)
+from .outcomes import (
+    Asked as AskedReply,
+)
+from .outcomes import (
+    Busy as BusyReply,
 )
 from .outcomes import NotHolder as NotHolderReply
 from .policy import Policy
@@ -170,7 +194,9 @@ class Workspace:
         """A local tab is about to join (its events are recognised from now on)."""
         self._c.members.add(member)
 
-    def joined(self, conn: str, outcome: Outcome[Entered], now: float, expires_in_ms: int | None = None) -> list[Effect]:
+    def joined(
+        self, conn: str, outcome: Outcome[Entered], now: float, expires_in_ms: int | None = None
+    ) -> list[Effect]:
         """The tab's join script ran: catch up, then ``welcome`` (and ``acquired{rejoined}`` for
         each lock its user still holds)."""
         self._catch_up(outcome, now)
@@ -222,7 +248,7 @@ class Workspace:
         return c.drain()
 
     def status(
-        self, conn: str, active: bool | None, meta: dict[str, object] | None | Unset, now: float
+        self, conn: str, active: bool | None, meta: dict[str, object] | Unset | None, now: float
     ) -> list[Effect]:
         """Tab ``conn`` shares whether it is active and its meta (``None`` clears it, ``UNSET``
         keeps it). Written to Redis at once, then at most once per meta interval: the latest wins."""

@@ -92,10 +92,10 @@ class LeaseCommands:
         out = await self._run(None, self.leases.handoff(tab.workspace, "decline", fence, by=tab.user, lock=lock))
         return self._answer(tab, lambda core, now: core.declined(tab.conn, lock, out, now, request_id))
 
-    def status(self, tab: TabOutbox, active: bool | None, meta: dict[str, object] | None | msgspec.UnsetType) -> None:
+    def status(self, tab: TabOutbox, active: bool | None, meta: dict[str, object] | msgspec.UnsetType | None) -> None:
         """New presence of the tab; one that changes nothing costs nothing and tells no one."""
-        now = asyncio.get_running_loop().time()
-        self.workspaces.carry_out(tab.workspace, self.workspaces.core(tab.workspace).status(tab.conn, active, meta, now))
+        core = self.workspaces.core(tab.workspace)
+        self.workspaces.carry_out(tab.workspace, core.status(tab.conn, active, meta, asyncio.get_running_loop().time()))
 
     def sync(self, tab: TabOutbox) -> None:
         """The tab saw a gap in its updates: send it the whole state."""

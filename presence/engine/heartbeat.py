@@ -161,7 +161,8 @@ class Heartbeat(Service):
         now = loop.time()
         for (ws, lock), ok in renewed.items():
             if ws in self.workspaces:
-                self.workspaces.carry_out(ws, self.workspaces.core(ws).renewed(lock, leases[(ws, lock)], ok, sent_at, now))
+                core = self.workspaces.core(ws)
+                self.workspaces.carry_out(ws, core.renewed(lock, leases[(ws, lock)], ok, sent_at, now))
         for ws, out in touched.items():
             self.workspaces.applied(ws, out)
             for conn in out.reply.missing:

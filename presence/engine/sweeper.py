@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ..core.events import Event
+from ..core.outcomes import Held
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..core.outcomes import Held
 from ..tasks import Service
 
 log = logging.getLogger("presence.sweeper")
@@ -33,7 +33,9 @@ class Sweeper(Service):
     name = "expiry sweeper"
     crash_message = "the expiry sweeper died; unwatched expiries are announced late"
 
-    def __init__(self, heartbeat_ms: int, lease_ttl_ms: int, leases: LeaseScripts, local: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, heartbeat_ms: int, lease_ttl_ms: int, leases: LeaseScripts, local: Callable[[], list[str]]
+    ) -> None:
         super().__init__()
         self.leases = leases
         self.local = local  # the workspaces this process has tabs in (and so watches itself)

@@ -24,7 +24,6 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import msgspec
 from redis.crc import key_slot

@@ -76,7 +76,7 @@ class Status(_Message, tag="status"):
 
     id: RequestId = None
     active: bool | None = None
-    meta: dict[str, Any] | None | msgspec.UnsetType = msgspec.UNSET
+    meta: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Request(_Message, tag="request"):
