@@ -171,9 +171,9 @@ class LeaseModel(RuleBasedStateMachine):
             fence = self.granted[0]
         else:
             fence = (max(self.granted) + 1) if self.granted else 99
-        renewed, _ = self.run(self.lease.tick({WS: fence}, {}))
+        renewed, _ = self.run(self.lease.tick({(WS, ""): fence}, {}))
         expected = self.alive and fence == self.fence
-        assert renewed == {WS: expected}, (renewed, fence, self.fence, self.alive)
+        assert renewed == {(WS, ""): expected}, (renewed, fence, self.fence, self.alive)
         if expected:
             assert TTL - 1000 < self.pttl() <= TTL
 
@@ -182,8 +182,8 @@ class LeaseModel(RuleBasedStateMachine):
     def shorten_then_renew(self, ms: int) -> None:
         """Renew replaces the TTL, it never adds to what is left."""
         self.run(self.store.client.pexpire(self.key, ms))
-        renewed, _ = self.run(self.lease.tick({WS: self.fence}, {}))  # type: ignore[dict-item]
-        assert renewed == {WS: True}
+        renewed, _ = self.run(self.lease.tick({(WS, ""): self.fence}, {}))  # type: ignore[dict-item]
+        assert renewed == {(WS, ""): True}
         assert TTL - 1000 < self.pttl() <= TTL
 
     @precondition(lambda self: self.alive)

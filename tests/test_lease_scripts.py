@@ -89,13 +89,13 @@ def _fields(s: Settings) -> dict[str, object]:
 async def test_renew_replaces_ttl_and_only_for_the_owner(lease: LeaseScripts) -> None:
     fence = (await lease.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
     await lease.gateway.client.pexpire(lease.keys.workspace("doc").lease, 600)
-    renewed, _ = await lease.tick({"doc": fence}, {})
-    assert renewed == {"doc": True}
+    renewed, _ = await lease.tick({("doc", ""): fence}, {})
+    assert renewed == {("doc", ""): True}
     ttl = await pttl(lease, "doc")
     assert 1000 < ttl <= TTL  # replaced by the TTL, not 600 + TTL
 
-    renewed, _ = await lease.tick({"doc": fence + 1}, {})
-    assert renewed == {"doc": False}
+    renewed, _ = await lease.tick({("doc", ""): fence + 1}, {})
+    assert renewed == {("doc", ""): False}
     assert await lease.gateway.client.get(lease.keys.workspace("doc").lease) == str(fence)
 
 
@@ -121,8 +121,8 @@ async def test_aba_expired_holder_cannot_touch_successor(lease: LeaseScripts) ->
     # The acquire announced the silent expiry of Alice's lease before granting Bob's.
     assert [e.kind for e in new.events] == ["expired", "acquired"]
 
-    renewed, _ = await lease.tick({"doc": old}, {})
-    assert renewed == {"doc": False}
+    renewed, _ = await lease.tick({("doc", ""): old}, {})
+    assert renewed == {("doc", ""): False}
     assert (await lease.release("doc", old)).status == "not_holder"
     assert await lease.gateway.client.get(lease.keys.workspace("doc").lease) == str(new.reply.fence)
 
@@ -136,8 +136,8 @@ async def test_takeover_bumps_fence_and_old_renew_fails(lease: LeaseScripts) -> 
     ev = t.events[-1]
     assert ev.kind == "taken_over" and ev.reason == "taken_over"
     assert ev.from_ is not None and ev.from_.id == "alice"
-    renewed, _ = await lease.tick({"doc": old}, {})
-    assert renewed == {"doc": False}
+    renewed, _ = await lease.tick({("doc", ""): old}, {})
+    assert renewed == {("doc", ""): False}
     # Taking over your own lease is a rejoin, not a new grant.
     again = await lease.takeover("doc", "bob", "Bob", "t2", "c2")
     assert again.status == "rejoined" and again.reply.fence == t.reply.fence
@@ -190,8 +190,8 @@ async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: L
         assert 0 < int(await c.pttl(key)) <= idle, key
     # Renewals refresh the holder record's TTL: it must outlive the lease.
     await c.pexpire(k.holder, 5000)
-    renewed, _ = await lease.tick({"doc": fence}, {})
-    assert renewed == {"doc": True}
+    renewed, _ = await lease.tick({("doc", ""): fence}, {})
+    assert renewed == {("doc", ""): True}
     assert int(await c.pttl(k.holder)) > idle - 5000
     # A touch keeps the queue of a workspace with live tabs.
     await c.pexpire(k.queue, 5000)
@@ -210,16 +210,16 @@ async def test_renewals_refresh_holder_records_once_a_quarter_of_the_key_idle_ti
     scripts = LeaseScripts(lease.gateway, settings, lease.keys)
     k, c = lease.keys.workspace("doc"), lease.gateway.client
     fence = (await scripts.acquire("doc", "alice", "Alice", "t1", "c1")).reply.fence
-    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}  # the first tick refreshes
+    assert (await scripts.tick({("doc", ""): fence}, {}))[0] == {("doc", ""): True}  # the first tick refreshes
     await c.pexpire(k.holder, 2500)
-    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}
+    assert (await scripts.tick({("doc", ""): fence}, {}))[0] == {("doc", ""): True}
     assert int(await c.pttl(k.lease)) > TTL - 500  # the lease was renewed...
     assert int(await c.pttl(k.holder)) <= 2500  # ...its holder record left as it was
     await asyncio.sleep(settings.key_idle_ms / 4000)  # the quarter passes: the next tick refreshes
-    assert (await scripts.tick({"doc": fence}, {}))[0] == {"doc": True}
+    assert (await scripts.tick({("doc", ""): fence}, {}))[0] == {("doc", ""): True}
     assert int(await c.pttl(k.holder)) > 2500
     # A fence that no longer holds renews nothing, whichever kind of tick.
-    assert (await scripts.tick({"doc": fence + 1}, {}))[0] == {"doc": False}
+    assert (await scripts.tick({("doc", ""): fence + 1}, {}))[0] == {("doc", ""): False}
 
 
 async def test_rejoin_keeps_fence(lease: LeaseScripts) -> None:
@@ -309,8 +309,8 @@ async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseScripts) -
     tabs = lease.keys.workspace("doc").tabs
     await lease.gateway.client.zadd(tabs, {"c2": 1})  # c2's server stopped refreshing long ago
     _, touched = await lease.tick({}, {"doc": ["c1", "gone"]})
-    (t,) = touched
-    assert t.missing == ["gone"]
+    t = touched["doc"]
+    assert list(touched) == ["doc"] and t.reply.missing == ["gone"]
     assert [e.kind for e in t.events] == ["left"]
     assert t.events[0].rm == {"c2": 1}
     assert await lease.gateway.client.zrange(tabs, 0, -1) == ["c1"]
@@ -345,8 +345,8 @@ async def test_touch_keeps_each_workspace_of_one_call_apart(lease: LeaseScripts)
 
     _, touched = await lease.tick({}, tabs)
 
-    by_ws = {t.workspace: t for t in touched}
-    assert by_ws[a].missing == ["gone"] and by_ws[b].missing == []
+    by_ws = touched
+    assert by_ws[a].reply.missing == ["gone"] and by_ws[b].reply.missing == []
     for ws, dead, queue in ((a, "c2", None), (b, "c4", {"c5": 1})):
         (ev,) = by_ws[ws].events
         assert ev.kind == "left" and ev.rm == {dead: 1} and ev.queue == queue
@@ -368,7 +368,7 @@ async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts
     calls = lease.renew_calls(leases)
     if not lease.gateway.cluster:  # on Cluster: one call per slot, one pipeline per node
         assert len(calls) == 3  # 1200 leases in chunks of 500, one pipeline
-    renewed, _ = await lease.tick(leases, {})
+    renewed, _ = await lease.tick({(ws, ""): fence for ws, fence in leases.items()}, {})
     assert all(renewed.values()) and len(renewed) == 1200
 
 
@@ -379,8 +379,8 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseScripts) -> 
     out = await lease.acquire("doc", "alice", "Alice", "t", "c")
     assert out.status == "acquired"
     await lease.gateway.client.script_flush()
-    renewed, _ = await lease.tick({"doc": out.reply.fence}, {})
-    assert renewed == {"doc": True}
+    renewed, _ = await lease.tick({("doc", ""): out.reply.fence}, {})
+    assert renewed == {("doc", ""): True}
 
 
 # -- the scripts' sources -------------------------------------------------------------------------

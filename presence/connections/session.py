@@ -190,7 +190,7 @@ class Session:
                 if isinstance(meta, dict) and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
                     self._bad(f"meta is larger than {MAX_META_BYTES} bytes", rid)
                     return
-                commands.status(tab, active, meta)
+                await commands.status(tab, active, meta)
             case Request(id=rid, message=text, lock=lock):
                 if len(text) > MAX_REQUEST_MESSAGE:
                     self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)

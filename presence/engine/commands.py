@@ -92,10 +92,15 @@ class LeaseCommands:
         out = await self._run(None, self.leases.handoff(tab.workspace, "decline", fence, by=tab.user, lock=lock))
         return self._answer(tab, lambda core, now: core.declined(tab.conn, lock, out, now, request_id))
 
-    def status(self, tab: TabOutbox, active: bool | None, meta: dict[str, object] | msgspec.UnsetType | None) -> None:
-        """New presence of the tab; one that changes nothing costs nothing and tells no one."""
+    async def status(
+        self, tab: TabOutbox, active: bool | None, meta: dict[str, object] | msgspec.UnsetType | None
+    ) -> None:
+        """New presence of the tab; one that changes nothing costs nothing and tells no one. One
+        written at once is awaited (the tab's next request comes after it); one held back for the
+        meta interval is written when it ends, the latest winning."""
         core = self.workspaces.core(tab.workspace)
         self.workspaces.carry_out(tab.workspace, core.status(tab.conn, active, meta, asyncio.get_running_loop().time()))
+        await self.workspaces.written(tab.workspace, tab.conn)
 
     def sync(self, tab: TabOutbox) -> None:
         """The tab saw a gap in its updates: send it the whole state."""

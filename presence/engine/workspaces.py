@@ -384,6 +384,13 @@ class Workspaces:
             return  # the next status change re-arms the timer
         self.applied(local.workspace, out)
 
+    async def written(self, workspace: str, conn: str) -> None:
+        """Wait for tab ``conn``'s presence write in flight, if any (its failure is the write's own)."""
+        local = self._locals.get(workspace)
+        task = None if local is None else local.writes.get(conn)
+        if task is not None:
+            await asyncio.wait([task])
+
     def _write_status(self, local: Local, conn: str, info: TabInfo) -> None:
         """Write a tab's presence entry, after the write before it (so the latest lands last)."""
         before = local.writes.get(conn)

@@ -25,11 +25,11 @@ from presence.core.outcomes import (
 )
 from presence.core.records import RequestRecord
 from presence.core.workspace import CancelRequest, GiveUp, Operation
-from presence.errors import Forbidden, NotHolder as NotHolderError, TakeoverForbidden, TooManyLocks
-from presence.wire.messages import Acquired, Declined, Error, Person, Queued, Released, Update
+from presence.errors import Forbidden, TakeoverForbidden, TooManyLocks
+from presence.errors import NotHolder as NotHolderError
+from presence.wire.messages import Acquired, Declined, Error, Person, Queued, Released, State, Update
 from presence.wire.messages import Asked as AskedMessage
 from presence.wire.messages import Busy as BusyMessage
-from presence.wire.messages import State
 
 
 def granted(d: Driver, conn: str, fence: int = 7, lock: str = "", user: Person = ALICE) -> LeaseGranted:
