@@ -175,6 +175,13 @@ class Farm:
     async def counts_(self, **_: Any) -> dict[str, Any]:
         return {"counts": dict(self.counts), "open": sum(1 for t in self.tabs if t.client and t.client.open)}
 
+    def ops(self) -> dict[str, Callable[..., Awaitable[dict[str, Any]]]]:
+        return {
+            "open": self.open, "acquire": self.acquire, "wait_closed": self.wait_closed, "reconnect": self.reconnect,
+            "counts": self.counts_, "close_all": self.close_all, "wait_viewers": self.wait_viewers,
+            "received": self.received, "status": self.status,
+        }
+
     async def close_all(self, **_: Any) -> dict[str, Any]:
         for tab in self.tabs:
             if tab.client is not None and tab.client.open:
@@ -188,14 +195,9 @@ class Farm:
         return {}
 
 
-async def serve() -> None:
+async def serve(farm: Farm) -> None:
     raise_fd_limit()
-    farm = Farm()
-    ops: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-        "open": farm.open, "acquire": farm.acquire, "wait_closed": farm.wait_closed, "reconnect": farm.reconnect,
-        "counts": farm.counts_, "close_all": farm.close_all, "wait_viewers": farm.wait_viewers,
-        "received": farm.received, "status": farm.status,
-    }
+    ops = farm.ops()
     while True:
         line = await asyncio.to_thread(sys.stdin.readline)
         if not line:
@@ -213,13 +215,13 @@ async def serve() -> None:
         sys.stdout.flush()
 
 
-def main() -> None:
+def main(farm: Farm | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # uvicorn[standard] brings it; without it the farm is just slower
-        asyncio.run(serve())
+        asyncio.run(serve(farm or Farm()))
         return
-    uvloop.run(serve())
+    uvloop.run(serve(farm or Farm()))
 
 
 if __name__ == "__main__":

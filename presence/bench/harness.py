@@ -107,15 +107,16 @@ def timings(plan_heartbeat_ms: int, **extra: str) -> dict[str, str]:
 
 
 class Farm:
-    """The tab farm child process, one JSON command per line."""
+    """The tab farm child process, one JSON command per line; ``cmd`` starts another program that
+    speaks the same (the peer's clients)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cmd: list[str] | None = None) -> None:
+        self.cmd = cmd or [sys.executable, "-m", "presence.bench.farm"]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Farm:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "presence.bench.farm", env=child_env(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
+            *self.cmd, env=child_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
         )
         return self
 

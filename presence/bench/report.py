@@ -7,6 +7,7 @@ import importlib
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -122,9 +123,13 @@ def table(rs: list[Row]) -> str:
     head = ("#", "figure", "ours", "baseline", "ratio", "goal", "met")
     body = [(r.figure, r.name, r.ours, r.baseline, f"{r.ratio:.2f}x" if r.ratio is not None else "", r.goal,
              {True: "yes", False: "NO", None: ""}[r.met]) for r in rs]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (head, *body)]
+    return grid(head, body)
+
+
+def grid(head: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+    """Columns aligned, a rule under the head."""
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
