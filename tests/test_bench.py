@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from procs import ROOT
+
+from presence.bench import hocuspocus
+from presence.bench.harness import Plan
+from presence.bench.peer import PeerPlan, compare, last_seen
 
 
 def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
@@ -40,3 +48,79 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.stdout.count("\n") >= len(report["rows"]) + 2
     if "--chart" in cmd:
         assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+# -- the peer comparison (presence bench --peer hocuspocus) ------------------------------------
+
+PEER_ROWS = {
+    "time until every client sees all N", "server CPU per join", "Redis CPU per join", "server memory per client",
+    "payload bytes per client", "fan-out: last client saw a change, p50", "fan-out: last client saw a change, p99",
+    "fan-out: server CPU per change", "idle: server CPU", "idle: bytes per client per s",
+}
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm")
+def test_peer_comparison_measures_both_servers_at_every_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "presence", "bench", "--quick", "--peer", "hocuspocus", "--only", "peer",
+           "--peer-clients", "10,20", "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    peer = report["figures"]["peer"]
+    assert "skipped" not in peer, peer["skipped"]
+    assert set(report["figures"]) == {"peer"}  # --only peer: nothing else ran
+    assert peer["versions"]["@hocuspocus/server"].startswith("4.") and peer["versions"]["node"].startswith("v")
+    assert [s["clients"] for s in peer["sizes"]] == [10, 20]
+    for size in peer["sizes"]:
+        for side in ("presence", "hocuspocus"):
+            joined = size[side]
+            assert joined["all_seen_s"] > 0 and joined["cpu_ms_per_join"] >= 0, (side, joined)
+            # every client heard of every other one: some bytes per other client at least
+            assert joined["bytes_per_client"] > 10 * size["clients"], (side, joined)
+    changes = peer["plan"]["changes"]
+    for side in ("presence", "hocuspocus"):  # every change reached every client (a correctness check)
+        fanout = peer["fanout"][side]
+        assert fanout["missed"] == 0 and fanout["last_seen"]["n"] == changes, (side, fanout)
+        assert peer["idle"][side]["seconds"] > 0
+
+    rows = {r["name"]: r for r in report["peer_rows"]}
+    assert set(rows) == PEER_ROWS
+    for row in rows.values():
+        for cell in row["cells"]:
+            assert math.isfinite(cell["presence"]) and math.isfinite(cell["peer"]), row
+            assert " / " in cell["text"], row
+    assert [c["clients"] for c in rows["server CPU per join"]["cells"]] == [10, 20]
+    assert [c["clients"] for c in rows["fan-out: server CPU per change"]["cells"]] == [10]
+    # The table on stdout: a line per row, with the header naming both servers and both sizes.
+    assert re.search(r"^figure \(presence / hocuspocus\)\s+N = 10\s+N = 20$", done.stdout, re.M), done.stdout
+    for name in PEER_ROWS:
+        assert re.search(rf"^{re.escape(name)}\s+\S+ / \S+ ", done.stdout, re.M), name
+
+
+def test_last_seen_is_when_the_last_client_first_showed_each_change() -> None:
+    # Change 0 sets active False at 1.0, change 1 sets True at 2.0 (seconds).
+    sent = [1.0, 2.0]
+    seen = [
+        [(1.01, False), (2.03, True)],
+        [(0.5, False), (1.05, False), (2.02, True)],  # a value from before the change does not count
+        [(1.02, False), (1.5, True), (2.01, True)],  # nor a value other than the change's
+    ]
+    latencies, missed = last_seen(sent, seen)
+    assert missed == 0
+    assert latencies == pytest.approx([0.05, 0.03])
+    # A client that never showed the second change: it is missed, the first still measured.
+    latencies, missed = last_seen(sent, [[(1.01, False)], [(1.02, False), (2.01, True)]])
+    assert (latencies, missed) == (pytest.approx([0.02]), 1)
+
+
+async def test_without_node_the_peer_comparison_is_skipped_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hocuspocus.shutil, "which", lambda name: None if name == "node" else f"/usr/bin/{name}")
+    said: list[str] = []
+    fig = await compare("hocuspocus", PeerPlan.quick(), tmp_path / "cache", Plan.quick(), said.append)
+    assert fig == {"peer": "hocuspocus", "skipped": "node not found on PATH (install Node.js 20 or later with npm)"}
+    assert said == [f"peer comparison skipped: {fig['skipped']}"]
+    assert not (tmp_path / "cache").exists()  # nothing installed, nothing started
