@@ -28,13 +28,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
 from . import hocuspocus
 from .harness import HOST, Bench, Farm, Plan, summary, timings
-from .procs import Proc, RedisProc, ServerProc
+from .procs import RedisProc
 
 PEERS = ("hocuspocus",)
 SETTLE_S = 0.5  # after the last client saw everything: the writes and broadcasts behind it
@@ -58,14 +58,24 @@ class PeerPlan:
         return cls(sizes=(100, 200), changes=20, gap_ms=50, idle_s=5.0, parallel=100)
 
 
+class Server(Protocol):
+    """A server under test: ``presence serve`` or the peer's (both :class:`Proc`)."""
+
+    port: int
+
+    def cpu_seconds(self) -> float: ...
+    def rss_bytes(self) -> int: ...
+    def close(self, keep_log: bool = False) -> None: ...
+
+
 @dataclass(slots=True)
 class Side:
     """One server under test: how to start it and its clients' process (both speak the farm's ops)."""
 
     name: str
     clients: Farm
-    start: Callable[[], Awaitable[Proc]]
-    open_args: Callable[[Proc, str, int], dict[str, Any]]  # (server, room, n): the clients' ``open``
+    start: Callable[[], Awaitable[Server]]
+    open_args: Callable[[int, str, int], dict[str, Any]]  # (port, room, n): the clients' ``open``
 
 
 async def from_args(args: argparse.Namespace, bench_plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
@@ -92,67 +102,79 @@ async def compare(peer: str, plan: PeerPlan, cache: Path, bench_plan: Plan,
     ours = Farm([sys.executable, "-m", "presence.bench.peerfarm"])
     theirs = Farm(inst.clients_cmd())
     redis: Any = None
+    failed = True
     try:
         await redis_proc.ready()
         redis = aioredis.Redis.from_url(redis_proc.url, decode_responses=True)
         await ours.start()
         await theirs.start()
-
-        async def start_ours() -> Proc:
-            # The defaults (heartbeat 5 s, update window 50 ms); no rate limits (Bench.server), and a
-            # hello may wait for a busy loop longer than the default 5 s in a storm of hundreds.
-            return await bench.server("peer-presence", **timings(5000, PRESENCE_HELLO_TIMEOUT_MS="30000"))
-
-        async def start_theirs() -> Proc:
-            proc = inst.server(redis_proc.port)
-            bench.procs.append(proc)  # ended by bench.close()
-            proc.start()
-            return await proc.ready()
-
-        def ours_open(server: Proc, room: str, n: int) -> dict[str, Any]:
-            assert isinstance(server, ServerProc)
-            return {"host": HOST, "port": server.port, "parallel": plan.parallel,
-                    "tabs": [[f"{room}-u{i}", room, f"{room}-tab-{i}"] for i in range(n)]}
-
-        def theirs_open(server: Proc, room: str, n: int) -> dict[str, Any]:
-            assert isinstance(server, hocuspocus.HocuspocusProc)
-            return {"url": f"ws://{HOST}:{server.port}", "doc": room, "parallel": plan.parallel,
-                    "users": [f"{room}-u{i}" for i in range(n)]}
-
-        sides = (Side("presence", ours, start_ours, ours_open), Side(peer, theirs, start_theirs, theirs_open))
-        result: dict[str, Any] = {"peer": peer, "versions": inst.versions, "plan": dataclasses.asdict(plan),
-                                  "sizes": []}
-        for i, n in enumerate(plan.sizes):
-            size: dict[str, Any] = {"clients": n}
-            for side in sides:
-                log(f"peer: {n} clients of {side.name} join one workspace")
-                server = await side.start()
-                try:
-                    size[side.name] = await _join(bench, side, server, n, redis)
-                    if i == 0:
-                        log(f"peer: {side.name} fan-out, {plan.changes} changes {plan.gap_ms} ms apart; "
-                            f"then {plan.idle_s:g} s idle")
-                        result.setdefault("fanout", {"clients": n})[side.name] = await _fanout(side, server, plan)
-                        result.setdefault("idle", {"clients": n})[side.name] = await _idle(
-                            bench, side, server, redis, plan.idle_s)
-                finally:
-                    await side.clients.call("close_all")
-                    server.close()
-            result["sizes"].append(size)
+        sides = _sides(peer, plan, bench, inst, redis_proc.port, ours, theirs)
+        result = {"peer": peer, "versions": inst.versions, "plan": dataclasses.asdict(plan),
+                  **await _measure(plan, bench, sides, redis, log)}
+        failed = False
         return result
     finally:
         await ours.close()
         await theirs.close()
-        await bench.close()
+        await bench.close(keep_logs=failed)
         if redis is not None:
             await redis.aclose()
         redis_proc.close()
 
 
-async def _join(b: Bench, side: Side, server: Proc, n: int, redis: Any) -> dict[str, Any]:
+def _sides(peer: str, plan: PeerPlan, bench: Bench, inst: hocuspocus.Installation, redis_port: int,
+           ours: Farm, theirs: Farm) -> tuple[Side, Side]:
+    async def start_ours() -> Server:
+        # The defaults (heartbeat 5 s, update window 50 ms); no rate limits (Bench.server), and a
+        # hello may wait for a busy loop longer than the default 5 s in a storm of hundreds.
+        return await bench.server("peer-presence", **timings(5000, PRESENCE_HELLO_TIMEOUT_MS="30000"))
+
+    async def start_theirs() -> Server:
+        proc = inst.server(redis_port)
+        bench.procs.append(proc)  # ended by bench.close()
+        proc.start()
+        return await proc.ready()
+
+    def ours_open(port: int, room: str, n: int) -> dict[str, Any]:
+        return {"host": HOST, "port": port, "parallel": plan.parallel,
+                "tabs": [[f"{room}-u{i}", room, f"{room}-tab-{i}"] for i in range(n)]}
+
+    def theirs_open(port: int, room: str, n: int) -> dict[str, Any]:
+        return {"url": f"ws://{HOST}:{port}", "doc": room, "parallel": plan.parallel,
+                "users": [f"{room}-u{i}" for i in range(n)]}
+
+    return Side("presence", ours, start_ours, ours_open), Side(peer, theirs, start_theirs, theirs_open)
+
+
+async def _measure(plan: PeerPlan, b: Bench, sides: tuple[Side, Side], redis: Any,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Each N, each side in turn on a fresh server; the fan-out and the idle window at the first N."""
+    sizes: list[dict[str, Any]] = []
+    fanout: dict[str, Any] = {"clients": plan.sizes[0]}
+    idle: dict[str, Any] = {"clients": plan.sizes[0]}
+    for i, n in enumerate(plan.sizes):
+        size: dict[str, Any] = {"clients": n}
+        for side in sides:
+            log(f"peer: {n} clients of {side.name} join one workspace")
+            server = await side.start()
+            try:
+                size[side.name] = await _join(b, side, server, n, redis)
+                if i == 0:
+                    log(f"peer: {side.name} fan-out, {plan.changes} changes, each {plan.gap_ms} ms after the "
+                        f"previous one was seen; then {plan.idle_s:g} s idle")
+                    fanout[side.name] = await _fanout(side, server, plan)
+                    idle[side.name] = await _idle(b, side, server, redis, plan.idle_s)
+            finally:
+                await side.clients.call("close_all")
+                server.close()
+        sizes.append(size)
+    return {"sizes": sizes, "fanout": fanout, "idle": idle}
+
+
+async def _join(b: Bench, side: Side, server: Server, n: int, redis: Any) -> dict[str, Any]:
     rss0, cpu0, r0 = server.rss_bytes(), server.cpu_seconds(), (await b.redis_info(redis))["cpu"]
     started = time.perf_counter()
-    opened = await side.clients.call("open", timeout=600, **side.open_args(server, f"peer-{n}", n))
+    opened = await side.clients.call("open", timeout=600, **side.open_args(server.port, f"peer-{n}", n))
     if opened["connected"] != n:
         raise RuntimeError(f"only {opened['connected']} of {n} {side.name} clients connected: {opened['errors']}")
     await side.clients.call("wait_viewers", viewers=n)
@@ -166,7 +188,7 @@ async def _join(b: Bench, side: Side, server: Proc, n: int, redis: Any) -> dict[
             "bytes_per_client": statistics.fmean(received)}
 
 
-async def _fanout(side: Side, server: Proc, plan: PeerPlan) -> dict[str, Any]:
+async def _fanout(side: Side, server: Server, plan: PeerPlan) -> dict[str, Any]:
     cpu0 = server.cpu_seconds()
     out = await side.clients.call("fanout", changer=0, changes=plan.changes, gap_ms=plan.gap_ms, wait_s=WAIT_S)
     cpu = server.cpu_seconds() - cpu0
@@ -191,7 +213,7 @@ def last_seen(sent: list[float], seen: list[list[tuple[float, bool]]]) -> tuple[
     return latencies, missed
 
 
-async def _idle(b: Bench, side: Side, server: Proc, redis: Any, seconds: float) -> dict[str, Any]:
+async def _idle(b: Bench, side: Side, server: Server, redis: Any, seconds: float) -> dict[str, Any]:
     bytes0 = (await side.clients.call("received"))["bytes"]
     cpu0, r0, t0 = server.cpu_seconds(), (await b.redis_info(redis))["cpu"], time.perf_counter()
     await asyncio.sleep(seconds)
