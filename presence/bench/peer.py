@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from . import hocuspocus
 from .harness import HOST, Bench, Farm, Plan, summary, timings
-from .procs import RedisProc
+from .procs import RedisProc, cpu_seconds
 
 PEERS = ("hocuspocus",)
 SETTLE_S = 0.5  # after the last client saw everything: the writes and broadcasts behind it
@@ -173,6 +173,7 @@ async def _measure(plan: PeerPlan, b: Bench, sides: tuple[Side, Side], redis: An
 
 async def _join(b: Bench, side: Side, server: Server, n: int, redis: Any) -> dict[str, Any]:
     rss0, cpu0, r0 = server.rss_bytes(), server.cpu_seconds(), (await b.redis_info(redis))["cpu"]
+    clients0 = _clients_cpu(side)
     started = time.perf_counter()
     opened = await side.clients.call("open", timeout=600, **side.open_args(server.port, f"peer-{n}", n))
     if opened["connected"] != n:
@@ -181,11 +182,19 @@ async def _join(b: Bench, side: Side, server: Server, n: int, redis: Any) -> dic
     seen_s = time.perf_counter() - started
     await asyncio.sleep(SETTLE_S)
     cpu, rss = server.cpu_seconds() - cpu0, server.rss_bytes() - rss0
+    clients_cpu = _clients_cpu(side) - clients0
     redis_cpu = (await b.redis_info(redis))["cpu"] - r0
     received = (await side.clients.call("received"))["bytes"]
     return {"clients": n, "all_seen_s": seen_s, "connect_s": opened["seconds"], "cpu_ms_per_join": cpu * 1000 / n,
             "redis_cpu_ms_per_join": redis_cpu * 1000 / n, "kib_per_client": rss / n / 1024,
-            "bytes_per_client": statistics.fmean(received)}
+            "bytes_per_client": statistics.fmean(received),
+            # Context, not compared: the clients' process shares the cores with the server.
+            "clients_cpu_ms_per_join": clients_cpu * 1000 / n}
+
+
+def _clients_cpu(side: Side) -> float:
+    assert side.clients.proc is not None
+    return cpu_seconds(side.clients.proc.pid)
 
 
 async def _fanout(side: Side, server: Server, plan: PeerPlan) -> dict[str, Any]:
