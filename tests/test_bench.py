@@ -3,6 +3,7 @@ shared; BENCHMARKS.md has the real numbers)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -18,6 +19,7 @@ from procs import ROOT
 from presence.bench import hocuspocus
 from presence.bench.harness import Plan
 from presence.bench.peer import PeerPlan, compare, last_seen
+from presence.bench.run import output
 
 
 def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
@@ -124,3 +126,15 @@ async def test_without_node_the_peer_comparison_is_skipped_with_a_message(
     assert fig == {"peer": "hocuspocus", "skipped": "node not found on PATH (install Node.js 20 or later with npm)"}
     assert said == [f"peer comparison skipped: {fig['skipped']}"]
     assert not (tmp_path / "cache").exists()  # nothing installed, nothing started
+
+
+def test_a_skipped_comparison_prints_why_and_writes_it_to_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    result = {"mode": "quick", "seconds": 1.0, "load_average": {"before": 0.1, "after": 0.2},
+              "figures": {"peer": {"peer": "hocuspocus", "skipped": "npm not found on PATH"}}}
+    output(result, argparse.Namespace(json=str(out), chart=None))
+    assert "peer comparison skipped: npm not found on PATH" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["figures"]["peer"]["skipped"] == "npm not found on PATH" and "peer_rows" not in written

@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tabs", type=int, help="idle tabs and reconnect storm size (default 5000; quick 200)")
     p.add_argument("--heartbeat-ms", type=int, help="heartbeat of the idle server (default 5000; quick 500)")
     p.add_argument("--redis-url", help="use this Redis (on this machine) instead of starting one")
-    p.add_argument("--only", help=f"comma list of figures to run: {','.join(FIGURES)}")
+    p.add_argument("--only", help=f"comma list of figures to run: {','.join(FIGURES)},peer "
+                                  "(peer: the --peer comparison alone)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the machine's description as JSON")
     p.add_argument("--chart", metavar="PATH", help="draw the ratios as a PNG (needs presence[chart])")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (default 900; quick 300)")
