@@ -215,6 +215,8 @@ environment:
 examples:
   presence serve                                    # dev mode: open http://127.0.0.1:8000/demo
   PRESENCE_SECRET=... PRESENCE_REDIS_URL=redis://localhost:6379/0 presence serve --host 0.0.0.0
+  PRESENCE_SECRET=... PRESENCE_REDIS_URL=... presence serve --host 0.0.0.0 --workers auto
+                                                    # one process per core; SIGHUP restarts them in turn
 """
 
 
