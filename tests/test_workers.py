@@ -401,3 +401,12 @@ def test_workers_on_a_port_in_use_are_refused_before_any_starts(redis_server: Re
     assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr, out.stderr
     assert "started" not in out.stderr
 
+
+
+async def test_workers_of_a_killed_supervisor_drain_and_exit(supervised: Supervised, opened: list[Tab]) -> None:
+    t = await tab(opened, supervised.ws_url, "alice", "doc", "alice-tab")
+    workers = supervised.children()
+    supervised.signal(signal.SIGKILL)  # nobody would stop or restart them any more
+    assert await t.closed(timeout=10) == 1012
+    await until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 15, "the workers exited")
+    assert "the supervisor is gone: stopping" in supervised.log()
