@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import FAST, Cluster
-from procs import ROOT, RedisServer, free_port, wait_until
+from procs import ROOT, RedisServer, _bindable, free_port, wait_until
 from wsclient import Tab
 
 from presence.gateway.keys import Keys
@@ -44,15 +44,6 @@ def free_ports(n: int) -> int:
         if all(_bindable(first + i) for i in range(1, n)):
             return first
     raise RuntimeError(f"no {n} consecutive free ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def get(url: str) -> tuple[int, str]:
