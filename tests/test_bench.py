@@ -32,9 +32,9 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {
-        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch",
+        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch", "restart",
     }
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
     watch = report["figures"]["watch"]
     assert watch["deliveries"] == watch["expected"] > 0  # every lease change reached every watcher
     for row in report["rows"]:
@@ -43,6 +43,9 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert figures["acquire"]["ours"]["n"] == report["plan"]["samples"]
     assert figures["storm"]["ours_connected"] == report["plan"]["tabs"]
     assert figures["storm"]["leases_lost"] == 0  # a correctness check, not a timing one
+    restart = figures["restart"]  # the same under load, over two workers, one stopped
+    assert restart["tabs_back"] == restart["tabs_closed"] > 0 and restart["closes"] == {"1012": restart["tabs_closed"]}
+    assert restart["holders"] > 0 and restart["leases_lost"] == 0
     for room in figures["room"]["rooms"]:  # every tab saw every join by updates, never a whole state
         assert room["messages"]["welcome"] == room["tabs"] and "state" not in room["messages"], room
     assert report["machine"]["redis"] != "?"

@@ -15,6 +15,9 @@ and measures:
 9. the acquire round trip with ``PRESENCE_REDIS_WAIT_REPLICAS=1`` (a replica of its own) vs without.
 10. list views: watchers of many workspaces each, on two processes, while leases change steadily:
     delivery latency p50/p99 and server CPU vs the same watchers idle.
+11. a rolling restart under load: ``serve --workers 2`` with the storm's tabs and leases, busy
+    loops on the cores, SIGTERM to one worker: leases rejoined with their fence, time until the
+    last tab is back, CPU per rejoin (figure 6 is the same storm on a quiet machine).
 
 With ``--peer hocuspocus`` it also measures a peer server on one workload, side by side: N clients
 joining one workspace, a fan-out of presence changes, an idle window (see presence/bench/peer.py).
@@ -32,7 +35,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 # "idle" also measures the storm
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status", "wait", "watch")
+FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch")
 PEERS = ("hocuspocus",)  # --peer: the comparison's figure is "peer"
 
 

@@ -111,6 +111,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
                        f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",
                        f["ratio"], "no lease lost", f["leases_lost"] == 0 and f["ours_connected"] == f["tabs"]))
+    if (f := figures.get("restart")) is not None:
+        out.append(Row("11", f"rolling restart under load, {f['tabs_closed']} of {f['tabs']} tabs closed",
+                       f"{f['sigterm_to_all_back_s']:.2f} s, {f['leases_lost']} of {f['holders']} leases lost, "
+                       f"{f['survivor_cpu_ms_per_rejoin']:.2f} ms CPU per rejoin",
+                       f"lease TTL {f['lease_ttl_ms'] / 1000:.1f} s, {f['busy_loops']} busy loops", None,
+                       "no lease lost", f["leases_lost"] == 0 and f["tabs_back"] == f["tabs_closed"]))
     if (f := figures.get("wait")) is not None:
         for p in ("p50", "p99"):
             out.append(Row("9", f"acquire with WAIT 1 replica, {p}",

@@ -18,6 +18,7 @@ from . import peer, peertable, report
 from .durability import wait_cost
 from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
+from .restart import restart_under_load
 from .rooms import big_rooms, status_storms
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
 from .watching import WatchPlan, watch_fanout
@@ -123,6 +124,10 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: Watc
     if "idle" in only:
         _log(f"2. idle cost of {plan.tabs} tabs, and 6. reconnect storm")
         figures["idle"], figures["storm"] = await idle_and_storm(b)
+    if "restart" in only:
+        _log(f"11. rolling restart under load: {plan.tabs} tabs on two workers, busy loops on every core, "
+             "SIGTERM to one worker")
+        figures["restart"] = await restart_under_load(b)
     if "free" in only:
         _log(f"5. free detection after SIGKILL, {plan.kills} times")
         figures["free"] = await free_detection(b)
