@@ -57,17 +57,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .http.app import create_app
-    from .http.stack import HTTP_HEADROOM, bind_socket, uvicorn_config
+    from .http.stack import HTTP_HEADROOM, RefusedAtStartup, bind_socket, uvicorn_config
 
     try:
         settings = Settings.from_env(
             host=args.host, port=args.port, redis_url=args.redis_url, lease_scope=args.scope,
-            allow_dev_on_public=True if args.allow_dev_on_public else None,
+            dev=True if args.dev else None, allow_dev_on_public=True if args.allow_dev_on_public else None,
             log_json=True if args.log_json else None, log_level=args.log_level,
         )
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     # Listen first: a port in use is one clear message and exit status 1, before anything starts.
     try:
         sock = bind_socket(settings.host, settings.port)
@@ -83,13 +82,25 @@ def _serve(args: argparse.Namespace) -> int:
     gc.set_threshold(700, 10, 1000)
     _raise_open_files(settings.max_connections, HTTP_HEADROOM, chosen=is_set("max_connections"),
                       dev_mode=settings.dev_mode)
+    app = RefusedAtStartup(create_app(settings))
     config = uvicorn_config(
-        create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
+        app, settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
         header_timeout_s=settings.hello_timeout_ms / 1000,
     )
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
-    return 0
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except SystemExit:  # how uvicorn ends a failed start-up
+            if app.refusal is None:
+                raise
+    return 0 if app.refusal is None else _refused(app.refusal)
+
+
+def _refused(exc: SettingsError) -> int:
+    """Settings the server cannot run with: one line per problem, exit status 2."""
+    for problem in exc.problems:
+        print(f"presence: {problem}", file=sys.stderr)
+    return 2
 
 
 def _raise_open_files(max_connections: int, headroom: int, *, chosen: bool, dev_mode: bool) -> None:
@@ -119,8 +130,7 @@ def _token(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     if not settings.can_mint:
         print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
               "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
@@ -144,14 +154,15 @@ def _token(args: argparse.Namespace) -> int:
 
 
 SERVE_HELP = """\
-Run the server. Settings come from PRESENCE_* environment variables (README, Configuration); the
-flags below override them.
+Run the server. Settings come from PRESENCE_* environment variables (docs/configuration.md); the
+flags below override them. A bad setting stops it with one line saying what to fix, exit status 2.
 
 Dev mode: with no PRESENCE_SECRET (and no PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL), tokens
 are signed with a public key anyone can use, the demo is served at /demo with demo tokens at
 /demo/token, any Origin is accepted, and the server refuses a non-loopback address unless given
---allow-dev-on-public. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs on an
-embedded in-process store: one process, nothing kept across restarts.
+--allow-dev-on-public, and production settings (a Redis URL, Sentinels, API key, admin token or
+allowed origins) unless given --dev. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs
+on an embedded in-process store: one process, nothing kept across restarts.
 """
 
 SERVE_EPILOG = """\
@@ -184,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default 8000; PORT or PRESENCE_PORT)")
     serve.add_argument("--redis-url", help="Redis URL (overrides PRESENCE_REDIS_URL)")
     serve.add_argument("--scope", choices=["user", "tab"], help="lease scope (PRESENCE_LEASE_SCOPE)")
+    serve.add_argument("--dev", action="store_true",
+                       help="dev mode is meant, even with production settings such as a Redis URL (PRESENCE_DEV)")
     serve.add_argument("--allow-dev-on-public", action="store_true",
                        help="allow dev mode (no secret) on a non-loopback address")
     serve.add_argument("--log-json", action="store_true", help="JSON log lines (PRESENCE_LOG_JSON)")

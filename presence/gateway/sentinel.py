@@ -67,7 +67,7 @@ class SentinelClient:
         if tls:
             sentinel_options["ssl"] = True
             sentinel_options.update({k: v for k, v in server_options.items() if k.startswith("ssl_")})
-        self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        self.sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             settings.sentinel_addresses(), sentinel_kwargs=sentinel_options
         )
         self.client: aioredis.Redis = self.sentinel.master_for(
