@@ -1,9 +1,13 @@
 """Settings: one typed object built from ``PRESENCE_*`` environment variables and CLI flags.
 
 Each field says once what it is: its type and bounds (``msgspec.Meta`` constraints, which
-``msgspec.convert`` checks), its one-line meaning (``description``) and, in ``extra``, how its
-default reads in the docs. The variable is ``PRESENCE_`` and the field's name in capitals. The
-settings table of the docs is generated from these fields (:mod:`presence.settings_table`).
+``msgspec.convert`` checks; every number has both bounds), its one-line meaning
+(``description``) and, in ``extra``: ``default`` (how the default reads in the docs), ``rule``
+(what a valid value is, in words, where the constraints do not say it), ``hint`` (how to fix a
+refused value), ``secret`` (a refused value is not echoed), ``url`` (echoed without its
+password), ``blank: "refused"`` (set but empty is an error, not unset) and ``env`` (the
+variables, when not just ``PRESENCE_`` and the field's name in capitals). The settings table of
+the docs is generated from these fields (:mod:`presence.settings_table`).
 
 Every value is validated once, at start-up, and a bad value stops the server with one line per
 problem, naming the variable and saying what to fix (:mod:`presence.settings_rules` holds the
@@ -113,7 +117,9 @@ class Settings:
         "comma list of browser origins; unset: same origin only (any in dev mode); requests without `Origin` "
         "are non-browser clients and allowed"
     ))] = ()
-    heartbeat_ms: Annotated[int, _ms(50, 60_000, "ping every tab this often; renewals batched on the same tick")] = 5000
+    heartbeat_ms: Annotated[int, _ms(
+        50, 300_000, "ping every tab this often; renewals batched on the same tick"
+    )] = 5000
     dead_after_ms: Annotated[int, _ms(
         1, 3_600_000, "no pong for this long: the tab is closed (4408); must exceed the heartbeat"
     )] = 12000

@@ -38,7 +38,6 @@ class FieldSpec:
     env: tuple[str, ...]  # the variables it is read from, the first one set wins
     hint: Any  # the annotated type msgspec converts to
     kind: mi.Type  # that type without metadata and without ``None``
-    optional: bool
     description: str
     extra: Mapping[str, Any]
     default: object
@@ -93,10 +92,9 @@ def specs(cls: type) -> dict[str, FieldSpec]:
     hints = typing.get_type_hints(cls, include_extras=True)
     out: dict[str, FieldSpec] = {}
     for field in info.fields:
-        kind, extra, description, optional = _unwrap(field.type)
+        kind, extra, description = _unwrap(field.type)
         env = tuple(extra.get("env", ("PRESENCE_" + field.name.upper(),)))
-        out[field.name] = FieldSpec(field.name, env, hints[field.name], kind, optional, description, extra,
-                                    field.default)
+        out[field.name] = FieldSpec(field.name, env, hints[field.name], kind, description, extra, field.default)
     return out
 
 
@@ -136,12 +134,11 @@ def convert_all(cls: type, raw: Mapping[str, object], *, strict: bool) -> tuple[
     return values, problems
 
 
-def _unwrap(t: mi.Type) -> tuple[mi.Type, dict[str, Any], str, bool]:
-    """A field's type without its metadata and ``None``; the metadata's ``extra`` (the field's own
-    before its type alias') and description; whether ``None`` is allowed."""
+def _unwrap(t: mi.Type) -> tuple[mi.Type, dict[str, Any], str]:
+    """A field's type without its metadata and ``None``, and the metadata's ``extra`` (the
+    field's own before its type alias') and description."""
     extra: dict[str, Any] = {}
     description = ""
-    optional = False
     while True:
         if isinstance(t, mi.Metadata):
             extra = {**(t.extra or {}), **extra}
@@ -150,9 +147,9 @@ def _unwrap(t: mi.Type) -> tuple[mi.Type, dict[str, Any], str, bool]:
         elif isinstance(t, mi.UnionType):
             rest = [m for m in t.types if not isinstance(m, mi.NoneType)]
             assert len(rest) == 1, "a setting is one type or None"
-            optional, t = True, rest[0]
+            t = rest[0]
         else:
-            return t, extra, description, optional
+            return t, extra, description
 
 
 def _rule(t: mi.Type) -> str:

@@ -4,12 +4,16 @@ switched on by accident. Pure: no Redis, no processes, no network."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 from msgspec import inspect as mi
+from starlette.applications import Starlette
 
+from presence.http.stack import RefusedAtStartup
 from presence.settings import Settings, SettingsError, is_set
 from presence.settings_fields import FieldSpec, specs
 
@@ -241,3 +245,45 @@ def test_sentinel_addresses(entry: str, ok: bool) -> None:
     else:
         (line,) = refusal(env)
         assert line.startswith("PRESENCE_REDIS_SENTINELS must be a comma list of host:port")
+
+
+# -- a refusal found while starting -------------------------------------------------------------
+
+
+def _starting(error: BaseException) -> RefusedAtStartup:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        raise error
+        yield
+
+    return RefusedAtStartup(Starlette(lifespan=lifespan))
+
+
+async def _start(app: RefusedAtStartup) -> tuple[list[dict[str, object]], BaseException | None]:
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    try:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)  # type: ignore[arg-type]
+    except BaseException as exc:
+        return sent, exc
+    return sent, None
+
+
+async def test_settings_refused_while_starting_end_the_start_up_without_a_traceback() -> None:
+    app = _starting(SettingsError(["PRESENCE_REDIS_CLUSTER=true, but ..."]))
+    sent, raised = await _start(app)
+    assert sent == [{"type": "lifespan.startup.failed", "message": ""}] and raised is None
+    assert app.refusal is not None and app.refusal.problems == ["PRESENCE_REDIS_CLUSTER=true, but ..."]
+
+
+async def test_any_other_failure_while_starting_reaches_uvicorn_as_before() -> None:
+    app = _starting(RuntimeError("boom"))
+    sent, raised = await _start(app)
+    assert isinstance(raised, RuntimeError) and app.refusal is None
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"] and "boom" in str(sent[0]["message"])
