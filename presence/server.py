@@ -46,6 +46,9 @@ from .tasks import TaskSet
 
 log = logging.getLogger("presence.server")
 
+READINESS_BUDGET_S = 0.5
+"""The longest /readyz waits on Redis (/healthz never does): an orchestrator's probe gets an answer at once."""
+
 
 class Server:
     """The parts of one process (all attributes are fixed after construction)."""
@@ -122,7 +125,7 @@ class Server:
 
     async def readiness(self) -> dict[str, object]:
         """What /readyz answers; ``ok`` when Redis answers, scripts are loaded, pub/sub is up."""
-        redis_ok = await self.gateway.ping()
+        redis_ok = await self.gateway.ping(READINESS_BUDGET_S)
         return {
             "ok": redis_ok and self.ready and not self.stopping, "redis": redis_ok,
             "scripts": self.gateway.scripts_loaded, "pubsub": self.subscriptions.connected,
