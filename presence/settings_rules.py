@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .pem import BadKey, load_public_key
 from .settings_fields import without_password
@@ -123,10 +123,11 @@ def redis_url_problem(url: str, cluster: bool) -> str | None:
         # redis-py reads a path it cannot parse as database 0
         return f"PRESENCE_REDIS_URL must name its database by number (redis://host:6379/0), got {shown!r}"
     try:
-        if cluster:
-            RedisCluster.from_url(url)
-        else:
-            ConnectionPool.from_url(url).make_connection()  # type: ignore[no-untyped-call]
+        # Through Any: redis-py types these calls in some versions and not in others.
+        client: Any = RedisCluster if cluster else ConnectionPool
+        built = client.from_url(url)
+        if not cluster:
+            built.make_connection()
     except TypeError as exc:
         unknown = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
         what = f"an option redis-py does not know ({unknown[1]!r})" if unknown else str(exc)
