@@ -25,6 +25,7 @@ from .connections.admission import Admission
 from .connections.session import Endpoint
 from .connections.watcher import Watchers
 from .core.policy import Policy
+from .drain import RESTARTING, Drain
 from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
 from .engine.heartbeat import Heartbeat
@@ -116,6 +117,7 @@ class Server:
         self.router = Router(self.keys.control, self.control.on_message, [self.workspaces, self.watch_index])
         self.overview = Overview(self.gateway, self.leases, self.registry)
         self.leases.observers += [self.metrics, self.audit, self.sweeper]
+        self.drainer = Drain(settings, self.workspaces, self.leases, self.heartbeat, self.watchers)
 
     def _next_conn(self) -> str:
         self._conn_seq += 1
@@ -152,16 +154,23 @@ class Server:
         self.registry.start()
         self.sweeper.start()
 
+    async def drain(self) -> None:
+        """Take no more tabs, keep the leases of the tabs here for the restart grace and close
+        them with 1012 (:mod:`presence.drain`). Idempotent; the first step of :meth:`stop`, which
+        ``presence serve`` takes before uvicorn drops the connections."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.admission.close()
+        await self.drainer.run()
+
     async def stop(self) -> None:
-        """Close every tab with 1012 (their leases stay: clients reconnect elsewhere within the
-        TTL and keep them), stop background work and wait for it. Idempotent."""
+        """Drain, stop background work and wait for it. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        self.stopping = True
-        self.admission.close()
-        await self.workspaces.stop(Restarting.close_code, "server restarting, reconnect")
-        self.watchers.stop(Restarting.close_code, "server restarting, reconnect")
+        await self.drain()
+        await self.workspaces.stop(Restarting.close_code, RESTARTING)
         await self.heartbeat.stop()
         await self.subscriptions.stop()
         await self.tasks.close()

@@ -164,6 +164,24 @@ class LeaseScripts:
         reply = await self.gateway.call(call.script, call.keys, call.args)
         return bool(reply == "1")
 
+    async def keep(self, leases: dict[tuple[str, str], int], ttl_ms: int) -> set[tuple[str, str]]:
+        """Give each of ``{(workspace, lock): fence}`` ``ttl_ms`` from now (Redis time), only while
+        that fence still holds it: the leases of the tabs a stopping process is about to close,
+        kept for the restart grace. One pipelined batch of renew script calls (compare-and-set on
+        each fence, the TTL replaced by ``PEXPIRE``). Returns the leases that were kept; raises
+        ``StoreUnavailable`` when Redis does not answer."""
+        for _, lock in leases:
+            _default_only(lock)
+        calls = self.renew_calls({ws: fence for (ws, _), fence in leases.items()}, holders=False, ttl_ms=ttl_ms)
+        results = await self.gateway.batch([call for _, call in calls])
+        kept: set[tuple[str, str]] = set()
+        for (chunk, _), res in zip(calls, results, strict=True):
+            if isinstance(res, Exception):
+                log.warning("keeping %d leases for the restart failed in Redis: %r", len(chunk), res)
+                continue
+            kept.update((ws, "") for j, ws in enumerate(chunk) if res[j] == "1")
+        return kept
+
     async def replicate(self, workspace: str, fence: int, lock: str = "") -> Replication:
         """Renew lease ``fence`` and ``WAIT`` for PRESENCE_REDIS_WAIT_REPLICAS replicas: the renewal
         is written after the grant, so once the replicas have it they have the grant too."""
