@@ -50,6 +50,7 @@ class Settings:
     dead_after_ms: int = 12000
     lease_ttl_ms: int = 15000
     grace_ms: int = 5000
+    restart_grace_ms: int = 30000  # how long a SIGTERM keeps the leases of the tabs it closes
     hello_timeout_ms: int = 5000
     lease_scope: Scope = "user"
     key_prefix: str = "presence"
@@ -69,6 +70,7 @@ class Settings:
     audit_max_len: int = 10_000
     host: str = "127.0.0.1"
     port: int = 8000
+    worker_ports: int = 0  # presence serve --workers: the first worker's own port (0: port + 1)
     allow_dev_on_public: bool = False
     log_json: bool = False
     log_level: str = "info"
@@ -115,6 +117,12 @@ class Settings:
         executing a renewal and this process hearing about it.
         """
         return max(100, min(2000, self.lease_ttl_ms // 10))
+
+    @property
+    def restart_keep_ms(self) -> int:
+        """How long a stopping process keeps its tabs' leases: the restart grace, never less than
+        the lease TTL (0: restart grace off, leases live out their TTL)."""
+        return max(self.restart_grace_ms, self.lease_ttl_ms) if self.restart_grace_ms else 0
 
     @property
     def presence_ttl_ms(self) -> int:
@@ -173,6 +181,11 @@ class Settings:
                 f"PRESENCE_GRACE_MS ({self.grace_ms}) must be between 0 and PRESENCE_LEASE_TTL_MS "
                 f"({self.lease_ttl_ms})"
             )
+        if not 0 <= self.restart_grace_ms <= self.key_idle_ms // 2:
+            problems.append(
+                f"PRESENCE_RESTART_GRACE_MS ({self.restart_grace_ms}) must be 0 (a restart keeps leases for their "
+                "TTL only) or positive (milliseconds), at most half the key idle time"
+            )
         if self.hello_timeout_ms <= 0:
             problems.append("PRESENCE_HELLO_TIMEOUT_MS must be positive")
         if self.lease_scope not in ("user", "tab"):
@@ -214,6 +227,10 @@ class Settings:
         problems += self._redis_ha_problems()
         if not 0 < self.port < 65536:
             problems.append(f"port must be between 1 and 65535, got {self.port}")
+        if not 0 <= self.worker_ports < 65536:
+            problems.append(
+                f"PRESENCE_WORKER_PORTS must be a port (or 0: the serving port + 1), got {self.worker_ports}"
+            )
         if self.dev_mode and not self.allow_dev_on_public and not _is_loopback(self.host):
             problems.append(
                 f"refusing to run in dev mode (no PRESENCE_SECRET, PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL) on "

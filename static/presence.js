@@ -121,6 +121,16 @@ export function leaseMargin(ttlMs) {
   return Math.min(1000, ttlMs / 10);
 }
 
+/**
+ * How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect (the restart grace),
+ * as in "server restarting, reconnect; lease kept for 25000 ms"; 0 when it says nothing of the kind.
+ * @param {string} reason
+ */
+export function restartGraceMs(reason) {
+  const m = /; lease kept for (\d+) ms$/.exec(reason || "");
+  return m ? Number(m[1]) : 0;
+}
+
 /** @returns {string} */
 export function randomId() {
   const c = globalThis.crypto;
@@ -258,6 +268,7 @@ class Store {
  * @typedef {object} ConnectionHooks
  * @property {(token: string) => Record<string, unknown>} firstFrame  sent as soon as the socket opens
  * @property {(msg: any) => void} message  each frame that parsed as a JSON object (the silence timer was re-armed)
+ * @property {(code: number, reason: string) => void} [closed]  the server closed the socket, before it is dropped
  * @property {() => void} dropped  the socket was detached (closed, lost or given up): the owner is no longer
  *   connected and fails or settles what waited on it
  * @property {(err: PresenceError) => void} gaveUp  after the `error` event, before `connection` closed
@@ -370,6 +381,7 @@ class Connection {
 
   /** @param {number} code @param {string} reason */
   #onClose(code, reason) {
+    this.#hooks.closed?.(code, reason);
     this.#drop();
     if (this.stopped) return;
     if (code === 4401) {
@@ -582,6 +594,7 @@ export class PresenceClient extends EventTarget {
     this.#conn = new Connection({
       firstFrame: (token) => ({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME }),
       message: (msg) => this.#onMessage(msg),
+      closed: (code, reason) => this.#onServerClose(code, reason),
       dropped: () => this.#onDropped(),
       gaveUp: (err) => {
         for (const [lock, hold] of [...this.#holds]) if (hold.holding) this.#lose(lock, { reason: "lost" });
@@ -766,6 +779,17 @@ export class PresenceClient extends EventTarget {
   }
 
   // ---- connection lifecycle (the socket itself: Connection) -----------------------------------------
+
+  /**
+   * A restarting server (1012) that kept our lease says for how long (restartGraceMs): the local deadline
+   * follows, so canEdit stays true while we reconnect (never shortened: the deadline we had stands otherwise).
+   * The reason speaks of the workspace's lease: named locks keep their own deadlines.
+   * @param {number} code @param {string} reason
+   */
+  #onServerClose(code, reason) {
+    const kept = code === 1012 && this.holding ? restartGraceMs(reason) : 0;
+    if (kept - leaseMargin(kept) > this.leaseRemainingMs) this.#setDeadline("", kept);
+  }
 
   /** The socket went away: fail what waited on it. */
   #onDropped() {

@@ -14,6 +14,7 @@ Cluster). With Redis Sentinel the client follows the primary by itself
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -32,7 +33,6 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..errors import StoreUnavailable
 from ..settings import Settings
@@ -103,7 +103,7 @@ class Gateway:
             options["max_connections"] = 4 * POOL_SIZE
             assert settings.redis_url is not None
             return RedisCluster.from_url(settings.redis_url, **options)
-        options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+        options["retry"] = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 1)
         if settings.redis_sentinels:
             self._sentinel = SentinelClient(settings, options, POOL_SIZE, timeout)
             self._sentinel.pool.on_new_primary = self._new_primary
@@ -253,10 +253,15 @@ class Gateway:
         rows: list[Entry] = await self._guarded("audit", self.client.xrange(key, f"({last}", "+", count=count))
         return rows
 
-    async def ping(self) -> bool:
+    async def ping(self, budget_s: float) -> bool:
+        """Whether Redis answers ``PING`` within ``budget_s`` seconds. Bounded on purpose: the
+        client's own timeouts, retries and a full connection pool can add up to seconds while Redis
+        is black-holed, and a readiness probe that hangs gets a process restarted that only had to
+        leave the rotation."""
         try:
-            await self._guarded("ping", self.client.ping())
-        except StoreUnavailable:
+            async with asyncio.timeout(budget_s):
+                await self._guarded("ping", self.client.ping())
+        except (StoreUnavailable, TimeoutError):
             return False
         return True
 

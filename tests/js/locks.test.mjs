@@ -206,3 +206,12 @@ test("giving up (4403) loses every lock held; close() ends them without released
   assert.deepEqual(closing.map(([t, d]) => [t, d.lock, d.canEdit]), [["canedit", "t", false]]);
   assert.equal(b.client.canEditLock("t"), false);
 });
+
+test("a restart's 1012 grace moves the lease's deadline only: a named lock keeps its own", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
+  ws.receive({ type: "acquired", lock: "title", fence: 6, ttl_ms: 10000 }); // deadline 9000
+  ws.serverClose(1012, "server restarting, reconnect; lease kept for 25000 ms");
+  clock.advance(9000);
+  assert.deepEqual([client.canEdit, client.canEditLock("title")], [true, false]);
+});
