@@ -59,12 +59,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
             host=args.host, port=args.port, redis_url=args.redis_url, lease_scope=args.scope,
-            allow_dev_on_public=True if args.allow_dev_on_public else None,
+            dev=True if args.dev else None, allow_dev_on_public=True if args.allow_dev_on_public else None,
             log_json=True if args.log_json else None, log_level=args.log_level,
         )
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     if args.worker is None and args.workers is not None:
         if args.workers > 1 and settings.embedded:
             print(f"presence: --workers {args.workers} needs a Redis (set PRESENCE_REDIS_URL or "
@@ -89,13 +88,12 @@ def _serve(args: argparse.Namespace) -> int:
                   "Is another server running there? Choose another port with --port (or PORT).", file=sys.stderr)
             return 1
     setup_logging(settings.log_level, settings.log_json)
-    _run(settings, sockets, None if args.channel is None else socket.socket(fileno=args.channel))
-    return 0
+    return _run(settings, sockets, None if args.channel is None else socket.socket(fileno=args.channel))
 
 
-def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socket | None) -> None:
+def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socket | None) -> int:
     from .http.app import create_app
-    from .http.stack import HTTP_HEADROOM, uvicorn_config
+    from .http.stack import HTTP_HEADROOM, RefusedAtStartup, uvicorn_config
     from .server import Server
     from .worker import run
 
@@ -107,15 +105,20 @@ def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socke
     _raise_open_files(settings.max_connections, HTTP_HEADROOM, chosen=is_set("max_connections"),
                       dev_mode=settings.dev_mode)
     server = Server(settings)
+    app = RefusedAtStartup(create_app(settings, server))
     config = uvicorn_config(
-        create_app(settings, server), settings.host, settings.port, settings.max_message_bytes,
-        settings.max_connections, header_timeout_s=settings.hello_timeout_ms / 1000,
+        app, settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
+        header_timeout_s=settings.hello_timeout_ms / 1000,
     )
     try:
         run(config, server, sockets, channel)
+    except SystemExit:  # how uvicorn ends a failed start-up
+        if app.refusal is None:
+            raise
     finally:
         for sock in sockets:
             sock.close()
+    return 0 if app.refusal is None else _refused(app.refusal)
 
 
 def _worker_flags(args: argparse.Namespace) -> list[str]:
@@ -124,7 +127,7 @@ def _worker_flags(args: argparse.Namespace) -> list[str]:
     for name in ("host", "port", "redis_url", "scope", "log_level"):
         if (value := getattr(args, name)) is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
-    for name in ("allow_dev_on_public", "log_json"):
+    for name in ("dev", "allow_dev_on_public", "log_json"):
         if getattr(args, name):
             flags.append(f"--{name.replace('_', '-')}")
     return flags
@@ -140,6 +143,13 @@ def _workers(text: str) -> int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be a number of processes (1 or more) or 'auto', not {text!r}")
     return count
+
+
+def _refused(exc: SettingsError) -> int:
+    """Settings the server cannot run with: one line per problem, exit status 2."""
+    for problem in exc.problems:
+        print(f"presence: {problem}", file=sys.stderr)
+    return 2
 
 
 def _raise_open_files(max_connections: int, headroom: int, *, chosen: bool, dev_mode: bool) -> None:
@@ -169,8 +179,7 @@ def _token(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     if not settings.can_mint:
         print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
               "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
@@ -194,14 +203,15 @@ def _token(args: argparse.Namespace) -> int:
 
 
 SERVE_HELP = """\
-Run the server. Settings come from PRESENCE_* environment variables (README, Configuration); the
-flags below override them.
+Run the server. Settings come from PRESENCE_* environment variables (docs/configuration.md); the
+flags below override them. A bad setting stops it with one line saying what to fix, exit status 2.
 
 Dev mode: with no PRESENCE_SECRET (and no PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL), tokens
 are signed with a public key anyone can use, the demo is served at /demo with demo tokens at
 /demo/token, any Origin is accepted, and the server refuses a non-loopback address unless given
---allow-dev-on-public. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs on an
-embedded in-process store: one process, nothing kept across restarts.
+--allow-dev-on-public, and production settings (a Redis URL, Sentinels, API key, admin token or
+allowed origins) unless given --dev. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs
+on an embedded in-process store: one process, nothing kept across restarts.
 """
 
 SERVE_EPILOG = """\
@@ -236,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default 8000; PORT or PRESENCE_PORT)")
     serve.add_argument("--redis-url", help="Redis URL (overrides PRESENCE_REDIS_URL)")
     serve.add_argument("--scope", choices=["user", "tab"], help="lease scope (PRESENCE_LEASE_SCOPE)")
+    serve.add_argument("--dev", action="store_true",
+                       help="dev mode is meant, even with production settings such as a Redis URL (PRESENCE_DEV)")
     serve.add_argument("--allow-dev-on-public", action="store_true",
                        help="allow dev mode (no secret) on a non-loopback address")
     serve.add_argument("--log-json", action="store_true", help="JSON log lines (PRESENCE_LOG_JSON)")

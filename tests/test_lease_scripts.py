@@ -37,11 +37,12 @@ async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
     )
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
-        settings = Settings(redis_url=server.url, **settings_kw).validate()  # type: ignore[arg-type]
+        settings = Settings(redis_url=server.url, dev=True, **settings_kw).validate()  # type: ignore[arg-type]
         store = Gateway(settings)
     elif request.param == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
-        settings = Settings(redis_url=cluster.url, redis_cluster=True, **settings_kw).validate()  # type: ignore[arg-type]
+        settings = Settings(redis_url=cluster.url, redis_cluster=True, dev=True,
+                            **settings_kw).validate()  # type: ignore[arg-type]
         store = Gateway(settings)
     else:
         settings = Settings(**settings_kw).validate()  # type: ignore[arg-type]

@@ -175,7 +175,7 @@ class Bench:
     def _server_env(self, name: str, keys: str | None, settings: dict[str, str]) -> dict[str, str]:
         return {
             "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": f"{self.prefix}{keys or name}",
-            "PRESENCE_LOG_LEVEL": "warning",
+            "PRESENCE_LOG_LEVEL": "warning", "PRESENCE_DEV": "1",  # dev tokens (the bench mints them) on Redis
             # The latency loops send thousands of requests a second on one connection and the farm
             # opens thousands of tabs; the limits that protect a real server would measure themselves.
             "PRESENCE_RATE_LIMIT": "1000000", "PRESENCE_RATE_BURST": "2000000",
@@ -201,7 +201,7 @@ class Bench:
         return client
 
     def lease_scripts(self, name: str, **kw: Any) -> LeaseScripts:
-        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", **kw).validate()
+        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", dev=True, **kw).validate()
         return LeaseScripts(Gateway(settings), settings, Keys(settings.key_prefix))
 
     async def redis_info(self, client: Any) -> dict[str, float]:

@@ -35,7 +35,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from ..settings import Settings
+from ..settings import Settings, SettingsError
+from ..settings_fields import without_password
 from ..telemetry import NO_TELEMETRY, Telemetry
 from .scripts import Args, Call, Script, load_scripts
 from .sentinel import SentinelClient
@@ -69,6 +70,8 @@ class Gateway:
     def __init__(self, settings: Settings, client: Any | None = None, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.scripts = load_scripts()
         self.cluster = settings.redis_cluster
+        self._cluster_url = settings.redis_url if settings.redis_cluster else None
+        self._timeout_s = settings.redis_timeout_ms / 1000
         self.publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
         self.scripts_loaded = False
         self._sentinel: SentinelClient | None = None
@@ -137,7 +140,31 @@ class Gateway:
             self._telemetry.redis_latency(op, time.perf_counter() - started)
 
     async def start(self) -> None:
-        await self.load_scripts()
+        """Load the scripts. Raises ``StoreUnavailable`` when Redis does not answer, and
+        ``SettingsError`` when ``PRESENCE_REDIS_CLUSTER=true`` names a node not in cluster mode
+        (a setting to fix, not an outage to wait out)."""
+        try:
+            await self.load_scripts()
+        except StoreUnavailable:
+            if self._cluster_url is not None and await self._not_a_cluster(self._cluster_url):
+                raise SettingsError([
+                    f"PRESENCE_REDIS_CLUSTER=true, but the Redis at {without_password(self._cluster_url)!r} is not "
+                    "in cluster mode: point PRESENCE_REDIS_URL at a node of the cluster, or unset "
+                    "PRESENCE_REDIS_CLUSTER"
+                ]) from None
+            raise
+
+    async def _not_a_cluster(self, url: str) -> bool:
+        """Whether the node at ``url`` answers, with cluster mode off (asked by a plain client:
+        the cluster client only says it cannot find the cluster)."""
+        plain = aioredis.Redis.from_url(url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s)
+        try:
+            info = await plain.info("cluster")
+        except (RedisError, OSError):
+            return False
+        finally:
+            await plain.aclose()
+        return str(info.get("cluster_enabled")) == "0"
 
     async def load_scripts(self) -> None:
         try:

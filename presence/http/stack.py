@@ -22,7 +22,10 @@ import logging
 import socket
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..settings import SettingsError
 
 log = logging.getLogger("presence.stack")
 
@@ -70,6 +73,40 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             log.debug("%s: request headers not complete within %.0fs; connection closed",
                       self.client, self.header_timeout)
             self.transport.close()
+
+
+class RefusedAtStartup:
+    """The app, but settings refused while it starts (found only once Redis answers, such as
+    ``PRESENCE_REDIS_CLUSTER=true`` against a node not in cluster mode) end the start-up quietly,
+    kept in ``refusal`` for ``presence serve`` to print as one line, instead of as uvicorn's
+    traceback of a failed start-up."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.refusal: SettingsError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        failed: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                failed.append(message)  # its text is a traceback: sent only if the cause is not a refusal
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except SettingsError as exc:
+            if not failed:  # not at start-up
+                raise
+            self.refusal = exc
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        finally:
+            if self.refusal is None:
+                for message in failed:
+                    await send(message)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
