@@ -160,3 +160,13 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     assert seen["type"].startswith("text/javascript"), seen
     assert "max-age=" in seen["cache"], seen
     assert seen["size"] == (ROOT / "static" / "presence.js").stat().st_size
+
+
+def test_presence_fencing_declares_its_public_api() -> None:
+    """`__all__` of the typed public module names exactly what it defines for app backends."""
+    import presence.fencing as fencing
+
+    defined = {name for name, value in vars(fencing).items()
+               if not name.startswith("_") and getattr(value, "__module__", None) == fencing.__name__}
+    assert sorted(fencing.__all__) == sorted(defined)
+    assert {"FenceGuard", "HttpFenceGuard", "ServiceLease", "StaleFence", "LeaseLost", "LeaseBusy"} <= defined
