@@ -705,6 +705,7 @@ export class PresenceClient extends EventTarget {
     const hold = this.#holds.get(opts.lock ?? "");
     if (hold && (hold.waiting || hold.asking)) {
       Object.assign(hold, { waiting: false, asking: false, queuePosition: 0 });
+      this.#tidy();
       this.#store.changed();
     }
     return this.#call({ type: "release" }, opts.lock);
