@@ -129,7 +129,8 @@ class Settings:
     )] = 5000
     restart_grace_ms: Annotated[int, _ms(
         0, 86_400_000, "a process stopping on SIGTERM keeps the leases of the tabs it closes this long (never less "
-        "than the lease TTL; at most half the key idle time), so their reconnect storm finds them", default="30000",
+        "than the lease TTL, never more than half the key idle time), so their reconnect storm finds them",
+        default="30000",
     )] = 30000
     hello_timeout_ms: Annotated[int, _ms(
         1, 600_000, "no valid `hello` in time: closed (4408); also the time a new connection has to send its "
@@ -266,8 +267,11 @@ class Settings:
     @property
     def restart_keep_ms(self) -> int:
         """How long a stopping process keeps its tabs' leases: the restart grace, never less than
-        the lease TTL (0: restart grace off, leases live out their TTL)."""
-        return max(self.restart_grace_ms, self.lease_ttl_ms) if self.restart_grace_ms else 0
+        the lease TTL nor more than half the key idle time (so the holder record outlives the
+        lease); 0: restart grace off, leases live out their TTL."""
+        if not self.restart_grace_ms:
+            return 0
+        return min(max(self.restart_grace_ms, self.lease_ttl_ms), self.key_idle_ms // 2)
 
     @property
     def presence_ttl_ms(self) -> int:
