@@ -50,9 +50,9 @@ class RequestRecord(msgspec.Struct, frozen=True):
         return Person(self.user, self.name)
 
 
-class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
+class Snapshot(msgspec.Struct, tag_field="status", tag="snapshot"):
     """The whole workspace as read by one script (the ``snapshot`` script's reply, status
-    ``sync``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
+    ``snapshot``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
     lease key; ``at`` the Redis time of the read (epoch ms)."""
 
     seq: int

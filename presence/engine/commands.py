@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ..core import outcomes as r
 from ..core.records import HolderRecord
 from ..errors import (
     NoRequest,
@@ -22,7 +23,6 @@ from ..errors import (
     TakeoverForbidden,
     Unavailable,
 )
-from ..gateway import replies as r
 from ..gateway.leases import LeaseScripts
 from ..telemetry import Telemetry
 from ..wire.messages import Acquired, Asked, Busy, Declined, HolderView, Queued, Released, RequestId

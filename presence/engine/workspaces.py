@@ -35,13 +35,13 @@ from ..core.effects import (
 )
 from ..core.events import Event, decode_event
 from ..core.member import Member
+from ..core.outcomes import Early, Held
 from ..core.records import TabInfo
 from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
 from ..gateway.gateway import Gateway
 from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Early, Held
 from ..settings import Settings
 from ..tasks import TaskSet
 from ..telemetry import Telemetry

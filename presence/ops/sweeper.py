@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ..core.events import Event
+from ..core.outcomes import Held
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Held
 from ..settings import Settings
 from ..tasks import Service
 
