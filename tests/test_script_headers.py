@@ -202,6 +202,8 @@ def test_each_status_is_its_reply_structs_name_in_snake_case() -> None:
 def test_the_script_key_names_are_the_keys_python_has() -> None:
     keys = Keys("p")
     assert set(load_lib("_lib").keys.names) == set(keys.workspace("w").by_name)
+    (touched,) = SCRIPTS["touch"].header.keys.params
+    assert set(touched.fields) < set(keys.workspace("w").by_name)
     for name in ("announce", "census"):
         assert SCRIPTS[name].header.keys.names == tuple(keys.registry.by_name), name
 

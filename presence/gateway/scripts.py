@@ -55,40 +55,58 @@ class Param:
     fields: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
 class Params:
     """The KEYS or the ARGV of one script, in order."""
 
-    what: str  # "acquire.lua ARGV", for errors
-    params: tuple[Param, ...]
+    __slots__ = ("_simple", "names", "params", "what")
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
+    def __init__(self, what: str, params: tuple[Param, ...]) -> None:
+        self.what = what  # "acquire.lua ARGV", for errors
+        self.params = params
+        self.names = tuple(p.name for p in params)
+        self._simple = not any(p.rest for p in params)
 
     def build(self, named: Mapping[str, Value]) -> list[Arg]:
         """The list in declaration order; a ``TypeError`` for a missing or unknown name, or a
         value of the wrong shape."""
-        names = self.names
-        if len(named) != len(names) or any(n not in named for n in names):
-            missing = [n for n in names if n not in named]
-            unknown = [n for n in named if n not in names]
-            raise TypeError(f"{self.what}: missing {missing}, unknown {unknown} (declared: {list(names)})")
+        if len(named) != len(self.names) or not self._simple:
+            self._check(named)
+            return self._build(named)
+        try:  # the common case, kept quick: one value per name
+            out = [named[n] for n in self.names]
+        except KeyError:
+            self._check(named)
+            raise
+        for v in out:
+            if not isinstance(v, _SCALARS):
+                return self._build(named)  # raises, naming the argument
+        return cast(list[Arg], out)
+
+    def _check(self, named: Mapping[str, Value]) -> None:
+        missing = [n for n in self.names if n not in named]
+        unknown = [n for n in named if n not in self.names]
+        if missing or unknown:
+            raise TypeError(f"{self.what}: missing {missing}, unknown {unknown} (declared: {list(self.names)})")
+
+    def _build(self, named: Mapping[str, Value]) -> list[Arg]:
         out: list[Arg] = []
         for p in self.params:
             value = named[p.name]
             if not p.rest:
                 out.append(_scalar(self.what, p.name, value))
             elif not p.fields:
-                out += [_scalar(self.what, p.name, x) for x in _list(self.what, p.name, value)]
+                out += cast(Sequence[Arg], _list(self.what, p.name, value))  # the items' types: mypy's to check
             else:
                 for item in _list(self.what, p.name, value):
                     out += _record(self.what, p, item)
         return out
 
 
+_SCALARS = (str, int, float)
+
+
 def _scalar(what: str, name: str, value: object) -> Arg:
-    if not isinstance(value, str | int | float):
+    if not isinstance(value, _SCALARS):
         raise TypeError(f"{what}: {name} takes one value, not {type(value).__name__}")
     return value
 
@@ -100,12 +118,14 @@ def _list(what: str, name: str, value: object) -> Sequence[object]:
 
 
 def _record(what: str, p: Param, item: object) -> list[Arg]:
-    if not isinstance(item, Mapping) or set(item) != set(p.fields):
+    if not isinstance(item, Mapping) or len(item) != len(p.fields):
         raise TypeError(f"{what}: each item of {p.name} has the fields {list(p.fields)}: got {item!r}")
     out: list[Arg] = []
     for f in p.fields:
+        if f not in item:
+            raise TypeError(f"{what}: each item of {p.name} has the fields {list(p.fields)}: got {item!r}")
         v = item[f]
-        out += [_scalar(what, f, x) for x in v] if isinstance(v, list | tuple) else [_scalar(what, f, v)]
+        out += v if isinstance(v, list | tuple) else [_scalar(what, f, v)]
     return out
 
 
