@@ -431,6 +431,8 @@ export declare const MAX_REQUEST_MESSAGE: number;
 export declare function backoffDelay(attempt: number, random?: () => number): number;
 /** The safety margin the client takes off a lease's ttl_ms: min(1 s, ttl/10). */
 export declare function leaseMargin(ttlMs: number): number;
+/** How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect; 0 when it says none. */
+export declare function restartGraceMs(reason: string): number;
 export declare function randomId(): string;
 /** The tab id kept under TAB_KEY, created once per browser tab. */
 export declare function loadTabId(storage: TabStorage | null | undefined): string;

@@ -94,6 +94,16 @@ export function leaseMargin(ttlMs) {
   return Math.min(1000, ttlMs / 10);
 }
 
+/**
+ * How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect (the restart grace),
+ * as in "server restarting, reconnect; lease kept for 25000 ms"; 0 when it says nothing of the kind.
+ * @param {string} reason
+ */
+export function restartGraceMs(reason) {
+  const m = /; lease kept for (\d+) ms$/.exec(reason || "");
+  return m ? Number(m[1]) : 0;
+}
+
 /** @returns {string} */
 export function randomId() {
   const c = globalThis.crypto;
@@ -181,6 +191,7 @@ export class PresenceError extends Error {
  * @typedef {object} ConnectionHooks
  * @property {(token: string) => Record<string, unknown>} firstFrame  sent as soon as the socket opens
  * @property {(msg: any) => void} message  each frame that parsed as a JSON object (the silence timer was re-armed)
+ * @property {(code: number, reason: string) => void} [closed]  the server closed the socket, before it is dropped
  * @property {() => void} dropped  the socket was detached (closed, lost or given up): the owner is no longer
  *   connected and fails or settles what waited on it
  * @property {(err: PresenceError) => void} gaveUp  after the `error` event, before `connection` closed
@@ -294,6 +305,7 @@ class Connection {
 
   /** @param {number} code @param {string} reason */
   #onClose(code, reason) {
+    this.#hooks.closed?.(code, reason);
     this.#drop();
     if (this.stopped) return;
     if (code === 4401) {
@@ -479,6 +491,7 @@ export class PresenceClient extends EventTarget {
     this.#conn = new Connection(this, {
       firstFrame: (token) => ({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME }),
       message: (msg) => this.#onMessage(msg),
+      closed: (code, reason) => this.#onServerClose(code, reason),
       dropped: () => this.#onDropped(),
       gaveUp: (err) => {
         if (this.holding) this.#lose({ reason: "lost" });
@@ -593,6 +606,16 @@ export class PresenceClient extends EventTarget {
   }
 
   // ---- connection lifecycle (the socket itself: Connection) -----------------------------------------
+
+  /**
+   * A restarting server (1012) that kept our lease says for how long (restartGraceMs): the local deadline
+   * follows, so canEdit stays true while we reconnect (never shortened: the deadline we had stands otherwise).
+   * @param {number} code @param {string} reason
+   */
+  #onServerClose(code, reason) {
+    const kept = code === 1012 && this.holding ? restartGraceMs(reason) : 0;
+    if (kept - leaseMargin(kept) > this.leaseRemainingMs) this.#setDeadline(kept);
+  }
 
   /** The socket went away: fail what waited on it. */
   #onDropped() {

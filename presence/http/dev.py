@@ -183,7 +183,7 @@ class DevRoutes:
     async def start(self, request: Request) -> Response:
         dashboard = (
             "the admin token is set; the page asks for it" if self.settings.admin_token
-            else "off until you set <code>PRESENCE_ADMIN_TOKEN</code> and restart"
+            else "off until you set <code>PRESENCE_ADMIN_TOKEN</code> and restart with <code>--dev</code>"
         )
         page = START_PAGE.format(version=html.escape(__version__), dashboard=dashboard)
         return HTMLResponse(page, headers=PAGE_HEADERS)
