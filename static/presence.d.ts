@@ -49,6 +49,8 @@ export interface Change {
   user: User;
   /** For `taken_over`: whose lease it was. */
   from?: User;
+  /** A lease change of a named lock (absent: the workspace's own lease). */
+  lock?: string;
 }
 
 /** A pending polite request for the lease. */
@@ -86,6 +88,8 @@ export interface WelcomeMessage {
   lease_ttl_ms: number;
   scope?: LeaseScope;
   state: State;
+  /** When the token has an `exp`: the time left until it expires. */
+  expires_in_ms?: number;
 }
 
 export type ReleaseReason = "released" | "taken_over" | "expired" | "lost" | "revoked" | "idle";

@@ -25,12 +25,12 @@ from wsclient import Tab, open_tab
 
 from presence.core.effects import Replication
 from presence.core.events import decode_event
+from presence.core.outcomes import Granted
 from presence.core.records import TabInfo
 from presence.errors import StoreUnavailable
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
-from presence.gateway.replies import Granted
 from presence.settings import Settings
 
 pytestmark = pytest.mark.cluster

@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
-from ..gateway.replies import AcquireReply, Granted, Outcome, Rejoined
+from ..core.outcomes import AcquireReply, Granted, Outcome, Rejoined
 from .harness import GAP_S, HOST, Bench, Plan, acquire_round_trips, summary, timings
 from .procs import BareProc, Proc, ServerProc
 from .wsclient import Message, WsClient

@@ -32,7 +32,7 @@ def tab_infos(snapshot: Snapshot) -> dict[str, TabInfo]:
 
 
 def viewers(snapshot: Snapshot) -> list[Viewer]:
-    return rules.viewers(tab_infos(snapshot).values())
+    return rules.viewers(tab_infos(snapshot))
 
 
 def lease_view(snapshot: Snapshot, lock: str = "", with_fence: bool = True) -> LeaseView:

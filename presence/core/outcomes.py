@@ -1,9 +1,10 @@
-"""Outcomes: what each workspace script answered, typed; the input of the workspace core.
+"""Outcomes: what each workspace script answers, typed, with the events it published.
 
-A script's reply is a struct tagged by its status, plus the events the script published
-(:mod:`~presence.core.events`) and when this process sent it: an :class:`Outcome`. Each script
-can give a few replies (a union per script below), so callers ``match`` on the reply's type.
-The gateway decodes them (:mod:`presence.gateway.replies`).
+A script's reply is one JSON object whose ``status`` names its struct, the struct's name in
+snake_case (``Granted``: ``granted``), so each script's replies decode as one tagged union
+(:data:`AcquireReply`, ...). :class:`Outcome` is one call's reply with the events the call
+published, in order (:mod:`~presence.core.events`); callers ``match`` on the reply's type. The
+scripts' headers (``presence/gateway/lua/``) list the statuses each one answers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _Grant(Reply):
     ttl_ms: int
 
 
-class Granted(_Grant, tag="acquired"):
+class Granted(_Grant, tag="granted"):
     """A new grant of a free lease."""
 
 
@@ -45,7 +46,7 @@ class Busy(Reply, tag="busy"):
     holder: HolderRecord | None = None
 
 
-class Waiting(Reply, tag="queued"):
+class Waiting(Reply, tag="waiting"):
     holder: HolderRecord
     position: int
 
@@ -55,7 +56,7 @@ class Cooldown(Reply, tag="cooldown"):
     holder: HolderRecord
 
 
-class Asked(Reply, tag="requested"):
+class Asked(Reply, tag="asked"):
     deadline_ms: int
     holder: HolderRecord
 
@@ -73,11 +74,11 @@ class Early(Reply, tag="early"):
     left_ms: int
 
 
-class NoRequest(Reply, tag="none"):
+class NoRequest(Reply, tag="no_request"):
     pass
 
 
-class Relinquished(Reply, tag="released"):
+class Relinquished(Reply, tag="relinquished"):
     """The lease ended (released, revoked, idle); ``next``: whom it was handed to."""
 
     fence: int
@@ -92,7 +93,7 @@ class NotHolder(Reply, tag="not_holder"):
     holder: HolderRecord | None = None
 
 
-class Entered(Reply, tag="joined"):
+class Entered(Reply, tag="entered"):
     rejoined: bool
     seq: int  # the workspace's sequence number right after the join
     snapshot: Snapshot | None = None  # when asked for
@@ -107,7 +108,7 @@ class Gone(Reply, tag="gone"):
     """The tab had no presence entry (any more)."""
 
 
-class Done(Reply, tag="ok"):
+class Done(Reply, tag="done"):
     pass
 
 

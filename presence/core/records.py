@@ -60,9 +60,9 @@ class LockRecord(msgspec.Struct, frozen=True):
     request: RequestRecord | None = None
 
 
-class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
+class Snapshot(msgspec.Struct, tag_field="status", tag="snapshot"):
     """The whole workspace as read by one script (the ``snapshot`` script's reply, status
-    ``sync``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
+    ``snapshot``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
     lease key; ``at`` the Redis time of the read (epoch ms). ``holder``, ``ttl_ms``, ``queue`` and
     ``request`` are the workspace's own lease; ``locks`` the named locks that have a holder, a
     queue or a request."""

@@ -132,7 +132,7 @@ class Replica:
 
     def _touch(self, user: str) -> None:
         self.touched.add(user)
-        viewer = rules.viewer(self._users.get(user, {}).values())
+        viewer = rules.viewer(self._users.get(user, {}))
         if viewer is None:
             self._viewers.pop(user, None)
         else:

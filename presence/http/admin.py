@@ -39,9 +39,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import logctx
 from ..auth import same_secret
 from ..core.events import LeaseEvent
+from ..core.outcomes import Relinquished
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Relinquished
 from ..ops import audit
 from ..ops.audit import AuditLog
 from ..ops.control import Control

@@ -142,10 +142,20 @@ class HolderView(msgspec.Struct, omit_defaults=True):
     fence: int | None = None
 
 
+class TabPresence(msgspec.Struct):
+    """One live tab of a viewer: its connection id (from its ``welcome``), whether it is active,
+    and the meta it shares (``null``: none)."""
+
+    conn: str
+    active: bool
+    meta: dict[str, Any] | None
+
+
 class Viewer(msgspec.Struct):
     user: Person
     tabs: int
     active: bool
+    presence: list[TabPresence] = []
 
 
 class Change(msgspec.Struct, omit_defaults=True, rename={"from_": "from"}):
