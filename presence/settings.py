@@ -41,6 +41,7 @@ class Settings:
     jwt_public_key: str | None = None  # PEM text or a file's path: an identity provider's key
     jwks_url: str | None = None  # an identity provider's JSON Web Key Set
     jwks_refresh_ms: int = 10000  # an unknown key id re-reads the key set at most this often
+    jwks_cache_s: float = 300.0  # the key set is fetched again, in the background, this often
     admin_token: str | None = None
     api_key: str | None = None
     token_issuer: str | None = None
@@ -150,6 +151,11 @@ class Settings:
             )
         if self.jwks_refresh_ms < 0:
             problems.append("PRESENCE_JWKS_REFRESH_MS must be 0 or positive (milliseconds)")
+        if not 1 <= self.jwks_cache_s <= 86_400:  # also refuses NaN
+            problems.append(
+                f"PRESENCE_JWKS_CACHE_S ({self.jwks_cache_s}) must be between 1 and 86400 (seconds between two "
+                "fetches of the key set)"
+            )
         if self.jwt_public_key is not None:
             try:
                 load_public_key(self.jwt_public_key)
