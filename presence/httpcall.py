@@ -144,6 +144,9 @@ class HttpCall:
             body = response.read(self.max_bytes + 1)
         if len(body) > self.max_bytes:
             raise CallFailed(f"the answer is larger than {self.max_bytes} bytes")
+        if declared.isascii() and declared.isdigit() and len(body) < int(declared):
+            # http.client's read(n) returns what came before the connection closed, unflagged.
+            raise CallFailed(f"the answer was cut short ({len(body)} of {declared} bytes)")
         return Answer(status, body)
 
 
