@@ -217,6 +217,7 @@ def openapi() -> dict[str, Any]:
                      "409": _json("That fence does not hold it.",
                                   _obj({"holder": _nullable(_ref("HolderView"))}))},
                     parameters=[WORKSPACE, {"name": "fence", "in": "query", "required": True,
+                                            "description": "in digits 0-9 (others: 400)",
                                             "schema": {"type": "integer", "minimum": 1}}],
                 ),
             },
@@ -250,7 +251,8 @@ def openapi() -> dict[str, Any]:
                     "workspaces": {"type": "array", "items": _ref("WorkspaceRow")},
                     "servers": {"type": "array", "items": _ref("Server")},
                     "totals": {"type": "object"},
-                }))},
+                })),
+                 "400": _error("`limit` is not a whole number in digits 0-9.")},
                 parameters=[
                     {"name": "q", "in": "query", "schema": STR, "description": "part of the workspace id"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
@@ -295,9 +297,9 @@ def openapi() -> dict[str, Any]:
                 "The audit log", "Lease changes, newest first; `next` is the `before` of the next page.",
                 {"200": _json("A page of entries.", _obj({
                     "entries": {"type": "array", "items": _ref("AuditEntry")}, "next": _nullable(STR)})),
-                 "400": _error("`before` is not a stream id.")},
+                 "400": _error("`before` is not a stream id, or `limit` not a whole number in digits 0-9.")},
                 parameters=[
-                    {"name": "before", "in": "query", "schema": {"type": "string", "pattern": r"^\d+-\d+$"}},
+                    {"name": "before", "in": "query", "schema": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                                                  "default": 50}},
                 ],
