@@ -145,6 +145,43 @@ def _components() -> dict[str, Schema]:
     }
 
 
+def _batch_read() -> dict[str, Any]:
+    """``/api/v1/leases``: the same read as a GET (ids in the query) or a POST (ids in the body)."""
+    ids = {"type": "array", "minItems": 1, "maxItems": 500, "items": WORKSPACE["schema"]}
+    responses = {
+        "200": _json("Every named workspace's lease.", _obj({"leases": {
+            "type": "object", "additionalProperties": _ref("LeaseState"),
+            "description": "workspace id -> its lease"}})),
+        "400": _error("No workspace named, more than 500, or an invalid id (or body)."),
+        "401": _error("Missing or wrong API key."),
+        "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+        "429": _error("Too many wrong API keys from this address; see Retry-After."),
+        "503": _error("Redis unavailable; retry later."),
+    }
+    common = {"tags": ["api"], "security": [{"apiKey": []}]}
+    return {
+        "get": {
+            **common, "summary": "Many workspaces' leases at once",
+            "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
+                           "in one pipelined round trip. Each id is answered once, whatever the repeats.",
+            "parameters": [{
+                "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
+                "description": "a workspace id; repeat for each (1 to 500)", "schema": ids,
+            }],
+            "responses": responses,
+        },
+        "post": {
+            **common, "summary": "Many workspaces' leases at once (ids in the body)",
+            "description": "The same read and answer as the GET form, for ids too many or too long for a URL "
+                           "(500 ids of 200 characters). It changes nothing: safe to retry.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                {"workspaces": {**ids, "description": "workspace ids (1 to 500)"}}, ["workspaces"],
+                additionalProperties=False)}}},
+            "responses": {**responses, "413": _error("The body is larger than 256 KiB.")},
+        },
+    }
+
+
 def openapi() -> dict[str, Any]:
     note = {"type": "object", "properties": {"reason": STR, "by": STR}}
     return {
@@ -221,28 +258,7 @@ def openapi() -> dict[str, Any]:
                                             "schema": {"type": "integer", "minimum": 1}}],
                 ),
             },
-            "/api/v1/leases": {"get": {
-                "tags": ["api"], "summary": "Many workspaces' leases at once",
-                "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
-                               "in one pipelined round trip. Each id is answered once, whatever the repeats.",
-                "parameters": [{
-                    "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
-                    "description": "a workspace id; repeat for each (1 to 500)",
-                    "schema": {"type": "array", "minItems": 1, "maxItems": 500,
-                               "items": WORKSPACE["schema"]},
-                }],
-                "security": [{"apiKey": []}],
-                "responses": {
-                    "200": _json("Every named workspace's lease.", _obj({"leases": {
-                        "type": "object", "additionalProperties": _ref("LeaseState"),
-                        "description": "workspace id -> its lease"}})),
-                    "400": _error("No workspace named, more than 500, or an invalid id."),
-                    "401": _error("Missing or wrong API key."),
-                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
-                    "429": _error("Too many wrong API keys from this address; see Retry-After."),
-                    "503": _error("Redis unavailable; retry later."),
-                },
-            }},
+            "/api/v1/leases": _batch_read(),
             "/admin/api/workspaces": {"get": _admin(
                 "Active workspaces", "Active workspaces whose id contains `q` (case-insensitive), the first "
                 "`limit` by id, with the live servers and their totals.",

@@ -27,6 +27,7 @@ from ..gateway import replies as r
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import SERVICE_PREFIX, valid_workspace
+from .bodies import capped_body
 from .params import whole_number
 
 MIN_TTL_MS = 500  # below this a renewal cannot keep up with a network hiccup
@@ -69,8 +70,8 @@ class ServiceLeases:
         self.refused = refused
 
     async def _body(self, request: Request, kind: type[Take] | type[Renew]) -> Take | Renew | Response:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
+        raw = await capped_body(request, MAX_BODY)
+        if raw is None:
             return _bad(f"the body is larger than {MAX_BODY} bytes")
         try:
             return msgspec.json.decode(raw or b"{}", type=kind)
