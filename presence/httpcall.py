@@ -93,11 +93,11 @@ class HttpCall:
         except CallFailed:
             raise
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            self._check_cut_off()
-            raise CallFailed(_describe(exc)) from None
+            raise self._cut_off() or CallFailed(_describe(exc)) from None
         finally:
             timer.cancel()
-        self._check_cut_off()  # a shut-down socket can also read as the end of a (short) answer
+        if cut_off := self._cut_off():  # a shut-down socket can also read as the end of a short answer
+            raise cut_off
         return answer
 
     def abort(self) -> None:
@@ -114,11 +114,13 @@ class HttpCall:
                 with contextlib.suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-    def _check_cut_off(self) -> None:
+    def _cut_off(self) -> CallFailed | None:
+        """Why the call was ended from outside, if it was."""
         if self._timed_out:
-            raise CallFailed(f"no complete answer within {self.deadline_s:g} s")
+            return CallFailed(f"no complete answer within {self.deadline_s:g} s")
         if self._aborted:
-            raise CallFailed("aborted")
+            return CallFailed("aborted")
+        return None
 
     def _time_out(self) -> None:
         self._timed_out = True

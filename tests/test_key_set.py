@@ -16,7 +16,7 @@ import jwt
 import pytest
 from conftest import Cluster
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from procs import ServerProcess
+from procs import ServerProcess, TlsFiles
 from test_hardening import assert_no_traceback
 from test_signing import KeySetServer, Signer, eventually, eventually_welcome, hello_outcome, keyset, running, started
 from wsclient import Tab
@@ -70,6 +70,27 @@ async def test_a_dripping_provider_is_cut_off_at_the_deadline(keyset: KeySetServ
     keyset.mode = "serve"  # the provider recovers: the retry gets the set
     await eventually(lambda: keys.fetches == 1, what="the retry after the failed fetch")
     assert auth.verify(signer.token("alice"), await keys.key_for(signer.token("alice"))).user.id == "alice"
+
+
+async def test_over_tls_too_the_key_set_is_fetched_and_a_drip_cut_off(
+    tls_files: TlsFiles, running: list[JwksKeys], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline shuts down the socket under TLS as well (the provider's usual https://)."""
+    monkeypatch.setenv("SSL_CERT_FILE", tls_files.ca)  # the test's CA, for the default context
+    provider = KeySetServer(tls=tls_files)
+    try:
+        signer = Signer("ES256")
+        provider.keys = [signer.jwk()]
+        keys = await started(running, JwksKeys(provider.url, refresh_ms=0, cache_s=1, deadline_s=0.5))
+        assert provider.url.startswith("https://") and keys.fetches == 1
+        provider.mode, provider.drip_s = "drip", 0.05
+        await eventually(lambda: keys.attempts == 2, what="the refresh once the set is a second old")
+        assert await asyncio.to_thread(provider.dropped.wait, 5)  # shut down at the deadline
+        await eventually(lambda: not fetching(), what="the fetch's worker thread ending")
+        assert keys.fetches == 1
+        assert auth.verify(signer.token("alice"), await keys.key_for(signer.token("alice"))).user.id == "alice"
+    finally:
+        provider.close()
 
 
 @pytest.mark.parametrize("declare", [True, False], ids=["content-length", "until-close"])

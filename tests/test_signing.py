@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ import pytest
 from conftest import Cluster
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from procs import ROOT, ServerProcess
+from procs import ROOT, ServerProcess, TlsFiles
 from wsclient import Tab
 
 from presence import auth
@@ -65,8 +66,9 @@ class KeySetServer:
     byte every ``drip_s``; ``huge`` pads the key set to ``huge_bytes`` (``declare``: with its
     Content-Length, else until it closes). ``dropped`` is set once a client hung up on a drip."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: TlsFiles | None = None) -> None:
         self.keys: list[dict[str, Any]] = []
+        self.scheme = "https" if tls else "http"
         self.requests = 0
         self.mode = "serve"
         self.drip_s = 0.2
@@ -103,12 +105,16 @@ class KeySetServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.cert, tls.key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
 
     def close(self) -> None:
         self.stopping.set()
