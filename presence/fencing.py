@@ -42,6 +42,8 @@ import msgspec
 from .gateway.keys import lease_key
 from .httpcall import CallFailed, HttpCall
 
+__all__ = ["FenceGuard", "HttpFenceGuard", "LeaseBusy", "LeaseLost", "ServiceLease", "StaleFence"]
+
 
 class StaleFence(Exception):
     """The fence does not hold the workspace's lease (any more): refuse the write."""
@@ -134,7 +136,7 @@ class _Refused(msgspec.Struct):
     retry_ms: int | None = None
 
 
-MAX_ANSWER = 64 * 1024  # the API's answers are a few hundred bytes
+_MAX_ANSWER = 64 * 1024  # the API's answers are a few hundred bytes
 
 
 class ServiceLease:
@@ -178,7 +180,7 @@ class ServiceLease:
         call = HttpCall(
             method, self.url + query, deadline_s=self.timeout if deadline_s is None else deadline_s,
             headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
-            body=None if body is None else json.dumps(body).encode(), max_bytes=MAX_ANSWER,
+            body=None if body is None else json.dumps(body).encode(), max_bytes=_MAX_ANSWER,
         )
         answer = call.run()
         if answer.status != 409 and not 200 <= answer.status < 300:
