@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 
@@ -184,7 +185,8 @@ class JwksKeys(Service):
             if alg is None or jwk.kid is None:
                 continue  # not a signing key we may use
             try:
-                public = jwt.PyJWK.from_json(bytes(raw).decode(), alg).key
+                # from_dict: PyJWT 2.8 types from_json's algorithm as None.
+                public = jwt.PyJWK.from_dict(json.loads(bytes(raw)), alg).key
                 if alg not in key_algorithms(public, f"key {jwk.kid[:64]!r}"):
                     raise BadKey(f"key {jwk.kid[:64]!r}: its alg {alg} does not fit its type")
             except (jwt.PyJWTError, BadKey, ValueError) as exc:
