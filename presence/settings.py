@@ -97,10 +97,14 @@ class Settings:
     ))] = None
     jwks_url: Annotated[str | None, Meta(extra={"blank": "refused", "rule": "an https:// URL"}, description=(
         "instead: an identity provider's JSON Web Key Set (`https://`; `http://` on loopback only), fetched at "
-        "start-up, kept 5 minutes"
+        "start-up, then in the background"
     ))] = None
+    jwks_cache_s: Annotated[float, Meta(ge=1, le=86_400, description=(
+        "the key set is fetched again, in the background, this often (seconds)"
+    ))] = 300.0
     jwks_refresh_ms: Annotated[int, _ms(
-        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) re-reads the set, at most this often"
+        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) has the set re-read in the background, "
+        "at most this often"
     )] = 10000
     admin_token: Annotated[OperatorKey | None, Meta(
         description="bearer token for `/admin/api` and `/dashboard` (unset: the admin API answers 404)"
