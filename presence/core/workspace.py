@@ -134,6 +134,7 @@ class Workspace(LeaseRequests):
         c.send((conn,), Welcome(
             conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=p.heartbeat_ms,
             lease_ttl_ms=p.lease_ttl_ms, scope=p.lease_scope, state=c.replica.view(), expires_in_ms=expires_in_ms,
+            read_only=m.read_only,
         ))
         for lock in told:
             fence = m.hold(lock).fence
