@@ -200,8 +200,8 @@ class Settings:
         "`idle`)", default="0 (off)",
     )] = 0
     update_window_ms: Annotated[int, _ms(
-        0, 50, "changes to a workspace within this window reach each tab as one `update` (0: those of one "
-        "event-loop turn)"
+        0, 50, "a change after a quiet moment reaches every tab at once; those within this window of an "
+        "`update` are merged into the next one (0: those of one event-loop turn)"
     )] = 50
     audit_max_len: Annotated[int, Meta(ge=100, le=10_000_000, description=(
         "entries kept in each audit stream in Redis (`XADD MAXLEN ~`)"

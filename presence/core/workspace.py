@@ -263,7 +263,7 @@ class Workspace(LeaseRequests):
                 may_take = self.policy.handoff_takeover and m is not None and m.may_take_over and not m.read_only
                 c.add(RequestDue(conn, may_take, key))
             case Timer.FLUSH:
-                c.flush()
+                c.flush(now)
             case Timer.REPLICATE:
                 if fence := c.holding.replicating.get(key):
                     c.add(Replicate(fence, key))

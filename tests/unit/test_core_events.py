@@ -29,10 +29,31 @@ def test_a_welcome_then_every_change_reaches_every_tab_as_one_update() -> None:
     (welcome,) = sent(d.join("c1", ALICE), "c1")
     assert isinstance(welcome, Welcome) and welcome.state.seq == 1
     effects = d.join("c2", BOB, now=1.0)
-    assert sent(effects, "c1") == [] and armed(effects, Timer.FLUSH) == 1.0 + POLICY.update_window_ms / 1000
-    (update,) = sent(d.flush(1.05), "c1", Update)
+    # After a quiet moment the change goes out at once: with the rest of this loop turn.
+    assert sent(effects, "c1") == [] and armed(effects, Timer.FLUSH) == 1.0
+    (update,) = sent(d.flush(1.0), "c1", Update)
     assert (update.base, update.seq) == (1, 2)
     assert [v.user for v in update.joined] == [BOB] and update.change == Change("joined", BOB)  # type: ignore[union-attr]
+
+
+def test_the_update_window_opens_with_an_update_sent_so_only_a_burst_is_merged() -> None:
+    d = Driver()
+    d.join("c1", ALICE)
+    window = POLICY.update_window_ms / 1000
+    d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 1})}), now=5.0)
+    assert len(sent(d.flush(5.0), "c1", Update)) == 1
+    # Within the window after that update: held back until the window ends, then one update.
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 2})}),
+                        now=5.01)
+    effects += d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 3})}),
+                         now=5.02)
+    assert armed(effects, Timer.FLUSH) == 5.0 + window and sent(effects, "c1") == []
+    (update,) = sent(d.flush(5.0 + window), "c1", Update)
+    assert update.seq == d.seq and update.viewers[0].presence[0].meta == {"x": 3}  # type: ignore[index]
+    # Quiet again: the next change is not delayed.
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 4})}),
+                        now=9.0)
+    assert armed(effects, Timer.FLUSH) == 9.0
 
 
 def test_updates_merge_and_a_change_nobody_sees_sends_nothing() -> None:
