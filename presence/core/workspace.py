@@ -125,7 +125,9 @@ class Workspace(LeaseRequests):
         self._catch_up(outcome, now)
         c = self._c
         m = c.members[conn]
-        told = c.holding.welcomed(m)
+        told, confirming = c.holding.welcomed(m)
+        for effect in confirming:
+            c.add(effect)
         if outcome.reply.rejoined and m.fence is not None:
             c.confirm("", m.fence, outcome.sent_at, now)
         m.welcomed = True

@@ -298,3 +298,16 @@ def test_a_re_read_tells_a_holder_of_a_named_lock_it_no_longer_has() -> None:
     assert sent(effects, "c1", Released) == [Released(reason="expired", lock="x")]
     state = sent(effects, "c1", State)[0]
     assert state.locks is not None and list(state.locks) == ["y"]  # type: ignore[union-attr]
+
+
+def test_with_wait_replicas_a_rejoined_lease_no_tab_here_knows_is_confirmed_before_it_is_told() -> None:
+    d = Driver(policy=dataclasses.replace(POLICY, wait_replicas=True))
+    d.holder = holder(ALICE, "t-c1", 7)  # granted by another process, maybe not on the replicas yet
+    effects = d.join("c1", ALICE, rejoined=True, now=1.0)
+    assert Replicate(7) in effects and sent(effects, "c1", Acquired) == []
+    assert d.core.renewals(["c1"]) == {}  # not its lease to use yet
+    effects = d.take(d.core.replicated("", 7, Replication.CONFIRMED, sent_at=1.0, now=1.1))
+    assert [m.fence for m in sent(effects, "c1", Acquired)] == [7]
+    # A second tab of the user joins: the lease is confirmed here already, told with its welcome.
+    effects = d.join("c2", ALICE, rejoined=True, now=2.0)
+    assert Replicate(7) not in effects and [m.fence for m in sent(effects, "c2", Acquired)] == [7]
