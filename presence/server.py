@@ -24,6 +24,7 @@ from typing import Any
 from .connections.admission import Admission
 from .connections.session import Endpoint
 from .connections.watcher import Watchers
+from .drain import RESTARTING, Drain
 from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
 from .engine.heartbeat import Heartbeat
@@ -45,6 +46,9 @@ from .signing import token_keys
 from .tasks import TaskSet
 
 log = logging.getLogger("presence.server")
+
+READINESS_BUDGET_S = 0.5
+"""The longest /readyz waits on Redis (/healthz never does): an orchestrator's probe gets an answer at once."""
 
 
 class Server:
@@ -94,6 +98,7 @@ class Server:
         self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)
         self.overview = Overview(self.gateway, self.leases, self.registry)
         self.leases.observers += [self.metrics, self.audit, self.sweeper]
+        self.drainer = Drain(settings, self.workspaces, self.leases, self.heartbeat, self.watchers)
 
     def _next_conn(self) -> str:
         self._conn_seq += 1
@@ -122,7 +127,7 @@ class Server:
 
     async def readiness(self) -> dict[str, object]:
         """What /readyz answers; ``ok`` when Redis answers, scripts are loaded, pub/sub is up."""
-        redis_ok = await self.gateway.ping()
+        redis_ok = await self.gateway.ping(READINESS_BUDGET_S)
         return {
             "ok": redis_ok and self.ready and not self.stopping, "redis": redis_ok,
             "scripts": self.gateway.scripts_loaded, "pubsub": self.subscriptions.connected,
@@ -141,16 +146,23 @@ class Server:
         self.registry.start()
         self.sweeper.start()
 
+    async def drain(self) -> None:
+        """Take no more tabs, keep the leases of the tabs here for the restart grace and close
+        them with 1012 (:mod:`presence.drain`). Idempotent; the first step of :meth:`stop`, which
+        ``presence serve`` takes before uvicorn drops the connections."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.admission.close()
+        await self.drainer.run()
+
     async def stop(self) -> None:
-        """Close every tab with 1012 (their leases stay: clients reconnect elsewhere within the
-        TTL and keep them), stop background work and wait for it. Idempotent."""
+        """Drain, stop background work and wait for it. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        self.stopping = True
-        self.admission.close()
-        await self.workspaces.stop(Restarting.close_code, "server restarting, reconnect")
-        self.watchers.stop(Restarting.close_code, "server restarting, reconnect")
+        await self.drain()
+        await self.workspaces.stop(Restarting.close_code, RESTARTING)
         await self.heartbeat.stop()
         await self.subscriptions.stop()
         await self.tasks.close()

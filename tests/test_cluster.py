@@ -70,7 +70,7 @@ async def server(c: Cluster, name: str, **env: str) -> object:
 async def lease(redis_cluster: LocalRedisCluster) -> AsyncIterator[LeaseScripts]:
     settings = Settings(
         redis_url=redis_cluster.url, redis_cluster=True, heartbeat_ms=300, dead_after_ms=900,
-        lease_ttl_ms=60_000, grace_ms=400, key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        lease_ttl_ms=60_000, grace_ms=400, key_prefix=f"t{uuid.uuid4().hex[:8]}", dev=True,
     ).validate()
     store = Gateway(settings)
     await store.start()
@@ -367,7 +367,7 @@ async def test_wait_replicas_on_cluster_waits_for_the_slots_replica() -> None:
     cluster = await asyncio.to_thread(LocalRedisCluster(replicas=1).start)
     settings = Settings(
         redis_url=cluster.url, redis_cluster=True, heartbeat_ms=500, dead_after_ms=4000, lease_ttl_ms=8000,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}", redis_wait_replicas=1, redis_wait_timeout_ms=300,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}", redis_wait_replicas=1, redis_wait_timeout_ms=300, dev=True,
     ).validate()
     store = Gateway(settings)
     try:

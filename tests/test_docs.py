@@ -14,7 +14,7 @@ import pytest
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from presence import errors
+from presence import errors, settings_table
 from presence.http import openapi
 from presence.http.app import create_app
 from presence.ops.control import CLOSED_BY_OPERATOR
@@ -55,6 +55,33 @@ def test_protocol_schema_names_every_message_and_accepts_what_the_server_sends()
     frame = json.loads(messages.encode(messages.Acquired(fence=7, ttl_ms=900, id="1", rejoined=True)))
     acquired = defs["Acquired"]
     assert set(frame) <= set(acquired["properties"]) and set(acquired["required"]) <= set(frame)
+
+
+# -- the settings table -------------------------------------------------------------------------
+
+
+def test_the_settings_table_is_generated_from_the_current_fields() -> None:
+    committed = settings_table.CONFIGURATION_DOC.read_text()
+    assert committed == settings_table.splice(committed), (
+        "the Settings fields changed: run python -m presence.settings_table --write"
+    )
+
+
+def test_the_settings_table_lists_every_setting_once_and_names_no_other() -> None:
+    page = settings_table.CONFIGURATION_DOC.read_text()
+    table = page.split(settings_table.BEGIN)[1].split(settings_table.END)[0]
+    listed = re.findall(r"^\| `(PRESENCE_[A-Z_]+)`", table, re.M)
+    fields = [f"PRESENCE_{name.upper()}" for name in Settings.__dataclass_fields__]
+    assert listed == fields
+    # and the page's prose names only settings that exist
+    named = set(re.findall(r"\bPRESENCE_[A-Z_]+[A-Z]\b", page))
+    assert named <= set(fields), named - set(fields)
+
+
+def test_the_readme_sends_readers_to_the_configuration_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/configuration.md)" in readme
+    assert "| `PRESENCE_HEARTBEAT_MS` |" not in readme  # the table lives in one place
 
 
 # -- docs/protocol.md --------------------------------------------------------------------------

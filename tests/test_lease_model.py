@@ -52,7 +52,7 @@ class LeaseModel(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.settings = Settings(
             redis_url=self.redis_url, heartbeat_ms=100, dead_after_ms=300, lease_ttl_ms=TTL, grace_ms=100,
-            lease_scope=self.scope, key_prefix=f"m{uuid.uuid4().hex[:10]}",  # type: ignore[arg-type]
+            lease_scope=self.scope, key_prefix=f"m{uuid.uuid4().hex[:10]}", dev=True,  # type: ignore[arg-type]
         ).validate()
         self.store = Gateway(self.settings)
         self.lease = LeaseScripts(self.store, self.settings, Keys(self.settings.key_prefix))

@@ -37,11 +37,12 @@ async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
     )
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
-        settings = Settings(redis_url=server.url, **settings_kw).validate()  # type: ignore[arg-type]
+        settings = Settings(redis_url=server.url, dev=True, **settings_kw).validate()  # type: ignore[arg-type]
         store = Gateway(settings)
     elif request.param == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
-        settings = Settings(redis_url=cluster.url, redis_cluster=True, **settings_kw).validate()  # type: ignore[arg-type]
+        settings = Settings(redis_url=cluster.url, redis_cluster=True, dev=True,
+                            **settings_kw).validate()  # type: ignore[arg-type]
         store = Gateway(settings)
     else:
         settings = Settings(**settings_kw).validate()  # type: ignore[arg-type]
@@ -434,3 +435,15 @@ def test_library_headers_name_the_scripts_they_are_prepended_to() -> None:
         (named,) = re.findall(r"^-- Prepended to: ((?:.*,\n--\s+)*.*)$", files[lib], re.M)
         users = {name for name, script in scripts.items() if files[lib] in script.source}
         assert set(re.split(r",\s+(?:--\s+)?", named)) == users, lib
+
+
+async def test_keep_gives_held_leases_the_restart_grace_only_while_their_fence_holds(lease: LeaseScripts) -> None:
+    fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in ("k1", "k2", "k3")}
+    taken = await lease.takeover("k3", "bob", "Bob", "tb", "cb")  # alice's fence of k3 holds nothing now
+    assert taken.status == "taken_over"
+    kept = await lease.keep({**fences, "never": 12345}, 60_000)
+    assert kept == {"k1", "k2"}
+    for ws in ("k1", "k2"):
+        assert 55_000 < await pttl(lease, ws) <= 60_000
+    assert await pttl(lease, "k3") <= TTL  # bob's lease, untouched
+    assert await pttl(lease, "never") == -2  # nothing was created

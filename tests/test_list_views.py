@@ -300,7 +300,7 @@ async def test_watching_spans_the_nodes_of_a_redis_cluster(
 async def test_a_workspace_nobody_used_yet_applies_its_first_event(redis_server: RedisServer) -> None:
     """Read at seq 0, a watched workspace's first event follows on from that read (no re-read that
     could fold an acquire and its quick release into one)."""
-    settings = Settings(redis_url=redis_server.url, key_prefix=f"t{uuid.uuid4().hex[:8]}").validate()
+    settings = Settings(redis_url=redis_server.url, key_prefix=f"t{uuid.uuid4().hex[:8]}", dev=True).validate()
     gateway = Gateway(settings)
     await gateway.start()
     scripts = LeaseScripts(gateway, settings, Keys(settings.key_prefix))

@@ -28,7 +28,7 @@ from presence.settings import Settings
 async def lease(redis_server: RedisServer) -> AsyncIterator[LeaseScripts]:
     settings = Settings(
         redis_url=redis_server.url, heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=1500, grace_ms=400,
-        handoff_timeout_ms=1000, key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        handoff_timeout_ms=1000, key_prefix=f"t{uuid.uuid4().hex[:8]}", dev=True,
     ).validate()
     store = Gateway(settings)
     await store.start()

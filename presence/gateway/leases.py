@@ -166,6 +166,22 @@ class LeaseScripts:
         reply = await self.gateway.call(call.script, call.keys, call.args)
         return bool(reply == "1")
 
+    async def keep(self, leases: dict[str, int], ttl_ms: int) -> set[str]:
+        """Give each of ``{workspace: fence}`` ``ttl_ms`` from now (Redis time), only while that
+        fence still holds it: the leases of the tabs a stopping process is about to close, kept
+        for the restart grace. One pipelined batch of renew script calls (compare-and-set on each
+        fence, the TTL replaced by ``PEXPIRE``). Returns the workspaces whose lease was kept;
+        raises ``StoreUnavailable`` when Redis does not answer."""
+        calls = self.renew_calls(leases, holders=False, ttl_ms=ttl_ms)
+        results = await self.gateway.batch([call for _, call in calls])
+        kept: set[str] = set()
+        for (chunk, _), res in zip(calls, results, strict=True):
+            if isinstance(res, Exception):
+                log.warning("keeping %d leases for the restart failed in Redis: %r", len(chunk), res)
+                continue
+            kept.update(ws for j, ws in enumerate(chunk) if res[j] == "1")
+        return kept
+
     async def replicate(self, workspace: str, fence: int) -> Replication:
         """Renew lease ``fence`` and ``WAIT`` for PRESENCE_REDIS_WAIT_REPLICAS replicas: the renewal
         is written after the grant, so once the replicas have it they have the grant too."""

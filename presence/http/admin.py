@@ -75,7 +75,7 @@ DASHBOARD_OFF = """<!doctype html>
 are disabled. Start the server with one, then open this page again and enter it:</p>
 <pre>export PRESENCE_ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 echo "$PRESENCE_ADMIN_TOKEN"   # what this page will ask for
-presence serve</pre>
+presence serve                # in dev mode (no PRESENCE_SECRET): presence serve --dev</pre>
 </main></body></html>
 """
 
