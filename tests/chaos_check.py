@@ -6,7 +6,7 @@ Two sources of truth are combined:
   client records its messages plus two marks of its own, ``_release_sent`` (it asked to release:
   from then on it no longer edits) and ``_closed`` with ``voluntary`` (it closed the tab itself,
   or lost the connection).
-- **What Redis did**, from an :class:`Observer` subscribed to every workspace channel on a
+- **What Redis did**, from an observer (``chaos_observer``) subscribed to every workspace channel on a
   connection no fault touches: each lease event with its sequence number, new holder, ended
   holder and kind. A gap in the sequence means the observer itself missed something, and the
   check refuses to judge rather than guess.
@@ -166,11 +166,12 @@ def lease_history(observer: Observer, report: Report) -> dict[str, list[Lease]]:
         events = observer.ordered(events)
         # Across failovers a history that went back repeats sequence numbers: only a jump
         # forward is a gap.
-        missing = [(ta, b) for (ta, a), (_, b) in itertools.pairwise((t, int(e["seq"])) for t, e in events)
+        missing = [(ta, tb, b) for (ta, a), (tb, b) in itertools.pairwise((t, int(e["seq"])) for t, e in events)
                    if (b > a + 1 if observer.failover else b != a + 1)]
         if missing:
-            report.violations.append(f"{ws}: the observer missed events before seq {[b for _, b in missing[:5]]}"
-                                     f"{observer.blind(missing[0][0])} (cannot judge)")
+            ta, tb, _ = missing[0]
+            report.violations.append(f"{ws}: the observer missed events before seq {[b for _, _, b in missing[:5]]}"
+                                     f"{observer.blind(ta, tb)} (cannot judge)")
         grants: list[Lease] = []
         by_fence: dict[int, Lease] = {}
         current: Lease | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections import defaultdict
 from typing import Any
@@ -78,8 +79,8 @@ class Observer:
 
     failover = False  # see FailoverObserver
 
-    def blind(self, at: float) -> str:
-        """Why the observer may have missed events after ``at`` (its receipt time), if it knows."""
+    def blind(self, start: float, end: float) -> str:
+        """Why the observer may have missed events between receipt times ``start`` and ``end``."""
         return ""
 
     def ordered(self, events: list[tuple[float, Msg]]) -> list[tuple[float, Msg]]:
@@ -101,11 +102,13 @@ class FailoverObserver(Observer):
     promote a node a second after it came back, and redis-py's own reconnection (a backoff of up
     to a second between attempts) could leave the observer deaf to such a new primary; the checker
     then reported the grants it missed as grants Redis never made. A jump in the sequence numbers
-    now says the observer missed events (``chaos_check``). An instance
-    that still takes writes when Sentinel reconfigures it (a primary it replaced while alive, then
-    promotes again or demotes) is another matter: the events still in its output buffers die with
-    the killed connections, the grant stays. So the soak's Redis nodes refuse writes without a
-    replica (``min-replicas-to-write``), and no replaced primary takes any."""
+    now says the observer missed events (``chaos_check``).
+
+    An instance that still takes writes when Sentinel reconfigures it (a primary it replaced
+    while alive, then promotes again or demotes) is another matter: the events still in its
+    output buffers die with the killed connections, the grant stays. So the soak's Redis nodes
+    refuse writes without a replica (``min-replicas-to-write``), and no replaced primary takes
+    any."""
 
     failover = True
 
@@ -144,9 +147,17 @@ class FailoverObserver(Observer):
         async with self._changed:
             self._changed.notify_all()
 
-    def blind(self, at: float) -> str:
-        downs = [(t, port) for t, port, up in self.links if not up and t >= at]
-        return f" (its link to :{downs[0][1]} was lost {downs[0][0] - at:.3f}s later)" if downs else ""
+    def blind(self, start: float, end: float) -> str:
+        lost: dict[int, float] = {}
+        down: list[str] = []
+        for t, port, up in [*self.links, (math.inf, 0, True)]:
+            if not up:
+                lost[port] = t
+            for p in [p for p, since in lost.items() if up and (p == port or t == math.inf)]:
+                since = lost.pop(p)
+                if since < end and t > start:
+                    down.append(f":{p} for {t - since:.3f}s" if t < math.inf else f":{p} from then on")
+        return f" (while its link to {', '.join(down)} was down)" if down else ""
 
     async def _node(self, port: int) -> None:
         while True:

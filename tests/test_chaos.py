@@ -226,8 +226,8 @@ class SentinelFaults(Faults):
         self.redis = self.group.node(new)
         back = time.monotonic()
         await self.group.restart_as_replica_async(old)
-        # The Sentinels may promote it at once (they now and then fail over from a live primary):
-        # the observer listens to it before anything else happens.
+        # The Sentinels may promote it a second from now (they now and then fail over from a live
+        # primary): the observer listens to it before the next fault.
         await self.observer.linked(old, since=back)
         self.note(f":{old} back as a replica")
 
