@@ -97,10 +97,14 @@ class Settings:
     ))] = None
     jwks_url: Annotated[str | None, Meta(extra={"blank": "refused", "rule": "an https:// URL"}, description=(
         "instead: an identity provider's JSON Web Key Set (`https://`; `http://` on loopback only), fetched at "
-        "start-up, kept 5 minutes"
+        "start-up, then in the background"
     ))] = None
+    jwks_cache_s: Annotated[float, Meta(ge=1, le=86_400, description=(
+        "the key set is fetched again, in the background, this often (seconds)"
+    ))] = 300.0
     jwks_refresh_ms: Annotated[int, _ms(
-        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) re-reads the set, at most this often"
+        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) has the set re-read in the background, "
+        "at most this often"
     )] = 10000
     admin_token: Annotated[OperatorKey | None, Meta(
         description="bearer token for `/admin/api` and `/dashboard` (unset: the admin API answers 404)"
@@ -129,7 +133,8 @@ class Settings:
     )] = 5000
     restart_grace_ms: Annotated[int, _ms(
         0, 86_400_000, "a process stopping on SIGTERM keeps the leases of the tabs it closes this long (never less "
-        "than the lease TTL; at most half the key idle time), so their reconnect storm finds them", default="30000",
+        "than the lease TTL, never more than half the key idle time), so their reconnect storm finds them",
+        default="30000",
     )] = 30000
     hello_timeout_ms: Annotated[int, _ms(
         1, 600_000, "no valid `hello` in time: closed (4408); also the time a new connection has to send its "
@@ -255,8 +260,11 @@ class Settings:
     @property
     def restart_keep_ms(self) -> int:
         """How long a stopping process keeps its tabs' leases: the restart grace, never less than
-        the lease TTL (0: restart grace off, leases live out their TTL)."""
-        return max(self.restart_grace_ms, self.lease_ttl_ms) if self.restart_grace_ms else 0
+        the lease TTL nor more than half the key idle time (so the holder record outlives the
+        lease); 0: restart grace off, leases live out their TTL."""
+        if not self.restart_grace_ms:
+            return 0
+        return min(max(self.restart_grace_ms, self.lease_ttl_ms), self.key_idle_ms // 2)
 
     @property
     def presence_ttl_ms(self) -> int:

@@ -67,11 +67,6 @@ def _timing_problems(s: Settings) -> list[str]:
         )
     if s.grace_ms > s.lease_ttl_ms:
         out.append(f"PRESENCE_GRACE_MS ({s.grace_ms}) must be between 0 and PRESENCE_LEASE_TTL_MS ({s.lease_ttl_ms})")
-    if s.restart_grace_ms > s.key_idle_ms // 2:
-        out.append(
-            f"PRESENCE_RESTART_GRACE_MS ({s.restart_grace_ms}) must be at most half the key idle time "
-            "(PRESENCE_KEY_IDLE_DAYS)"
-        )
     if s.key_idle_ms <= 2 * s.lease_ttl_ms:
         out.append(
             f"PRESENCE_KEY_IDLE_DAYS ({s.key_idle_days}) must be longer than twice PRESENCE_LEASE_TTL_MS "

@@ -52,11 +52,12 @@ from ..settings import Settings
 from ..wire.messages import Person, valid_workspace
 from .headers import PAGE_HEADERS
 from .keyguard import KeyGuard
+from .params import whole_number
 
 log = logging.getLogger("presence.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
-STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # not \d: it takes every script's digits
 MAX_STREAM_PART = 2**64 - 1  # both halves of a Redis stream id are unsigned 64-bit numbers
 MAX_BODY = 4096
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -200,7 +201,7 @@ class Admin:
 
     async def workspaces(self, request: Request) -> Response:
         q = request.query_params.get("q", "")[:200]
-        limit = _int(request.query_params.get("limit"), 100, 1, 1000)
+        limit = _int("limit", request.query_params.get("limit"), 100, 1, 1000)
         return _reply(await self.overview.page(q, limit))
 
     async def workspace(self, request: Request) -> Response:
@@ -248,7 +249,7 @@ class Admin:
     async def audit(self, request: Request) -> Response:
         raw = request.query_params.get("before") or None
         before = None if raw is None else stream_id(raw)
-        limit = _int(request.query_params.get("limit"), 50, 1, 500)
+        limit = _int("limit", request.query_params.get("limit"), 50, 1, 500)
         forced = request.query_params.get("forced", "").lower() in ("1", "true", "yes")
         entries = await self.audit_log.page(before, limit, forced=forced)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
@@ -343,9 +344,12 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _int(raw: str | None, default: int, low: int, high: int) -> int:
-    try:
-        return max(low, min(high, int(raw))) if raw else default
-    except ValueError:
+def _int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """A query parameter clamped to [low, high]; ``BadRequest`` unless it is ASCII digits."""
+    if not raw:
         return default
+    value = whole_number(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be a whole number (digits 0-9) between {low} and {high}")
+    return max(low, min(high, value))
 

@@ -21,14 +21,17 @@ _ROW = {
 _SERVER = {"id": "a1b2c3", "pid": 4242, "host": "web-1", "port": 8000, "version": "0.1.0", "connections": 812,
            "workspaces": 140, "leases": 37, "ready": True, "stopping": False}
 
+_LEASES = {"leases": {"doc-42": _LEASE, "doc-43": _FREE, "import-7": {
+    "holder": _JOB_HOLDER, "fence": _FENCE + 1, "ttl_ms": 29000, "viewers": 0}}}
+
 RESPONSES: dict[str, dict[str, Any]] = {
     "getLease": {"200": {"workspace": "doc-42", **_LEASE}},
     "takeLease": {"201": {"fence": _FENCE + 1, "ttl_ms": 30000},
                   "409": {"holder": _HOLDER, "retry_ms": 4200}},
     "renewLease": {"200": {"fence": _FENCE + 1, "ttl_ms": 30000}, "409": {"holder": _HOLDER}},
     "releaseLease": {"200": {"released": True}, "409": {"holder": None}},
-    "getLeases": {"200": {"leases": {"doc-42": _LEASE, "doc-43": _FREE, "import-7": {
-        "holder": _JOB_HOLDER, "fence": _FENCE + 1, "ttl_ms": 29000, "viewers": 0}}}},
+    "getLeases": {"200": _LEASES},
+    "postLeases": {"200": _LEASES},
     "listWorkspaces": {"200": {"now": 1732961298000, "total": 140, "matching": 1, "workspaces": [_ROW],
                                "servers": [_SERVER], "totals": {"connections": 812, "leases": 37}}},
     "getWorkspace": {"200": {"now": 1732961298000, "workspace": {**_ROW, "tab_list": [
@@ -46,6 +49,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 REQUESTS: dict[str, Any] = {
+    "postLeases": {"workspaces": ["doc-42", "doc-43", "import-7"]},
     "takeLease": {"holder": {"id": "import", "name": "Nightly import"}, "ttl_ms": 30000},
     "renewLease": {"fence": _FENCE + 1, "ttl_ms": 30000},
     "revokeLease": {"reason": "left the office with the document open", "by": "ops-oncall"},

@@ -151,6 +151,44 @@ def _components() -> dict[str, Schema]:
     }
 
 
+def _batch_read() -> dict[str, Any]:
+    """``/api/v1/leases``: the same read as a GET (ids in the query) or a POST (ids in the body)."""
+    ids = {"type": "array", "minItems": 1, "maxItems": 500, "items": WORKSPACE["schema"]}
+    responses = {
+        "200": _json("Every named workspace's lease.", _obj({"leases": {
+            "type": "object", "additionalProperties": _ref("LeaseState"),
+            "description": "workspace id -> its lease"}})),
+        "400": _error("No workspace named, more than 500, or an invalid id (or body)."),
+        "401": _error("Missing or wrong API key."),
+        "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+        "429": _error("Too many wrong API keys from this address; see Retry-After."),
+        "503": _error("Redis unavailable; retry later."),
+    }
+    return {
+        "get": {
+            "tags": ["api"], "operationId": "getLeases", "summary": "Many workspaces' leases at once",
+            "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
+                           "in one pipelined round trip. Each id is answered once, whatever the repeats.",
+            "parameters": [{
+                "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
+                "description": "a workspace id; repeat for each (1 to 500)", "schema": ids,
+            }],
+            "security": [{"apiKey": []}], "responses": responses,
+        },
+        "post": {
+            "tags": ["api"], "operationId": "postLeases",
+            "summary": "Many workspaces' leases at once (ids in the body)",
+            "description": "The same read and answer as the GET form, for ids too many or too long for a URL "
+                           "(500 ids of 200 characters). It changes nothing: safe to retry.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                {"workspaces": {**ids, "description": "workspace ids (1 to 500)"}}, ["workspaces"],
+                additionalProperties=False)}}},
+            "security": [{"apiKey": []}],
+            "responses": {**responses, "413": _error("The body is larger than 256 KiB.")},
+        },
+    }
+
+
 def openapi() -> dict[str, Any]:
     """The document, with an operationId on every operation and examples of its bodies."""
     note = {"type": "object", "properties": {"reason": STR, "by": STR}}
@@ -230,31 +268,11 @@ def _document(note: Schema) -> dict[str, Any]:
                      "409": _json("That fence does not hold it.",
                                   _obj({"holder": _nullable(_ref("HolderView"))}))},
                     parameters=[WORKSPACE, {"name": "fence", "in": "query", "required": True,
+                                            "description": "in digits 0-9 (others: 400)",
                                             "schema": {"type": "integer", "minimum": 1}}],
                 ),
             },
-            "/api/v1/leases": {"get": {
-                "tags": ["api"], "operationId": "getLeases", "summary": "Many workspaces' leases at once",
-                "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
-                               "in one pipelined round trip. Each id is answered once, whatever the repeats.",
-                "parameters": [{
-                    "name": "workspace", "in": "query", "required": True, "style": "form", "explode": True,
-                    "description": "a workspace id; repeat for each (1 to 500)",
-                    "schema": {"type": "array", "minItems": 1, "maxItems": 500,
-                               "items": WORKSPACE["schema"]},
-                }],
-                "security": [{"apiKey": []}],
-                "responses": {
-                    "200": _json("Every named workspace's lease.", _obj({"leases": {
-                        "type": "object", "additionalProperties": _ref("LeaseState"),
-                        "description": "workspace id -> its lease"}})),
-                    "400": _error("No workspace named, more than 500, or an invalid id."),
-                    "401": _error("Missing or wrong API key."),
-                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
-                    "429": _error("Too many wrong API keys from this address; see Retry-After."),
-                    "503": _error("Redis unavailable; retry later."),
-                },
-            }},
+            "/api/v1/leases": _batch_read(),
             "/admin/api/workspaces": {"get": _admin(
                 "listWorkspaces", "Active workspaces",
                 "Active workspaces whose id contains `q` (case-insensitive), the first `limit` by id, with the live "
@@ -264,7 +282,8 @@ def _document(note: Schema) -> dict[str, Any]:
                     "workspaces": {"type": "array", "items": _ref("WorkspaceRow")},
                     "servers": {"type": "array", "items": _ref("Server")},
                     "totals": {"type": "object"},
-                }))},
+                })),
+                 "400": _error("`limit` is not a whole number in digits 0-9.")},
                 parameters=[
                     {"name": "q", "in": "query", "schema": STR, "description": "part of the workspace id"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
@@ -310,9 +329,9 @@ def _document(note: Schema) -> dict[str, Any]:
                 "getAudit", "The audit log", "Lease changes, newest first; `next` is the `before` of the next page.",
                 {"200": _json("A page of entries.", _obj({
                     "entries": {"type": "array", "items": _ref("AuditEntry")}, "next": _nullable(STR)})),
-                 "400": _error("`before` is not a stream id.")},
+                 "400": _error("`before` is not a stream id, or `limit` not a whole number in digits 0-9.")},
                 parameters=[
-                    {"name": "before", "in": "query", "schema": {"type": "string", "pattern": r"^\d+-\d+$"}},
+                    {"name": "before", "in": "query", "schema": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                                                  "default": 50}},
                 ],

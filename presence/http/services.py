@@ -27,6 +27,8 @@ from ..gateway import replies as r
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import SERVICE_PREFIX, valid_workspace
+from .bodies import capped_body
+from .params import whole_number
 
 MIN_TTL_MS = 500  # below this a renewal cannot keep up with a network hiccup
 MAX_TTL_MS = 3_600_000  # an hour: a crashed job must not block a document for longer
@@ -68,8 +70,8 @@ class ServiceLeases:
         self.refused = refused
 
     async def _body(self, request: Request, kind: type[Take] | type[Renew]) -> Take | Renew | Response:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
+        raw = await capped_body(request, MAX_BODY)
+        if raw is None:
             return _bad(f"the body is larger than {MAX_BODY} bytes")
         try:
             return msgspec.json.decode(raw or b"{}", type=kind)
@@ -153,11 +155,11 @@ class ServiceLeases:
             return refused
         if (workspace := self._workspace(request)) is None:
             return _bad("invalid workspace id")
-        raw = request.query_params.get("fence", "")
-        if not raw.isdigit() or len(raw) > 18:
-            return _bad("name the fence to release: ?fence=<the fence of your grant>")
+        fence = whole_number(request.query_params.get("fence", ""))
+        if fence is None:
+            return _bad("name the fence to release: ?fence=<the fence of your grant, in digits 0-9>")
         try:
-            out = await self.leases.release(workspace, int(raw), "released")
+            out = await self.leases.release(workspace, fence, "released")
             if isinstance(out.reply, r.Relinquished):
                 return JSONResponse({"released": True})
             return await self._holder(workspace)
