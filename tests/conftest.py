@@ -1,6 +1,9 @@
+"""The fixtures of every test: they start what a test asks for (redis-server, a Redis Cluster,
+``presence serve`` processes, a key set) when it asks, never at import. The helpers they use live in
+tests/support (on the path through pyproject.toml's ``pythonpath``)."""
+
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -8,19 +11,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from procs import LocalRedisCluster, RedisServer, ServerProcess, TlsFiles, TlsRedisServer
+from keysets import KeySetServer
+from procs import LocalRedisCluster, RedisServer, TlsFiles, TlsRedisServer
+from servers import Cluster
 
-# Short, configured timings: timing-dependent tests use these and generous bounds.
-FAST = {
-    "PRESENCE_HEARTBEAT_MS": "300",
-    "PRESENCE_DEAD_AFTER_MS": "900",
-    "PRESENCE_LEASE_TTL_MS": "1500",
-    "PRESENCE_GRACE_MS": "600",
-    "PRESENCE_HELLO_TIMEOUT_MS": "1000",
-    "PRESENCE_LOG_LEVEL": "info",
-    # Dev mode (tests mint dev tokens) on a real Redis: a production setting, so it must be meant.
-    "PRESENCE_DEV": "1",
-}
+from presence.signing import JwksKeys
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,30 +50,6 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-class Cluster:
-    """Presence server processes sharing one Redis, created on demand and closed by the fixture."""
-
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        self.redis_url = redis_url
-        self.prefix = prefix
-        self.servers: list[ServerProcess] = []
-
-    def server(self, name: str = "server", **env: str) -> ServerProcess:
-        full = {**FAST, "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": self.prefix, **env}
-        proc = ServerProcess(full, name=name)
-        self.servers.append(proc)  # first: closed by the fixture even if the test stops while it starts
-        return proc.start()
-
-    async def server_async(self, name: str = "server", **env: str) -> ServerProcess:
-        """:meth:`server` for async tests: started in a worker thread, so the event loop (and the
-        tabs already open on it) goes on running while the process comes up."""
-        return await asyncio.to_thread(self.server, name, **env)
-
-    def close(self) -> None:
-        for s in self.servers:
-            s.close()
 
 
 @pytest.fixture
@@ -133,3 +104,20 @@ def tls_redis(tls_files: TlsFiles) -> Iterator[TlsRedisServer]:
         pytest.skip(f"redis-server without TLS support: {exc}")
     yield server
     server.close()
+
+
+@pytest.fixture
+def keyset() -> Iterator[KeySetServer]:
+    """An identity provider's key set, served on a free port (empty until the test sets its keys)."""
+    server = KeySetServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[JwksKeys]]:
+    """Key sets a test prepared (their refreshers run): stopped after it."""
+    started: list[JwksKeys] = []
+    yield started
+    for keys in started:
+        await keys.stop()

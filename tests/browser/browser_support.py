@@ -1,7 +1,6 @@
 """Helpers of the browser tests: Debian's headless Chromium driven by Playwright (sync API).
 
-This is deliberately not a ``conftest.py``: a second conftest module would shadow the suite's
-``from conftest import ...``.
+This is deliberately not a ``conftest.py``: the suite's fixtures live in the one tests/conftest.py.
 
 Never a downloaded browser: Chromium is launched from ``/usr/bin/chromium``; without it (or
 without the ``playwright`` package) every browser test is skipped.

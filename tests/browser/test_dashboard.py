@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from conftest import Cluster
+from servers import Cluster
 from wsclient import Tab
 
 try:

@@ -22,7 +22,7 @@ from browser_support import (
     open_demo,
     server_doc,
 )
-from conftest import Cluster
+from servers import Cluster
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

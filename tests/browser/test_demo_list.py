@@ -20,7 +20,7 @@ from browser_support import (
     new_page_fixture,  # noqa: F401 - fixture
     open_demo,
 )
-from conftest import Cluster
+from servers import Cluster
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -24,7 +24,7 @@ from browser_support import (
     needs_browser,
     new_page_fixture,  # noqa: F401 - fixture
 )
-from conftest import Cluster
+from servers import Cluster
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
