@@ -19,7 +19,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .procs import raise_fd_limit, uvicorn_config
+from ..http.stack import uvicorn_config
+from .procs import raise_fd_limit
 
 
 def create_app(heartbeat_ms: int) -> Starlette:

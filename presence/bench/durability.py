@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 import redis.asyncio as aioredis
 
 from .harness import Bench, acquire_round_trips, summary, timings
-from .procs import RedisProc
+from .procs import RedisServer
 
 
-async def _in_sync(replica: RedisProc) -> None:
+async def _in_sync(replica: RedisServer) -> None:
     client = aioredis.Redis(port=replica.port, decode_responses=True)
     try:
         for _ in range(200):
@@ -33,10 +33,10 @@ async def _in_sync(replica: RedisProc) -> None:
 
 async def wait_cost(b: Bench) -> dict[str, Any]:
     primary = urlparse(b.redis_url)
-    replica = RedisProc(replica_of=(primary.hostname or "127.0.0.1", primary.port or 6379))
+    replica = RedisServer(extra=["--replicaof", primary.hostname or "127.0.0.1", str(primary.port or 6379)],
+                          name="redis-replica")
     b.procs.append(replica)
-    replica.start()
-    await replica.ready()
+    await replica.start_async()
     await _in_sync(replica)
     plain = await b.server("dur0", keys="dur", **timings(5000))
     durable = await b.server("dur1", keys="dur", **timings(5000), PRESENCE_REDIS_WAIT_REPLICAS="1")

@@ -22,10 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import auth
-from ..settings import DEV_SECRET
 from .procs import raise_fd_limit
-from .wsclient import Message, WsClient
+from .wsclient import TOKEN_TTL_S, Message, WsClient, dev_token, hello
 
 
 @dataclass(slots=True)
@@ -87,7 +85,7 @@ class Farm:
             tab.client = client
             welcome = client.next(lambda m: m.get("type") == "welcome")
             rejoin = client.next(lambda m: m.get("type") == "acquired") if tab.fence is not None else None
-            client.send({"type": "hello", "token": tab.token, "workspace": tab.workspace, "tab": tab.tab})
+            client.send(hello(tab.token, tab.workspace, tab.tab))
             state = (await asyncio.wait_for(welcome, 60)).get("state") or {}
             holder = state.get("holder") or {}
             if rejoin is not None and holder.get("fence") == tab.fence:
@@ -105,7 +103,7 @@ class Farm:
     async def open(self, host: str, port: int, tabs: list[list[str]], path: str = "/ws", parallel: int = 500,
                    ports: list[int] | None = None, **_: Any) -> dict[str, Any]:
         """Connect ``tabs``; with ``ports``, tab i to ``ports[i % len(ports)]`` (several servers)."""
-        new = [FarmTab(u, ws, t, auth.mint(DEV_SECRET, u, u, 7200)) for u, ws, t in tabs]
+        new = [FarmTab(u, ws, t, dev_token(u, u, ttl_s=TOKEN_TTL_S)) for u, ws, t in tabs]
         self.tabs += new
         if not ports:
             return await self._connect_all(new, host, port, path, parallel)

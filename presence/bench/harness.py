@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import auth
 from ..gateway.gateway import Gateway
 from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
-from ..settings import DEV_SECRET, Settings
-from .procs import BareProc, Proc, ServerProc, SupervisorProc, child_env
-from .wsclient import WsClient
+from ..settings import Settings
+from .procs import BareProc, Proc, ServerProcess, Supervisor, child_env
+from .wsclient import TOKEN_TTL_S, WsClient, dev_token, hello
 
 HOST = "127.0.0.1"
 # Latency samples are spaced this far apart, the baselines' too: each request meets a server that
@@ -73,7 +71,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
             "max": ms[-1]}
 
 
-async def acquire_round_trips(b: Bench, server: ServerProc, user: str, workspace: str, samples: int) -> list[float]:
+async def acquire_round_trips(b: Bench, server: ServerProcess, user: str, workspace: str, samples: int) -> list[float]:
     """Seconds from sending ``acquire`` to its ``acquired``, one tab, ``samples`` times after a warm-up;
     each grant released again and the next request ``GAP_S`` later."""
     warm = max(20, samples // 20)
@@ -158,19 +156,17 @@ class Bench:
         self.farm = Farm()
         self._n = 0
 
-    async def server(self, name: str, keys: str | None = None, **settings: str) -> ServerProc:
+    async def server(self, name: str, keys: str | None = None, **settings: str) -> ServerProcess:
         """A ``presence serve`` process; servers with the same ``keys`` share their workspaces."""
-        proc = ServerProc(name, self._server_env(name, keys, settings))
+        proc = ServerProcess(self._server_env(name, keys, settings), name=name)
         self.procs.append(proc)
-        proc.start()
-        return await proc.ready()
+        return await proc.start_async()
 
-    async def supervisor(self, name: str, workers: int, **settings: str) -> SupervisorProc:
+    async def supervisor(self, name: str, workers: int, **settings: str) -> Supervisor:
         """``presence serve --workers N``, once every worker is ready."""
-        proc = SupervisorProc(name, self._server_env(name, None, settings), workers)
+        proc = Supervisor(self._server_env(name, None, settings), workers, name=name)
         self.procs.append(proc)
-        proc.start()
-        return await proc.ready()
+        return await proc.start_async()
 
     def _server_env(self, name: str, keys: str | None, settings: dict[str, str]) -> dict[str, str]:
         return {
@@ -186,17 +182,16 @@ class Bench:
     async def bare(self, heartbeat_ms: int) -> BareProc:
         proc = BareProc(heartbeat_ms)
         self.procs.append(proc)
-        proc.start()
-        return await proc.ready()
+        return await proc.start_async()
 
     def token(self, user: str) -> str:
-        return auth.mint(DEV_SECRET, user, user.title(), 7200)
+        return dev_token(user, ttl_s=TOKEN_TTL_S)
 
-    async def tab(self, server: ServerProc, user: str, workspace: str, **kw: Any) -> WsClient:
+    async def tab(self, server: ServerProcess, user: str, workspace: str, **kw: Any) -> WsClient:
         client = await WsClient.connect(HOST, server.port, **kw)
         welcome = client.next(lambda m: m.get("type") == "welcome")
         self._n += 1
-        client.send({"type": "hello", "token": self.token(user), "workspace": workspace, "tab": f"{user}-{self._n}"})
+        client.send(hello(self.token(user), workspace, f"{user}-{self._n}"))
         await asyncio.wait_for(welcome, 10)
         return client
 
@@ -218,7 +213,6 @@ class Bench:
         await self.farm.close()
         for proc in self.procs:
             with contextlib.suppress(Exception):
-                proc.signal(signal.SIGCONT)
                 proc.close(keep_log=keep_logs)
                 if keep_logs and proc.log_path.exists():
                     self.log(f"log of {proc.name}: {proc.log_path}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .procs import Proc, free_port, wait_http
+from .procs import HttpProc, free_port
 
 # What the issue measured: @hocuspocus/server 4.7 with its Redis extension; the provider and Yjs
 # are what a browser page runs, ws stands in for the browser's WebSocket in Node.
@@ -59,17 +59,13 @@ class Installation:
         return [self.node, str(self.dir / "hocuspocus-clients.mjs")]
 
 
-class HocuspocusProc(Proc):
+class HocuspocusProc(HttpProc):
     """``node hocuspocus-server.mjs PORT REDIS_PORT`` on 127.0.0.1."""
 
     def __init__(self, inst: Installation, redis_port: int) -> None:
-        self.port = free_port()
-        super().__init__("hocuspocus", [inst.node, str(inst.dir / "hocuspocus-server.mjs"), str(self.port),
-                                        str(redis_port)])
-
-    async def ready(self) -> HocuspocusProc:
-        await wait_http(self, f"http://127.0.0.1:{self.port}/")
-        return self
+        port = free_port()
+        super().__init__("hocuspocus", [inst.node, str(inst.dir / "hocuspocus-server.mjs"), str(port),
+                                        str(redis_port)], port)
 
 
 def install(cache: Path, log: Callable[[str], None]) -> Installation:

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from . import hocuspocus
 from .harness import HOST, Bench, Farm, Plan, summary, timings
-from .procs import RedisProc, cpu_seconds
+from .procs import RedisServer, cpu_seconds
 
 PEERS = ("hocuspocus",)
 SETTLE_S = 0.5  # after the last client saw everything: the writes and broadcasts behind it
@@ -96,15 +96,14 @@ async def compare(peer: str, plan: PeerPlan, cache: Path, bench_plan: Plan,
         log(f"peer comparison skipped: {exc}")
         return {"peer": peer, "skipped": str(exc)}
     log(f"peer: {', '.join(f'{k} {v}' for k, v in inst.versions.items())}")
-    redis_proc = RedisProc()
-    redis_proc.start()
+    redis_proc = RedisServer()
     bench = Bench(bench_plan, redis_proc.url, f"peer{secrets.token_hex(3)}", log)
     ours = Farm([sys.executable, "-m", "presence.bench.peerfarm"])
     theirs = Farm(inst.clients_cmd())
     redis: Any = None
     failed = True
     try:
-        await redis_proc.ready()
+        await redis_proc.start_async()
         redis = aioredis.Redis.from_url(redis_proc.url, decode_responses=True)
         await ours.start()
         await theirs.start()
@@ -132,8 +131,7 @@ def _sides(peer: str, plan: PeerPlan, bench: Bench, inst: hocuspocus.Installatio
     async def start_theirs() -> Server:
         proc = inst.server(redis_port)
         bench.procs.append(proc)  # ended by bench.close()
-        proc.start()
-        return await proc.ready()
+        return await proc.start_async()
 
     def ours_open(port: int, room: str, n: int) -> dict[str, Any]:
         return {"host": HOST, "port": port, "parallel": plan.parallel,

@@ -1,11 +1,19 @@
-"""Processes for ``presence bench``: redis-server, ``presence serve``, the bare baseline server and
-the tab farm, all on 127.0.0.1, each with its CPU time and memory read from ``/proc``."""
+"""Child processes on 127.0.0.1, for ``presence bench`` and for the test suite (tests/support builds
+on this module): redis-server, ``presence serve`` (one process, or a supervisor of workers) and any
+other program. Each gets a free port below 55000, writes its output to a log file of its own, is
+waited for until it answers, and is killed by ``close()``; its CPU time and memory come from /proc.
+
+Starting blocks until the process answers (seconds at most); ``start_async`` does the same in a
+worker thread, so an event loop (a bench's clients, a test's tabs) goes on running meanwhile.
+``PRESENCE_KEEP_LOGS`` set to anything keeps every log file, for a post-mortem.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -14,20 +22,135 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Self, TypeVar
+
+import redis
 
 import presence
 
-from ..http.stack import uvicorn_config as uvicorn_config
-
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+T = TypeVar("T")
+
+
+# -- ports --------------------------------------------------------------------------------------
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Ports:
+    """Free ports of one range, never one handed out twice by this process: a server may not have
+    bound its port yet when the next one is picked."""
+
+    def __init__(self, span: range) -> None:
+        self.span = span
+        self._taken: set[int] = set()
+
+    def narrow(self, index: int, count: int) -> None:
+        """Keep only the ``index``-th of ``count`` equal parts of the range: processes that start
+        servers side by side (parallel test workers) then never pick the same port."""
+        size = len(self.span) // count
+        start = self.span.start + index * size
+        self.span = range(start, start + size)
+
+    def take(self, also: Callable[[int], bool] = lambda port: True) -> int:
+        """A free port (for which ``also`` holds too)."""
+        for _ in range(500):
+            port = random.choice(self.span)
+            if port not in self._taken and bindable(port) and also(port):
+                self._taken.add(port)
+                return port
+        raise RuntimeError(f"no free port between {self.span.start} and {self.span.stop - 1}")
+
+    def take_run(self, n: int) -> list[int]:
+        """``n`` consecutive free ports."""
+        for _ in range(200):
+            first = self.take(lambda p: p + n <= self.span.stop)
+            run = list(range(first, first + n))
+            if all(p not in self._taken and bindable(p) for p in run[1:]):
+                self._taken.update(run)
+                return run
+        raise RuntimeError(f"no {n} consecutive free ports")
+
+
+# Below the kernel's ephemeral range (32768 and up), so an outgoing connection cannot take a port
+# between its pick and the server's bind; below 55000, this machine's rule; apart from the ports of
+# the tests' Redis Cluster nodes (17000-27000, their buses 10000 above).
+PORTS = Ports(range(10000, 17000))
+
+
+def free_port() -> int:
+    return PORTS.take()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` consecutive free ports (a supervisor's workers' own addresses)."""
+    return PORTS.take_run(n)
+
+
+# -- waiting ------------------------------------------------------------------------------------
+
+
+class ProcessExited(RuntimeError):
+    """The child process ended while it was waited for (the message has its log)."""
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Calls ``check`` until it returns something truthy, and returns that. An exception counts as
+    "not yet" (the last one is in the error), except :class:`ProcessExited`."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except ProcessExited:
+            raise
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last!r})")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """The status and body of a GET on a loopback URL built here; an error status is returned."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+# -- the environment ----------------------------------------------------------------------------
+
+
+def child_env(settings: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a child: this process's, without its ``PRESENCE_*`` settings and ``PORT``
+    (a child gets only the settings given; a variable given as None is left out), with this very
+    ``presence`` package first on its path."""
+    root = str(Path(presence.__file__).resolve().parent.parent)
+    env: dict[str, str | None] = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCE_") and k != "PORT"}
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings or {})
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def raise_fd_limit() -> int:
-    """Raise this process's soft limit of open files to the hard limit (thousands of sockets)."""
+    """Raise this process's soft limit of open files to the hard limit (thousands of sockets); the
+    children started afterwards inherit it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -38,46 +161,60 @@ def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a child: this very ``presence`` package first on its path, no inherited
-    ``PRESENCE_*`` settings (the bench sets its own)."""
-    root = str(Path(presence.__file__).resolve().parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCE_") and k != "PORT"}
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (from /proc/PID/stat), all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class Proc:
-    """A child process with a log file; killed by ``close()``."""
+# -- processes ----------------------------------------------------------------------------------
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+
+class Proc:
+    """A child process with a log file. ``start()`` returns once :meth:`answers` says so; a process
+    that exits meanwhile raises :class:`ProcessExited`, one that does not answer in time
+    ``TimeoutError`` (and is killed)."""
+
+    start_timeout = 60.0
+
+    def __init__(self, name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        """``env``: the child's whole environment (:func:`child_env`); None inherits this one."""
         self.name = name
-        self.cmd = cmd
-        self.env = env
-        self.log_path = Path(tempfile.mkstemp(prefix=f"presence-bench-{name}-", suffix=".log")[1])
+        self.cmd = list(cmd)
+        self.env = None if env is None else dict(env)
+        self.cwd = cwd
+        self.log_path = Path(tempfile.mkstemp(prefix=f"presence-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Proc:
+    def command(self) -> list[str]:
+        return self.cmd
+
+    def answers(self) -> bool:
+        """Whether the process is ready (asked until it is, while it runs)."""
+        return True
+
+    def start(self) -> Self:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=raise_fd_limit,  # inherited by the exec'ed program
-            )
+            self.proc = subprocess.Popen(self.command(), env=self.env, cwd=self.cwd, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(self._ready, self.start_timeout, f"{self.name} (pid {self.pid})", interval=0.05)
+        except BaseException:
+            self.kill()  # nobody else holds on to a process that never came up
+            raise
         return self
+
+    async def start_async(self) -> Self:
+        """:meth:`start` without blocking the event loop."""
+        await asyncio.to_thread(self.start)
+        return self
+
+    def _ready(self) -> bool:
+        if not self.alive():
+            assert self.proc is not None
+            raise ProcessExited(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+        return self.answers()
 
     @property
     def pid(self) -> int:
@@ -88,21 +225,29 @@ class Proc:
         return self.proc is not None and self.proc.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far (from /proc/PID/stat)."""
         return cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
 
-    def log(self, tail: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:]
+    def log(self, tail: int | None = 5000) -> str:
+        """The end of the log (``tail=None``: all of it)."""
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def signal(self, sig: int) -> None:
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(sig)
 
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM, and the exit status once it has exited."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
     async def wait(self, timeout: float) -> int | None:
+        """The exit status, or None if it still runs after ``timeout`` seconds."""
         assert self.proc is not None
         try:
             return await asyncio.to_thread(self.proc.wait, timeout)
@@ -115,87 +260,104 @@ class Proc:
             self.proc.kill()
             self.proc.wait(10)
 
+    async def kill_async(self) -> None:
+        """:meth:`kill` without blocking the event loop."""
+        await asyncio.to_thread(self.kill)
+
     def close(self, keep_log: bool = False) -> None:
+        self.signal(signal.SIGCONT)  # one a test left stopped
         self.kill()
-        if not keep_log:
+        if not (keep_log or os.environ.get("PRESENCE_KEEP_LOGS")):
             self.log_path.unlink(missing_ok=True)
 
 
-def http_get(url: str, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # loopback URLs built here
-        return str(r.read().decode())
+class RedisServer(Proc):
+    """A throw-away redis-server: loopback, a free port, no persistence, a directory of its own
+    (kept across :meth:`restart`). ``binary``: another server of the same protocol (valkey-server)."""
 
+    start_timeout = 10.0
 
-async def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited:\n{proc.log()}")
-        try:
-            await asyncio.to_thread(http_get, url, 1.0)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{proc.name} not ready at {url} after {timeout}s:\n{proc.log()}") from None
-        await asyncio.sleep(0.05)
-
-
-class RedisProc(Proc):
-    """A redis-server of the bench's own: loopback, a free port, no persistence."""
-
-    def __init__(self, replica_of: tuple[str, int] | None = None) -> None:
-        """``replica_of``: (host, port) of the primary this one replicates (figure 7)."""
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="presence-bench-redis-")
-        exe = shutil.which("redis-server")
+    def __init__(self, port: int | None = None, extra: Sequence[str] = (), binary: str | None = None,
+                 name: str = "redis") -> None:
+        exe = binary or shutil.which("redis-server")
         if exe is None:
-            raise RuntimeError("redis-server not found on PATH (or pass --redis-url)")
-        replica = ["--replicaof", replica_of[0], str(replica_of[1])] if replica_of else []
-        super().__init__("redis-replica" if replica_of else "redis",
-                         [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", self.dir, *replica])
+            raise RuntimeError("redis-server not found on PATH")
+        self.port = port or free_port()
+        self.extra = list(extra)  # read at each start: a node restarted as a replica gets other ones
+        self.dir = tempfile.mkdtemp(prefix="presence-redis-")
+        super().__init__(name, [exe])
+
+    def command(self) -> list[str]:
+        return [*self.cmd, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.dir, *self.extra]
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    async def ready(self) -> RedisProc:
-        import redis.asyncio as aioredis
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
 
-        deadline = time.monotonic() + 10
-        while True:
-            client = aioredis.Redis(port=self.port)
-            try:
-                if await client.ping():
-                    return self
-            except Exception:
-                if time.monotonic() > deadline or not self.alive():
-                    raise RuntimeError(f"redis-server did not start:\n{self.log()}") from None
-            finally:
-                await client.aclose()
-            await asyncio.sleep(0.05)
+    def answers(self) -> bool:
+        return bool(self.client().ping())
+
+    def stop(self) -> None:
+        """SIGKILL: without persistence, a crash that loses every key."""
+        self.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    async def stop_async(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def restart_async(self) -> None:
+        await asyncio.to_thread(self.restart)
 
     def close(self, keep_log: bool = False) -> None:
         super().close(keep_log)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ServerProc(Proc):
-    """``python -m presence serve`` with the given ``PRESENCE_*`` settings."""
+class ServerProcess(Proc):
+    """``python -m presence serve`` on a free port, with ``settings`` (``PRESENCE_*`` variables; one
+    given as None is left out) and no other setting of this environment."""
 
-    def __init__(self, name: str, settings: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, settings: Mapping[str, str | None], port: int | None = None, name: str = "server",
+                 args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
-        self.settings = settings
-        cmd = [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        super().__init__(name, cmd, child_env(settings))
+        self.settings = dict(settings)
+        self.ready_path = "/readyz"
+        super().__init__(name, [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1",
+                                "--port", str(self.port), *args], child_env(settings))
 
-    async def ready(self) -> ServerProc:
-        await wait_http(self, f"http://127.0.0.1:{self.port}/readyz")
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> Self:
+        """Returns once ``/readyz`` answers 200 (``wait_ready=False``: ``/healthz``, the process is up
+        though its store may not be)."""
+        self.ready_path = "/readyz" if wait_ready else "/healthz"
+        return super().start()
+
+    async def start_async(self, wait_ready: bool = True) -> Self:
+        await asyncio.to_thread(self.start, wait_ready)
         return self
+
+    def answers(self) -> bool:
+        return http_get(self.http_url + self.ready_path, 1.0)[0] == 200
 
     async def metrics(self) -> dict[str, float]:
         """The Prometheus samples by name, summed over their labels."""
-        text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{self.port}/metrics")
+        status, text = await asyncio.to_thread(http_get, f"{self.http_url}/metrics")
+        if status != 200:
+            raise RuntimeError(f"{self.name}: /metrics answered {status}")
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -207,74 +369,69 @@ class ServerProc(Proc):
                     continue
         return out
 
-    async def restart(self) -> ServerProc:
-        """Start again on the same port (after it exited)."""
-        self.start()
-        return await self.ready()
 
+class Supervisor(ServerProcess):
+    """``python -m presence serve --workers N``: ready once every worker answers on its own address
+    (worker ``slot`` on the ``slot``-th of :attr:`own`)."""
 
-class SupervisorProc(Proc):
-    """``python -m presence serve --workers N``: the supervisor, each worker's pid and own address."""
+    def __init__(self, settings: Mapping[str, str | None], workers: int, name: str = "supervisor") -> None:
+        self.workers = workers
+        self.own = free_ports(workers)
+        super().__init__({**settings, "PRESENCE_WORKER_PORTS": str(self.own[0])}, name=name,
+                         args=["--workers", str(workers)])
 
-    def __init__(self, name: str, settings: dict[str, str], workers: int) -> None:
-        self.port = free_port()
-        self.own = free_ports(workers)  # worker k's own address: the k-th
-        cmd = [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", str(workers)]
-        super().__init__(name, cmd, child_env({**settings, "PRESENCE_WORKER_PORTS": str(self.own[0])}))
+    def own_url(self, slot: int) -> str:
+        return f"http://127.0.0.1:{self.own[slot - 1]}"
 
-    async def ready(self) -> SupervisorProc:
-        for port in self.own:
-            await wait_http(self, f"http://127.0.0.1:{port}/readyz")
-        return self
+    def answers(self) -> bool:
+        return all(http_get(self.own_url(slot) + self.ready_path, 1.0)[0] == 200
+                   for slot in range(1, self.workers + 1))
+
+    def children(self) -> set[int]:
+        return {int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()}
 
     def worker_pid(self, slot: int) -> int:
         """The pid of worker ``slot`` (the supervisor's child started with ``--worker slot``)."""
-        for pid in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split():
+        for pid in self.children():
             args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
             if "--worker" in args and args[args.index("--worker") + 1] == str(slot):
-                return int(pid)
+                return pid
         raise RuntimeError(f"worker {slot} is not running:\n{self.log()}")
 
-    async def worker_server(self, slot: int) -> str:
-        """The server id of worker ``slot`` (its own address's /readyz)."""
-        body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{self.own[slot - 1]}/readyz")
+    def server_id(self, slot: int) -> str:
+        """The server id of worker ``slot``'s current process (its own address's /readyz)."""
+        status, body = http_get(self.own_url(slot) + "/readyz")
+        assert status == 200, (status, body)
         return str(json.loads(body)["server"])
 
-
-def free_ports(n: int) -> list[int]:
-    """``n`` consecutive free ports."""
-    while True:
-        first = free_port()
-        ports = list(range(first, first + n))
-        if ports[-1] < 65536 and all(_bindable(p) for p in ports[1:]):
-            return ports
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    def kill(self) -> None:
+        """The supervisor and its workers (which would otherwise drain and exit on their own)."""
+        workers = self.children() if self.alive() else set()
+        super().kill()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
 
 
-class BareProc(Proc):
+class HttpProc(Proc):
+    """Another program serving HTTP on ``port``: ready once ``path`` answers 200."""
+
+    def __init__(self, name: str, cmd: Sequence[str], port: int, path: str = "/",
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.port = port
+        self.path = path
+        super().__init__(name, cmd, env, cwd)
+
+    def answers(self) -> bool:
+        return http_get(f"http://127.0.0.1:{self.port}{self.path}", 1.0)[0] == 200
+
+
+class BareProc(HttpProc):
+    """The bare baseline server (``presence.bench.bare``)."""
+
     def __init__(self, heartbeat_ms: int) -> None:
-        self.port = free_port()
-        super().__init__("bare", [sys.executable, "-m", "presence.bench.bare", "--port", str(self.port),
-                                  "--heartbeat-ms", str(heartbeat_ms)], child_env())
-
-    async def ready(self) -> BareProc:
-        await wait_http(self, f"http://127.0.0.1:{self.port}/healthz")
-        return self
-
-
-def terminate_all(procs: list[Any]) -> None:
-    for p in procs:
-        try:
-            p.signal(signal.SIGCONT)
-            p.close()
-        except Exception:  # best effort at shutdown; each is killed if alive
-            continue
+        port = free_port()
+        super().__init__("bare", [sys.executable, "-m", "presence.bench.bare", "--port", str(port),
+                                  "--heartbeat-ms", str(heartbeat_ms)], port, "/healthz", child_env())

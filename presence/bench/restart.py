@@ -36,7 +36,7 @@ async def restart_under_load(b: Bench, busy_loops: int = 2) -> dict[str, Any]:
     try:
         await asyncio.sleep(1.0)  # the loops have the cores
         victim, survivor = sup.worker_pid(1), sup.worker_pid(2)
-        victim_id, survivor_id = await sup.worker_server(1), await sup.worker_server(2)
+        victim_id, survivor_id = await asyncio.gather(*(asyncio.to_thread(sup.server_id, slot) for slot in (1, 2)))
         cpu0 = cpu_seconds(survivor)
         sigterm = time.perf_counter()
         rejoin = asyncio.create_task(b.farm.call("rejoin", server=victim_id, host=HOST, port=sup.port,

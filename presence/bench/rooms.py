@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from .harness import HOST, Bench, timings
-from .procs import ServerProc
+from .procs import ServerProcess
 
 # Long enough that few pings (a cost per tab per tick: figure 2's) fall into a join storm, short
 # enough that the idle window that measures Redis per tick stays short.
@@ -46,7 +46,7 @@ async def big_rooms(b: Bench, sizes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-async def _room(b: Bench, servers: tuple[ServerProc, ServerProc], n: int, redis: Any) -> dict[str, Any]:
+async def _room(b: Bench, servers: tuple[ServerProcess, ServerProcess], n: int, redis: Any) -> dict[str, Any]:
     ws = f"bench-room-{n}"
     tabs = [[f"room{n}-{i}", ws, f"room{n}-tab-{i}"] for i in range(n)]
     cpu0 = sum(s.cpu_seconds() for s in servers)
@@ -85,7 +85,7 @@ async def status_storms(b: Bench, sizes: tuple[int, ...], rounds: int) -> dict[s
     return {"storms": storms, "ratio": storms[-1]["cpu_ms_per_status"] / storms[0]["cpu_ms_per_status"]}
 
 
-async def _storm(b: Bench, server: ServerProc, n: int, rounds: int) -> dict[str, Any]:
+async def _storm(b: Bench, server: ServerProcess, n: int, rounds: int) -> dict[str, Any]:
     ws = f"bench-status-{n}"
     tabs = [[f"status{n}-{i}", ws, f"status{n}-tab-{i}"] for i in range(n)]
     opened = await b.farm.call("open", host=HOST, port=server.port, tabs=tabs, parallel=b.plan.parallel, timeout=600)

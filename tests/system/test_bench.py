@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import ROOT
+from paths import ROOT
 
 from presence.bench import hocuspocus
 from presence.bench.harness import Plan

@@ -105,7 +105,7 @@ class Node:
         old = self.proc
         old.kill()
         old.close()
-        self.proc = ServerProcess(old.env, port=old.port, name=old.name).start()
+        self.proc = ServerProcess(old.settings, port=old.port, name=old.name).start()
 
     def close(self) -> None:
         self.proc.close()

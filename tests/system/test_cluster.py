@@ -370,7 +370,7 @@ async def test_wait_replicas_on_cluster_waits_for_the_slots_replica() -> None:
         assert await lease.replicate("doc", fence) is Replication.CONFIRMED
         await lease.release("doc", fence)
 
-        cluster.procs[replica_port].send_signal(signal.SIGSTOP)
+        cluster.nodes[replica_port].signal(signal.SIGSTOP)
         try:
             with pytest.raises(StoreUnavailable, match="reached 0 of 1 replicas"):
                 await lease.acquire("doc", "alice", "Alice", "t1", "c1")
@@ -381,7 +381,7 @@ async def test_wait_replicas_on_cluster_waits_for_the_slots_replica() -> None:
             assert await lease.replicate("doc", again.reply.fence) is Replication.UNCONFIRMED
             assert await lease.replicate("doc", again.reply.fence + 1) is Replication.MOVED_ON
         finally:
-            cluster.procs[replica_port].send_signal(signal.SIGCONT)
+            cluster.nodes[replica_port].signal(signal.SIGCONT)
         await asyncio.to_thread(replica.close)
     finally:
         await store.close()

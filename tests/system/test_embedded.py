@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import httpx
-from procs import ROOT, ServerProcess
+from paths import ROOT
+from procs import ServerProcess
 from wsclient import Tab
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import ROOT, ServerProcess, free_port, wait_until
+from paths import ROOT
+from procs import ServerProcess, free_port, wait_until
 from starlette.testclient import TestClient
 
 from presence import cli

@@ -9,7 +9,8 @@ import sys
 import urllib.request
 
 import pytest
-from procs import ROOT, RedisServer, ServerProcess, free_port
+from paths import ROOT
+from procs import RedisServer, ServerProcess, free_port
 
 SECRET = "s" * 40
 ENV = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}

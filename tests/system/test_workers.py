@@ -8,27 +8,25 @@ Timings are the short ones of ``FAST`` (lease TTL 1.5 s); the restart grace is a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ROOT, RedisServer, _bindable, free_port, wait_until
+from paths import ROOT
+from procs import RedisServer, Supervisor, free_port
 from servers import FAST, Cluster
 from waiting import until
 from wsclient import Tab
 
+from presence.bench.procs import child_env
 from presence.gateway.keys import Keys
 
 TTL_S = int(FAST["PRESENCE_LEASE_TTL_MS"]) / 1000
@@ -38,88 +36,27 @@ SUPERVISED_GRACE_MS = 9000
 KEPT = re.compile(r"^server restarting, reconnect; lease kept for (\d+) ms$")
 
 
-def free_ports(n: int) -> int:
-    """The first of ``n`` consecutive free ports (a supervisor's workers' own addresses)."""
-    for _ in range(200):
-        first = free_port()
-        if all(_bindable(first + i) for i in range(1, n)):
-            return first
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return int(r.status), r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-
-
-class Supervised:
-    """``python -m presence serve --workers N``: the supervisor process, its log, its workers."""
+class Supervised(Supervisor):
+    """``python -m presence serve --workers N`` on a test's Redis, started once every worker says in
+    the log that it is ready."""
 
     def __init__(self, redis_url: str, prefix: str, workers: int = 2, **env: str) -> None:
-        self.port = free_port()
-        self.first = free_ports(workers)
-        self.workers = workers
-        self.env = {**os.environ, **FAST, "PRESENCE_REDIS_URL": redis_url, "PRESENCE_KEY_PREFIX": prefix,
-                    "PRESENCE_DEV": "1", "PRESENCE_WORKER_PORTS": str(self.first),
-                    "PRESENCE_RESTART_GRACE_MS": str(SUPERVISED_GRACE_MS), "PYTHONUNBUFFERED": "1", **env}
-        self.env.pop("PORT", None)
-        self.log_path = Path(tempfile.mkstemp(prefix="presence-supervisor-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__({**FAST, "PRESENCE_REDIS_URL": redis_url, "PRESENCE_KEY_PREFIX": prefix,
+                          "PRESENCE_RESTART_GRACE_MS": str(SUPERVISED_GRACE_MS), **env}, workers)
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+    def answers(self) -> bool:
+        return len(self.ready_pids()) == self.workers
 
-    def own_url(self, slot: int) -> str:
-        return f"http://127.0.0.1:{self.first + slot - 1}"
-
-    def start(self) -> Supervised:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", str(self.workers)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            )
-        wait_until(lambda: len(self.ready_pids()) == self.workers, 60, "every worker ready", interval=0.05)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, tail: int | None = None) -> str:
+        """The whole log (the workers' lines too), unless ``tail``."""
+        return super().log(tail)
 
     def ready_pids(self) -> dict[int, int]:
         """``{worker: pid}`` of the latest process of each worker that said it is ready."""
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"the supervisor exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            raise RuntimeError(f"the supervisor exited with {self.proc.returncode}:\n{self.log(3000)}")
         return {int(w): int(pid) for w, pid in re.findall(r"worker (\d+) \(pid (\d+)\) is ready", self.log())}
-
-    def children(self) -> set[int]:
-        assert self.proc is not None
-        return {int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()}
-
-    def server_id(self, slot: int) -> str:
-        """The server id of worker ``slot``'s current process (its own address's /readyz)."""
-        status, body = get(self.own_url(slot) + "/readyz")
-        assert status == 200, (status, body)
-        return str(re.search(r'"server":"(\w+)"', body).group(1))  # type: ignore[union-attr]
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            pids = self.children()
-            self.proc.kill()
-            self.proc.wait(10)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if not os.environ.get("PRESENCE_KEEP_LOGS"):
-            self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -358,8 +295,7 @@ async def test_restart_grace_off_keeps_the_ttl_rule(servers: Cluster, opened: li
 
 
 def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCE_") and k != "PORT"}
-    return subprocess.run([sys.executable, "-m", "presence", "serve", *args], env={**full, **env}, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "presence", "serve", *args], env=child_env(env), cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -378,9 +314,9 @@ def test_a_bad_number_of_workers_is_refused(count: str) -> None:
 
 def test_workers_on_a_port_in_use_are_refused_before_any_starts(redis_server: RedisServer) -> None:
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        port = free_port()
+        busy.bind(("127.0.0.1", port))
         busy.listen()
-        port = busy.getsockname()[1]
         out = serve("--workers", "2", "--port", str(port), PRESENCE_REDIS_URL=redis_server.url, PRESENCE_DEV="1")
     assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr, out.stderr
     assert "started" not in out.stderr
