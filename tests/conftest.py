@@ -22,7 +22,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run long soak/chaos tests")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "browser" in item.keywords:  # one Chromium at a time: its pages miss no ping on 2 cores
+            item.add_marker(pytest.mark.xdist_group("browser"))
     if config.getoption("--runslow") or os.environ.get("PRESENCE_RUNSLOW"):
         return
     skip = pytest.mark.skip(reason="long test: run with --runslow")
