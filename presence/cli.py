@@ -85,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
                       dev_mode=settings.dev_mode)
     config = uvicorn_config(
         create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
-        header_timeout_s=settings.hello_timeout_ms / 1000,
+        header_timeout_s=settings.hello_timeout_ms / 1000, send_buffer_bytes=settings.send_buffer_bytes,
     )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])

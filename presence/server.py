@@ -3,7 +3,7 @@
 It builds every part once, at start-up, and hands each only the collaborators it uses; nothing
 else builds parts or reaches through another. Data flows one way:
 
-    WebSocket -> session (connections) -> lease commands (engine) -> lease scripts (gateway, Redis)
+    WebSocket -> endpoint, session (connections) -> lease commands (engine) -> lease scripts (gateway, Redis)
     -> workspace core (sans I/O) -> effects -> tabs
     pub/sub (gateway) -> workspaces (engine) -> the same core
 
@@ -22,8 +22,7 @@ import secrets
 from typing import Any
 
 from .connections.admission import Admission
-from .connections.session import Endpoint
-from .connections.watcher import Watchers
+from .connections.endpoint import Endpoint
 from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
 from .engine.heartbeat import Heartbeat
@@ -60,7 +59,7 @@ class Server:
         self.tasks = TaskSet()
         self.metrics = Metrics(
             self.server_id, lambda: self.workspaces.counts(), lambda: self.ready,
-            lambda: (len(self.watchers), len(self.watch_index)),
+            lambda: (len(self.endpoint.watchers), len(self.watch_index)),
         )
         self.gateway = Gateway(settings, client, self.metrics)
         self.leases = LeaseScripts(self.gateway, settings, self.keys)
@@ -78,12 +77,9 @@ class Server:
         self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
-        self.watchers = Watchers(
-            settings, self.admission, self.watch_index, self.metrics, self._next_conn, self.tokens
-        )
         self.endpoint = Endpoint(
             settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn, self.tokens,
-            self.watchers,
+            self.watch_index,
         )
         # The ops plane: it observes this process's lease events and reads its counts.
         self.audit = AuditLog(
@@ -150,7 +146,7 @@ class Server:
         self.stopping = True
         self.admission.close()
         await self.workspaces.stop(Restarting.close_code, "server restarting, reconnect")
-        self.watchers.stop(Restarting.close_code, "server restarting, reconnect")
+        self.endpoint.stop(Restarting.close_code, "server restarting, reconnect")  # watchers, handshakes
         await self.heartbeat.stop()
         await self.subscriptions.stop()
         await self.tasks.close()

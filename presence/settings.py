@@ -23,6 +23,11 @@ Scope = Literal["user", "tab"]
 MIN_KEY_LENGTH = 16
 """The shortest ``PRESENCE_ADMIN_TOKEN`` or ``PRESENCE_API_KEY`` the server starts with."""
 
+MIN_SEND_BUFFER = 64 * 1024
+"""The smallest ``PRESENCE_SEND_BUFFER_BYTES``: what the server's socket buffers before it waits anyway."""
+
+MAX_TOKEN_LEEWAY_MS = 60_000
+
 
 class SettingsError(ValueError):
     """A setting is missing or invalid; the message says which one and how to fix it."""
@@ -51,6 +56,7 @@ class Settings:
     lease_ttl_ms: int = 15000
     grace_ms: int = 5000
     hello_timeout_ms: int = 5000
+    token_leeway_ms: int = 5000
     lease_scope: Scope = "user"
     key_prefix: str = "presence"
     max_message_bytes: int = 16 * 1024
@@ -61,6 +67,7 @@ class Settings:
     user_rate_burst: int = 100
     max_connections: int = 20_000
     send_queue_size: int = 256
+    send_buffer_bytes: int = 1024 * 1024
     handoff_timeout_ms: int = 30000
     handoff_takeover: bool = True
     takeover_cooldown_ms: int = 0
@@ -187,6 +194,19 @@ class Settings:
             problems.append(
                 "PRESENCE_USER_RATE_LIMIT must be positive (messages per second for all of one user's tabs on "
                 "a process together, burst twice that)"
+            )
+        if self.send_queue_size < 1:
+            problems.append("PRESENCE_SEND_QUEUE_SIZE must be at least 1 (messages waiting for a slow client)")
+        if self.send_buffer_bytes < MIN_SEND_BUFFER:
+            problems.append(
+                f"PRESENCE_SEND_BUFFER_BYTES ({self.send_buffer_bytes}) must be at least {MIN_SEND_BUFFER} (64 KiB): "
+                "the bytes waiting for one client that does not read, beyond which it is closed; the default is "
+                "1048576 (1 MiB)"
+            )
+        if not 0 <= self.token_leeway_ms <= MAX_TOKEN_LEEWAY_MS:
+            problems.append(
+                f"PRESENCE_TOKEN_LEEWAY_MS ({self.token_leeway_ms}) must be between 0 and {MAX_TOKEN_LEEWAY_MS} "
+                "(milliseconds a connection outlives its token's exp); the default is 5000"
             )
         if self.max_connections < 1:
             problems.append("PRESENCE_MAX_CONNECTIONS must be at least 1 (open WebSockets per process)")

@@ -28,10 +28,13 @@ from test_metrics import scrape, value
 from wsclient import Tab, open_tab
 
 from presence import auth, logctx
+from presence.auth import Identity
+from presence.connections.credential import Credential
+from presence.connections.output import Output
 from presence.connections.tab import Tab as ServerTab
 from presence.server import Server
 from presence.settings import Settings, SettingsError
-from presence.wire.messages import ServerMessage, Welcome
+from presence.wire.messages import Person, ServerMessage, Welcome
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hardening-test-secret-0123456789abcdef"
@@ -136,6 +139,16 @@ class _NoSocket:
         pass
 
 
+def _server_tab(
+    hub: Server, conn: str, user: str, ws: str, tab_id: str, kind: type[ServerTab] = ServerTab
+) -> ServerTab:
+    """A tab of ``hub`` on a connection that sends nowhere (its output started: stop it after)."""
+    output = Output(_NoSocket(), conn)
+    output.start()
+    identity = Identity(Person(user, user.title()), None, True)
+    return kind(output, Credential(identity, output, hub.endpoint.verifier), ws, tab_id)
+
+
 @pytest.fixture
 async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
     settings = Settings(redis_url=redis_server.url, key_prefix=prefix, heartbeat_ms=300, dead_after_ms=900,
@@ -150,29 +163,26 @@ async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
 async def test_a_join_that_fails_after_redis_took_the_tab_undoes_it(
     hub: Server, redis_server: RedisServer, prefix: str
 ) -> None:
-    from presence.wire.messages import Person
 
     r = redis_server.client()
-    tab = _WelcomeFails(_NoSocket(), "hub1-1", Person("gina", "Gina"), "undo-doc", "tab-g")
-    tab.start()
+    tab = _server_tab(hub, "hub1-1", "gina", "undo-doc", "tab-g", _WelcomeFails)
     try:
         with pytest.raises(RuntimeError, match="welcome"):
             await hub.workspaces.join(tab)
     finally:
-        await tab.stop()
+        await tab.output.stop()
     assert "undo-doc" not in hub.workspaces
     assert r.zcard(f"{prefix}:{{undo-doc}}:tabs") == 0 and r.hlen(f"{prefix}:{{undo-doc}}:info") == 0
     await eventually(lambda: r.pubsub_channels(f"{prefix}:{{undo-doc}}") == [], what="unsubscribed")
     # Someone joining next sees nobody else.
-    ok = ServerTab(_NoSocket(), "hub1-2", Person("hal", "Hal"), "undo-doc", "tab-h")
-    ok.start()
+    ok = _server_tab(hub, "hub1-2", "hal", "undo-doc", "tab-h")
     try:
         await hub.workspaces.join(ok)
         assert [m.user.id for m in hub.workspaces.core("undo-doc").members.values()] == ["hal"]
         assert r.hkeys(f"{prefix}:{{undo-doc}}:info") == ["hub1-2"]
         await hub.workspaces.leave(ok, clean=True)
     finally:
-        await ok.stop()
+        await ok.output.stop()
 
 
 # -- 4. the server's own stall is not its tabs' silence -----------------------------------------

@@ -114,7 +114,7 @@ async def test_one_user_cannot_take_more_than_a_bounded_share(servers: Cluster, 
     assert served >= 10 * seconds * 0.5, served  # and the budget is served, not starved
     errors = [m for t in mallory for m in t.of("error")]
     assert errors and {e["code"] for e in errors} == {"rate_limited"}
-    assert any("this user's tabs together" in e["message"] for e in errors)
+    assert any("this user's connections together" in e["message"] for e in errors)
     assert max(took) < 1.0, took  # alice's requests went through all along
     assert alice.closed_code is None
     assert {t.closed_code for t in mallory} <= {None, 4429}

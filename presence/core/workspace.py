@@ -225,8 +225,11 @@ class Workspace:
 
     # -- a tab's own requests ---------------------------------------------------------------
 
-    def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
-        """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
+    def welcome(
+        self, conn: str, rejoined: bool, sent_at: float, now: float, expires_in_ms: int | None = None
+    ) -> list[Effect]:
+        """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease).
+        ``expires_in_ms``: the time left of the tab's token, told in the welcome."""
         m = self.members[conn]
         if self.holding.welcomed(m) and rejoined and m.fence is not None:
             self.confirm(m.fence, sent_at, now)
@@ -235,7 +238,7 @@ class Workspace:
         s = self.settings
         self._send((conn,), Welcome(
             conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=s.heartbeat_ms,
-            lease_ttl_ms=s.lease_ttl_ms, scope=s.lease_scope, state=self.replica.view(),
+            lease_ttl_ms=s.lease_ttl_ms, scope=s.lease_scope, state=self.replica.view(), expires_in_ms=expires_in_ms,
         ))
         if m.fence is not None:
             self._send((conn,), Acquired(fence=m.fence, ttl_ms=self.ttl_left_ms(now), rejoined=True))

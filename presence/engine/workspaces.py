@@ -156,8 +156,9 @@ class Workspaces:
 
     # -- joining and leaving ----------------------------------------------------------------
 
-    async def join(self, tab: TabOutbox) -> None:
-        """Enter the tab into its workspace and send ``welcome`` (and ``acquired`` on a rejoin).
+    async def join(self, tab: TabOutbox, expires_in_ms: int | None = None) -> None:
+        """Enter the tab into its workspace and send ``welcome`` (and ``acquired`` on a rejoin);
+        ``expires_in_ms``: the time left of its token, for the welcome.
 
         Raises ``Overloaded`` (1013) when Redis is unavailable. A join that fails undoes itself.
         """
@@ -183,7 +184,7 @@ class Workspaces:
             now = self._now()
             core = local.core
             self._carry_out(local, core.catch_up(out.reply.snapshot, out.reply.seq, out.events, out.sent_at, now))
-            self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now))
+            self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now, expires_in_ms))
         except Exception:
             await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
             raise
