@@ -73,6 +73,8 @@ export interface WelcomeMessage {
   lease_ttl_ms: number;
   scope?: LeaseScope;
   state: State;
+  /** Time left until the token's `exp`; the client refreshes the token before it runs out. */
+  expires_in_ms?: number;
 }
 
 export type ReleaseReason = "released" | "taken_over" | "expired" | "lost" | "revoked" | "idle";
@@ -81,7 +83,7 @@ export type DeclineReason = "declined" | "timeout" | "cancelled";
 /** Error codes of the server (docs/protocol.md) and of the client itself. */
 export type ErrorCode =
   | "bad_message" | "rate_limited" | "not_holder" | "takeover_forbidden" | "takeover_cooldown"
-  | "request_pending" | "no_request" | "unavailable" | "internal"
+  | "request_pending" | "no_request" | "unavailable" | "internal" | "bad_token"
   // the client's own: a token function that failed, giving up, not connected, closed
   | "token_failed" | "unauthorized" | "protocol_error" | "forbidden" | "connect_failed" | "disconnected" | "closed";
 
@@ -213,7 +215,9 @@ export interface PresenceEventMap {
 // ---- options ------------------------------------------------------------------------------------
 
 /** A token, or a (possibly async) function called before every connection attempt; `refresh` is true
- *  when the previous attempt was refused with 4401 (fetch a new one). */
+ *  when the previous attempt was refused with 4401 (fetch a new one). A function is also called, with
+ *  `refresh: true`, a while before the connection's token expires: its token is sent in `refresh` on the
+ *  open connection (no reconnect). A string token cannot be renewed. */
 export type TokenSource = string | ((info: { refresh: boolean }) => string | Promise<string>);
 
 /** Where the tab id is kept (default: sessionStorage). */
@@ -429,6 +433,9 @@ export declare const TAB_KEY: string;
 export declare const MAX_REQUEST_MESSAGE: number;
 /** Reconnect delay: capped exponential backoff with full jitter. */
 export declare function backoffDelay(attempt: number, random?: () => number): number;
+/** Milliseconds after being told `expires_in_ms` that the client refreshes its token: when a quarter of
+ *  the token's lifetime is left, at least 1 s and at most 1 min before it runs out. */
+export declare function refreshDelay(expiresInMs: number): number;
 /** The safety margin the client takes off a lease's ttl_ms: min(1 s, ttl/10). */
 export declare function leaseMargin(ttlMs: number): number;
 export declare function randomId(): string;
