@@ -87,7 +87,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     (uvicorn's other ``websockets`` mode stops reading while a pong cannot be written, which bounds
     the buffer too; it runs on the ``websockets.legacy`` implementation, deprecated by both
-    projects. docs/architecture.md says why this mode was chosen.)
+    projects; the README's design choices say why this mode was chosen.)
     """
 
     send_buffer_bytes = 1024 * 1024
