@@ -7,7 +7,9 @@ import argparse
 import gc
 import json
 import logging
+import os
 import resource
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +24,7 @@ class _JsonFormatter(logging.Formatter):
             "time": self.formatTime(record), "level": record.levelname, "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("conn", "request"):  # set by logctx.ContextFilter
+        for key in ("worker", "conn", "request"):  # set by logctx.ContextFilter
             if value := getattr(record, key, ""):
                 entry[key] = value
         if record.exc_info:
@@ -54,28 +56,47 @@ def setup_logging(level: str, as_json: bool) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .http.app import create_app
-    from .http.stack import HTTP_HEADROOM, bind_socket, uvicorn_config
-
     try:
         settings = Settings.from_env(
             host=args.host, port=args.port, redis_url=args.redis_url, lease_scope=args.scope,
-            allow_dev_on_public=True if args.allow_dev_on_public else None,
+            dev=True if args.dev else None, allow_dev_on_public=True if args.allow_dev_on_public else None,
             log_json=True if args.log_json else None, log_level=args.log_level,
         )
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
-    # Listen first: a port in use is one clear message and exit status 1, before anything starts.
-    try:
-        sock = bind_socket(settings.host, settings.port)
-    except OSError as exc:
-        print(f"presence: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. "
-              "Is another server running there? Choose another port with --port (or PORT).", file=sys.stderr)
-        return 1
+        return _refused(exc)
+    if args.worker is None and args.workers is not None:
+        if args.workers > 1 and settings.embedded:
+            print(f"presence: --workers {args.workers} needs a Redis (set PRESENCE_REDIS_URL or "
+                  "PRESENCE_REDIS_SENTINELS): the embedded store lives inside one process", file=sys.stderr)
+            return 2
+        if not settings.embedded:
+            from .supervisor import supervise
+
+            setup_logging(settings.log_level, settings.log_json)
+            return supervise(settings, args.workers, _worker_flags(args))
+    if args.worker is not None:
+        logctx.worker = str(args.worker)
+        sockets = [socket.socket(fileno=fd) for fd in args.fds]
+    else:
+        # Listen first: a port in use is one clear message and exit status 1, before anything starts.
+        from .http.stack import bind_socket
+
+        try:
+            sockets = [bind_socket(settings.host, settings.port)]
+        except OSError as exc:
+            print(f"presence: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. "
+                  "Is another server running there? Choose another port with --port (or PORT).", file=sys.stderr)
+            return 1
     setup_logging(settings.log_level, settings.log_json)
+    return _run(settings, sockets, None if args.channel is None else socket.socket(fileno=args.channel))
+
+
+def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socket | None) -> int:
+    from .http.app import create_app
+    from .http.stack import HTTP_HEADROOM, RefusedAtStartup, uvicorn_config
+    from .server import Server
+    from .worker import run
+
     # Thousands of open tabs are hundreds of thousands of long-lived objects, and every full
     # collection walks them all: 0.5 s of stalled event loop at 5,000 tabs, every 15 s or so.
     # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
@@ -83,13 +104,52 @@ def _serve(args: argparse.Namespace) -> int:
     gc.set_threshold(700, 10, 1000)
     _raise_open_files(settings.max_connections, HTTP_HEADROOM, chosen=is_set("max_connections"),
                       dev_mode=settings.dev_mode)
+    server = Server(settings)
+    app = RefusedAtStartup(create_app(settings, server))
     config = uvicorn_config(
-        create_app(settings), settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
+        app, settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
         header_timeout_s=settings.hello_timeout_ms / 1000, send_buffer_bytes=settings.send_buffer_bytes,
     )
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    try:
+        run(config, server, sockets, channel)
+    except SystemExit:  # how uvicorn ends a failed start-up
+        if app.refusal is None:
+            raise
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0 if app.refusal is None else _refused(app.refusal)
+
+
+def _worker_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of this command line that each worker gets too (``--workers`` aside)."""
+    flags: list[str] = []
+    for name in ("host", "port", "redis_url", "scope", "log_level"):
+        if (value := getattr(args, name)) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    for name in ("dev", "allow_dev_on_public", "log_json"):
+        if getattr(args, name):
+            flags.append(f"--{name.replace('_', '-')}")
+    return flags
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of processes (1 or more) or 'auto', not {text!r}")
+    return count
+
+
+def _refused(exc: SettingsError) -> int:
+    """Settings the server cannot run with: one line per problem, exit status 2."""
+    for problem in exc.problems:
+        print(f"presence: {problem}", file=sys.stderr)
+    return 2
 
 
 def _raise_open_files(max_connections: int, headroom: int, *, chosen: bool, dev_mode: bool) -> None:
@@ -119,8 +179,7 @@ def _token(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     if not settings.can_mint:
         print("presence: tokens come from your identity provider (PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL "
               "is set): only it holds the private key, so this server cannot mint them", file=sys.stderr)
@@ -144,14 +203,15 @@ def _token(args: argparse.Namespace) -> int:
 
 
 SERVE_HELP = """\
-Run the server. Settings come from PRESENCE_* environment variables (README, Configuration); the
-flags below override them.
+Run the server. Settings come from PRESENCE_* environment variables (docs/configuration.md); the
+flags below override them. A bad setting stops it with one line saying what to fix, exit status 2.
 
 Dev mode: with no PRESENCE_SECRET (and no PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL), tokens
 are signed with a public key anyone can use, the demo is served at /demo with demo tokens at
 /demo/token, any Origin is accepted, and the server refuses a non-loopback address unless given
---allow-dev-on-public. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs on an
-embedded in-process store: one process, nothing kept across restarts.
+--allow-dev-on-public, and production settings (a Redis URL, Sentinels, API key, admin token or
+allowed origins) unless given --dev. It logs the URLs to open. With no PRESENCE_REDIS_URL it runs
+on an embedded in-process store: one process, nothing kept across restarts.
 """
 
 SERVE_EPILOG = """\
@@ -165,6 +225,8 @@ environment:
 examples:
   presence serve                                    # dev mode: open http://127.0.0.1:8000/demo
   PRESENCE_SECRET=... PRESENCE_REDIS_URL=redis://localhost:6379/0 presence serve --host 0.0.0.0
+  PRESENCE_SECRET=... PRESENCE_REDIS_URL=... presence serve --host 0.0.0.0 --workers auto
+                                                    # one process per core; SIGHUP restarts them in turn
 """
 
 
@@ -184,10 +246,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port (default 8000; PORT or PRESENCE_PORT)")
     serve.add_argument("--redis-url", help="Redis URL (overrides PRESENCE_REDIS_URL)")
     serve.add_argument("--scope", choices=["user", "tab"], help="lease scope (PRESENCE_LEASE_SCOPE)")
+    serve.add_argument("--dev", action="store_true",
+                       help="dev mode is meant, even with production settings such as a Redis URL (PRESENCE_DEV)")
     serve.add_argument("--allow-dev-on-public", action="store_true",
                        help="allow dev mode (no secret) on a non-loopback address")
     serve.add_argument("--log-json", action="store_true", help="JSON log lines (PRESENCE_LOG_JSON)")
     serve.add_argument("--log-level", help="debug, info, warning, error (PRESENCE_LOG_LEVEL)")
+    serve.add_argument("--workers", type=_workers, metavar="N",
+                       help="N server processes on one port under a supervisor ('auto': one per CPU core; "
+                            "needs a Redis); without it, one process serves by itself")
+    # How a supervisor starts its workers (not for people): the worker's number, the sockets it
+    # serves on and its end of the supervisor's socket pair.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--fds", type=lambda text: [int(fd) for fd in text.split(",")], help=argparse.SUPPRESS)
+    serve.add_argument("--channel", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     token = sub.add_parser(

@@ -37,6 +37,8 @@ from typing import Any, Protocol
 
 from .gateway.keys import lease_key
 
+__all__ = ["FenceGuard", "HttpFenceGuard", "LeaseBusy", "LeaseLost", "ServiceLease", "StaleFence"]
+
 
 class StaleFence(Exception):
     """The fence does not hold the workspace's lease (any more): refuse the write."""

@@ -1,9 +1,10 @@
-"""Log context: the connection and request a log line belongs to, added to every record.
+"""Log context: the worker, connection and request a log line belongs to, added to every record.
 
-``conn_id`` is set once per WebSocket connection (each runs in its own task, so it stays with
-that connection and the tasks it starts); ``request_id`` is set per client request (the echoed
-``id``) or per admin HTTP request. :class:`ContextFilter` copies both onto each record as
-``conn`` and ``request`` and prepares ``ctx``, a ready-made suffix for text formats.
+``worker`` is set once per process (under ``presence serve --workers``); ``conn_id`` is set once
+per WebSocket connection (each runs in its own task, so it stays with that connection and the
+tasks it starts); ``request_id`` is set per client request (the echoed ``id``) or per admin HTTP
+request. :class:`ContextFilter` copies them onto each record as ``worker``, ``conn`` and
+``request`` and prepares ``ctx``, a ready-made suffix for text formats.
 
 Text logs are one line per record, and a reader (or a log shipper) trusts that: a user id, a
 request id or a URL path with a newline in it must not start a forged line. :class:`TextFormatter`
@@ -19,6 +20,9 @@ from contextvars import ContextVar
 
 conn_id: ContextVar[str] = ContextVar("conn_id", default="")
 request_id: ContextVar[str] = ContextVar("request_id", default="")
+worker = ""
+"""This process's worker number under ``presence serve --workers`` (empty otherwise): set once at
+start-up, on every record as ``worker``, so interleaved lines of several workers tell apart."""
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(ctx)s: %(message)s"
 
@@ -37,13 +41,16 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``conn``, ``request`` and ``ctx`` (`` [conn=.. req=..]`` or empty) to every record."""
+    """Adds ``worker``, ``conn``, ``request`` and ``ctx`` (`` [worker=.. conn=.. req=..]`` or empty)
+    to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         conn, request = conn_id.get(), request_id.get()
+        record.worker = worker
         record.conn = conn
         record.request = request
-        parts = [p for p in (f"conn={conn}" if conn else "", f"req={request}" if request else "") if p]
+        named = (("worker", worker), ("conn", conn), ("req", request))
+        parts = [f"{key}={value}" for key, value in named if value]
         record.ctx = f" [{' '.join(parts)}]" if parts else ""
         return True
 

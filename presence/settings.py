@@ -1,19 +1,32 @@
 """Settings: one typed object built from ``PRESENCE_*`` environment variables and CLI flags.
 
-Every value is validated once, at start-up, and a bad value stops the server with a message
-that names the variable and says what to fix. Nothing else in the package reads the environment.
+Each field says once what it is: its type and bounds (``msgspec.Meta`` constraints, which
+``msgspec.convert`` checks; every number has both bounds), its one-line meaning
+(``description``) and, in ``extra``: ``default`` (how the default reads in the docs), ``rule``
+(what a valid value is, in words, where the constraints do not say it), ``hint`` (how to fix a
+refused value), ``secret`` (a refused value is not echoed), ``url`` (echoed without its
+password), ``blank: "refused"`` (set but empty is an error, not unset) and ``env`` (the
+variables, when not just ``PRESENCE_`` and the field's name in capitals). The settings table of
+the docs is generated from these fields (:mod:`presence.settings_table`).
+
+Every value is validated once, at start-up, and a bad value stops the server with one line per
+problem, naming the variable and saying what to fix (:mod:`presence.settings_rules` holds the
+rules that relate several fields). Nothing else in the package reads the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
-import urllib.parse
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
-from .pem import BadKey, load_public_key
+from msgspec import Meta
+
+from . import settings_rules
+from .settings_fields import SettingsError, convert_all, env_value, field_names
+
+__all__ = ["DEV_SECRET", "MIN_KEY_LENGTH", "Scope", "Settings", "SettingsError", "is_set"]
 
 DEV_SECRET = "presence-dev-mode-insecure-public-key"
 """The fixed signing key of dev mode. Public on purpose: dev tokens must never be trusted."""
@@ -23,62 +36,199 @@ Scope = Literal["user", "tab"]
 MIN_KEY_LENGTH = 16
 """The shortest ``PRESENCE_ADMIN_TOKEN`` or ``PRESENCE_API_KEY`` the server starts with."""
 
-MIN_SEND_BUFFER = 64 * 1024
-"""The smallest ``PRESENCE_SEND_BUFFER_BYTES``: what the server's socket buffers before it waits anyway."""
+_GENERATE = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_DAY_MS = 86_400_000
 
-MAX_TOKEN_LEEWAY_MS = 60_000
+# Keys travel in an HTTP header, where spaces around them are dropped and only ASCII is safe.
+OperatorKey = Annotated[str, Meta(min_length=MIN_KEY_LENGTH, pattern=r"^[!-~]+$", extra={
+    "rule": f"at least {MIN_KEY_LENGTH} characters of printable ASCII without spaces",
+    "hint": f"a short or blank key can be guessed; {_GENERATE}", "secret": True,
+})]
+HostPort = Annotated[str, Meta(pattern=r"^\S+:[0-9]+$", extra={"rule": "host:port"})]
 
 
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message says which one and how to fix it."""
+def _ms(low: int, high: int, meaning: str, **extra: object) -> Meta:
+    """Milliseconds between ``low`` and ``high``."""
+    return Meta(ge=low, le=high, description=meaning, extra=extra)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str | None = None
-    redis_cluster: bool = False
-    redis_sentinels: tuple[str, ...] = ()
-    redis_sentinel_master: str = "mymaster"
-    redis_wait_replicas: int = 0
-    redis_wait_timeout_ms: int = 1000
-    key_idle_days: float = 7.0
-    secret: str | None = None
-    jwt_public_key: str | None = None  # PEM text or a file's path: an identity provider's key
-    jwks_url: str | None = None  # an identity provider's JSON Web Key Set
-    jwks_refresh_ms: int = 10000  # an unknown key id re-reads the key set at most this often
-    admin_token: str | None = None
-    api_key: str | None = None
-    token_issuer: str | None = None
-    token_audience: str | None = None
-    allowed_origins: tuple[str, ...] = ()
-    heartbeat_ms: int = 5000
-    dead_after_ms: int = 12000
-    lease_ttl_ms: int = 15000
-    grace_ms: int = 5000
-    hello_timeout_ms: int = 5000
-    token_leeway_ms: int = 5000
-    lease_scope: Scope = "user"
-    key_prefix: str = "presence"
-    max_message_bytes: int = 16 * 1024
-    rate_limit: float = 20.0
-    rate_burst: int = 40
-    max_tabs_per_user: int = 100
-    user_rate_limit: float = 50.0
-    user_rate_burst: int = 100
-    max_connections: int = 20_000
-    send_queue_size: int = 256
-    send_buffer_bytes: int = 1024 * 1024
-    handoff_timeout_ms: int = 30000
-    handoff_takeover: bool = True
-    takeover_cooldown_ms: int = 0
-    idle_release_ms: int = 0
-    update_window_ms: int = 50
-    audit_max_len: int = 10_000
-    host: str = "127.0.0.1"
-    port: int = 8000
-    allow_dev_on_public: bool = False
-    log_json: bool = False
-    log_level: str = "info"
+    redis_url: Annotated[
+        Annotated[str, Meta(pattern=r"^(?i:redis|rediss|unix)://", extra={
+            "rule": "a redis://, rediss:// or unix:// URL", "url": True,
+        })] | None,
+        Meta(description="the Redis server; `rediss://` for TLS (`--redis-url`)",
+             extra={"default": "unset: embedded fakeredis"}),
+    ] = None
+    redis_cluster: Annotated[bool, Meta(description="`true` for Redis Cluster (the URL names any node)")] = False
+    redis_sentinels: Annotated[tuple[HostPort, ...], Meta(
+        description="comma list of Redis Sentinels, `host:port,host:port`; the password, database and TLS "
+                    "options come from `PRESENCE_REDIS_URL` when set"
+    )] = ()
+    redis_sentinel_master: Annotated[str, Meta(pattern=r"^\S+$", description="the name the Sentinels monitor",
+                                               extra={"rule": "a name without spaces"})] = "mymaster"
+    redis_wait_replicas: Annotated[int, Meta(ge=0, le=100, extra={"default": "0 (off)"}, description=(
+        "n > 0: a grant, takeover or handoff is confirmed to the tab only once n replicas have it (`WAIT`; "
+        "on Cluster, the replicas of the workspace's primary)"
+    ))] = 0
+    redis_wait_timeout_ms: Annotated[int, _ms(
+        0, 60_000, "how long a grant waits for those replicas; then it is withdrawn and the tab answered "
+        "`unavailable` (at most half the lease TTL, and 100 ms under the Redis command timeout of one heartbeat, "
+        "0.5-5 s)"
+    )] = 1000
+    key_idle_days: Annotated[float, Meta(gt=0, le=3650, description=(
+        "a workspace's fence and sequence counters, holder record and wait queue expire this long after their "
+        "last use (a fraction is fine: `0.5`); must exceed twice the lease TTL"
+    ))] = 7.0
+    secret: Annotated[
+        Annotated[str, Meta(min_length=32, pattern=r"\S", extra={
+            "rule": "at least 32 characters, not blank",
+            "hint": f"HS256 keys shorter than the hash are weak; {_GENERATE}",
+            "secret": True, "blank": "refused",
+        })] | None,
+        Meta(description="HS256 key for tokens your backend signs", extra={"default": "unset: dev mode"}),
+    ] = None
+    jwt_public_key: Annotated[str | None, Meta(extra={
+        "secret": True, "blank": "refused", "rule": "a PEM public key or certificate, or a file's path",
+    }, description=(
+        "instead: an identity provider's public key (PEM text, a certificate, or a file's path) for RS256, "
+        "ES256/384/512 or EdDSA tokens, by the key's type"
+    ))] = None
+    jwks_url: Annotated[str | None, Meta(extra={"blank": "refused", "rule": "an https:// URL"}, description=(
+        "instead: an identity provider's JSON Web Key Set (`https://`; `http://` on loopback only), fetched at "
+        "start-up, kept 5 minutes"
+    ))] = None
+    jwks_refresh_ms: Annotated[int, _ms(
+        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) re-reads the set, at most this often"
+    )] = 10000
+    admin_token: Annotated[OperatorKey | None, Meta(
+        description="bearer token for `/admin/api` and `/dashboard` (unset: the admin API answers 404)"
+    )] = None
+    api_key: Annotated[OperatorKey | None, Meta(description="key for `/api/v1/...` (app backends)")] = None
+    token_issuer: Annotated[str | None, Meta(
+        description="when set, every token must carry this `iss` (4401 otherwise)"
+    )] = None
+    token_audience: Annotated[str | None, Meta(description=(
+        "when set, every token's `aud` must name it (4401 otherwise); when unset, a token that names any "
+        "audience is refused"
+    ))] = None
+    allowed_origins: Annotated[tuple[str, ...], Meta(extra={"rule": "a comma list of origins"}, description=(
+        "comma list of browser origins; unset: same origin only (any in dev mode); requests without `Origin` "
+        "are non-browser clients and allowed"
+    ))] = ()
+    heartbeat_ms: Annotated[int, _ms(
+        50, 300_000, "ping every tab this often; renewals batched on the same tick"
+    )] = 5000
+    dead_after_ms: Annotated[int, _ms(
+        1, 3_600_000, "no pong for this long: the tab is closed (4408); must exceed the heartbeat"
+    )] = 12000
+    lease_ttl_ms: Annotated[int, _ms(1, 3_600_000, "Redis TTL of a lease; must exceed twice the heartbeat")] = 15000
+    grace_ms: Annotated[int, _ms(
+        0, 3_600_000, "lease kept after the holder's last tab closed cleanly (at most the lease TTL)"
+    )] = 5000
+    restart_grace_ms: Annotated[int, _ms(
+        0, 86_400_000, "a process stopping on SIGTERM keeps the leases of the tabs it closes this long (never less "
+        "than the lease TTL, never more than half the key idle time), so their reconnect storm finds them",
+        default="30000",
+    )] = 30000
+    hello_timeout_ms: Annotated[int, _ms(
+        1, 600_000, "no valid `hello` in time: closed (4408); also the time a new connection has to send its "
+        "whole request headers (any HTTP request; then the connection is dropped)"
+    )] = 5000
+    token_leeway_ms: Annotated[int, _ms(
+        0, 60_000, "a token counts this long past its `exp`; then its connection is closed (4401) unless it "
+        "sent `refresh` with a new token"
+    )] = 5000
+    lease_scope: Annotated[Scope, Meta(description=(
+        "`user`: all of a user's tabs share the lease; `tab`: one tab holds it (`--scope`)"
+    ))] = "user"
+    key_prefix: Annotated[str, Meta(
+        min_length=1, max_length=100, pattern=r"^[^{}\s]+$", description="prefix of every Redis key and channel",
+        extra={"rule": "1-100 characters without spaces or braces"},
+    )] = "presence"
+    max_message_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024, description="larger frames: close 1009")] = (
+        16 * 1024
+    )
+    rate_limit: Annotated[float, Meta(gt=0, le=1_000_000, description=(
+        "messages per second per connection (burst twice that)"
+    ))] = 20.0
+    rate_burst: Annotated[int, Meta(ge=1, le=10_000_000, extra={"default": "twice the rate limit"}, description=(
+        "messages a connection may send at once before the rate limit applies"
+    ))] = 40
+    max_tabs_per_user: Annotated[int, Meta(ge=1, le=1_000_000, description=(
+        "per user and server process; more: close 4429"
+    ))] = 100
+    user_rate_limit: Annotated[float, Meta(gt=0, le=1_000_000, description=(
+        "requests per second of all of one user's tabs on one server process together (burst twice that; "
+        "pongs do not count); beyond it: `rate_limited`, sustained: 4429"
+    ))] = 50.0
+    user_rate_burst: Annotated[int, Meta(
+        ge=1, le=10_000_000, extra={"default": "twice the user rate limit"},
+        description="requests one user's tabs on a process may send at once before the user rate limit applies",
+    )] = 100
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000, description=(
+        "open WebSockets per server process (tabs, handshakes, dashboards); more: accepted and closed 1013 at once"
+    ))] = 20_000
+    send_queue_size: Annotated[int, Meta(ge=1, le=1_000_000, description=(
+        "messages waiting to be sent to one connection; a connection that falls this far behind is closed 1013"
+    ))] = 256
+    send_buffer_bytes: Annotated[int, Meta(ge=64 * 1024, le=1024 * 1024 * 1024, description=(
+        "bytes waiting for one connection that does not read (the server's frames, and its answers to "
+        "WebSocket pings below the application); more: closed 1013, or dropped when not even the close can "
+        "get through"
+    ))] = 1024 * 1024
+    max_watched: Annotated[int, Meta(ge=1, le=10_000_000, description=(
+        "(watcher, workspace) pairs one server process follows at once, all list pages together; more: the "
+        "`watch` is answered `too_many_watched`"
+    ))] = 100_000
+    meta_interval_ms: Annotated[int, _ms(
+        0, 1000, "a tab's presence (`status`: active and meta) is written at most this often; the latest wins "
+        "(0: every one at once)"
+    )] = 50
+    max_locks: Annotated[int, Meta(ge=1, le=10_000, description=(
+        "named locks held at once in one workspace; more: `too_many_locks`"
+    ))] = 100
+    handoff_timeout_ms: Annotated[int, _ms(
+        1000, 3_600_000, "how long a holder has to answer a polite `request`"
+    )] = 30000
+    handoff_takeover: Annotated[bool, Meta(description=(
+        "an unanswered request becomes a takeover (if the requester's token allows takeovers)"
+    ))] = True
+    takeover_cooldown_ms: Annotated[int, _ms(
+        0, _DAY_MS, "after a takeover, further takeovers of that workspace are refused this long "
+        "(`takeover_cooldown`); no other path forces the lease away meanwhile: an unanswered `request` ends "
+        '`declined{reason: "cooldown"}` instead of taking over', default="0 (off)",
+    )] = 0
+    idle_release_ms: Annotated[int, _ms(
+        0, _DAY_MS, "a holder whose tabs all report `status{active: false}` this long loses the lease (reason "
+        "`idle`)", default="0 (off)",
+    )] = 0
+    update_window_ms: Annotated[int, _ms(
+        0, 50, "changes to a workspace within this window reach each tab as one `update` (0: those of one "
+        "event-loop turn)"
+    )] = 50
+    audit_max_len: Annotated[int, Meta(ge=100, le=10_000_000, description=(
+        "entries kept in each audit stream in Redis (`XADD MAXLEN ~`)"
+    ))] = 10_000
+    host: Annotated[str, Meta(min_length=1, description="bind address (`--host`)")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535, description="bind port (`--port`)", extra={
+        "env": ("PRESENCE_PORT", "PORT"),
+    })] = 8000
+    worker_ports: Annotated[int, Meta(ge=0, le=65535, extra={"default": "0: the port + 1"}, description=(
+        "`serve --workers`: worker k also serves on this port + k - 1 (its own `/metrics` to scrape)"
+    ))] = 0
+    dev: Annotated[bool, Meta(description=(
+        "dev mode is meant: allows dev mode (no token key set) alongside a Redis URL, Sentinels, keys or origins "
+        "(`--dev`)"
+    ))] = False
+    allow_dev_on_public: Annotated[bool, Meta(description=(
+        "allows dev mode on a non-loopback address (`--allow-dev-on-public`)"
+    ))] = False
+    log_json: Annotated[bool, Meta(description="JSON log lines (`--log-json`)")] = False
+    log_level: Annotated[str, Meta(pattern=r"^(?i:debug|info|warning|error|critical)$", description=(
+        "the least severe log lines shown (`--log-level`)"
+    ), extra={"rule": "debug, info, warning, error or critical"})] = "info"
 
     @property
     def dev_mode(self) -> bool:
@@ -108,11 +258,11 @@ class Settings:
     @property
     def key_idle_ms(self) -> int:
         """How long a workspace's counters, holder record and queue outlive their last use."""
-        return int(self.key_idle_days * 86_400_000)
+        return int(self.key_idle_days * _DAY_MS)
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """``PRESENCE_REDIS_SENTINELS`` as (host, port) pairs (validated: see :meth:`validate`)."""
-        return [_host_port(s) for s in self.redis_sentinels]
+        return [settings_rules.host_port(s) for s in self.redis_sentinels]
 
     @property
     def safety_margin_ms(self) -> int:
@@ -124,255 +274,50 @@ class Settings:
         return max(100, min(2000, self.lease_ttl_ms // 10))
 
     @property
+    def restart_keep_ms(self) -> int:
+        """How long a stopping process keeps its tabs' leases: the restart grace, never less than
+        the lease TTL nor more than half the key idle time (so the holder record outlives the
+        lease); 0: restart grace off, leases live out their TTL."""
+        if not self.restart_grace_ms:
+            return 0
+        return min(max(self.restart_grace_ms, self.lease_ttl_ms), self.key_idle_ms // 2)
+
+    @property
     def presence_ttl_ms(self) -> int:
         """Redis-side lifetime of a tab's presence entry between two heartbeats."""
         return self.lease_ttl_ms
 
     def validate(self) -> Settings:
-        """Check cross-field rules; return self so it chains."""
-        problems: list[str] = []
-        if self.secret is not None and len(self.secret) < 32:
-            problems.append(
-                "PRESENCE_SECRET must be at least 32 characters (HS256 keys shorter than the hash are weak); "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
-        for name, key in (("PRESENCE_ADMIN_TOKEN", self.admin_token), ("PRESENCE_API_KEY", self.api_key)):
-            if key is not None and len(key) < MIN_KEY_LENGTH:
-                problems.append(
-                    f"{name} must be at least {MIN_KEY_LENGTH} characters (a short key can be guessed); "
-                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-                )
-        sources = [name for name, value in (
-            ("PRESENCE_SECRET", self.secret), ("PRESENCE_JWT_PUBLIC_KEY", self.jwt_public_key),
-            ("PRESENCE_JWKS_URL", self.jwks_url),
-        ) if value is not None]
-        if len(sources) > 1:
-            problems.append(
-                f"set only one way to verify tokens, not {' and '.join(sources)}: PRESENCE_SECRET (HS256 tokens your "
-                "backend signs), PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL (tokens of an identity provider)"
-            )
-        if self.jwks_url is not None and not _secure_url(self.jwks_url):
-            problems.append(
-                f"PRESENCE_JWKS_URL must be an https:// URL (http:// only on a loopback address), got {self.jwks_url!r}"
-            )
-        if self.jwks_refresh_ms < 0:
-            problems.append("PRESENCE_JWKS_REFRESH_MS must be 0 or positive (milliseconds)")
-        if self.jwt_public_key is not None:
-            try:
-                load_public_key(self.jwt_public_key)
-            except BadKey as exc:
-                problems.append(str(exc))
-        if self.heartbeat_ms < 50:
-            problems.append("PRESENCE_HEARTBEAT_MS must be at least 50 (milliseconds)")
-        if self.lease_ttl_ms <= 2 * self.heartbeat_ms:
-            problems.append(
-                f"PRESENCE_LEASE_TTL_MS ({self.lease_ttl_ms}) must exceed twice PRESENCE_HEARTBEAT_MS "
-                f"({self.heartbeat_ms}), so a lease survives one missed renewal; "
-                f"raise it to at least {2 * self.heartbeat_ms + 1}"
-            )
-        if self.dead_after_ms <= self.heartbeat_ms:
-            problems.append(
-                f"PRESENCE_DEAD_AFTER_MS ({self.dead_after_ms}) must exceed PRESENCE_HEARTBEAT_MS "
-                f"({self.heartbeat_ms}), or every tab is declared dead before it can answer a ping"
-            )
-        if self.grace_ms < 0 or self.grace_ms > self.lease_ttl_ms:
-            problems.append(
-                f"PRESENCE_GRACE_MS ({self.grace_ms}) must be between 0 and PRESENCE_LEASE_TTL_MS "
-                f"({self.lease_ttl_ms})"
-            )
-        if self.hello_timeout_ms <= 0:
-            problems.append("PRESENCE_HELLO_TIMEOUT_MS must be positive")
-        if self.lease_scope not in ("user", "tab"):
-            problems.append(f"PRESENCE_LEASE_SCOPE must be 'user' or 'tab', not {self.lease_scope!r}")
-        if not self.key_prefix or any(c in self.key_prefix for c in "{} \t\r\n"):
-            problems.append("PRESENCE_KEY_PREFIX must be non-empty, without spaces or braces")
-        if self.max_message_bytes < 1024:
-            problems.append("PRESENCE_MAX_MESSAGE_BYTES must be at least 1024")
-        if self.rate_limit <= 0 or self.rate_burst < 1:
-            problems.append("PRESENCE_RATE_LIMIT must be positive (messages per second, burst twice that)")
-        if self.user_rate_limit <= 0 or self.user_rate_burst < 1:
-            problems.append(
-                "PRESENCE_USER_RATE_LIMIT must be positive (messages per second for all of one user's tabs on "
-                "a process together, burst twice that)"
-            )
-        if self.send_queue_size < 1:
-            problems.append("PRESENCE_SEND_QUEUE_SIZE must be at least 1 (messages waiting for a slow client)")
-        if self.send_buffer_bytes < MIN_SEND_BUFFER:
-            problems.append(
-                f"PRESENCE_SEND_BUFFER_BYTES ({self.send_buffer_bytes}) must be at least {MIN_SEND_BUFFER} (64 KiB): "
-                "the bytes waiting for one client that does not read, beyond which it is closed; the default is "
-                "1048576 (1 MiB)"
-            )
-        if not 0 <= self.token_leeway_ms <= MAX_TOKEN_LEEWAY_MS:
-            problems.append(
-                f"PRESENCE_TOKEN_LEEWAY_MS ({self.token_leeway_ms}) must be between 0 and {MAX_TOKEN_LEEWAY_MS} "
-                "(milliseconds a connection outlives its token's exp); the default is 5000"
-            )
-        if self.max_connections < 1:
-            problems.append("PRESENCE_MAX_CONNECTIONS must be at least 1 (open WebSockets per process)")
-        if self.audit_max_len < 100:
-            problems.append("PRESENCE_AUDIT_MAX_LEN must be at least 100 (audit stream entries kept)")
-        if self.handoff_timeout_ms < 1000:
-            problems.append("PRESENCE_HANDOFF_TIMEOUT_MS must be at least 1000 (the holder needs time to answer)")
-        if self.takeover_cooldown_ms < 0:
-            problems.append("PRESENCE_TAKEOVER_COOLDOWN_MS must be 0 (off) or positive")
-        if not 0 <= self.update_window_ms <= 50:
-            problems.append(
-                f"PRESENCE_UPDATE_WINDOW_MS ({self.update_window_ms}) must be between 0 (merge the changes of one "
-                "event-loop turn) and 50 (milliseconds): a longer window delays what every tab sees"
-            )
-        if self.idle_release_ms < 0:
-            problems.append("PRESENCE_IDLE_RELEASE_MS must be 0 (off) or positive")
-        if self.max_tabs_per_user < 1:
-            problems.append("PRESENCE_MAX_TABS_PER_USER must be at least 1")
-        if self.redis_cluster and self.redis_url is None:
-            problems.append("PRESENCE_REDIS_CLUSTER=true needs PRESENCE_REDIS_URL (a node of the cluster)")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            problems.append(
-                f"PRESENCE_REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
-            )
-        problems += self._redis_ha_problems()
-        if not 0 < self.port < 65536:
-            problems.append(f"port must be between 1 and 65535, got {self.port}")
-        if self.dev_mode and not self.allow_dev_on_public and not _is_loopback(self.host):
-            problems.append(
-                f"refusing to run in dev mode (no PRESENCE_SECRET, PRESENCE_JWT_PUBLIC_KEY or PRESENCE_JWKS_URL) on "
-                f"non-loopback address {self.host!r}: "
-                "set PRESENCE_SECRET to a long random string, bind to 127.0.0.1, or pass "
-                "--allow-dev-on-public (PRESENCE_ALLOW_DEV_ON_PUBLIC=true) if you really mean it"
-            )
+        """Check every field against its type and bounds, then the rules between fields; return
+        self so it chains. Raises :class:`SettingsError` with one line per problem."""
+        _, problems = convert_all(Settings, {name: getattr(self, name) for name in field_names(Settings)}, strict=True)
+        if not problems:
+            problems = settings_rules.problems(self)
         if problems:
-            raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(problems))
+            raise SettingsError(problems)
         return self
-
-    def _redis_ha_problems(self) -> list[str]:
-        """Sentinel, WAIT and key lifetime settings."""
-        problems: list[str] = []
-        for entry in self.redis_sentinels:
-            try:
-                _host_port(entry)
-            except ValueError:
-                problems.append(
-                    f"PRESENCE_REDIS_SENTINELS must be a comma list of host:port (e.g. "
-                    f"'10.0.0.5:26379,10.0.0.6:26379'), got {entry!r}"
-                )
-        if self.redis_sentinels:
-            if self.redis_cluster:
-                problems.append("PRESENCE_REDIS_SENTINELS and PRESENCE_REDIS_CLUSTER=true exclude each other: "
-                                "a Redis Cluster fails over by itself, without Sentinels")
-            if self.redis_url is not None and self.redis_url.startswith("unix://"):
-                problems.append("PRESENCE_REDIS_SENTINELS needs PRESENCE_REDIS_URL to be redis:// or rediss:// "
-                                "(it gives the password, database and TLS options; Sentinels name the host)")
-            if not self.redis_sentinel_master or any(c.isspace() for c in self.redis_sentinel_master):
-                problems.append("PRESENCE_REDIS_SENTINEL_MASTER must be the name the Sentinels monitor, "
-                                "without spaces (default mymaster)")
-        if self.redis_wait_replicas < 0:
-            problems.append("PRESENCE_REDIS_WAIT_REPLICAS must be 0 (off) or the number of replicas to wait for")
-        if self.redis_wait_replicas > 0 and self.embedded:
-            problems.append("PRESENCE_REDIS_WAIT_REPLICAS needs a real Redis with replicas "
-                            "(set PRESENCE_REDIS_URL or PRESENCE_REDIS_SENTINELS)")
-        limit = min(self.lease_ttl_ms // 2, self.redis_timeout_ms - 100)
-        if self.redis_wait_replicas > 0 and not 0 < self.redis_wait_timeout_ms <= limit:
-            problems.append(
-                f"PRESENCE_REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms}) must be between 1 and {limit}: "
-                "under half of PRESENCE_LEASE_TTL_MS, and 100 ms under the Redis command timeout (one "
-                "heartbeat, between 500 and 5000 ms), which a grant's WAIT must not run into"
-            )
-        if not self.key_idle_ms > 2 * self.lease_ttl_ms:
-            problems.append(
-                f"PRESENCE_KEY_IDLE_DAYS ({self.key_idle_days}) must be longer than twice PRESENCE_LEASE_TTL_MS "
-                f"({self.lease_ttl_ms} ms), so no key of a workspace in use expires; the default is 7"
-            )
-        return problems
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Build settings from the environment, then apply explicit overrides (CLI flags)."""
+        """Build settings from the environment, then apply explicit overrides (CLI flags: None
+        means not given)."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        parse_errors: list[str] = []
-        for field in dataclasses.fields(cls):
-            raw = env.get(_ENV_NAMES.get(field.name, "PRESENCE_" + field.name.upper()))
-            if raw is None or raw == "":
-                continue
-            try:
-                values[field.name] = _parse(field.name, raw)
-            except ValueError as exc:
-                parse_errors.append(str(exc))
-        if "PORT" in env and "port" not in values and env["PORT"]:
-            try:
-                values["port"] = _parse("port", env["PORT"])
-            except ValueError as exc:
-                parse_errors.append(str(exc))
-        if parse_errors:
-            raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(parse_errors))
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        raw: dict[str, object] = {}
+        for name in field_names(cls):
+            value = env_value(cls, name, env)
+            if value is not None:
+                raw[name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        values, problems = convert_all(cls, raw, strict=False)
+        if problems:
+            raise SettingsError(problems)
         for rate, burst in (("rate_limit", "rate_burst"), ("user_rate_limit", "user_rate_burst")):
             if rate in values and burst not in values:
                 values[burst] = max(1, int(2 * float(values[rate])))  # type: ignore[arg-type]
         return cls(**values).validate()  # type: ignore[arg-type]
 
 
-_ENV_NAMES = {"port": "PRESENCE_PORT", "host": "PRESENCE_HOST"}
-
-_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
-
-
 def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
     """Whether the operator set the variable of setting ``name``, rather than left it to its
     default (an empty value counts as unset, as in :meth:`Settings.from_env`)."""
-    env = os.environ if env is None else env
-    if name == "port" and env.get("PORT"):
-        return True
-    return bool(env.get(_ENV_NAMES.get(name, "PRESENCE_" + name.upper())))
-
-
-def _parse(name: str, raw: str) -> object:
-    """Parse one variable by the type of its field."""
-    env_name = _ENV_NAMES.get(name, "PRESENCE_" + name.upper())
-    kind = _FIELD_TYPES[name]
-    if kind == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{env_name} must be a whole number, got {raw!r}") from None
-    if kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{env_name} must be a number, got {raw!r}") from None
-    if kind == "bool":
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{env_name} must be true or false, got {raw!r}")
-    if kind.startswith("tuple"):
-        return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    return raw
-
-
-def _secure_url(url: str) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        return bool(parts.hostname)
-    return parts.scheme == "http" and parts.hostname is not None and _is_loopback(parts.hostname)
-
-
-def _host_port(entry: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` as a pair; ValueError when it is neither."""
-    host, sep, port = entry.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(entry)
-    return host, int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return env_value(Settings, name, os.environ if env is None else env) is not None

@@ -147,11 +147,13 @@ function onState(frame) {
   view.bounds = t.latency_bounds || view.bounds;
   view.samples.push({ t: frame.now, connections: t.connections, events: t.events || {}, buckets: t.acquire_buckets || [] });
   while (view.samples.length && view.samples[0].t < frame.now - HISTORY_MS - LATENCY_WINDOW_MS) view.samples.shift();
+  /** @param {number} n @param {string} one @param {string} many */
+  const count = (n, one, many) => el("span", {}, el("b", {}, n), n === 1 ? ` ${one}` : ` ${many}`);
   $("totals").replaceChildren(
-    el("span", {}, el("b", {}, t.connections), " connections"),
-    el("span", {}, el("b", {}, t.leases), " leases"),
-    el("span", {}, el("b", {}, frame.total), " workspaces"),
-    el("span", {}, el("b", {}, frame.servers.length), " servers"),
+    count(t.connections, "connection", "connections"),
+    count(t.leases, "lease", "leases"),
+    count(frame.total, "workspace", "workspaces"),
+    count(frame.servers.length, "server", "servers"),
   );
   renderWorkspaces();
   renderServers();

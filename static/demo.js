@@ -50,6 +50,7 @@ const ui = {
   askOpen: false,           // the "Ask Alice for it" message form is open
   waiting: false,           // we are in the wait queue ("Wait for it")
   lastHolder: "",           // name of the last other user seen holding the lease
+  docHolder: "",            // the holder (user id + fence) when the document was last fetched for a change of holder
   /** @type {{name: string, deadline: number}|null} our request is waiting for the holder's answer */
   asking: null,
   /** @type {{by: {id: string, name: string}, message: string, deadline: number}|null} someone asks us */
@@ -188,7 +189,7 @@ async function putDoc(text, fence) {
   const answer = await res.json().catch(() => ({}));
   if (client !== c) return false;
   if (res.ok) {
-    say(`Saved at ${time()} with fence ${fence}.`);
+    // The saved line says so (one line for every save, ours or another's): no message of its own.
     if (kept.text === text) Object.assign(kept, { text: "", fence: null, why: "" });
     await refreshDoc(!c.canEdit);
     return true;
@@ -225,15 +226,19 @@ el.editor.addEventListener("input", () => {
   clearTimeout(saveTimer);
   saveTimer = window.setTimeout(flushSave, 400);
 });
-// Viewers follow the holder's saves (a real app would push them; polling keeps the demo small).
+// Viewers follow the holder's saves (a real app would push them; polling keeps the demo small). Only
+// someone else's edits can change the text, so only then, and only while the page is seen; a change of
+// holder fetches it at once (see the state handler).
+const FOLLOW_MS = 3000;
 setInterval(() => {
-  if (client?.connected && !(draft.dirty && client.canEdit)) refreshDoc();
-}, 1000);
+  const holder = client?.state?.holder;
+  if (client?.connected && holder && !client.holding && document.visibilityState === "visible") refreshDoc();
+}, FOLLOW_MS);
 
 function renderDoc() {
   el.saved.textContent = doc?.saved_by
-    ? `Last saved by ${doc.saved_by.id === client?.user?.id ? "you" : doc.saved_by.name} at ${time(doc.saved_at_ms ?? 0)}`
-      + ` with fence ${doc.fence}.`
+    ? `Saved as version ${doc.version} by ${doc.saved_by.id === client?.user?.id ? "you" : doc.saved_by.name}`
+      + ` at ${time(doc.saved_at_ms ?? 0)}.`
     : "Not saved yet.";
   const show = !!kept.text && kept.text !== doc?.text;
   el.kept.hidden = !show;
@@ -388,7 +393,7 @@ function setStatus(status, text) {
 async function join(who) {
   client?.close();
   Object.assign(ui, { readOnly: false, readOnlyFor: "", notice: "", askOpen: false, waiting: false, lastHolder: "",
-    asking: null, prompt: null, grantedBy: "", problem: "" });
+    docHolder: "", asking: null, prompt: null, grantedBy: "", problem: "" });
   say("");
   const token = async () => {
     const q = new URLSearchParams({ user: who.user, name: who.name });
@@ -421,6 +426,11 @@ async function join(who) {
   });
   on("state", (/** @type {import("/static/presence.js").State} */ s) => {
     const mine = s.holder?.user.id === c.user?.id;
+    const holderKey = s.holder ? `${s.holder.user.id}:${s.holder.fence ?? ""}` : "";
+    if (holderKey !== ui.docHolder) { // a holder came or went: its last save is the text now
+      ui.docHolder = holderKey;
+      if (!(draft.dirty && c.canEdit)) refreshDoc();
+    }
     if (s.holder && !mine) ui.lastHolder = s.holder.user.name;
     // we got the lease by asking: handed over (kind acquired), or the holder did not answer (taken_over)
     if (ui.grantedBy && mine && s.change?.user.id === c.user?.id) {

@@ -22,12 +22,23 @@ export interface Holder {
   fence?: number;
 }
 
+/** One live tab of a viewer: what it shares with everyone (`setMeta()`, `status({active})`). */
+export interface TabPresence {
+  /** The tab's connection id (`conn` of its welcome), never its tab id. */
+  conn: string;
+  active: boolean;
+  /** What the tab shares (a cursor, the focused field...), or null when it set none. */
+  meta: Record<string, unknown> | null;
+}
+
 /** One user viewing the workspace. */
 export interface Viewer {
   user: User;
   tabs: number;
   /** True when any of the user's tabs is in use (see `status({active})`). */
   active: boolean;
+  /** One entry per live tab of the user, with its meta. */
+  presence: TabPresence[];
 }
 
 export type ChangeKind = "joined" | "left" | "acquired" | "released" | "expired" | "taken_over" | "revoked" | "idle";
@@ -38,6 +49,8 @@ export interface Change {
   user: User;
   /** For `taken_over`: whose lease it was. */
   from?: User;
+  /** A lease change of a named lock (absent: the workspace's own lease). */
+  lock?: string;
 }
 
 /** A pending polite request for the lease. */
@@ -59,6 +72,8 @@ export interface State {
   queue?: User[];
   request?: HandoffRequest | null;
   change?: Change;
+  /** The named locks held, by lock id; absent when none is. */
+  locks?: Record<string, Holder>;
 }
 
 export type LeaseScope = "user" | "tab";
@@ -73,17 +88,18 @@ export interface WelcomeMessage {
   lease_ttl_ms: number;
   scope?: LeaseScope;
   state: State;
-  /** Time left until the token's `exp`; the client refreshes the token before it runs out. */
+  /** Time left until the token's `exp`, when it has one; the client refreshes the token before it runs out. */
   expires_in_ms?: number;
 }
 
 export type ReleaseReason = "released" | "taken_over" | "expired" | "lost" | "revoked" | "idle";
-export type DeclineReason = "declined" | "timeout" | "cancelled";
+/** `cooldown`: nobody answered, but the lock was taken over too recently to be taken again: ask later. */
+export type DeclineReason = "declined" | "timeout" | "cancelled" | "cooldown";
 
 /** Error codes of the server (docs/protocol.md) and of the client itself. */
 export type ErrorCode =
   | "bad_message" | "rate_limited" | "not_holder" | "takeover_forbidden" | "takeover_cooldown"
-  | "request_pending" | "no_request" | "unavailable" | "internal" | "bad_token"
+  | "request_pending" | "no_request" | "too_many_locks" | "unavailable" | "internal" | "bad_token"
   // the client's own: a token function that failed, giving up, not connected, closed
   | "token_failed" | "unauthorized" | "protocol_error" | "forbidden" | "connect_failed" | "disconnected" | "closed";
 
@@ -136,6 +152,17 @@ export interface AskedResult {
 
 export type ConnectionStatus = "connecting" | "open" | "closed" | "reconnecting";
 
+/** Which lock a request is about: a named lock's id (1-64 characters of A-Z a-z 0-9 . _ : -), or "" (the
+ *  default) for the workspace's lease. */
+export interface LockOption {
+  lock?: string;
+}
+
+/** Lease events about a named lock carry its id; those about the workspace's lease carry none. */
+export interface LockDetail {
+  lock?: string;
+}
+
 export interface ConnectionDetail {
   status: ConnectionStatus;
   /** The close code, when the status follows a close. */
@@ -145,42 +172,42 @@ export interface ConnectionDetail {
   delay?: number;
 }
 
-export interface AcquiredDetail extends AcquiredResult {
+export interface AcquiredDetail extends AcquiredResult, LockDetail {
   /** Time to the server's local deadline of the lease, when it was granted. */
   ttl_ms: number;
   /** The request it answers; undefined when it came unasked (another tab, your turn in line, a rejoin). */
   id?: string;
 }
 
-export interface BusyDetail {
+export interface BusyDetail extends LockDetail {
   holder: Holder;
   id?: string;
 }
 
-export interface QueuedDetail {
+export interface QueuedDetail extends LockDetail {
   position: number;
   id?: string;
 }
 
-export interface AskedDetail {
+export interface AskedDetail extends LockDetail {
   holder: Holder;
   deadline_ms: number;
   id?: string;
 }
 
-export interface RequestedDetail {
+export interface RequestedDetail extends LockDetail {
   /** Who asks you, the holder, for the lease: `release()` gives it, `decline()` keeps it. */
   by: User;
   message: string;
   deadline_ms: number;
 }
 
-export interface DeclinedDetail {
+export interface DeclinedDetail extends LockDetail {
   reason: DeclineReason;
   by?: User;
 }
 
-export interface ReleasedDetail {
+export interface ReleasedDetail extends LockDetail {
   reason: ReleaseReason;
   /** Who took it over, or the operator who revoked it. */
   by?: User;
@@ -193,7 +220,7 @@ export interface ErrorDetail {
   id?: string;
 }
 
-export interface CanEditDetail {
+export interface CanEditDetail extends LockDetail {
   canEdit: boolean;
 }
 
@@ -255,6 +282,24 @@ export declare class PresenceError extends Error {
   code: ErrorCode | (string & {});
 }
 
+/** What `getSnapshot()` returns: the client as one immutable object, the same until something changes. */
+export interface PresenceSnapshot {
+  readonly state: State | null;
+  readonly status: ConnectionStatus;
+  readonly connected: boolean;
+  readonly user: User | null;
+  /** The workspace's lease, as `client.holding`. */
+  readonly holding: boolean;
+  /** `client.canEdit` when the snapshot was taken (a new snapshot follows when it flips). */
+  readonly canEdit: boolean;
+  readonly fence: number | null;
+  readonly queuePosition: number;
+  /** The named locks held by anyone, as `client.locks`. */
+  readonly locks: ReadonlyMap<string, Holder>;
+  /** The named locks this client holds: their fence, and whether their local deadline has not passed. */
+  readonly held: ReadonlyMap<string, { readonly fence: number; readonly canEdit: boolean }>;
+}
+
 /**
  * One workspace, one WebSocket, reconnecting by itself; an EventTarget (see PresenceEventMap).
  *
@@ -268,16 +313,18 @@ export declare class PresenceClient extends EventTarget {
 
   /** The latest workspace state (the welcome's, then every `state`). */
   state: State | null;
-  /** We believe we hold the lease. */
-  holding: boolean;
-  /** Fence of the latest grant; kept after a release. */
-  fence: number | null;
+  /** We believe we hold the workspace's lease. */
+  readonly holding: boolean;
+  /** Fence of the latest grant of the workspace's lease; kept after a release. */
+  readonly fence: number | null;
   /** Who the server says we are (after `welcome`). */
   user: User | null;
   /** A `welcome` arrived on the current socket. */
   connected: boolean;
-  /** Our place in line (1 = next); 0 when not waiting. */
-  queuePosition: number;
+  /** Our place in the lease's line (1 = next); 0 when not waiting. */
+  readonly queuePosition: number;
+  /** The named locks held (by anyone), by lock id: the state's `locks`. */
+  readonly locks: ReadonlyMap<string, Holder>;
   /** Sent as `tab` in hello; kept in sessionStorage so a reload reuses it. */
   tabId: string;
   readonly workspace: string;
@@ -285,27 +332,44 @@ export declare class PresenceClient extends EventTarget {
   readonly canEdit: boolean;
   /** Milliseconds left to the local lease deadline (0 when not holding). */
   readonly leaseRemainingMs: number;
+  /** As `canEdit`, for a named lock: this tab holds it and its own local deadline has not passed ("": the lease). */
+  canEditLock(lock: string): boolean;
+  /** As `leaseRemainingMs`, for a named lock. */
+  lockRemainingMs(lock: string): number;
+  /** The fence of a named lock while this tab holds it, else null ("": as `fence`). */
+  lockFence(lock: string): number | null;
+
+  /** Calls `listener` after every change a snapshot shows; returns the unsubscribe function. Bound: it may be
+   *  passed around on its own (React's `useSyncExternalStore(client.subscribe, client.getSnapshot)`). */
+  subscribe(listener: () => void): () => void;
+  /** The client as one immutable object: the same object until something changes. Bound, as `subscribe`. */
+  getSnapshot(): PresenceSnapshot;
 
   /** Opens the connection and keeps it open; resolves with the next `welcome`, rejects (PresenceError)
    *  when the client gives up: close 4400/4403, repeated 4401, or close() before a welcome. */
   connect(): Promise<WelcomeMessage>;
-  /** Asks for the lease: `{acquired: true, fence}` or `{acquired: false, holder}`. */
-  acquire(options?: { wait?: false }): Promise<AcquireResult>;
+  /** Asks for the lease (or the named lock `lock`): `{acquired: true, fence}` or `{acquired: false, holder}`. */
+  acquire(options?: { wait?: false } & LockOption): Promise<AcquireResult>;
   /** Waits in line instead of `busy`: `{acquired: false, queued: true, position}`, then an `acquired` event. */
-  acquire(options: { wait: true }): Promise<AcquiredResult | QueuedResult>;
-  acquire(options?: { wait?: boolean }): Promise<AcquireResult | QueuedResult>;
-  /** Force-takes the lease (rejects with `takeover_forbidden` or `takeover_cooldown`). */
-  takeover(): Promise<AcquiredResult>;
-  /** Gives the lease up (to the requester or the first in line); while waiting, leaves the line; while
-   *  asking, withdraws the request (`{declined: true, reason: "cancelled"}`). */
-  release(): Promise<ReleaseResult | DeclineResult>;
-  /** Politely asks the holder (a free lease is simply granted). Rejects with `request_pending`,
+  acquire(options: { wait: true } & LockOption): Promise<AcquiredResult | QueuedResult>;
+  acquire(options?: { wait?: boolean } & LockOption): Promise<AcquireResult | QueuedResult>;
+  /** Force-takes the lease or a named lock (rejects with `takeover_forbidden` or `takeover_cooldown`). */
+  takeover(options?: LockOption): Promise<AcquiredResult>;
+  /** Gives the lease (or a named lock) up, to the requester or the first in line; while waiting, leaves the
+   *  line; while asking, withdraws the request (`{declined: true, reason: "cancelled"}`). */
+  release(options?: LockOption): Promise<ReleaseResult | DeclineResult>;
+  /** Politely asks the holder (a free lock is simply granted). Rejects with `request_pending`,
    *  `bad_message` (message over MAX_REQUEST_MESSAGE characters), `disconnected`... */
-  request(message?: string): Promise<AskedResult | AcquiredResult>;
-  /** As the holder, keeps the lease and turns the pending request down. */
-  decline(): Promise<DeclineResult>;
-  /** Per-tab presence info, re-sent after each reconnect; true when sent now. */
-  status(info: { active?: boolean; meta?: Record<string, unknown> }): boolean;
+  request(message?: string, options?: LockOption): Promise<AskedResult | AcquiredResult>;
+  /** As the holder, keeps the lease (or a named lock) and turns the pending request down. */
+  decline(options?: LockOption): Promise<DeclineResult>;
+  /** Per-tab presence info, sent now and re-sent after each reconnect (fields left out keep their value);
+   *  true when sent now. */
+  status(info: { active?: boolean; meta?: Record<string, unknown> | null }): boolean;
+  /** Shares what this tab is doing with everyone (each viewer's `presence`): at most one `status` per
+   *  META_INTERVAL_MS with the latest meta, re-sent after a reconnect; null clears it. Throws a TypeError
+   *  for anything but an object or null, a RangeError over MAX_META_BYTES of JSON. */
+  setMeta(meta: Record<string, unknown> | null): void;
   /** Stops everything (closes with 1000); fires no `released`. */
   close(): void;
 
@@ -341,6 +405,14 @@ export interface WatchHolder {
 export interface WatchedLease {
   holder: WatchHolder | null;
   viewers: number;
+}
+
+/** What `LeaseWatcher.getSnapshot()` returns: the same object until something changes. */
+export interface LeaseWatcherSnapshot {
+  /** A copy of `leases` as it was when the snapshot was taken. */
+  readonly leases: ReadonlyMap<string, WatchedLease>;
+  readonly connected: boolean;
+  readonly status: ConnectionStatus;
 }
 
 /** The detail of a `lease` event: one watched workspace changed. */
@@ -389,6 +461,11 @@ export declare class LeaseWatcher extends EventTarget {
   connect(): Promise<Map<string, WatchedLease>>;
   /** Watches these instead (at most MAX_WATCHED: RangeError); resolves once the server answered. */
   watch(workspaces: string[]): Promise<Map<string, WatchedLease>>;
+  /** Calls `listener` after every change of the leases or the connection; returns the unsubscribe function
+   *  (bound, as PresenceClient's). */
+  subscribe(listener: () => void): () => void;
+  /** The leases and the connection as one immutable object: the same object until something changes. */
+  getSnapshot(): LeaseWatcherSnapshot;
   /** Stops everything (closes with 1000). */
   close(): void;
 
@@ -421,7 +498,65 @@ export interface Update {
   viewers?: Viewer[];
   queue?: User[];
   request?: HandoffRequest | null;
+  /** The named locks whose holder changed: the new holder, or null when freed. */
+  locks?: Record<string, Holder | null>;
 }
+
+// ---- the wire protocol, frame by frame (docs/protocol.md; checked against docs/protocol.schema.json) ---
+
+/** A request's id, echoed in its answer. */
+export type RequestId = string | number;
+
+export interface HelloMessage { type: "hello"; token: string; workspace: string; tab: string; client?: string }
+export interface AcquireMessage { type: "acquire"; id?: RequestId; lock?: string; wait?: boolean }
+export interface TakeoverMessage { type: "takeover"; id?: RequestId; lock?: string }
+export interface ReleaseMessage { type: "release"; id?: RequestId; lock?: string }
+export interface PongMessage { type: "pong"; n: number }
+export interface StatusMessage { type: "status"; id?: RequestId; active?: boolean; meta?: Record<string, unknown> | null }
+export interface RequestMessage { type: "request"; id?: RequestId; lock?: string; message?: string }
+export interface DeclineMessage { type: "decline"; id?: RequestId; lock?: string }
+export interface SyncMessage { type: "sync"; id?: RequestId }
+/** A new token (the same user) for the open connection, before its token expires. */
+export interface RefreshMessage { type: "refresh"; token: string; id?: RequestId }
+export interface WatchMessage {
+  type: "watch"; workspaces: string[]; token?: string; tab?: string; client?: string; id?: RequestId;
+}
+/** What a tab sends (`hello` first), or a watcher (`watch` first). */
+export type ClientMessage =
+  | HelloMessage | AcquireMessage | TakeoverMessage | ReleaseMessage | PongMessage | StatusMessage
+  | RequestMessage | DeclineMessage | SyncMessage | RefreshMessage | WatchMessage;
+
+export interface StateMessage extends State { type: "state" }
+export type UpdateMessage = Update;
+export interface AcquiredMessage {
+  type: "acquired"; id?: RequestId; lock?: string; fence: number; ttl_ms: number; rejoined?: boolean;
+}
+export interface BusyMessage { type: "busy"; id?: RequestId; lock?: string; holder: Holder }
+export interface QueuedMessage { type: "queued"; id?: RequestId; lock?: string; position: number }
+export interface AskedMessage { type: "asked"; id?: RequestId; lock?: string; holder: Holder; deadline_ms: number }
+export interface RequestedMessage { type: "requested"; lock?: string; by: User; deadline_ms: number; message?: string }
+export interface DeclinedMessage { type: "declined"; id?: RequestId; lock?: string; reason: DeclineReason; by?: User }
+export interface ReleasedMessage { type: "released"; id?: RequestId; lock?: string; reason: ReleaseReason; by?: User }
+/** `ttl_ms`: the lease's time left while you hold it; `ttls`: each named lock's you hold. */
+export interface PingMessage { type: "ping"; n: number; ttl_ms?: number; ttls?: Record<string, number> }
+export interface ErrorMessage {
+  type: "error"; id?: RequestId; code: ErrorCode | (string & {}); message: string;
+  /** A watcher's `forbidden`: the ids its token may not see. */
+  workspaces?: string[];
+}
+export interface LeasesMessage {
+  type: "leases"; id?: RequestId; leases: Record<string, WatchedLease>;
+  /** Time left until the watcher's token expires, when it has an `exp`. */
+  expires_in_ms?: number;
+}
+/** The answer to `refresh`: the new token's time left. */
+export interface RefreshedMessage { type: "refreshed"; id?: RequestId; expires_in_ms?: number }
+export interface LeaseMessage { type: "lease"; workspace: string; holder: WatchHolder | null; viewers: number }
+/** What the server sends a tab, or a watcher. */
+export type ServerMessage =
+  | WelcomeMessage | StateMessage | UpdateMessage | AcquiredMessage | BusyMessage | QueuedMessage
+  | ReleasedMessage | AskedMessage | RequestedMessage | DeclinedMessage | PingMessage | RefreshedMessage
+  | ErrorMessage | LeasesMessage | LeaseMessage;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -431,6 +566,10 @@ export declare const CLIENT_NAME: string;
 export declare const TAB_KEY: string;
 /** Longest `request()` message the server accepts (characters). */
 export declare const MAX_REQUEST_MESSAGE: number;
+/** Largest meta the server accepts: 1024 bytes of JSON. */
+export declare const MAX_META_BYTES: number;
+/** setMeta() sends at most one `status` per this many milliseconds (50). */
+export declare const META_INTERVAL_MS: number;
 /** Reconnect delay: capped exponential backoff with full jitter. */
 export declare function backoffDelay(attempt: number, random?: () => number): number;
 /** Milliseconds after being told `expires_in_ms` that the client refreshes its token: when a quarter of
@@ -438,6 +577,8 @@ export declare function backoffDelay(attempt: number, random?: () => number): nu
 export declare function refreshDelay(expiresInMs: number): number;
 /** The safety margin the client takes off a lease's ttl_ms: min(1 s, ttl/10). */
 export declare function leaseMargin(ttlMs: number): number;
+/** How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect; 0 when it says none. */
+export declare function restartGraceMs(reason: string): number;
 export declare function randomId(): string;
 /** The tab id kept under TAB_KEY, created once per browser tab. */
 export declare function loadTabId(storage: TabStorage | null | undefined): string;

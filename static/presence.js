@@ -3,7 +3,8 @@
 
 /** @typedef {{id: string, name: string, service?: boolean}} User  service: a backend job (id "svc:...") */
 /** @typedef {{user: User, fence?: number, since_ms: number, tabs: number}} Holder */
-/** @typedef {{user: User, tabs: number, active: boolean}} Viewer */
+/** @typedef {{conn: string, active: boolean, meta: Record<string, unknown>|null}} TabPresence  one live tab of a viewer */
+/** @typedef {{user: User, tabs: number, active: boolean, presence?: TabPresence[]}} Viewer */
 /**
  * @typedef {{kind: "joined"|"left"|"acquired"|"released"|"expired"|"taken_over"|"revoked"|"idle",
  *            user: User, from?: User}} Change
@@ -11,7 +12,8 @@
  */
 /**
  * @typedef {{workspace: string, seq: number, holder: Holder|null, viewers: Viewer[], queue?: User[],
- *            request?: HandoffRequest|null, change?: Change}} State  queue: users waiting, first in line first
+ *            request?: HandoffRequest|null, change?: Change, locks?: Record<string, Holder>}} State
+ *   queue: users waiting, first in line first; locks: the named locks held, absent when none
  */
 /**
  * @typedef {{type: "welcome", conn: string, user: User, workspace: string, heartbeat_ms: number,
@@ -19,16 +21,19 @@
  * @typedef {{type: "state"} & State} StateMsg
  * @typedef {{type: "update", workspace: string, seq: number, base: number, change?: Change,
  *            holder?: Holder|null, joined?: Viewer[], left?: string[], viewers?: Viewer[], queue?: User[],
- *            request?: HandoffRequest|null}} UpdateMsg  only what changed since `base` is present
- * @typedef {{type: "acquired", id?: string, fence: number, ttl_ms: number, rejoined?: boolean}} AcquiredMsg
- * @typedef {{type: "busy", id?: string, holder: Holder}} BusyMsg
- * @typedef {{type: "queued", id?: string, position: number}} QueuedMsg
- * @typedef {{type: "asked", id?: string, holder: Holder, deadline_ms: number}} AskedMsg
- * @typedef {{type: "requested", by: User, message?: string, deadline_ms: number}} RequestedMsg
- * @typedef {{type: "declined", id?: string, reason: "declined"|"timeout"|"cancelled"|"cooldown", by?: User}} DeclinedMsg
- * @typedef {{type: "released", id?: string,
+ *            request?: HandoffRequest|null, locks?: Record<string, Holder|null>}} UpdateMsg
+ *   only what changed since `base` is present; locks: null = freed
+ * @typedef {{type: "acquired", id?: string, lock?: string, fence: number, ttl_ms: number, rejoined?: boolean}} AcquiredMsg
+ * @typedef {{type: "busy", id?: string, lock?: string, holder: Holder}} BusyMsg
+ * @typedef {{type: "queued", id?: string, lock?: string, position: number}} QueuedMsg
+ * @typedef {{type: "asked", id?: string, lock?: string, holder: Holder, deadline_ms: number}} AskedMsg
+ * @typedef {{type: "requested", lock?: string, by: User, message?: string, deadline_ms: number}} RequestedMsg
+ * @typedef {{type: "declined", id?: string, lock?: string, reason: "declined"|"timeout"|"cancelled"|"cooldown",
+ *            by?: User}} DeclinedMsg
+ * @typedef {{type: "released", id?: string, lock?: string,
  *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
- * @typedef {{type: "ping", n: number, ttl_ms?: number}} PingMsg
+ * @typedef {{type: "ping", n: number, ttl_ms?: number, ttls?: Record<string, number>}} PingMsg
+ *   ttl_ms: the lease's time left; ttls: each held named lock's
  * @typedef {{type: "refreshed", id?: string, expires_in_ms?: number}} RefreshedMsg
  * @typedef {{type: "error", id?: string, code: string, message: string}} ErrorMsg
  * @typedef {WelcomeMsg|StateMsg|UpdateMsg|AcquiredMsg|BusyMsg|QueuedMsg|AskedMsg|RequestedMsg|DeclinedMsg
@@ -46,6 +51,21 @@
  * @typedef {{status: ConnectionStatus, code?: number, reason?: string, delay?: number}} ConnectionDetail
  * @typedef {string | ((info: {refresh: boolean}) => string | Promise<string>)} TokenSource
  * @typedef {Pick<Storage, "getItem"|"setItem">} TabStorage
+ * @typedef {{lock?: string}} LockOption  which lock: a named one, or "" (the default) for the workspace's lease
+ */
+/**
+ * What getSnapshot() returns: the same object until something changes (for React's useSyncExternalStore).
+ * @typedef {object} PresenceSnapshot
+ * @property {State|null} state
+ * @property {ConnectionStatus} status
+ * @property {boolean} connected
+ * @property {User|null} user
+ * @property {boolean} holding  the workspace's lease, as client.holding
+ * @property {boolean} canEdit  as client.canEdit when the snapshot was taken
+ * @property {number|null} fence
+ * @property {number} queuePosition
+ * @property {ReadonlyMap<string, Holder>} locks  the named locks held by anyone, as client.locks
+ * @property {ReadonlyMap<string, {fence: number, canEdit: boolean}>} held  the named locks this client holds
  */
 /**
  * @typedef {object} PresenceOptions
@@ -77,6 +97,13 @@ const DEADLINE_CHECK_MS = 1000;
 const FATAL_CLOSE = new Map([[4400, "protocol_error"], [4403, "forbidden"]]);
 /** Longest `request` message the server accepts (characters). */
 export const MAX_REQUEST_MESSAGE = 500;
+/** Largest meta the server accepts: 1 KiB of JSON (UTF-8 bytes). */
+export const MAX_META_BYTES = 1024;
+/** setMeta() sends at most one `status` per this many milliseconds (the server applies no more). */
+export const META_INTERVAL_MS = 50;
+/** A named lock's id: 1-64 characters of A-Z a-z 0-9 . _ : - ("" is the workspace's lease). */
+const LOCK_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
 
 /**
  * Reconnect delay with capped exponential backoff and full jitter.
@@ -102,6 +129,16 @@ export function refreshDelay(expiresInMs) {
  */
 export function leaseMargin(ttlMs) {
   return Math.min(1000, ttlMs / 10);
+}
+
+/**
+ * How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect (the restart grace),
+ * as in "server restarting, reconnect; lease kept for 25000 ms"; 0 when it says nothing of the kind.
+ * @param {string} reason
+ */
+export function restartGraceMs(reason) {
+  const m = /; lease kept for (\d+) ms$/.exec(reason || "");
+  return m ? Number(m[1]) : 0;
 }
 
 /** @returns {string} */
@@ -148,10 +185,9 @@ function defaultStorage() {
   }
 }
 
-/** An Error with a machine-readable `code` (server error codes, or "disconnected", "unauthorized", ...). */
 /**
  * The state an `update` leads to from `state` (the caller checked that `update.base === state.seq`). Viewers
- * stay in the server's order: by name, then id.
+ * stay in the server's order: by name, then id. Named locks: a holder replaces the lock's, null frees it.
  * @param {State} state
  * @param {UpdateMsg} update
  * @returns {State}
@@ -164,6 +200,16 @@ export function applyUpdate(state, update) {
   if (update.request !== undefined) next.request = update.request;
   if (update.change !== undefined) next.change = update.change;
   else delete next.change;
+  if (update.locks) {
+    /** @type {Record<string, Holder>} */
+    const locks = { ...state.locks };
+    for (const [lock, holder] of Object.entries(update.locks)) {
+      if (holder) locks[lock] = holder;
+      else delete locks[lock];
+    }
+    if (Object.keys(locks).length > 0) next.locks = locks;
+    else delete next.locks; // absent when no named lock is held, as in a state
+  }
   if (update.joined || update.left || update.viewers) {
     const byId = new Map(state.viewers.map((v) => [v.user.id, v]));
     for (const id of update.left ?? []) byId.delete(id);
@@ -174,6 +220,7 @@ export function applyUpdate(state, update) {
   return next;
 }
 
+/** An Error with a machine-readable `code` (server error codes, or "disconnected", "unauthorized", ...). */
 export class PresenceError extends Error {
   /** @param {string} code @param {string} [message] */
   constructor(code, message) {
@@ -186,28 +233,70 @@ export class PresenceError extends Error {
 /** @typedef {{resolve: (v: any) => void, reject: (e: Error) => void}} Pending */
 
 /**
+ * The external-store half of PresenceClient and LeaseWatcher (internal): listeners told of every change, and
+ * a snapshot built on demand and kept until the next change, so getSnapshot() returns the same object until
+ * something changes (what React's useSyncExternalStore asks of it).
+ * @template T
+ */
+class Store {
+  /** @type {Set<() => void>} */ #listeners = new Set();
+  /** @type {T|null} */ #snapshot = null;
+  #build;
+
+  /** @param {() => T} build */
+  constructor(build) {
+    this.#build = build;
+  }
+
+  /** @param {() => void} listener @returns {() => void} unsubscribe */
+  subscribe(listener) {
+    if (typeof listener !== "function") throw new TypeError("subscribe: the listener must be a function");
+    const entry = () => listener(); // the same function subscribed twice is two subscriptions
+    this.#listeners.add(entry);
+    return () => { this.#listeners.delete(entry); };
+  }
+
+  /** @returns {T} */
+  get() {
+    if (this.#snapshot === null) this.#snapshot = Object.freeze(this.#build());
+    return this.#snapshot;
+  }
+
+  /** Something changed: the next get() builds afresh, and every listener hears of it. */
+  changed() {
+    this.#snapshot = null;
+    for (const listener of [...this.#listeners]) {
+      // A throwing listener must not cut the client's own handling short: report it as an event listener's.
+      try { listener(); } catch (err) { queueMicrotask(() => { throw err; }); }
+    }
+  }
+}
+
+/**
  * What a Connection's owner supplies: the first frame, message handling, and what to do when the socket
  * goes away or the connection gives up.
  * @typedef {object} ConnectionHooks
  * @property {(token: string) => Record<string, unknown>} firstFrame  sent as soon as the socket opens
  * @property {(msg: any) => void} message  each frame that parsed as a JSON object (the silence timer was re-armed)
+ * @property {(code: number, reason: string) => void} [closed]  the server closed the socket, before it is dropped
  * @property {() => void} dropped  the socket was detached (closed, lost or given up): the owner is no longer
  *   connected and fails or settles what waited on it
  * @property {(err: PresenceError) => void} gaveUp  after the `error` event, before `connection` closed
  * @property {() => void} [pageShown]  a bfcache restore, before reconnecting
+ * @property {(type: string, detail: object) => void} emit  fires an event (`connection`, `error`) on the owner
  */
 
 /**
  * The connection lifecycle PresenceClient and LeaseWatcher share (internal): the socket, the token, backoff
  * and reconnects, the close-code policy (4401, 4400/4403, 4429), the silence timer, named timers and the
- * page listeners. Events (`connection`, `error`) are dispatched on `target`.
+ * page listeners. Its events (`connection`, `error`) are the owner's (`hooks.emit`).
  */
 class Connection {
   /** @type {WebSocket|null} */ ws = null;
   stopped = true;
   heartbeatMs = DEFAULT_HEARTBEAT_MS;
 
-  #target; #hooks; #url; #token; #WS; #random; #setTimeout; #clearTimeout; #window;
+  #hooks; #url; #token; #WS; #random; #setTimeout; #clearTimeout; #window;
   #gen = 0;
   #attempt = 0;
   #authFailures = 0;
@@ -216,14 +305,12 @@ class Connection {
   /** @type {Map<string, any>} */ #timers = new Map();
 
   /**
-   * @param {EventTarget} target
    * @param {ConnectionHooks} hooks
    * @param {{url: string, token: TokenSource, WebSocket: typeof WebSocket, random?: () => number,
    *          setTimeout?: (fn: () => void, ms: number) => any, clearTimeout?: (handle: any) => void,
    *          window: EventTarget|null, heartbeatMs?: number}} options
    */
-  constructor(target, hooks, options) {
-    this.#target = target;
+  constructor(hooks, options) {
     this.#hooks = hooks;
     this.#url = options.url;
     this.#token = options.token;
@@ -306,6 +393,7 @@ class Connection {
 
   /** @param {number} code @param {string} reason */
   #onClose(code, reason) {
+    this.#hooks.closed?.(code, reason);
     this.#drop();
     if (this.stopped) return;
     if (code === 4401) {
@@ -402,6 +490,11 @@ class Connection {
     }, ms));
   }
 
+  /** @param {string} name @returns {boolean} whether the named timer is set */
+  armed(name) {
+    return this.#timers.has(name);
+  }
+
   /** @param {string} name */
   disarm(name) {
     if (this.#timers.has(name)) this.#clearTimeout(this.#timers.get(name));
@@ -450,9 +543,29 @@ class Connection {
 
   /** @param {string} type @param {object} detail */
   #emit(type, detail) {
-    this.#target.dispatchEvent(new CustomEvent(type, { detail }));
+    this.#hooks.emit(type, detail);
   }
 }
+
+/** What this tab knows of one lock it holds, waits for or asks for ("" is the workspace's lease). */
+class Hold {
+  holding = false;
+  /** @type {number|null} fence of the latest grant */
+  fence = null;
+  deadline = 0; // local deadline on the monotonic clock
+  wallDeadline = 0; // ... and on the wall clock
+  canEdit = false; // as last reported by a `canedit` event
+  waiting = false;
+  asking = false;
+  queuePosition = 0;
+
+  get idle() { return !this.holding && !this.waiting && !this.asking; }
+}
+
+/** `{lock}` for a named lock, nothing for the workspace's lease: spread into frames and event details. @param {string} lock */
+const named = (lock) => (lock ? { lock } : {});
+/** The lock a server message is about. @param {{lock?: unknown}} msg */
+const lockOf = (msg) => (typeof msg.lock === "string" ? msg.lock : "");
 
 /**
  * One workspace, one WebSocket, reconnecting by itself. Events are CustomEvents; `detail`:
@@ -470,40 +583,42 @@ class Connection {
  * - released: {reason, by?, id?}; reason: released, taken_over, expired, lost, revoked (or idle)
  * - error: {code, message, id?}: server errors no request claims, token failures, giving up
  * - connection: ConnectionDetail; canedit: {canEdit} whenever `canEdit` flips (deadline included)
+ * Every lease event about a named lock (acquired, busy, queued, asked, requested, declined, released, canedit)
+ * carries `lock`; one without `lock` is about the workspace's lease.
  *
  *   const client = new PresenceClient({ workspace: "doc-1", token: async () => fetchToken() });
  *   await client.connect();
  *   const r = await client.acquire();   // {acquired: true, fence} | {acquired: false, holder}
  *   await client.acquire({ wait: true }); // {acquired: false, queued: true, position}; `acquired` fires later
  *   await client.request("Typo fix");      // {asked: true, deadline_ms, holder}; `acquired` or `declined` later
+ *   await client.acquire({ lock: "title" }); // a named lock: the same, for one part of the workspace
+ *   client.setMeta({ field: "title" });      // shared with everyone: viewers[i].presence[j].meta
  */
 export class PresenceClient extends EventTarget {
   /** @type {State|null} the workspace as this tab knows it (snapshot plus updates) */
   state = null;
-  /** @type {boolean} we believe we hold the lease */
-  holding = false;
-  /** @type {number|null} fence of the latest grant; kept (not cleared) after a release */
-  fence = null;
   /** @type {User|null} */
   user = null;
   /** @type {boolean} a `welcome` arrived on the current socket */
   connected = false;
-  /** @type {number} our place in the wait queue (1 = next), 0 when not waiting */
-  queuePosition = 0;
+  /** @type {ReadonlyMap<string, Holder>} the named locks held (by anyone), from the state */
+  locks = new Map();
 
   #workspace; #now; #wallNow;
   /** @type {Connection} */ #conn;
-  #deadline = 0;
-  #wallDeadline = 0;
-  #canEdit = false;
-  #waiting = false;
-  #asking = false;
+  /** @type {Map<string, Hold>} by lock; "" (the workspace's lease) is always there */
+  #holds = new Map([["", new Hold()]]);
   #syncing = false; // asked for the whole state after a gap in the updates
   #nextId = 0;
+  /** @type {ConnectionStatus} */ #status = "closed";
   /** @type {WelcomeMsg|null} */ #welcome = null;
   /** @type {Map<string, Pending>} */ #pending = new Map();
   /** @type {{resolve: (w: WelcomeMsg) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
-  /** @type {{active?: boolean, meta?: object}|null} */ #lastStatus = null;
+  /** @type {{active?: boolean, meta?: object|null}} this tab's presence, as last set (re-sent on reconnecting) */
+  #presence = {};
+  #metaDirty = false; // setMeta() has news the server has not been sent
+  #metaSentAt = -Infinity;
+  /** @type {Store<PresenceSnapshot>} */ #store = new Store(() => this.#buildSnapshot());
 
   /** @param {PresenceOptions} options */
   constructor(options) {
@@ -518,15 +633,17 @@ export class PresenceClient extends EventTarget {
     if (!WS) throw new TypeError("PresenceClient: no WebSocket implementation");
     this.#now = options.now || (() => performance.now());
     this.#wallNow = options.wallNow || (() => Date.now());
-    this.#conn = new Connection(this, {
+    this.#conn = new Connection({
       firstFrame: (token) => ({ type: "hello", token, workspace: this.#workspace, tab: this.tabId, client: CLIENT_NAME }),
       message: (msg) => this.#onMessage(msg),
+      closed: (code, reason) => this.#onServerClose(code, reason),
       dropped: () => this.#onDropped(),
       gaveUp: (err) => {
-        if (this.holding) this.#lose({ reason: "lost" });
+        for (const [lock, hold] of [...this.#holds]) if (hold.holding) this.#lose(lock, { reason: "lost" });
         this.#settleConnect(err);
       },
-      pageShown: () => this.#updateCanEdit(),
+      pageShown: () => { for (const lock of [...this.#holds.keys()]) this.#updateCanEdit(lock); },
+      emit: (type, detail) => this.#emit(type, detail),
     }, {
       url, token: options.token, WebSocket: WS, random: options.random, setTimeout: options.setTimeout,
       clearTimeout: options.clearTimeout, window: options.window === undefined ? globalThis.window ?? null : options.window,
@@ -534,6 +651,12 @@ export class PresenceClient extends EventTarget {
   }
 
   get workspace() { return this.#workspace; }
+  /** @returns {boolean} we believe we hold the workspace's lease */
+  get holding() { return this.#default.holding; }
+  /** @returns {number|null} fence of the latest grant of the workspace's lease; kept (not cleared) after a release */
+  get fence() { return this.#default.fence; }
+  /** @returns {number} our place in the lease's wait queue (1 = next), 0 when not waiting */
+  get queuePosition() { return this.#default.queuePosition; }
   /** True while we hold the lease and its local deadline has not passed (connected or not). */
   get canEdit() { return this.leaseRemainingMs > 0; }
   /**
@@ -541,9 +664,48 @@ export class PresenceClient extends EventTarget {
    * monotonic clock and on the wall clock, and the earlier one counts: the monotonic clock does not advance
    * while the computer sleeps, the wall clock may be stepped; neither can make the lease look longer.
    */
-  get leaseRemainingMs() {
-    if (!this.holding) return 0;
-    return Math.max(0, Math.min(this.#deadline - this.#now(), this.#wallDeadline - this.#wallNow()));
+  get leaseRemainingMs() { return this.#remaining(this.#default); }
+
+  /** As canEdit, for a named lock (`lock` "" is the workspace's lease). @param {string} lock */
+  canEditLock(lock) { return this.lockRemainingMs(lock) > 0; }
+  /** As leaseRemainingMs, for a named lock. @param {string} lock */
+  lockRemainingMs(lock) {
+    const hold = this.#holds.get(lock);
+    return hold ? this.#remaining(hold) : 0;
+  }
+  /** The fence of the latest grant of a named lock while this tab holds it, else null ("": as fence). @param {string} lock */
+  lockFence(lock) { return this.#holds.get(lock)?.fence ?? null; }
+
+  get #default() { return /** @type {Hold} */ (this.#holds.get("")); }
+
+  /** @param {Hold} hold */
+  #remaining(hold) {
+    if (!hold.holding) return 0;
+    return Math.max(0, Math.min(hold.deadline - this.#now(), hold.wallDeadline - this.#wallNow()));
+  }
+
+  // ---- external store (React's useSyncExternalStore) -----------------------------------------------
+
+  /**
+   * Calls `listener` after every change a snapshot shows (state, lease, locks, connection, canEdit).
+   * @param {() => void} listener @returns {() => void} unsubscribe
+   */
+  subscribe = (listener) => this.#store.subscribe(listener);
+
+  /** The client as one immutable object: the same object until something changes. @returns {PresenceSnapshot} */
+  getSnapshot = () => this.#store.get();
+
+  /** @returns {PresenceSnapshot} */
+  #buildSnapshot() {
+    /** @type {Map<string, {fence: number, canEdit: boolean}>} */
+    const held = new Map();
+    for (const [lock, hold] of this.#holds) {
+      if (lock && hold.holding) held.set(lock, { fence: /** @type {number} */ (hold.fence), canEdit: this.canEditLock(lock) });
+    }
+    return {
+      state: this.state, status: this.#status, connected: this.connected, user: this.user, holding: this.holding,
+      canEdit: this.canEdit, fence: this.fence, queuePosition: this.queuePosition, locks: this.locks, held,
+    };
   }
 
   // ---- public API ---------------------------------------------------------------------------------
@@ -560,89 +722,127 @@ export class PresenceClient extends EventTarget {
   }
 
   /**
-   * Asks for the lease. With `wait: true` the server queues us instead of answering busy; the promise then
-   * resolves with `{acquired: false, queued: true, position}` and an `acquired` event fires later.
-   * @param {{wait?: boolean}} [opts]
+   * Asks for the lease (or a named lock). With `wait: true` the server queues us instead of answering busy; the
+   * promise then resolves with `{acquired: false, queued: true, position}` and an `acquired` event fires later.
+   * @param {{wait?: boolean} & LockOption} [opts]
    * @returns {Promise<AcquireResult>}
    */
   acquire(opts = {}) {
-    return this.#call(opts.wait ? { type: "acquire", wait: true } : { type: "acquire" });
+    return this.#call(opts.wait ? { type: "acquire", wait: true } : { type: "acquire" }, opts.lock);
   }
 
-  /** Force-takes the lease from its holder. @returns {Promise<AcquireResult>} */
-  takeover() {
-    return this.#call({ type: "takeover" });
+  /** Force-takes the lease (or a named lock) from its holder. @param {LockOption} [opts] @returns {Promise<AcquireResult>} */
+  takeover(opts = {}) {
+    return this.#call({ type: "takeover" }, opts.lock);
   }
 
   /**
-   * Gives the lease up: to the pending requester if any (see `requested`), else to the first in line.
-   * Called while waiting in line, it leaves the queue instead; called while asking (see request()), it
-   * withdraws the request and resolves `{declined: true, reason: "cancelled"}`.
+   * Gives the lease (or a named lock) up: to the pending requester if any (see `requested`), else to the first
+   * in line. Called while waiting in line, it leaves the queue instead; called while asking (see request()),
+   * it withdraws the request and resolves `{declined: true, reason: "cancelled"}`.
+   * @param {LockOption} [opts]
    * @returns {Promise<ReleaseResult | DeclineResult>}
    */
-  release() {
-    this.#waiting = false;
-    this.#asking = false;
-    this.queuePosition = 0;
-    return this.#call({ type: "release" });
+  release(opts = {}) {
+    const hold = this.#holds.get(opts.lock ?? "");
+    if (hold && (hold.waiting || hold.asking)) {
+      Object.assign(hold, { waiting: false, asking: false, queuePosition: 0 });
+      this.#tidy();
+      this.#store.changed();
+    }
+    return this.#call({ type: "release" }, opts.lock);
   }
 
   /**
-   * Politely asks the holder for the lease (polite handoff). Resolves `{asked: true, deadline_ms, holder}`;
-   * then `acquired` fires when the holder gives it (or, by server policy, when the holder did not answer in
-   * time), or `declined` when it does not. A free lease is simply granted: `{acquired: true, fence}`.
-   * Rejects with a PresenceError: `request_pending` (someone else asked first), `bad_message` (message over
-   * MAX_REQUEST_MESSAGE characters), `disconnected`, ...
+   * Politely asks the holder for the lease or a named lock (polite handoff). Resolves `{asked: true,
+   * deadline_ms, holder}`; then `acquired` fires when the holder gives it (or, by server policy, when the holder
+   * did not answer in time), or `declined` when it does not. A free lease is simply granted: `{acquired: true,
+   * fence}`. Rejects with a PresenceError: `request_pending` (someone else asked first), `bad_message` (message
+   * over MAX_REQUEST_MESSAGE characters), `disconnected`, ...
    * @param {string} [message]  shown to the holder
+   * @param {LockOption} [opts]
    * @returns {Promise<RequestResult>}
    */
-  request(message = "") {
+  request(message = "", opts = {}) {
     const text = String(message ?? "");
     if ([...text].length > MAX_REQUEST_MESSAGE) {
       return Promise.reject(new PresenceError("bad_message", `message is longer than ${MAX_REQUEST_MESSAGE} characters`));
     }
-    return this.#call(text ? { type: "request", message: text } : { type: "request" });
+    return this.#call(text ? { type: "request", message: text } : { type: "request" }, opts.lock);
   }
 
   /**
-   * As the holder, keeps the lease and turns the pending request down (the requester gets `declined`).
-   * Rejects with `no_request` when there is none (any more), `not_holder` when we do not hold the lease.
+   * As the holder, keeps the lease (or a named lock) and turns the pending request down (the requester gets
+   * `declined`). Rejects with `no_request` when there is none (any more), `not_holder` when we do not hold it.
+   * @param {LockOption} [opts]
    * @returns {Promise<DeclineResult>}
    */
-  decline() {
-    return this.#call({ type: "decline" });
+  decline(opts = {}) {
+    return this.#call({ type: "decline" }, opts.lock);
   }
 
   /**
-   * Per-tab presence info; re-sent after each reconnect. The server only answers on error (`error` event).
-   * @param {{active?: boolean, meta?: object}} info
+   * Per-tab presence info (`active`, and `meta` as setMeta() sets it), sent now and re-sent after each
+   * reconnect; fields left out keep their last value. The server only answers on error (`error` event).
+   * @param {{active?: boolean, meta?: object|null}} info
    * @returns {boolean} whether it was sent now
    */
   status(info) {
-    this.#lastStatus = { ...info };
-    return this.connected && this.#conn.send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+    this.#presence = { ...this.#presence, ...info };
+    return this.connected && this.#sendStatus();
+  }
+
+  /**
+   * Shares what this tab is doing (a cursor, the focused field...) with everyone in the workspace: each viewer
+   * entry's `presence` lists its tabs' metas. Call it as often as you like: at most one `status` goes out per
+   * META_INTERVAL_MS, with the latest meta; it is sent again after a reconnect. `null` clears it.
+   * Throws a TypeError for anything but a plain object or null, a RangeError over MAX_META_BYTES of JSON.
+   * @param {Record<string, unknown>|null} meta
+   */
+  setMeta(meta) {
+    if (meta !== null && (typeof meta !== "object" || Array.isArray(meta))) {
+      throw new TypeError("setMeta: the meta must be an object or null");
+    }
+    const bytes = new TextEncoder().encode(JSON.stringify(meta)).length;
+    if (bytes > MAX_META_BYTES) throw new RangeError(`setMeta: the meta is ${bytes} bytes of JSON, over ${MAX_META_BYTES}`);
+    this.#presence = { ...this.#presence, meta };
+    this.#metaDirty = true;
+    this.#flushMeta();
   }
 
   /** Stops everything: timers, reconnects, the socket (closed with 1000). Does not fire `released`. */
   close() {
     if (this.#conn.stopped) return;
-    this.#waiting = false;
-    this.queuePosition = 0;
+    for (const hold of this.#holds.values()) Object.assign(hold, { waiting: false, queuePosition: 0 });
     this.#conn.stop();
-    this.#setHolding(false);
+    for (const [lock, hold] of [...this.#holds]) if (hold.holding) this.#setHolding(lock, false);
+    this.#tidy();
     this.#settleConnect(new PresenceError("closed", "client closed before connecting"));
     this.#emit("connection", { status: "closed", code: 1000, reason: "client closed" });
   }
 
   // ---- connection lifecycle (the socket itself: Connection) -----------------------------------------
 
+  /**
+   * A restarting server (1012) that kept our lease says for how long (restartGraceMs): the local deadline
+   * follows, so canEdit stays true while we reconnect (never shortened: the deadline we had stands otherwise).
+   * The reason speaks of the workspace's lease: named locks keep their own deadlines.
+   * @param {number} code @param {string} reason
+   */
+  #onServerClose(code, reason) {
+    const kept = code === 1012 && this.holding ? restartGraceMs(reason) : 0;
+    if (kept - leaseMargin(kept) > this.leaseRemainingMs) this.#setDeadline("", kept);
+  }
+
   /** The socket went away: fail what waited on it. */
   #onDropped() {
     this.connected = false;
-    if (this.#asking) { // the server withdraws the request of a tab that left
-      this.#asking = false;
-      if (!this.#conn.stopped) this.#emit("declined", { reason: "cancelled" });
+    for (const [lock, hold] of this.#holds) {
+      if (!hold.asking) continue; // the server withdraws the request of a tab that left
+      hold.asking = false;
+      if (!this.#conn.stopped) this.#emit("declined", { reason: "cancelled", ...named(lock) });
     }
+    this.#tidy();
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(new PresenceError("disconnected", "connection lost"));
@@ -670,42 +870,45 @@ export class PresenceClient extends EventTarget {
         return this.#setState(state);
       }
       case "update": return this.#onUpdate(msg);
-      case "ping":
-        this.#conn.send({ type: "pong", n: msg.n });
-        if (this.holding && typeof msg.ttl_ms === "number") this.#setDeadline(msg.ttl_ms);
-        return;
+      case "ping": return this.#onPing(msg);
       case "acquired": {
-        this.#waiting = false;
-        this.#asking = false;
-        this.queuePosition = 0;
-        this.fence = msg.fence;
-        this.holding = true;
-        this.#setDeadline(msg.ttl_ms);
+        const lock = lockOf(msg);
+        Object.assign(this.#hold(lock), { waiting: false, asking: false, queuePosition: 0, fence: msg.fence, holding: true });
+        this.#setDeadline(lock, msg.ttl_ms);
         const result = { acquired: true, fence: msg.fence, rejoined: !!msg.rejoined };
-        this.#emit("acquired", { ...result, ttl_ms: msg.ttl_ms, id: msg.id });
+        this.#emit("acquired", { ...result, ttl_ms: msg.ttl_ms, id: msg.id, ...named(lock) });
         return this.#settle(msg.id, result);
       }
       case "busy":
-        this.#emit("busy", { holder: msg.holder, id: msg.id });
+        this.#emit("busy", { holder: msg.holder, id: msg.id, ...named(lockOf(msg)) });
         return this.#settle(msg.id, { acquired: false, holder: msg.holder });
-      case "queued":
-        this.#waiting = true;
-        this.queuePosition = msg.position;
-        this.#emit("queued", { position: msg.position, id: msg.id });
+      case "queued": {
+        const lock = lockOf(msg);
+        Object.assign(this.#hold(lock), { waiting: true, queuePosition: msg.position });
+        this.#emit("queued", { position: msg.position, id: msg.id, ...named(lock) });
         return this.#settle(msg.id, { acquired: false, queued: true, position: msg.position });
-      case "asked":
-        this.#asking = true;
-        this.#emit("asked", { holder: msg.holder, deadline_ms: msg.deadline_ms, id: msg.id });
+      }
+      case "asked": {
+        const lock = lockOf(msg);
+        this.#hold(lock).asking = true;
+        this.#emit("asked", { holder: msg.holder, deadline_ms: msg.deadline_ms, id: msg.id, ...named(lock) });
         return this.#settle(msg.id, { asked: true, deadline_ms: msg.deadline_ms, holder: msg.holder });
+      }
       case "requested":
-        return this.#emit("requested", { by: msg.by, message: msg.message ?? "", deadline_ms: msg.deadline_ms });
-      case "declined":
+        return this.#emit("requested", {
+          by: msg.by, message: msg.message ?? "", deadline_ms: msg.deadline_ms, ...named(lockOf(msg)),
+        });
+      case "declined": {
         // The answer to our own decline() only settles it; otherwise our request ended without a handoff.
         if (msg.id != null && this.#settle(msg.id, { declined: true, reason: msg.reason })) return;
-        this.#asking = false;
-        return this.#emit("declined", { reason: msg.reason, by: msg.by });
+        const lock = lockOf(msg);
+        const hold = this.#holds.get(lock);
+        if (hold) hold.asking = false;
+        this.#tidy();
+        return this.#emit("declined", { reason: msg.reason, by: msg.by, ...named(lock) });
+      }
       case "released":
-        this.#lose({ reason: msg.reason, by: msg.by, id: msg.id });
+        this.#lose(lockOf(msg), { reason: msg.reason, by: msg.by, id: msg.id });
         return this.#settle(msg.id, { released: true, reason: msg.reason });
       case "error": {
         const pending = msg.id != null ? this.#pending.get(String(msg.id)) : undefined;
@@ -713,6 +916,16 @@ export class PresenceClient extends EventTarget {
         this.#pending.delete(String(msg.id));
         return pending.reject(new PresenceError(msg.code, msg.message));
       }
+    }
+  }
+
+  /** Answers at once, and moves the deadline of each lock held that the ping gives time for. @param {PingMsg} msg */
+  #onPing(msg) {
+    this.#conn.send({ type: "pong", n: msg.n });
+    if (this.holding && typeof msg.ttl_ms === "number") this.#setDeadline("", msg.ttl_ms);
+    if (!msg.ttls || typeof msg.ttls !== "object") return;
+    for (const [lock, ttl] of Object.entries(msg.ttls)) {
+      if (lock && typeof ttl === "number" && this.#holds.get(lock)?.holding) this.#setDeadline(lock, ttl);
     }
   }
 
@@ -725,43 +938,47 @@ export class PresenceClient extends EventTarget {
     this.user = msg.user;
     if (msg.heartbeat_ms > 0) this.#conn.heartbeatMs = msg.heartbeat_ms;
     this.#conn.armSilenceTimer();
-    const holder = msg.state?.holder ?? null;
-    if (this.holding) this.#rejoin(holder);
-    // Back in line, unless the server is about to confirm a lease we share (see #confirmedOnJoin).
-    if (this.#waiting && !this.holding && !this.#confirmedOnJoin(holder, msg.scope)) {
-      this.#conn.send({ type: "acquire", id: this.#newId(), wait: true });
+    for (const [lock, hold] of [...this.#holds]) {
+      const holder = (lock ? msg.state?.locks?.[lock] : msg.state?.holder) ?? null;
+      if (hold.holding) this.#rejoin(lock, hold, holder);
+      // Back in line, unless the server is about to confirm a lease we share (see #confirmedOnJoin).
+      if (hold.waiting && !hold.holding && !this.#confirmedOnJoin(hold, holder, msg.scope)) {
+        this.#conn.send({ type: "acquire", id: this.#newId(), wait: true, ...named(lock) });
+      }
     }
-    if (this.#lastStatus) this.#conn.send({ type: "status", id: this.#newId(), ...this.#lastStatus });
+    if (Object.keys(this.#presence).length > 0) this.#sendStatus();
     this.#setState(msg.state);
     this.#emit("connection", { status: "open" });
     this.#settleConnect(null);
   }
 
   /**
-   * After a reconnect while holding. A lease that is still ours (our user, the fence we hold) was already
+   * After a reconnect while holding a lock. A lock that is still ours (our user, the fence we hold) was already
    * rejoined by the server's join, which sends `acquired{rejoined: true}` right after this welcome: that
    * message renews the local deadline and fires the one `acquired` event (meanwhile canEdit runs on the
-   * deadline we had), so nothing is asked for here. A lease that is gone is reported now: no
+   * deadline we had), so nothing is asked for here. A lock that is gone is reported now: no
    * `acquired` follows the welcome then.
-   * @param {Holder|null} holder  holder in the welcome state
+   * @param {string} lock @param {Hold} hold
+   * @param {Holder|null} holder  the lock's holder in the welcome state
    */
-  #rejoin(holder) {
-    const ours = holder && holder.user.id === this.user?.id && (holder.fence == null || holder.fence === this.fence);
+  #rejoin(lock, hold, holder) {
+    const ours = holder && holder.user.id === this.user?.id && (holder.fence == null || holder.fence === hold.fence);
     if (ours) return;
-    if (holder) this.#lose({ reason: "taken_over", by: holder.user });
-    else this.#lose({ reason: "expired" });
+    if (holder) this.#lose(lock, { reason: "taken_over", by: holder.user });
+    else this.#lose(lock, { reason: "expired" });
   }
 
   /**
    * Whether the server's join sends this tab `acquired{rejoined: true}` right after the welcome: when the
    * welcome's holder is our user (lease scope "user"), or this very tab (scope "tab"; the state names no
    * tab, but a grant we were given on this tab id carries the fence we kept).
-   * @param {Holder|null} holder  holder in the welcome state
+   * @param {Hold} hold
+   * @param {Holder|null} holder  the lock's holder in the welcome state
    * @param {"user"|"tab"|undefined} scope  the welcome's lease scope
    */
-  #confirmedOnJoin(holder, scope) {
+  #confirmedOnJoin(hold, holder, scope) {
     if (!holder || holder.user.id !== this.user?.id) return false;
-    return scope !== "tab" || (holder.fence != null && holder.fence === this.fence);
+    return scope !== "tab" || (holder.fence != null && holder.fence === hold.fence);
   }
 
   /**
@@ -782,47 +999,84 @@ export class PresenceClient extends EventTarget {
   /** @param {State} state */
   #setState(state) {
     if (!state) return;
+    if (state.locks !== this.state?.locks) this.locks = new Map(Object.entries(state.locks ?? {}));
     this.state = state; // whatever its seq: after a Redis failover the sequence may have gone back
     this.#emit("state", state);
   }
 
-  /** @param {{reason: string, by?: User, id?: string}} detail */
-  #lose(detail) {
-    this.#setHolding(false);
-    this.#emit("released", detail);
+  // ---- locks held -----------------------------------------------------------------------------------
+
+  /** The record of `lock`, made when first needed. @param {string} lock */
+  #hold(lock) {
+    let hold = this.#holds.get(lock);
+    if (!hold) this.#holds.set(lock, hold = new Hold());
+    return hold;
   }
 
-  /** @param {boolean} holding */
-  #setHolding(holding) {
-    this.holding = holding;
-    if (!holding) this.#conn.disarm("deadline");
-    this.#updateCanEdit();
+  /** Forgets the named locks this tab neither holds, nor waits nor asks for: nothing grows with locks used. */
+  #tidy() {
+    for (const [lock, hold] of this.#holds) if (lock && hold.idle) this.#holds.delete(lock);
   }
 
-  /** Local deadline = now + ttl - margin; a timer flips canEdit exactly then. @param {number} ttlMs */
-  #setDeadline(ttlMs) {
+  /** @param {string} lock @param {{reason: string, by?: User, id?: string}} detail */
+  #lose(lock, detail) {
+    this.#setHolding(lock, false);
+    this.#tidy();
+    this.#emit("released", { ...detail, ...named(lock) });
+  }
+
+  /** @param {string} lock @param {boolean} holding */
+  #setHolding(lock, holding) {
+    this.#hold(lock).holding = holding;
+    if (!holding) this.#conn.disarm(deadlineTimer(lock));
+    this.#updateCanEdit(lock);
+  }
+
+  /** Local deadline = now + ttl - margin; a timer flips canEdit exactly then. @param {string} lock @param {number} ttlMs */
+  #setDeadline(lock, ttlMs) {
     const left = ttlMs - leaseMargin(ttlMs);
-    this.#deadline = this.#now() + left;
-    this.#wallDeadline = this.#wallNow() + left;
-    this.#armDeadlineTimer();
-    this.#updateCanEdit();
+    const hold = this.#hold(lock);
+    hold.deadline = this.#now() + left;
+    hold.wallDeadline = this.#wallNow() + left;
+    this.#armDeadlineTimer(lock);
+    this.#updateCanEdit(lock);
   }
 
-  /** Checks the deadline when it is due, and at least every second (a sleeping computer delays timers). */
-  #armDeadlineTimer() {
-    const left = this.leaseRemainingMs;
-    if (left <= 0) return this.#conn.disarm("deadline");
-    this.#conn.arm("deadline", Math.min(left, DEADLINE_CHECK_MS), () => {
-      this.#armDeadlineTimer(); // early (or a periodic check): wait for the rest
-      this.#updateCanEdit();
+  /** Checks the deadline when it is due, and at least every second (a sleeping computer delays timers). @param {string} lock */
+  #armDeadlineTimer(lock) {
+    const left = this.lockRemainingMs(lock);
+    if (left <= 0) return this.#conn.disarm(deadlineTimer(lock));
+    this.#conn.arm(deadlineTimer(lock), Math.min(left, DEADLINE_CHECK_MS), () => {
+      this.#armDeadlineTimer(lock); // early (or a periodic check): wait for the rest
+      this.#updateCanEdit(lock);
     });
   }
 
-  #updateCanEdit() {
-    const canEdit = this.canEdit;
-    if (canEdit === this.#canEdit) return;
-    this.#canEdit = canEdit;
-    this.#emit("canedit", { canEdit });
+  /** @param {string} lock */
+  #updateCanEdit(lock) {
+    const hold = this.#holds.get(lock);
+    if (!hold) return;
+    const canEdit = this.canEditLock(lock);
+    if (canEdit === hold.canEdit) return;
+    hold.canEdit = canEdit;
+    this.#emit("canedit", { canEdit, ...named(lock) });
+  }
+
+  // ---- presence --------------------------------------------------------------------------------------
+
+  /** Sends the latest meta now, or when META_INTERVAL_MS has passed since the last `status`. */
+  #flushMeta() {
+    if (!this.#metaDirty || !this.connected || this.#conn.armed("meta")) return; // sent on (re)connecting, or by the timer
+    const wait = this.#metaSentAt + META_INTERVAL_MS - this.#now();
+    if (wait > 0) return this.#conn.arm("meta", wait, () => this.#flushMeta());
+    this.#sendStatus();
+  }
+
+  #sendStatus() {
+    this.#conn.disarm("meta");
+    this.#metaDirty = false;
+    this.#metaSentAt = this.#now();
+    return this.#conn.send({ type: "status", id: this.#newId(), ...this.#presence });
   }
 
   // ---- requests -------------------------------------------------------------------------------------
@@ -831,13 +1085,20 @@ export class PresenceClient extends EventTarget {
     return String(++this.#nextId);
   }
 
-  /** @param {Record<string, unknown>} msg @returns {Promise<any>} */
-  #call(msg) {
+  /**
+   * Sends a request and resolves with its answer (by id).
+   * @param {Record<string, unknown>} msg @param {string} [lock]  the lock it is about (absent or "": the lease)
+   * @returns {Promise<any>}
+   */
+  #call(msg, lock = "") {
+    if (lock !== "" && (typeof lock !== "string" || !LOCK_ID.test(lock))) {
+      return Promise.reject(new PresenceError("bad_message", `lock ids are 1-64 characters of A-Z a-z 0-9 . _ : - (got ${JSON.stringify(lock)})`));
+    }
     if (!this.connected) return Promise.reject(new PresenceError("disconnected", "not connected"));
     const id = this.#newId();
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      if (!this.#conn.send({ ...msg, id })) {
+      if (!this.#conn.send({ ...msg, ...named(lock), id })) {
         this.#pending.delete(id);
         reject(new PresenceError("disconnected", "not connected"));
       }
@@ -854,11 +1115,16 @@ export class PresenceClient extends EventTarget {
     return true;
   }
 
-  /** @param {string} type @param {object} detail */
+  /** Every event goes through here: the snapshot is stale from now on, and subscribers hear of it. @param {string} type @param {object} detail */
   #emit(type, detail) {
+    if (type === "connection") this.#status = /** @type {ConnectionDetail} */ (detail).status;
+    this.#store.changed();
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
+
+/** The named timer of a lock's local deadline. @param {string} lock */
+const deadlineTimer = (lock) => (lock ? `deadline:${lock}` : "deadline");
 
 // ---- LeaseWatcher: many workspaces' leases on one connection (list views) ------------------------------
 
@@ -866,6 +1132,10 @@ export const MAX_WATCHED = 500;
 
 /** @typedef {{user: User, since_ms: number}} WatchHolder */
 /** @typedef {{holder: WatchHolder|null, viewers: number}} WatchedLease */
+/**
+ * What LeaseWatcher.getSnapshot() returns: the same object until something changes.
+ * @typedef {{leases: ReadonlyMap<string, WatchedLease>, connected: boolean, status: ConnectionStatus}} LeaseWatcherSnapshot
+ */
 /**
  * @typedef {object} LeaseWatcherOptions
  * @property {TokenSource} token  as for PresenceClient; its `ws` claim decides which workspaces may be watched.
@@ -903,6 +1173,9 @@ export class LeaseWatcher extends EventTarget {
   #nextId = 0;
   /** @type {Map<string, (leases: Map<string, WatchedLease>) => void>} */ #waiting = new Map();
   /** @type {{resolve: (l: Map<string, WatchedLease>) => void, reject: (e: Error) => void}[]} */ #connectWaiters = [];
+  /** @type {ConnectionStatus} */ #status = "closed";
+  /** @type {Store<LeaseWatcherSnapshot>} */
+  #store = new Store(() => ({ leases: new Map(this.leases), connected: this.connected, status: this.#status }));
 
   /** @param {LeaseWatcherOptions} options */
   constructor(options) {
@@ -911,11 +1184,12 @@ export class LeaseWatcher extends EventTarget {
     const url = resolveUrl(options.url);
     const WS = options.WebSocket || globalThis.WebSocket;
     if (!WS) throw new TypeError("LeaseWatcher: no WebSocket implementation");
-    this.#conn = new Connection(this, {
+    this.#conn = new Connection({
       firstFrame: (token) => ({ type: "watch", token, workspaces: this.#ids, client: CLIENT_NAME }),
       message: (msg) => this.#onMessage(msg),
       dropped: () => this.#onDropped(),
       gaveUp: (err) => this.#settleConnect(err),
+      emit: (type, detail) => this.#emit(type, detail),
     }, {
       url, token: options.token, WebSocket: WS, random: options.random, setTimeout: options.setTimeout,
       clearTimeout: options.clearTimeout, window: null, heartbeatMs: options.heartbeatMs,
@@ -932,6 +1206,15 @@ export class LeaseWatcher extends EventTarget {
 
   /** The workspaces asked for (the last watch()). */
   get workspaces() { return [...this.#ids]; }
+
+  /**
+   * Calls `listener` after every change of the leases or the connection (React's useSyncExternalStore).
+   * @param {() => void} listener @returns {() => void} unsubscribe
+   */
+  subscribe = (listener) => this.#store.subscribe(listener);
+
+  /** The leases and connection as one immutable object: the same object until something changes. @returns {LeaseWatcherSnapshot} */
+  getSnapshot = () => this.#store.get();
 
   /**
    * Opens the connection (and keeps it open, reconnecting and re-watching as needed). Resolves with the
@@ -954,6 +1237,7 @@ export class LeaseWatcher extends EventTarget {
     this.#ids = LeaseWatcher.#checked(ids);
     if (!this.connected || !this.#conn.ws) {
       for (const id of [...this.leases.keys()]) if (!this.#ids.includes(id)) this.leases.delete(id);
+      this.#store.changed();
       return Promise.resolve(this.leases);
     }
     const id = `w${++this.#nextId}`;
@@ -1035,8 +1319,10 @@ export class LeaseWatcher extends EventTarget {
     this.#settleConnect(null);
   }
 
-  /** @param {string} type @param {object} detail */
+  /** Every event goes through here: the snapshot is stale from now on, and subscribers hear of it. @param {string} type @param {object} detail */
   #emit(type, detail) {
+    if (type === "connection") this.#status = /** @type {ConnectionDetail} */ (detail).status;
+    this.#store.changed();
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

@@ -18,6 +18,8 @@ FAST = {
     "PRESENCE_GRACE_MS": "600",
     "PRESENCE_HELLO_TIMEOUT_MS": "1000",
     "PRESENCE_LOG_LEVEL": "info",
+    # Dev mode (tests mint dev tokens) on a real Redis: a production setting, so it must be meant.
+    "PRESENCE_DEV": "1",
 }
 
 

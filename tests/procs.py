@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -188,13 +189,14 @@ class TlsRedisServer(RedisServer):
 
 
 class ServerProcess:
-    """``python -m presence serve`` in a child process."""
+    """``python -m presence serve`` in a child process, with this process' environment and ``env``
+    (a variable given as None is removed)."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, name: str = "server") -> None:
+    def __init__(self, env: Mapping[str, str | None], port: int | None = None, name: str = "server") -> None:
         self.port = port or free_port()
         self.name = name
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("PORT", None)
+        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "PORT": None}
+        self.env = {k: v for k, v in merged.items() if v is not None}
         self.log_path = Path(tempfile.mkstemp(prefix=f"presence-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 

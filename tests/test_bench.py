@@ -3,13 +3,23 @@ shared; BENCHMARKS.md has the real numbers)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
+import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from procs import ROOT
+
+from presence.bench import hocuspocus
+from presence.bench.harness import Plan
+from presence.bench.peer import PeerPlan, compare, last_seen
+from presence.bench.run import output
 
 
 def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
@@ -22,9 +32,9 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
 
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {
-        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch",
+        "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch", "restart",
     }
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
+    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
     watch = report["figures"]["watch"]
     assert watch["deliveries"] == watch["expected"] > 0  # every lease change reached every watcher
     for row in report["rows"]:
@@ -33,6 +43,9 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert figures["acquire"]["ours"]["n"] == report["plan"]["samples"]
     assert figures["storm"]["ours_connected"] == report["plan"]["tabs"]
     assert figures["storm"]["leases_lost"] == 0  # a correctness check, not a timing one
+    restart = figures["restart"]  # the same under load, over two workers, one stopped
+    assert restart["tabs_back"] == restart["tabs_closed"] > 0 and restart["closes"] == {"1012": restart["tabs_closed"]}
+    assert restart["holders"] > 0 and restart["leases_lost"] == 0
     for room in figures["room"]["rooms"]:  # every tab saw every join by updates, never a whole state
         assert room["messages"]["welcome"] == room["tabs"] and "state" not in room["messages"], room
     assert report["machine"]["redis"] != "?"
@@ -40,3 +53,91 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.stdout.count("\n") >= len(report["rows"]) + 2
     if "--chart" in cmd:
         assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+# -- the peer comparison (presence bench --peer hocuspocus) ------------------------------------
+
+PEER_ROWS = {
+    "time until every client sees all N", "server CPU per join", "Redis CPU per join", "server memory per client",
+    "payload bytes per client", "fan-out: last client saw a change, p50", "fan-out: last client saw a change, p99",
+    "fan-out: server CPU per change", "idle: server CPU", "idle: bytes per client per s",
+}
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs node and npm")
+def test_peer_comparison_measures_both_servers_at_every_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "presence", "bench", "--quick", "--peer", "hocuspocus", "--only", "peer",
+           "--peer-clients", "10,20", "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    peer = report["figures"]["peer"]
+    assert "skipped" not in peer, peer["skipped"]
+    assert set(report["figures"]) == {"peer"}  # --only peer: nothing else ran
+    assert peer["versions"]["@hocuspocus/server"].startswith("4.") and peer["versions"]["node"].startswith("v")
+    assert [s["clients"] for s in peer["sizes"]] == [10, 20]
+    for size in peer["sizes"]:
+        for side in ("presence", "hocuspocus"):
+            joined = size[side]
+            assert joined["all_seen_s"] > 0 and joined["clients_cpu_ms_per_join"] > 0, (side, joined)
+            # every client heard of every other one: some bytes per other client at least
+            assert joined["bytes_per_client"] > 10 * size["clients"], (side, joined)
+    changes = peer["plan"]["changes"]
+    for side in ("presence", "hocuspocus"):  # every change reached every client (a correctness check)
+        fanout = peer["fanout"][side]
+        assert fanout["missed"] == 0 and fanout["last_seen"]["n"] == changes, (side, fanout)
+        assert peer["idle"][side]["seconds"] > 0
+
+    rows = {r["name"]: r for r in report["peer_rows"]}
+    assert set(rows) == PEER_ROWS
+    for row in rows.values():
+        for cell in row["cells"]:
+            assert math.isfinite(cell["presence"]) and math.isfinite(cell["peer"]), row
+            assert " / " in cell["text"], row
+    assert [c["clients"] for c in rows["server CPU per join"]["cells"]] == [10, 20]
+    assert [c["clients"] for c in rows["fan-out: server CPU per change"]["cells"]] == [10]
+    # The table on stdout: a line per row, with the header naming both servers and both sizes.
+    assert re.search(r"^figure \(presence / hocuspocus\)\s+N = 10\s+N = 20$", done.stdout, re.M), done.stdout
+    for name in PEER_ROWS:
+        assert re.search(rf"^{re.escape(name)}\s+\S+ / \S+ ", done.stdout, re.M), name
+
+
+def test_last_seen_is_when_the_last_client_first_showed_each_change() -> None:
+    # Change 0 sets active False at 1.0, change 1 sets True at 2.0 (seconds).
+    sent = [1.0, 2.0]
+    seen = [
+        [(1.01, False), (2.03, True)],
+        [(0.5, False), (1.05, False), (2.02, True)],  # a value from before the change does not count
+        [(1.02, False), (1.5, True), (2.01, True)],  # nor a value other than the change's
+    ]
+    latencies, missed = last_seen(sent, seen)
+    assert missed == 0
+    assert latencies == pytest.approx([0.05, 0.03])
+    # A client that never showed the second change: it is missed, the first still measured.
+    latencies, missed = last_seen(sent, [[(1.01, False)], [(1.02, False), (2.01, True)]])
+    assert (latencies, missed) == (pytest.approx([0.02]), 1)
+
+
+async def test_without_node_the_peer_comparison_is_skipped_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hocuspocus.shutil, "which", lambda name: None if name == "node" else f"/usr/bin/{name}")
+    said: list[str] = []
+    fig = await compare("hocuspocus", PeerPlan.quick(), tmp_path / "cache", Plan.quick(), said.append)
+    assert fig == {"peer": "hocuspocus", "skipped": "node not found on PATH (install Node.js 20 or later with npm)"}
+    assert said == [f"peer comparison skipped: {fig['skipped']}"]
+    assert not (tmp_path / "cache").exists()  # nothing installed, nothing started
+
+
+def test_a_skipped_comparison_prints_why_and_writes_it_to_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    result = {"mode": "quick", "seconds": 1.0, "load_average": {"before": 0.1, "after": 0.2},
+              "figures": {"peer": {"peer": "hocuspocus", "skipped": "npm not found on PATH"}}}
+    output(result, argparse.Namespace(json=str(out), chart=None))
+    assert "peer comparison skipped: npm not found on PATH" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["figures"]["peer"]["skipped"] == "npm not found on PATH" and "peer_rows" not in written

@@ -55,6 +55,7 @@ from tcpproxy import TcpProxy
 
 TTL_MS = 2000
 ENV = {
+    "PRESENCE_DEV": "1",  # dev tokens on a real Redis
     "PRESENCE_HEARTBEAT_MS": "400",
     "PRESENCE_DEAD_AFTER_MS": "2000",
     "PRESENCE_LEASE_TTL_MS": str(TTL_MS),

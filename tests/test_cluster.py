@@ -25,12 +25,12 @@ from wsclient import Tab, open_tab
 
 from presence.core.effects import Replication
 from presence.core.events import decode_event
+from presence.core.outcomes import Granted
 from presence.core.records import TabInfo
 from presence.errors import StoreUnavailable
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
-from presence.gateway.replies import Granted
 from presence.settings import Settings
 
 pytestmark = pytest.mark.cluster
@@ -70,7 +70,7 @@ async def server(c: Cluster, name: str, **env: str) -> object:
 async def lease(redis_cluster: LocalRedisCluster) -> AsyncIterator[LeaseScripts]:
     settings = Settings(
         redis_url=redis_cluster.url, redis_cluster=True, heartbeat_ms=300, dead_after_ms=900,
-        lease_ttl_ms=60_000, grace_ms=400, key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        lease_ttl_ms=60_000, grace_ms=400, key_prefix=f"t{uuid.uuid4().hex[:8]}", dev=True,
     ).validate()
     store = Gateway(settings)
     await store.start()
@@ -114,12 +114,12 @@ async def test_batched_tick_covers_every_node_in_one_pipeline_per_node(
     slots = {key_slot(f"{{{ws}}}".encode()) for ws in workspaces}
     assert len(calls) == len(slots)  # one script call per slot: a script touches one slot
     stats_before = _evalsha_calls(redis_cluster)
-    renewed, _ = await lease.tick(leases, {ws: ["c"] for ws in workspaces})
-    assert renewed == dict.fromkeys(workspaces, True)
+    renewed, _ = await lease.tick({(ws, ""): f for ws, f in leases.items()}, {ws: ["c"] for ws in workspaces})
+    assert renewed == {(ws, ""): True for ws in workspaces}
     per_node = {p: n - stats_before[p] for p, n in _evalsha_calls(redis_cluster).items()}
     assert all(n > 0 for n in per_node.values()), per_node  # every primary got its share
     # A renewal by a stale fence fails on every node alike.
-    renewed, _ = await lease.tick({ws: f + 1 for ws, f in leases.items()}, {})
+    renewed, _ = await lease.tick({(ws, ""): f + 1 for ws, f in leases.items()}, {})
     assert not any(renewed.values())
 
 
@@ -138,7 +138,7 @@ async def test_scripts_reload_after_a_node_forgot_them(
     redis_cluster.node(redis_cluster.ports[1]).script_flush()  # as after a restart of one node
     fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in workspaces}
     redis_cluster.node(redis_cluster.ports[2]).script_flush()
-    renewed, _ = await lease.tick(fences, {})
+    renewed, _ = await lease.tick({(ws, ""): f for ws, f in fences.items()}, {})
     assert all(renewed.values())
 
 
@@ -367,7 +367,7 @@ async def test_wait_replicas_on_cluster_waits_for_the_slots_replica() -> None:
     cluster = await asyncio.to_thread(LocalRedisCluster(replicas=1).start)
     settings = Settings(
         redis_url=cluster.url, redis_cluster=True, heartbeat_ms=500, dead_after_ms=4000, lease_ttl_ms=8000,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}", redis_wait_replicas=1, redis_wait_timeout_ms=300,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}", redis_wait_replicas=1, redis_wait_timeout_ms=300, dev=True,
     ).validate()
     store = Gateway(settings)
     try:

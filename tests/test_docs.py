@@ -14,7 +14,7 @@ import pytest
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from presence import errors
+from presence import errors, settings_table
 from presence.http import openapi
 from presence.http.app import create_app
 from presence.ops.control import CLOSED_BY_OPERATOR
@@ -57,6 +57,33 @@ def test_protocol_schema_names_every_message_and_accepts_what_the_server_sends()
     assert set(frame) <= set(acquired["properties"]) and set(acquired["required"]) <= set(frame)
 
 
+# -- the settings table -------------------------------------------------------------------------
+
+
+def test_the_settings_table_is_generated_from_the_current_fields() -> None:
+    committed = settings_table.CONFIGURATION_DOC.read_text()
+    assert committed == settings_table.splice(committed), (
+        "the Settings fields changed: run python -m presence.settings_table --write"
+    )
+
+
+def test_the_settings_table_lists_every_setting_once_and_names_no_other() -> None:
+    page = settings_table.CONFIGURATION_DOC.read_text()
+    table = page.split(settings_table.BEGIN)[1].split(settings_table.END)[0]
+    listed = re.findall(r"^\| `(PRESENCE_[A-Z_]+)`", table, re.M)
+    fields = [f"PRESENCE_{name.upper()}" for name in Settings.__dataclass_fields__]
+    assert listed == fields
+    # and the page's prose names only settings that exist
+    named = set(re.findall(r"\bPRESENCE_[A-Z_]+[A-Z]\b", page))
+    assert named <= set(fields), named - set(fields)
+
+
+def test_the_readme_sends_readers_to_the_configuration_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/configuration.md)" in readme
+    assert "| `PRESENCE_HEARTBEAT_MS` |" not in readme  # the table lives in one place
+
+
 # -- docs/protocol.md --------------------------------------------------------------------------
 
 
@@ -72,7 +99,8 @@ def test_protocol_md_names_every_field(struct: type[msgspec.Struct]) -> None:
     tag = struct.__struct_config__.tag
     section = PROTOCOL.split(f"\n### `{tag}`\n", 1)[1].split("\n### ", 1)[0]
     for field in msgspec.structs.fields(struct):
-        if field.encode_name in ("holder", "viewers", "queue", "request", "seq", "workspace") and tag == "state":
+        state_fields = ("holder", "viewers", "queue", "request", "seq", "workspace", "locks")
+        if field.encode_name in state_fields and tag == "state":
             continue  # a state's fields are those of the State object, described once
         assert f"`{field.encode_name}" in section, f"{tag}.{field.encode_name} is not described"
 

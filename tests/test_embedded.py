@@ -11,7 +11,7 @@ from wsclient import Tab
 
 
 async def test_embedded_server_works_out_of_the_box() -> None:
-    server = ServerProcess({"PRESENCE_REDIS_URL": "", "PRESENCE_SECRET": ""}, name="embedded")
+    server = ServerProcess({"PRESENCE_REDIS_URL": None, "PRESENCE_SECRET": None}, name="embedded")
     tabs: list[Tab] = []
     try:
         await server.start_async()

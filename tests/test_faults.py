@@ -291,6 +291,10 @@ async def test_partitioned_server_recovers_and_its_holder_is_told(
     assert bob_got["fence"] > got["fence"]
     assert window_of(alice, got["fence"]).end <= bob_got["_t"]
     await until(lambda: http_status(a, "/readyz") == 503, 15, "a not ready while partitioned")
+    # Readiness bounds its own wait on Redis: a probe of a partitioned server answers at once.
+    started = time.monotonic()
+    assert await asyncio.to_thread(http_status, a, "/readyz") == 503
+    assert time.monotonic() - started < 1.5
 
     proxy.heal()
     await until(lambda: http_status(a, "/readyz") == 200, 20, "a ready again")

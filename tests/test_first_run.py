@@ -58,7 +58,7 @@ def test_a_port_in_use_is_one_clear_message_and_a_non_zero_exit() -> None:
 
 
 async def test_dev_mode_logs_the_urls_to_open_and_no_info_under_uvicorn_error() -> None:
-    server = ServerProcess({"PRESENCE_REDIS_URL": "", "PRESENCE_SECRET": "", "PRESENCE_ADMIN_TOKEN": ""},
+    server = ServerProcess({"PRESENCE_REDIS_URL": None, "PRESENCE_SECRET": None, "PRESENCE_ADMIN_TOKEN": None},
                            name="first-run")
     try:
         await server.start_async()

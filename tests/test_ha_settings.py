@@ -17,7 +17,7 @@ def test_defaults() -> None:
 
 
 def test_sentinels_from_env() -> None:
-    s = Settings.from_env({"PRESENCE_REDIS_SENTINELS": "10.0.0.5:26379, [::1]:26380",
+    s = Settings.from_env({"PRESENCE_REDIS_SENTINELS": "10.0.0.5:26379, [::1]:26380", "PRESENCE_DEV": "1",
                            "PRESENCE_REDIS_SENTINEL_MASTER": "presence", "PRESENCE_KEY_IDLE_DAYS": "0.5"})
     assert s.sentinel_addresses() == [("10.0.0.5", 26379), ("::1", 26380)]
     assert s.redis_sentinel_master == "presence" and not s.embedded
@@ -31,7 +31,7 @@ def test_sentinels_from_env() -> None:
      "exclude each other"),
     ({"PRESENCE_REDIS_SENTINELS": "a:1", "PRESENCE_REDIS_URL": "unix:///tmp/r.sock"}, "redis:// or rediss://"),
     ({"PRESENCE_REDIS_WAIT_REPLICAS": "1"}, "needs a real Redis with replicas"),
-    ({"PRESENCE_REDIS_WAIT_REPLICAS": "-1"}, "0 (off) or the number"),
+    ({"PRESENCE_REDIS_WAIT_REPLICAS": "-1"}, "PRESENCE_REDIS_WAIT_REPLICAS must be a whole number from 0"),
     ({"PRESENCE_REDIS_WAIT_REPLICAS": "1", "PRESENCE_REDIS_URL": "redis://x", "PRESENCE_HEARTBEAT_MS": "300",
       "PRESENCE_LEASE_TTL_MS": "1500", "PRESENCE_DEAD_AFTER_MS": "900", "PRESENCE_GRACE_MS": "600"},
      "PRESENCE_REDIS_WAIT_TIMEOUT_MS (1000) must be between 1 and 400"),
@@ -45,7 +45,7 @@ def test_errors_say_what_to_fix(env: dict[str, str], fragment: str) -> None:
 
 
 async def test_the_sentinel_client_takes_password_database_and_tls_from_the_url() -> None:
-    s = Settings.from_env({"PRESENCE_REDIS_SENTINELS": "127.0.0.1:1",
+    s = Settings.from_env({"PRESENCE_REDIS_SENTINELS": "127.0.0.1:1", "PRESENCE_DEV": "1",
                            "PRESENCE_REDIS_URL": "rediss://:pw@ignored:9/3?ssl_ca_certs=/etc/ca.pem"})
     gateway = Gateway(s)
     try:

@@ -32,6 +32,7 @@ from presence.gateway.scripts import load_scripts
 
 # A lease TTL well above a failover (about 2-3 s with down-after 1 s), so a holder keeps its lease.
 ENV = {
+    "PRESENCE_DEV": "1",  # dev tokens on a real Redis
     "PRESENCE_HEARTBEAT_MS": "500",
     "PRESENCE_DEAD_AFTER_MS": "4000",
     "PRESENCE_LEASE_TTL_MS": "8000",

@@ -17,11 +17,13 @@ from presence.http.app import create_app, static_dir
 from presence.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# Every file of static/: package-data ships them all ("presence.static" = ["*"]).
+# What the server serves from static/, and package-data ships in the wheel.
 STATIC_FILES = [
-    "presence.js", "presence.d.ts", "package.json", "demo.html", "demo.css", "demo.js", "dashboard.html",
-    "dashboard.css", "dashboard.js", "demo-list.html", "demo-list.js",
+    "presence.js", "presence.d.ts", "react.js", "react.d.ts", "package.json", "demo.html", "demo.css", "demo.js",
+    "dashboard.html", "dashboard.css", "dashboard.js", "demo-list.html", "demo-list.js",
 ]
+# What only the npm package ships besides them.
+NPM_ONLY = ["README.md", "LICENSE"]
 
 
 @pytest.fixture
@@ -34,8 +36,8 @@ def test_static_dir_of_the_source_tree_has_every_file() -> None:
     assert static_dir() == ROOT / "static"
     for name in STATIC_FILES:
         assert (static_dir() / name).is_file(), name
-    # and nothing else: a new file there ships too, so it belongs in STATIC_FILES (and the wheel test)
-    assert sorted(p.name for p in static_dir().iterdir()) == sorted(STATIC_FILES)
+    # and nothing else: a new file belongs in one list or the other (and in package-data, when it is served)
+    assert sorted(p.name for p in static_dir().iterdir() if p.suffix != ".tgz") == sorted(STATIC_FILES + NPM_ONLY)
 
 
 def test_presence_js_is_served_as_javascript_with_cache_headers(client: TestClient) -> None:
@@ -91,6 +93,9 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "presence", src / "presence", ignore=ignore)
     shutil.copytree(ROOT / "static", src / "static", ignore=ignore)
+    (src / "LICENSE").write_bytes((ROOT / "LICENSE").read_bytes())
+    shutil.copytree(ROOT / "tests", src / "tests", ignore=ignore)
+    (src / "static" / "presence-client-0.1.0.tgz").write_bytes(b"a leftover of npm pack")
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-w", str(dist), "-q"],
@@ -109,6 +114,10 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
         )
         # PEP 561: type checkers read presence.fencing's annotations from the installed package
         assert "presence/py.typed" in names
+        # no tests, no tarball, nothing outside the package but its metadata; the licence in the metadata
+        assert [n for n in names if not n.startswith(("presence/", "presence-"))] == []
+        assert not any(n.endswith(".tgz") or "/tests/" in n or n.startswith("tests/") for n in names)
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
         (metadata,) = (n for n in names if n.endswith(".dist-info/METADATA"))
         meta = zf.read(metadata).decode()
         version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -116,6 +125,7 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
         for classifier in ("Typing :: Typed", "Programming Language :: Python :: 3.11", "Framework :: AsyncIO"):
             assert f"Classifier: {classifier}\n" in meta, classifier
         assert "Requires-Python: >=3.11" in meta
+        assert "License-Expression: MIT" in meta
 
     # install it apart from the checkout and ask the installed package where its files are
     target = tmp_path / "site"
@@ -150,3 +160,13 @@ def test_wheel_ships_the_static_files_and_the_installed_app_serves_them(tmp_path
     assert seen["type"].startswith("text/javascript"), seen
     assert "max-age=" in seen["cache"], seen
     assert seen["size"] == (ROOT / "static" / "presence.js").stat().st_size
+
+
+def test_presence_fencing_declares_its_public_api() -> None:
+    """`__all__` of the typed public module names exactly what it defines for app backends."""
+    import presence.fencing as fencing
+
+    defined = {name for name, value in vars(fencing).items()
+               if not name.startswith("_") and getattr(value, "__module__", None) == fencing.__name__}
+    assert sorted(fencing.__all__) == sorted(defined)
+    assert {"FenceGuard", "HttpFenceGuard", "ServiceLease", "StaleFence", "LeaseLost", "LeaseBusy"} <= defined

@@ -5,8 +5,10 @@
 import {
   CLIENT_NAME,
   LeaseWatcher,
+  MAX_META_BYTES,
   MAX_REQUEST_MESSAGE,
   MAX_WATCHED,
+  META_INTERVAL_MS,
   PresenceClient,
   PresenceError,
   TAB_KEY,
@@ -23,8 +25,11 @@ import {
   type Holder,
   type PresenceEventMap,
   type PresenceOptions,
+  type PresenceSnapshot,
   type ReleaseReason,
+  type ServerMessage,
   type State,
+  type TabPresence,
   type User,
   type WatchedLease,
   type WelcomeMessage,
@@ -91,6 +96,8 @@ client.addEventListener("state", (e) => {
   people.replaceChildren(...state.viewers.map((v) => {
     const li = document.createElement("li");
     li.textContent = `${v.user.name} (${v.tabs} tab${v.tabs === 1 ? "" : "s"}${v.active ? "" : ", away"})`;
+    const fields = v.presence.map((p: TabPresence) => p.meta?.["field"]).filter((f) => typeof f === "string");
+    if (fields.length) li.title = `${v.user.name} is in ${fields.join(", ")} (${v.presence[0]?.conn})`;
     return li;
   }));
   const waiting: User[] = state.queue ?? [];
@@ -121,6 +128,7 @@ client.addEventListener("declined", (e) => {
     declined: `${e.detail.by?.name ?? "The editor"} keeps it`,
     timeout: "No answer in time",
     cancelled: "Request withdrawn",
+    cooldown: "No answer, but it changed hands moments ago: ask again later",
   };
   banner.textContent = reasons[e.detail.reason];
 });
@@ -147,6 +155,11 @@ client.addEventListener("connection", onConnection);
 client.removeEventListener("connection", onConnection);
 // @ts-expect-error: `canedit`'s detail has no `fence`
 client.addEventListener("canedit", (e) => e.detail.fence);
+// events about a named lock say which
+client.addEventListener("canedit", (e) => {
+  const field = e.detail.lock === undefined ? null : document.querySelector<HTMLInputElement>(`#${e.detail.lock}`);
+  if (field) field.readOnly = !e.detail.canEdit;
+});
 // any other event type is an ordinary EventTarget listener
 client.addEventListener("custom", (e: Event) => console.log(e.type));
 
@@ -190,6 +203,34 @@ async function edit(): Promise<void> {
     if (err instanceof PresenceError) console.log(err.code, err.message);
   }
 
+  // named locks: one per part of the page, each with its own fence and deadline
+  const title = await client.acquire({ lock: "title" });
+  if (title.acquired && client.canEditLock("title")) await save(editor.value, client.lockFence("title") ?? title.fence);
+  const waited = await client.acquire({ lock: "title", wait: true });
+  if (!waited.acquired) console.log(waited.position);
+  await client.takeover({ lock: "title" });
+  await client.request("May I?", { lock: "title" });
+  await client.decline({ lock: "title" });
+  await client.release({ lock: "title" });
+  const holders: ReadonlyMap<string, Holder> = client.locks;
+  console.log(holders.get("title")?.user.name, client.lockRemainingMs("title"), MAX_META_BYTES, META_INTERVAL_MS);
+  // @ts-expect-error: a lock is named by a string
+  void client.acquire({ lock: 3 });
+
+  client.setMeta({ field: "title", cursor: editor.selectionStart });
+  client.setMeta(null);
+  // @ts-expect-error: a meta is an object
+  client.setMeta("title");
+
+  // the external-store pair (React's useSyncExternalStore)
+  const unsubscribe: () => void = client.subscribe(() => {
+    const snap: PresenceSnapshot = client.getSnapshot();
+    console.log(snap.status, snap.canEdit, snap.held.get("title")?.fence, snap.locks.size, snap.state?.seq);
+    // @ts-expect-error: a snapshot is read-only
+    snap.canEdit = true;
+  });
+  unsubscribe();
+
   const sent: boolean = client.status({ active: document.visibilityState === "visible", meta: { cursor: 3 } });
   console.log(sent, client.holding, client.canEdit, client.leaseRemainingMs, client.queuePosition, client.state?.seq);
   // @ts-expect-error: status takes an object
@@ -217,6 +258,19 @@ watcher.addEventListener("error", (e) => console.log(e.detail.code, e.detail.wor
 void watcher.connect().then((leases: Map<string, WatchedLease>) => console.log(leases.get("doc-1")?.viewers));
 void watcher.watch(["doc-3"]);
 console.log(MAX_WATCHED, watcher.workspaces.length, watcher.connected);
+const stopWatching = watcher.subscribe(() => console.log(watcher.getSnapshot().leases.get("doc-1")?.viewers));
+stopWatching();
+
+// A frame of the wire protocol, for a client of one's own: a union tagged by `type`.
+function onFrame(frame: ServerMessage): string {
+  switch (frame.type) {
+    case "acquired": return `fence ${frame.fence}${frame.lock ? ` of ${frame.lock}` : ""}`;
+    case "ping": return `${frame.ttl_ms ?? 0} ${Object.keys(frame.ttls ?? {}).join()}`;
+    case "declined": return frame.reason;
+    default: return frame.type;
+  }
+}
+console.log(onFrame({ type: "declined", reason: "cooldown" }));
 // @ts-expect-error: watch takes a list of ids
 void watcher.watch("doc-3");
 watcher.close();

@@ -15,6 +15,14 @@ and measures:
 9. the acquire round trip with ``PRESENCE_REDIS_WAIT_REPLICAS=1`` (a replica of its own) vs without.
 10. list views: watchers of many workspaces each, on two processes, while leases change steadily:
     delivery latency p50/p99 and server CPU vs the same watchers idle.
+11. a rolling restart under load: ``serve --workers 2`` with the storm's tabs and leases, busy
+    loops on the cores, SIGTERM to one worker: leases rejoined with their fence, time until the
+    last tab is back, CPU per rejoin (figure 6 is the same storm on a quiet machine).
+
+With ``--peer hocuspocus`` it also measures a peer server on one workload, side by side: N clients
+joining one workspace, a fan-out of presence changes, an idle window (see presence/bench/peer.py).
+The peer is installed from npm into a cache directory (``--peer-cache``); without node and npm the
+comparison is skipped with a message. ``--only peer`` runs the comparison alone.
 
 Everything is bounded (``--timeout``) and every process it started is ended when it returns.
 """
@@ -27,7 +35,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 # "idle" also measures the storm
-FIGURES = ("acquire", "takeover", "renewal", "idle", "free", "room", "status", "wait", "watch")
+FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch")
+PEERS = ("hocuspocus",)  # --peer: the comparison's figure is "peer"
 
 
 def add_parser(sub: Any) -> None:
@@ -37,11 +46,28 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tabs", type=int, help="idle tabs and reconnect storm size (default 5000; quick 200)")
     p.add_argument("--heartbeat-ms", type=int, help="heartbeat of the idle server (default 5000; quick 500)")
     p.add_argument("--redis-url", help="use this Redis (on this machine) instead of starting one")
-    p.add_argument("--only", help=f"comma list of figures to run: {','.join(FIGURES)}")
+    p.add_argument("--only", help=f"comma list of figures to run: {','.join(FIGURES)},peer "
+                                  "(peer: the --peer comparison alone)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the machine's description as JSON")
     p.add_argument("--chart", metavar="PATH", help="draw the ratios as a PNG (needs presence[chart])")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (default 900; quick 300)")
+    p.add_argument("--peer", choices=PEERS, help="also measure this peer server on the same workload, side by side")
+    p.add_argument("--peer-clients", type=_sizes, metavar="N,N",
+                   help="clients of the peer comparison (default 400,1000; quick 100,200); "
+                        "the fan-out and idle window at the first")
+    p.add_argument("--peer-cache", metavar="DIR",
+                   help="where the peer is installed from npm (default ~/.cache/presence-bench/PEER)")
     p.set_defaults(func=main)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of client counts of 2 or more")
+    return sizes
 
 
 def loopback_only(url: str) -> None:
@@ -65,9 +91,11 @@ def main(args: argparse.Namespace) -> int:
     if args.redis_url:
         loopback_only(args.redis_url)
     only = set(args.only.split(",")) if args.only else set(FIGURES)
-    unknown = only - set(FIGURES)
+    unknown = only - {*FIGURES, "peer"}
     if unknown:
-        raise SystemExit(f"presence bench: unknown figures {sorted(unknown)}; choose from {','.join(FIGURES)}")
+        raise SystemExit(f"presence bench: unknown figures {sorted(unknown)}; choose from {','.join(FIGURES)},peer")
+    if "peer" in only and not args.peer:
+        raise SystemExit(f"presence bench: --only peer needs --peer ({','.join(PEERS)})")
     try:
         import uvloop  # uvicorn[standard] brings it; the client side of the bench runs on it too
     except ImportError:

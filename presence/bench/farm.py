@@ -4,6 +4,7 @@ and stdout (one JSON object per line each way). Run as ``python -m presence.benc
 Commands (``op``): ``open`` (connect tabs, send ``hello``, wait for ``welcome``), ``acquire`` (some
 tabs ask for their lease), ``wait_closed`` (until the server closed every tab), ``reconnect``
 (every tab again at once, as after a restart: time to all welcomed and every lease rejoined),
+``rejoin`` (the tabs of one stopping process, each back as soon as it is closed),
 ``wait_viewers`` (until every tab sees so many users), ``received`` (bytes per tab), ``status``
 (tabs toggle their presence), ``counts`` and ``exit``. Each answer carries ``ok`` or ``error``.
 """
@@ -36,6 +37,7 @@ class FarmTab:
     client: WsClient | None = None
     fence: int | None = None  # the lease it was granted, to compare with its rejoin
     rejoined: int | None = None
+    server: str = ""  # the id of the server process that welcomed it last
     viewers: set[str] = field(default_factory=set)  # users it knows in its workspace (snapshot + updates)
 
 
@@ -54,6 +56,7 @@ class Farm:
             if kind == "acquired" and msg.get("rejoined"):
                 tab.rejoined = int(msg["fence"])
             elif kind == "welcome":  # the bare server's has no state
+                tab.server = str(msg.get("conn", "")).rpartition("-")[0]
                 tab.viewers = {v["user"]["id"] for v in (msg.get("state") or {}).get("viewers", ())}
             elif kind == "state":
                 tab.viewers = {v["user"]["id"] for v in msg["viewers"]}
@@ -69,10 +72,12 @@ class Farm:
                 await self._connect_once(tab, host, port, path, sem)
                 return time.perf_counter() - started
             except ConnectionError as exc:
-                # 1013: "overloaded, retry later", as presence.js does (with backoff and jitter).
-                if "(1013)" not in str(exc) or attempt == 2:
+                # 1013: "overloaded, retry later", as presence.js does (with backoff and jitter); so
+                # is a connection reset or refused while a process of the port stops.
+                resets = isinstance(exc, ConnectionResetError | ConnectionRefusedError)
+                if ("(1013)" not in str(exc) and not resets) or attempt == 2:
                     raise
-                self.counts["retried_1013"] += 1
+                self.counts["retried_reset" if resets else "retried_1013"] += 1
                 await asyncio.sleep(random.uniform(0.5, 1.0) * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -172,8 +177,45 @@ class Farm:
         result["released"] = self.counts["released"] - released_before
         return result
 
+    async def rejoin(self, server: str, host: str, port: int, path: str = "/ws", parallel: int = 500,
+                     timeout: float = 120.0, **_: Any) -> dict[str, Any]:
+        """The tabs of process ``server``, which is stopping, each reconnect to ``host:port`` as
+        soon as it is closed (as presence.js does on 1012): until every one is back, its lease
+        rejoined. Seconds from the first close to the last one back; where the tabs landed."""
+        tabs = [t for t in self.tabs if t.server == server and t.client is not None]
+        released_before = self.counts["released"]
+        sem = asyncio.Semaphore(parallel)
+        first_close: list[float] = []
+        codes: Counter[int] = Counter()
+
+        async def back(tab: FarmTab) -> float:
+            assert tab.client is not None
+            codes[await tab.client.closed(timeout)] += 1
+            first_close.append(time.perf_counter())
+            tab.rejoined = None
+            await self._connect(tab, host, port, path, sem)
+            return time.perf_counter()
+
+        results = await asyncio.gather(*(back(t) for t in tabs), return_exceptions=True)
+        done = [r for r in results if not isinstance(r, BaseException)]
+        errors = Counter(f"{type(r).__name__}: {r}"[:120] for r in results if isinstance(r, BaseException))
+        holders = [t for t in tabs if t.fence is not None]
+        return {"tabs": len(tabs), "back": len(done), "closes": {str(k): v for k, v in codes.items()},
+                "seconds": max(done) - min(first_close) if done else 0.0, "errors": dict(errors),
+                "holders": len(holders), "rejoined_same_fence": sum(1 for t in holders if t.rejoined == t.fence),
+                "released": self.counts["released"] - released_before,
+                "landed": dict(Counter(t.server for t in tabs)),
+                "retried": self.counts.pop("retried_1013", 0) + self.counts.pop("retried_reset", 0)}
+
     async def counts_(self, **_: Any) -> dict[str, Any]:
         return {"counts": dict(self.counts), "open": sum(1 for t in self.tabs if t.client and t.client.open)}
+
+    def ops(self) -> dict[str, Callable[..., Awaitable[dict[str, Any]]]]:
+        return {
+            "open": self.open, "acquire": self.acquire, "wait_closed": self.wait_closed, "reconnect": self.reconnect,
+            "counts": self.counts_, "close_all": self.close_all, "wait_viewers": self.wait_viewers,
+            "received": self.received, "status": self.status, "rejoin": self.rejoin,
+        }
 
     async def close_all(self, **_: Any) -> dict[str, Any]:
         for tab in self.tabs:
@@ -188,14 +230,9 @@ class Farm:
         return {}
 
 
-async def serve() -> None:
+async def serve(farm: Farm) -> None:
     raise_fd_limit()
-    farm = Farm()
-    ops: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
-        "open": farm.open, "acquire": farm.acquire, "wait_closed": farm.wait_closed, "reconnect": farm.reconnect,
-        "counts": farm.counts_, "close_all": farm.close_all, "wait_viewers": farm.wait_viewers,
-        "received": farm.received, "status": farm.status,
-    }
+    ops = farm.ops()
     while True:
         line = await asyncio.to_thread(sys.stdin.readline)
         if not line:
@@ -213,13 +250,13 @@ async def serve() -> None:
         sys.stdout.flush()
 
 
-def main() -> None:
+def main(farm: Farm | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # uvicorn[standard] brings it; without it the farm is just slower
-        asyncio.run(serve())
+        asyncio.run(serve(farm or Farm()))
         return
-    uvloop.run(serve())
+    uvloop.run(serve(farm or Farm()))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from ..gateway.gateway import Gateway
 from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
 from ..settings import DEV_SECRET, Settings
-from .procs import BareProc, Proc, ServerProc, child_env
+from .procs import BareProc, Proc, ServerProc, SupervisorProc, child_env
 from .wsclient import WsClient
 
 HOST = "127.0.0.1"
@@ -107,15 +107,16 @@ def timings(plan_heartbeat_ms: int, **extra: str) -> dict[str, str]:
 
 
 class Farm:
-    """The tab farm child process, one JSON command per line."""
+    """The tab farm child process, one JSON command per line; ``cmd`` starts another program that
+    speaks the same (the peer's clients)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cmd: list[str] | None = None) -> None:
+        self.cmd = cmd or [sys.executable, "-m", "presence.bench.farm"]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Farm:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "presence.bench.farm", env=child_env(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
+            *self.cmd, env=child_env(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24,
         )
         return self
 
@@ -159,19 +160,28 @@ class Bench:
 
     async def server(self, name: str, keys: str | None = None, **settings: str) -> ServerProc:
         """A ``presence serve`` process; servers with the same ``keys`` share their workspaces."""
-        env = {
+        proc = ServerProc(name, self._server_env(name, keys, settings))
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    async def supervisor(self, name: str, workers: int, **settings: str) -> SupervisorProc:
+        """``presence serve --workers N``, once every worker is ready."""
+        proc = SupervisorProc(name, self._server_env(name, None, settings), workers)
+        self.procs.append(proc)
+        proc.start()
+        return await proc.ready()
+
+    def _server_env(self, name: str, keys: str | None, settings: dict[str, str]) -> dict[str, str]:
+        return {
             "PRESENCE_REDIS_URL": self.redis_url, "PRESENCE_KEY_PREFIX": f"{self.prefix}{keys or name}",
-            "PRESENCE_LOG_LEVEL": "warning",
+            "PRESENCE_LOG_LEVEL": "warning", "PRESENCE_DEV": "1",  # dev tokens (the bench mints them) on Redis
             # The latency loops send thousands of requests a second on one connection and the farm
             # opens thousands of tabs; the limits that protect a real server would measure themselves.
             "PRESENCE_RATE_LIMIT": "1000000", "PRESENCE_RATE_BURST": "2000000",
             "PRESENCE_USER_RATE_LIMIT": "1000000", "PRESENCE_USER_RATE_BURST": "2000000",
             **settings,
         }
-        proc = ServerProc(name, env)
-        self.procs.append(proc)
-        proc.start()
-        return await proc.ready()
 
     async def bare(self, heartbeat_ms: int) -> BareProc:
         proc = BareProc(heartbeat_ms)
@@ -191,7 +201,7 @@ class Bench:
         return client
 
     def lease_scripts(self, name: str, **kw: Any) -> LeaseScripts:
-        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", **kw).validate()
+        settings = Settings(redis_url=self.redis_url, key_prefix=f"{self.prefix}{name}", dev=True, **kw).validate()
         return LeaseScripts(Gateway(settings), settings, Keys(settings.key_prefix))
 
     async def redis_info(self, client: Any) -> dict[str, float]:

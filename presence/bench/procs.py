@@ -4,6 +4,7 @@ the tab farm, all on 127.0.0.1, each with its CPU time and memory read from ``/p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import shutil
@@ -54,6 +55,12 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (from /proc/PID/stat), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 class Proc:
     """A child process with a log file; killed by ``close()``."""
 
@@ -82,8 +89,7 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (from /proc/PID/stat)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
@@ -205,6 +211,53 @@ class ServerProc(Proc):
         """Start again on the same port (after it exited)."""
         self.start()
         return await self.ready()
+
+
+class SupervisorProc(Proc):
+    """``python -m presence serve --workers N``: the supervisor, each worker's pid and own address."""
+
+    def __init__(self, name: str, settings: dict[str, str], workers: int) -> None:
+        self.port = free_port()
+        self.own = free_ports(workers)  # worker k's own address: the k-th
+        cmd = [sys.executable, "-m", "presence", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(workers)]
+        super().__init__(name, cmd, child_env({**settings, "PRESENCE_WORKER_PORTS": str(self.own[0])}))
+
+    async def ready(self) -> SupervisorProc:
+        for port in self.own:
+            await wait_http(self, f"http://127.0.0.1:{port}/readyz")
+        return self
+
+    def worker_pid(self, slot: int) -> int:
+        """The pid of worker ``slot`` (the supervisor's child started with ``--worker slot``)."""
+        for pid in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split():
+            args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            if "--worker" in args and args[args.index("--worker") + 1] == str(slot):
+                return int(pid)
+        raise RuntimeError(f"worker {slot} is not running:\n{self.log()}")
+
+    async def worker_server(self, slot: int) -> str:
+        """The server id of worker ``slot`` (its own address's /readyz)."""
+        body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{self.own[slot - 1]}/readyz")
+        return str(json.loads(body)["server"])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` consecutive free ports."""
+    while True:
+        first = free_port()
+        ports = list(range(first, first + n))
+        if ports[-1] < 65536 and all(_bindable(p) for p in ports[1:]):
+            return ports
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class BareProc(Proc):

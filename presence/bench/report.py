@@ -7,6 +7,7 @@ import importlib
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -110,6 +111,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(Row("6", f"reconnect storm, {f['tabs']} tabs", f"{f['ours_s']:.2f} s, "
                        f"{f['leases_lost']} of {f['holders']} leases lost", f"{f['bare_s']:.2f} s (bare handshakes)",
                        f["ratio"], "no lease lost", f["leases_lost"] == 0 and f["ours_connected"] == f["tabs"]))
+    if (f := figures.get("restart")) is not None:
+        out.append(Row("11", f"rolling restart under load, {f['tabs_closed']} of {f['tabs']} tabs closed",
+                       f"{f['sigterm_to_all_back_s']:.2f} s, {f['leases_lost']} of {f['holders']} leases lost, "
+                       f"{f['survivor_cpu_ms_per_rejoin']:.2f} ms CPU per rejoin",
+                       f"lease TTL {f['lease_ttl_ms'] / 1000:.1f} s, {f['busy_loops']} busy loops", None,
+                       "no lease lost", f["leases_lost"] == 0 and f["tabs_back"] == f["tabs_closed"]))
     if (f := figures.get("wait")) is not None:
         for p in ("p50", "p99"):
             out.append(Row("9", f"acquire with WAIT 1 replica, {p}",
@@ -122,9 +129,13 @@ def table(rs: list[Row]) -> str:
     head = ("#", "figure", "ours", "baseline", "ratio", "goal", "met")
     body = [(r.figure, r.name, r.ours, r.baseline, f"{r.ratio:.2f}x" if r.ratio is not None else "", r.goal,
              {True: "yes", False: "NO", None: ""}[r.met]) for r in rs]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (head, *body)]
+    return grid(head, body)
+
+
+def grid(head: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> str:
+    """Columns aligned, a rule under the head."""
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from . import report
+from . import peer, peertable, report
 from .durability import wait_cost
 from .harness import Bench, Plan, timings
 from .procs import RedisProc, fd_limit, raise_fd_limit
+from .restart import restart_under_load
 from .rooms import big_rooms, status_storms
 from .scenarios import acquire_latency, free_detection, idle_and_storm, renewal, takeover_latency
 from .watching import WatchPlan, watch_fanout
@@ -56,6 +57,9 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
         async with deadline:
             await bench.farm.start()
             await measure(bench, only, figures, WatchPlan.quick() if quick else WatchPlan.full())
+            if args.peer:
+                _log(f"the peer comparison: presence and {args.peer} on one workload")
+                figures["peer"] = await peer.from_args(args, plan, _log)
         failed = False
     except TimeoutError:
         if not deadline.expired():
@@ -81,7 +85,17 @@ def output(result: dict[str, Any], args: argparse.Namespace) -> None:
     load = result["load_average"]
     print(f"\npresence bench ({result['mode']}), {result['seconds']:.0f} s, load average "
           f"{load['before']:.2f} before, {load['after']:.2f} after\n")
-    print(report.table(rows))
+    if rows:
+        print(report.table(rows))
+    if (p := result["figures"].get("peer")) is not None:
+        if "skipped" in p:
+            print(f"\npeer comparison skipped: {p['skipped']}")
+        else:
+            prows = peertable.rows(p)
+            result["peer_rows"] = [r.as_dict() for r in prows]
+            versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+            print(f"\npresence and {p['peer']} side by side ({versions})\n")
+            print(peertable.table(p, prows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
@@ -110,6 +124,10 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: Watc
     if "idle" in only:
         _log(f"2. idle cost of {plan.tabs} tabs, and 6. reconnect storm")
         figures["idle"], figures["storm"] = await idle_and_storm(b)
+    if "restart" in only:
+        _log(f"11. rolling restart under load: {plan.tabs} tabs on two workers, busy loops on every core, "
+             "SIGTERM to one worker")
+        figures["restart"] = await restart_under_load(b)
     if "free" in only:
         _log(f"5. free detection after SIGKILL, {plan.kills} times")
         figures["free"] = await free_detection(b)

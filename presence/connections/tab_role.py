@@ -56,7 +56,7 @@ class TabRole:
         output.name = repr(tab)
         credential.start()
         try:
-            await workspaces.join(tab, credential.expires_in_ms())
+            await workspaces.join(tab, expires_in_ms=credential.expires_in_ms())
         except BaseException:
             credential.stop()
             raise
@@ -76,22 +76,22 @@ class TabRole:
         match message:
             case Pong(n=n):
                 tab.pong(n)
-            case Acquire(id=rid, wait=wait):
-                tab.send(await commands.acquire(tab, rid, wait))
-            case Takeover(id=rid):
-                tab.send(await commands.takeover(tab, rid))
-            case Release(id=rid):
-                tab.send(await commands.release(tab, rid))
+            case Acquire(id=rid, wait=wait, lock=lock):
+                tab.send(await commands.acquire(tab, rid, wait, lock))
+            case Takeover(id=rid, lock=lock):
+                tab.send(await commands.takeover(tab, rid, lock))
+            case Release(id=rid, lock=lock):
+                tab.send(await commands.release(tab, rid, lock))
             case Status(active=active, meta=meta):
-                if meta is not None and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
+                if isinstance(meta, dict) and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
                     raise BadMessage(f"meta is larger than {MAX_META_BYTES} bytes")
                 await commands.status(tab, active, meta)
-            case Request(id=rid, message=text):
+            case Request(id=rid, message=text, lock=lock):
                 if len(text) > MAX_REQUEST_MESSAGE:
                     raise BadMessage(f"message is longer than {MAX_REQUEST_MESSAGE} characters")
-                tab.send(await commands.request(tab, rid, text))
-            case Decline(id=rid):
-                tab.send(await commands.decline(tab, rid))
+                tab.send(await commands.request(tab, rid, text, lock))
+            case Decline(id=rid, lock=lock):
+                tab.send(await commands.decline(tab, rid, lock))
             case Sync():
                 commands.sync(tab)
             case Hello():

@@ -14,6 +14,7 @@ Cluster). With Redis Sentinel the client follows the primary by itself
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -32,10 +33,10 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..errors import StoreUnavailable
-from ..settings import Settings
+from ..settings import Settings, SettingsError
+from ..settings_fields import without_password
 from ..telemetry import NO_TELEMETRY, Telemetry
 from .scripts import Args, Call, Script, load_scripts
 from .sentinel import SentinelClient
@@ -69,6 +70,8 @@ class Gateway:
     def __init__(self, settings: Settings, client: Any | None = None, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.scripts = load_scripts()
         self.cluster = settings.redis_cluster
+        self._cluster_url = settings.redis_url if settings.redis_cluster else None
+        self._timeout_s = settings.redis_timeout_ms / 1000
         self.publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
         self.scripts_loaded = False
         self._sentinel: SentinelClient | None = None
@@ -103,7 +106,7 @@ class Gateway:
             options["max_connections"] = 4 * POOL_SIZE
             assert settings.redis_url is not None
             return RedisCluster.from_url(settings.redis_url, **options)
-        options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+        options["retry"] = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 1)
         if settings.redis_sentinels:
             self._sentinel = SentinelClient(settings, options, POOL_SIZE, timeout)
             self._sentinel.pool.on_new_primary = self._new_primary
@@ -137,7 +140,31 @@ class Gateway:
             self._telemetry.redis_latency(op, time.perf_counter() - started)
 
     async def start(self) -> None:
-        await self.load_scripts()
+        """Load the scripts. Raises ``StoreUnavailable`` when Redis does not answer, and
+        ``SettingsError`` when ``PRESENCE_REDIS_CLUSTER=true`` names a node not in cluster mode
+        (a setting to fix, not an outage to wait out)."""
+        try:
+            await self.load_scripts()
+        except StoreUnavailable:
+            if self._cluster_url is not None and await self._not_a_cluster(self._cluster_url):
+                raise SettingsError([
+                    f"PRESENCE_REDIS_CLUSTER=true, but the Redis at {without_password(self._cluster_url)!r} is not "
+                    "in cluster mode: point PRESENCE_REDIS_URL at a node of the cluster, or unset "
+                    "PRESENCE_REDIS_CLUSTER"
+                ]) from None
+            raise
+
+    async def _not_a_cluster(self, url: str) -> bool:
+        """Whether the node at ``url`` answers, with cluster mode off (asked by a plain client:
+        the cluster client only says it cannot find the cluster)."""
+        plain = aioredis.Redis.from_url(url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s)
+        try:
+            info = await plain.info("cluster")
+        except (RedisError, OSError):
+            return False
+        finally:
+            await plain.aclose()
+        return str(info.get("cluster_enabled")) == "0"
 
     async def load_scripts(self) -> None:
         try:
@@ -253,10 +280,15 @@ class Gateway:
         rows: list[Entry] = await self._guarded("audit", self.client.xrange(key, f"({last}", "+", count=count))
         return rows
 
-    async def ping(self) -> bool:
+    async def ping(self, budget_s: float) -> bool:
+        """Whether Redis answers ``PING`` within ``budget_s`` seconds. Bounded on purpose: the
+        client's own timeouts, retries and a full connection pool can add up to seconds while Redis
+        is black-holed, and a readiness probe that hangs gets a process restarted that only had to
+        leave the rotation."""
         try:
-            await self._guarded("ping", self.client.ping())
-        except StoreUnavailable:
+            async with asyncio.timeout(budget_s):
+                await self._guarded("ping", self.client.ping())
+        except (StoreUnavailable, TimeoutError):
             return False
         return True
 

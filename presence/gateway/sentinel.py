@@ -43,7 +43,9 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     async def get_master_address(self) -> Any:
         before = self.master_address
-        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        # Through Any: redis-py types this method in some releases and not in others.
+        parent: Any = super()
+        address = await parent.get_master_address()
         if before is not None and address != before:
             log.warning("Sentinel names a new primary for %s: %s:%s (was %s:%s)",
                         self.service_name, *address, *before)
@@ -67,9 +69,10 @@ class SentinelClient:
         if tls:
             sentinel_options["ssl"] = True
             sentinel_options.update({k: v for k, v in server_options.items() if k.startswith("ssl_")})
-        self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            settings.sentinel_addresses(), sentinel_kwargs=sentinel_options
-        )
+        # Through Any: redis-py 8.0 leaves Sentinel's constructor untyped, 8.2 types it; a
+        # type-ignore would be wrong for one of the two.
+        sentinel_class: Any = Sentinel
+        self.sentinel: Sentinel = sentinel_class(settings.sentinel_addresses(), sentinel_kwargs=sentinel_options)
         self.client: aioredis.Redis = self.sentinel.master_for(
             settings.redis_sentinel_master, connection_pool_class=BlockingSentinelPool,
             max_connections=pool_size, timeout=timeout, ssl=tls, **{**server_options, **options},
@@ -80,4 +83,6 @@ class SentinelClient:
         try:
             await self.client.aclose()
         finally:
-            await self.sentinel.aclose()
+            # Each Sentinel's own client: redis-py 8.0's Sentinel has no aclose() of its own.
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()

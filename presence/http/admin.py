@@ -39,9 +39,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import logctx
 from ..auth import same_secret
 from ..core.events import LeaseEvent
+from ..core.outcomes import Relinquished
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Relinquished
 from ..ops import audit
 from ..ops.audit import AuditLog
 from ..ops.control import Control
@@ -75,7 +75,7 @@ DASHBOARD_OFF = """<!doctype html>
 are disabled. Start the server with one, then open this page again and enter it:</p>
 <pre>export PRESENCE_ADMIN_TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 echo "$PRESENCE_ADMIN_TOKEN"   # what this page will ask for
-presence serve</pre>
+presence serve                # in dev mode (no PRESENCE_SECRET): presence serve --dev</pre>
 </main></body></html>
 """
 

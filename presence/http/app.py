@@ -77,9 +77,9 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
         log.info("presence server %s started on %s (bound to %s:%s; scope %s; %s)", server.server_id, base,
                  settings.host, settings.port, settings.lease_scope, server.tokens.description)
         if settings.dev_mode:
+            dashboard = "" if settings.admin_token else " (set PRESENCE_ADMIN_TOKEN and PRESENCE_DEV=1 to use it)"
             for path, what in (("/demo", "the demo editor (open it in two windows)"), ("/", "start page"),
-                               ("/dashboard", "operators' dashboard" + ("" if settings.admin_token else
-                                                                         " (set PRESENCE_ADMIN_TOKEN to use it)")),
+                               ("/dashboard", "operators' dashboard" + dashboard),
                                ("/metrics", "Prometheus metrics")):
                 log.info("open %s%s: %s", base, path, what)
         try:

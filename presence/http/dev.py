@@ -119,20 +119,22 @@ class Documents:
         self, workspace: str, fence: int, user: Person, holder: HolderRecord | None
     ) -> dict[str, object] | None:
         """Why a save with ``fence`` is refused, or None. A newer fence that saved comes first: it is
-        the story the writer needs ("Bob saved after you"); then the lease itself."""
+        the story the writer needs ("Bob saved after you"); then the lease itself. The messages are for
+        people (the demo shows them), so they speak of versions and leases, never of fence numbers: the
+        fences are in the other fields, for programs."""
         doc = self.docs.get(workspace)
         if doc is not None and doc.fence > fence:
             return {
                 "reason": "saved_after", "by": msgspec.to_builtins(doc.by), "fence": doc.fence, "at_ms": doc.at_ms,
-                "message": f"saved by {doc.by.name} after you (fence {doc.fence} is newer than your {fence})",
+                "message": f"{doc.by.name} saved a newer version after you (version {doc.version})",
             }
         if holder is None:
             return {"reason": "not_holder", "by": None, "fence": None,
-                    "message": f"your lease (fence {fence}) has ended and nobody holds it now"}
+                    "message": "your edit lease has ended and nobody holds it now"}
         if holder.fence != fence or holder.user != user.id:
             who = "you, with a newer lease" if holder.user == user.id else holder.name
             return {"reason": "not_holder", "by": msgspec.to_builtins(holder.person), "fence": holder.fence,
-                    "message": f"{who} took the lease after you (fence {holder.fence} is newer than your {fence})"}
+                    "message": f"{who} took the lease after you"}
         return None
 
 
@@ -183,7 +185,7 @@ class DevRoutes:
     async def start(self, request: Request) -> Response:
         dashboard = (
             "the admin token is set; the page asks for it" if self.settings.admin_token
-            else "off until you set <code>PRESENCE_ADMIN_TOKEN</code> and restart"
+            else "off until you set <code>PRESENCE_ADMIN_TOKEN</code> and restart with <code>--dev</code>"
         )
         page = START_PAGE.format(version=html.escape(__version__), dashboard=dashboard)
         return HTMLResponse(page, headers=PAGE_HEADERS)

@@ -1,6 +1,7 @@
 """The OpenAPI description of the HTTP API: ``/api/v1`` (app backends) and ``/admin/api`` (operators).
 
-Served at ``GET /openapi.json``; ``docs/openapi.json`` is the same document, written by
+Served at ``GET /openapi.json`` (built on the first request, then kept); ``docs/openapi.json`` is the
+same document, written by
 
     python -m presence.http.openapi --write
 
@@ -10,6 +11,7 @@ nothing described is missing from the app, and that ``docs/openapi.json`` is cur
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ import msgspec
 
 from .. import __version__, docfile
 from ..wire.messages import HolderView, Person, Viewer
+from . import examples
 
 DOC_PATH = Path("docs") / "openapi.json"
 
@@ -71,17 +74,20 @@ ADMIN_ERRORS = {
 }
 
 
-def _admin(summary: str, description: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _admin(
+    operation_id: str, summary: str, description: str, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     ok = {code: {**r, "headers": REQUEST_ID} for code, r in responses.items()}
-    return {"tags": ["admin"], "summary": summary, "description": description, "security": [{"admin": []}],
-            "responses": {**ok, **ADMIN_ERRORS}, **extra}
+    return {"tags": ["admin"], "operationId": operation_id, "summary": summary, "description": description,
+            "security": [{"admin": []}], "responses": {**ok, **ADMIN_ERRORS}, **extra}
 
 
 def _service(
-    summary: str, description: str, body: Schema | None, responses: dict[str, Any], **extra: Any
+    operation_id: str, summary: str, description: str, body: Schema | None, responses: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "tags": ["api"], "summary": summary, "description": description, "security": [{"apiKey": []}],
+        "tags": ["api"], "operationId": operation_id, "summary": summary, "description": description,
+        "security": [{"apiKey": []}],
         "parameters": [WORKSPACE],
         "responses": {**responses,
                       "400": _error("Invalid workspace id or body."),
@@ -146,7 +152,14 @@ def _components() -> dict[str, Schema]:
 
 
 def openapi() -> dict[str, Any]:
+    """The document, with an operationId on every operation and examples of its bodies."""
     note = {"type": "object", "properties": {"reason": STR, "by": STR}}
+    doc = _document(note)
+    examples.apply(doc["paths"])
+    return doc
+
+
+def _document(note: Schema) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -171,7 +184,7 @@ def openapi() -> dict[str, Any]:
         },
         "paths": {
             "/api/v1/workspaces/{workspace}/lease": {"get": {
-                "tags": ["api"], "summary": "Who holds a workspace's lease, with its fence",
+                "tags": ["api"], "operationId": "getLease", "summary": "Who holds a workspace's lease, with its fence",
                 "description": "For a backend that checks the fence a browser sent with a save: the save may "
                                "proceed only if `fence` equals the one sent (the conditional write is still the "
                                "one that closes every race; see README, Fences).",
@@ -185,7 +198,7 @@ def openapi() -> dict[str, Any]:
                 },
             },
                 "post": _service(
-                    "Take the lease for a backend job",
+                    "takeLease", "Take the lease for a backend job",
                     "The job holds it as user `svc:<holder.id>`: tabs see `{id: \"svc:<id>\", name, service: true}` "
                     "and get `busy`, can queue, request it or (if their token allows) take it over. Taking "
                     "again with the same holder id answers the same fence. `takeover: true` takes it from "
@@ -200,7 +213,7 @@ def openapi() -> dict[str, Any]:
                          "holder": _nullable(_ref("HolderView")), "retry_ms": INT}, ["holder"]))},
                 ),
                 "put": _service(
-                    "Renew a backend job's lease",
+                    "renewLease", "Renew a backend job's lease",
                     "Replaces the lease's TTL while `fence` still holds it (renew every third of the TTL). "
                     "409 once it does not: taken over, or expired.",
                     _obj({"fence": INT, "ttl_ms": {"type": "integer", "minimum": 500, "maximum": 3600000}},
@@ -210,7 +223,7 @@ def openapi() -> dict[str, Any]:
                                   _obj({"holder": _nullable(_ref("HolderView"))}))},
                 ),
                 "delete": _service(
-                    "Release a backend job's lease",
+                    "releaseLease", "Release a backend job's lease",
                     "Releases the lease granted with `fence` (the next in the wait queue gets it).",
                     None,
                     {"200": _json("Released.", _obj({"released": {"const": True}})),
@@ -221,7 +234,7 @@ def openapi() -> dict[str, Any]:
                 ),
             },
             "/api/v1/leases": {"get": {
-                "tags": ["api"], "summary": "Many workspaces' leases at once",
+                "tags": ["api"], "operationId": "getLeases", "summary": "Many workspaces' leases at once",
                 "description": "For a list page's first paint or a backend's sweep: up to 500 workspaces, read "
                                "in one pipelined round trip. Each id is answered once, whatever the repeats.",
                 "parameters": [{
@@ -243,8 +256,9 @@ def openapi() -> dict[str, Any]:
                 },
             }},
             "/admin/api/workspaces": {"get": _admin(
-                "Active workspaces", "Active workspaces whose id contains `q` (case-insensitive), the first "
-                "`limit` by id, with the live servers and their totals.",
+                "listWorkspaces", "Active workspaces",
+                "Active workspaces whose id contains `q` (case-insensitive), the first `limit` by id, with the live "
+                "servers and their totals.",
                 {"200": _json("A page of workspaces.", _obj({
                     "now": INT, "total": INT, "matching": INT,
                     "workspaces": {"type": "array", "items": _ref("WorkspaceRow")},
@@ -258,14 +272,15 @@ def openapi() -> dict[str, Any]:
                 ],
             )},
             "/admin/api/workspaces/{workspace}": {"get": _admin(
-                "One workspace with every tab", "The workspace as tabs see it, and each of its tabs.",
+                "getWorkspace", "One workspace with every tab", "The workspace as tabs see it, and each of its tabs.",
                 {"200": _json("The workspace.", _obj({"now": INT, "workspace": _ref("WorkspaceDetail")})),
                  "400": _error("Invalid workspace id.")},
                 parameters=[WORKSPACE],
             )},
             "/admin/api/workspaces/{workspace}/release": {"post": _admin(
-                "Force-release a lease", "The holder's tabs, on every process, get `released` with reason "
-                "`revoked` and `by: {id: admin, name: <by>}`; the audit log records `reason` as the note.",
+                "revokeLease", "Force-release a lease",
+                "The holder's tabs, on every process, get `released` with reason `revoked` and "
+                "`by: {id: admin, name: <by>}`; the audit log records `reason` as the note.",
                 {"200": _json("Released.", _obj({
                     "released": {"const": True}, "fence": INT,
                     "holder": _nullable(_obj({"user": _ref("Person"), "tab": STR})),
@@ -276,8 +291,8 @@ def openapi() -> dict[str, Any]:
                 requestBody={"required": False, "content": {"application/json": {"schema": note}}},
             )},
             "/admin/api/workspaces/{workspace}/tabs/{conn}/close": {"post": _admin(
-                "Close one tab", "Closes the tab with close code 4000 on whichever process has it (the client "
-                "reconnects).",
+                "closeTab", "Close one tab",
+                "Closes the tab with close code 4000 on whichever process has it (the client reconnects).",
                 {"202": _json("Closing.", _obj({"closing": STR})),
                  "400": _error("Invalid workspace id."),
                  "404": _error("No such tab in that workspace, or the admin API is disabled.")},
@@ -287,12 +302,12 @@ def openapi() -> dict[str, Any]:
                     "schema": {"type": "object", "properties": {"reason": STR}}}}},
             )},
             "/admin/api/servers": {"get": _admin(
-                "Live server processes", "Every process that announced itself within three heartbeats.",
+                "listServers", "Live server processes", "Every process that announced itself within three heartbeats.",
                 {"200": _json("The servers.", _obj({"now": INT, "servers": {"type": "array",
                                                                               "items": _ref("Server")}}))},
             )},
             "/admin/api/audit": {"get": _admin(
-                "The audit log", "Lease changes, newest first; `next` is the `before` of the next page.",
+                "getAudit", "The audit log", "Lease changes, newest first; `next` is the `before` of the next page.",
                 {"200": _json("A page of entries.", _obj({
                     "entries": {"type": "array", "items": _ref("AuditEntry")}, "next": _nullable(STR)})),
                  "400": _error("`before` is not a stream id.")},
@@ -303,7 +318,7 @@ def openapi() -> dict[str, Any]:
                 ],
             )},
             "/admin/api/live": {"get": {
-                "tags": ["admin"], "summary": "The dashboard's live feed (WebSocket)",
+                "tags": ["admin"], "operationId": "liveFeed", "summary": "The dashboard's live feed (WebSocket)",
                 "description": "A WebSocket. Send `{\"token\": \"<PRESENCE_ADMIN_TOKEN>\", \"q\": \"...\"}` "
                                "first (browsers cannot set headers on a WebSocket, and a URL would land in logs), "
                                "then `{\"q\"}` to change the filter. Receives `{\"type\": \"state\", ...}` (the "
@@ -316,7 +331,9 @@ def openapi() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def render() -> str:
+    """The document as served at ``/openapi.json`` and written to docs/openapi.json: built once per process."""
     return json.dumps(openapi(), indent=2, ensure_ascii=False) + "\n"
 
 

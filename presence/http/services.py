@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..auth import MAX_NAME, MAX_SUB, is_text
+from ..core import outcomes as r
 from ..core.replica import Replica
 from ..errors import StoreUnavailable
-from ..gateway import replies as r
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import SERVICE_PREFIX, valid_workspace

@@ -24,8 +24,11 @@ import logging
 import socket
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from ..settings import SettingsError
 
 log = logging.getLogger("presence.stack")
 
@@ -101,15 +104,54 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             transport.abort()
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+class RefusedAtStartup:
+    """The app, but settings refused while it starts (found only once Redis answers, such as
+    ``PRESENCE_REDIS_CLUSTER=true`` against a node not in cluster mode) end the start-up quietly,
+    kept in ``refusal`` for ``presence serve`` to print as one line, instead of as uvicorn's
+    traceback of a failed start-up."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.refusal: SettingsError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        failed: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                failed.append(message)  # its text is a traceback: sent only if the cause is not a refusal
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except SettingsError as exc:
+            if not failed:  # not at start-up
+                raise
+            self.refusal = exc
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        finally:
+            if self.refusal is None:
+                for message in failed:
+                    await send(message)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to ``host:port`` (uvicorn listens on it). Raises ``OSError`` (address in
-    use, not an address of this machine, no permission) before anything else has started."""
+    use, not an address of this machine, no permission) before anything else has started.
+
+    With ``reuse_port`` (``SO_REUSEPORT``, Linux) several processes bind the same port and the
+    kernel spreads new connections over them (``presence serve --workers``)."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()

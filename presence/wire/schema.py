@@ -33,8 +33,13 @@ def protocol_schema() -> dict[str, Any]:
     defs["WatcherMessage"] = {
         "description": "A frame a watcher sends on /ws (a connection whose first frame is `watch`).", **watcher,
     }
+    # A watcher also gets the pings and plain errors a tab gets. Two members share the tag `error`
+    # (a plain one, and `forbidden` naming the workspaces left out), so this union has no discriminator.
+    watched.pop("discriminator", None)
     defs["WatchServerMessage"] = {
-        "description": "A frame only watchers receive (besides `ping` and `error`).", **watched,
+        "description": "A frame a watcher receives: `leases`, `lease`, `ping`, and `error` (plain, or `forbidden` "
+                       "with the workspaces it names).",
+        "anyOf": [*watched["anyOf"], {"$ref": "#/$defs/Ping"}, {"$ref": "#/$defs/Error"}],
     }
     defs["ClientMessage"] = {
         "description": "A frame a client sends on /ws: a JSON object tagged by `type`. The first one is `hello`.",
@@ -51,7 +56,9 @@ def protocol_schema() -> dict[str, Any]:
             "`python -m presence.wire.schema --write`; "
             "docs/protocol.md describes each message."
         ),
-        "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"},
+        # anyOf, not oneOf: a frame may belong to two of them (`pong` is sent by tabs and watchers,
+        # `ping` and `error` received by both).
+        "anyOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"},
                   {"$ref": "#/$defs/WatcherMessage"}, {"$ref": "#/$defs/WatchServerMessage"}],
         "$defs": dict(sorted(defs.items())),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
 
 __all__ = [
-    "CHROMIUM", "CHROMIUM_ARGS", "HARNESS_JS", "HARNESS_PATH", "HAVE_BROWSER", "SERVER_DOWN_NOISE", "BrowserTab",
-    "ConsoleLog", "browser_fixture", "console_fixture", "expect", "needs_browser", "new_page_fixture", "open_demo",
-    "sync_playwright",
+    "CHROMIUM", "CHROMIUM_ARGS", "HARNESS_JS", "HARNESS_PATH", "HAVE_BROWSER", "SERVER_DOWN_NOISE", "TIME",
+    "BrowserTab", "ConsoleLog", "browser_fixture", "console_fixture", "expect", "expect_saved", "needs_browser",
+    "new_page_fixture", "open_demo", "server_doc", "sync_playwright",
 ]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -179,6 +180,28 @@ def new_page_fixture(browser: Browser, console: ConsoleLog) -> Iterator[Callable
     yield make
     for context in contexts:
         context.close()
+
+
+# A time of day as the demo shows it (the browser's locale: 14:05, or 2:05 PM).
+TIME = r"\d{1,2}:\d{2}(?:\s?[AP]M)?"
+
+
+def server_doc(page: Page, workspace: str) -> dict[str, Any]:
+    """The demo document as the page's server keeps it (dev mode's stand-in for an app backend)."""
+    doc: dict[str, Any] = page.evaluate("async (ws) => (await fetch(`/demo/docs/${ws}`)).json()", workspace)
+    return doc
+
+
+def expect_saved(page: Page, workspace: str, text: str) -> dict[str, Any]:
+    """Waits until the page's server has ``text`` saved and the page's one saved line says it was
+    this page's user, as which version (never a fence: that is for programs). Returns the document."""
+    deadline = time.monotonic() + 10
+    while (doc := server_doc(page, workspace))["text"] != text:
+        assert time.monotonic() < deadline, f"{text!r} was not saved: the server has {doc!r}"
+        page.wait_for_timeout(50)
+    saved = rf"^Saved as version {doc['version']} by you at {TIME}\.$"
+    expect(page.locator("#saved")).to_have_text(re.compile(saved))
+    return doc
 
 
 def open_demo(page: Page, base_url: str, user: str, name: str, workspace: str) -> Page:

@@ -17,6 +17,7 @@ from browser_support import (
     browser_fixture,  # noqa: F401 - fixture
     console_fixture,  # noqa: F401 - fixture
     expect,
+    expect_saved,
     needs_browser,
     new_page_fixture,  # noqa: F401 - fixture
 )
@@ -253,7 +254,7 @@ def test_demo_page_takeover_story_without_console_errors(
     expect(alice.locator("#holder")).to_contain_text("You are editing")
     expect(alice.locator("#countdown")).to_contain_text("Lease")
     alice.locator("#editor").fill("Minutes of the Monday meeting, by Alice.")
-    expect(alice.locator("#message")).to_contain_text("Saved at")
+    expect_saved(alice, "doc-demo", "Minutes of the Monday meeting, by Alice.")
 
     # Bob sees who is editing, with the three choices, and cannot type
     expect(bob.locator("#banner")).to_be_visible()

@@ -3,6 +3,7 @@ never a downloaded browser) against a real server process and redis-server."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -88,6 +89,10 @@ async def test_dashboard_shows_and_revokes_a_lease(
     await expect(left).not_to_have_text(first, timeout=3000)
     await page.wait_for_selector('#audit li[data-kind="acquired"]')
     await page.wait_for_selector("#servers tbody tr")
+    # One server, one lease so far: said in the singular.
+    await expect(page.locator("#totals")).to_contain_text("1 server")
+    await expect(page.locator("#totals")).to_contain_text("1 lease")
+    await expect(page.locator("#totals")).not_to_contain_text(re.compile(r"\b1 (servers|leases)\b"))
 
     # Filter by holder name.
     await page.fill("#filter", "alic")

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser_support import (
+    TIME,
     ConsoleLog,
     browser_fixture,  # noqa: F401 - fixture
     console_fixture,  # noqa: F401 - fixture
     expect,
+    expect_saved,
     needs_browser,
     new_page_fixture,  # noqa: F401 - fixture
     open_demo,
@@ -25,14 +27,13 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser, needs_browser, pytest.mark.timeout(90)]
 
 NewPage = Callable[[str], "Page"]
-TIME = r"\d{1,2}:\d{2}(?:\s?[AP]M)?"
 
 
-def start_editing(page: Page, text: str) -> None:
+def start_editing(page: Page, workspace: str, text: str) -> None:
     page.get_by_role("button", name="Edit", exact=True).click()
     expect(page.locator("#editor")).to_be_enabled()
     page.locator("#editor").fill(text)
-    expect(page.locator("#message")).to_contain_text("Saved at")
+    expect_saved(page, workspace, text)
 
 
 def saved_fence(page: Page, workspace: str) -> int:
@@ -57,7 +58,7 @@ def test_queue_notify_me_when_free_then_its_yours(
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-queue")
     bob = open_demo(new_page("bob"), b.http_url, "bob", "Bob", "doc-queue")
     carol = open_demo(new_page("carol"), a.http_url, "carol", "Carol", "doc-queue")
-    start_editing(alice, "Agenda, by Alice.")
+    start_editing(alice, "doc-queue", "Agenda, by Alice.")
     first = saved_fence(alice, "doc-queue")
 
     # Bob, then Carol: "Wait for it / Notify me when it's free"
@@ -82,7 +83,7 @@ def test_queue_notify_me_when_free_then_its_yours(
     expect(bob.locator("#holder")).to_have_text("You are editing.")
     expect(bob.locator("#inuse")).to_be_hidden()
     bob.locator("#editor").fill("Agenda, by Alice. Minutes, by Bob.")
-    expect(bob.locator("#message")).to_contain_text("Saved at")
+    expect_saved(bob, "doc-queue", "Agenda, by Alice. Minutes, by Bob.")
     assert saved_fence(bob, "doc-queue") > first  # (each server process keeps its own copy: the fence is the grant's)
     expect(carol.locator("#banner-text")).to_contain_text("Bob is editing since")
     expect(carol.locator("#queue-position")).to_contain_text("You are #1 in line.")
@@ -108,7 +109,7 @@ def test_handoff_accepted_give_it(
     a, b = servers.server("a"), servers.server("b")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-give")
     bob = open_demo(new_page("bob"), b.http_url, "bob", "Bob", "doc-give")
-    start_editing(alice, "Budget 2025, draft.")
+    start_editing(alice, "doc-give", "Budget 2025, draft.")
     first = saved_fence(alice, "doc-give")
     expect(alice.locator("#request-prompt")).to_be_hidden()
 
@@ -133,7 +134,7 @@ def test_handoff_accepted_give_it(
     expect(bob.locator("#notice-text")).to_have_text("It's yours now: Alice handed the document over.")
     expect(bob.locator("#ask-status")).to_be_hidden()
     bob.locator("#editor").fill("Budget 2025, final draft.")
-    expect(bob.locator("#message")).to_contain_text("Saved at")
+    expect_saved(bob, "doc-give", "Budget 2025, final draft.")
     assert saved_fence(bob, "doc-give") > first
     expect(alice.locator("#request-prompt")).to_be_hidden()
     expect(alice.locator("#editor")).to_be_disabled()
@@ -147,7 +148,7 @@ def test_handoff_declined_keep_it(servers: Cluster, new_page: NewPage, console: 
     a = servers.server("a")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-keep")
     bob = open_demo(new_page("bob"), a.http_url, "bob", "Bob", "doc-keep")
-    start_editing(alice, "Quarterly report.")
+    start_editing(alice, "doc-keep", "Quarterly report.")
 
     ask(bob, "Alice")  # no message
     prompt = alice.get_by_role("region", name="Bob asks for this document.")
@@ -165,7 +166,7 @@ def test_handoff_declined_keep_it(servers: Cluster, new_page: NewPage, console: 
     expect(alice.locator("#message")).to_have_text("You kept the document; Bob was told.")
     expect(alice.locator("#editor")).to_be_enabled()
     alice.locator("#editor").fill("Quarterly report, still Alice's.")
-    expect(alice.locator("#message")).to_contain_text("Saved at")
+    expect_saved(alice, "doc-keep", "Quarterly report, still Alice's.")
     assert console.errors() == []
 
 
@@ -175,7 +176,7 @@ def test_handoff_unanswered_becomes_a_takeover(
     a = servers.server("a", PRESENCE_HANDOFF_TIMEOUT_MS="1500", PRESENCE_TAKEOVER_COOLDOWN_MS="20000")
     alice = open_demo(new_page("alice"), a.http_url, "alice", "Alice", "doc-timeout")
     bob = open_demo(new_page("bob"), a.http_url, "bob", "Bob", "doc-timeout")
-    start_editing(alice, "Release notes.")
+    start_editing(alice, "doc-timeout", "Release notes.")
 
     ask(bob, "Alice", "Alice, are you still there?")
     expect(alice.locator("#request-countdown")).to_have_text(

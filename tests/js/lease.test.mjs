@@ -1,6 +1,7 @@
 // Lease handling of PresenceClient: requests by id, unsolicited grants, local deadline, rejoin.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { restartGraceMs } from "../../static/presence.js";
 import { accept, acceptLikeServer, connected, flush, record, state, welcome, BOB, ME } from "./helpers.mjs";
 
 test("acquire/busy/queued resolve by request id, in any order", async () => {
@@ -106,6 +107,55 @@ test("canEdit turns false exactly at the local deadline while disconnected, with
   clock.advance(1);
   assert.equal(client.canEdit, false);
   assert.deepEqual(events, [["canedit", { canEdit: false }, 9100]]);
+});
+
+test("a 1012 that says the lease is kept for the restart moves the local deadline to that window", async () => {
+  const { client, clock, ws } = await connected();
+  ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
+  const events = record(client, clock, ["canedit", "released"]);
+  clock.advance(2000);
+  ws.serverClose(1012, "server restarting, reconnect; lease kept for 25000 ms"); // reconnects keep failing
+  assert.equal(client.holding, true);
+  clock.advance(25999 - clock.t); // 2000 + 25000 - the margin (1000)
+  assert.equal(client.canEdit, true);
+  assert.deepEqual(events, []);
+  clock.advance(1);
+  assert.equal(client.canEdit, false);
+  assert.deepEqual(events, [["canedit", { canEdit: false }, 26000]]);
+});
+
+test("a 1012 that keeps nothing, or less than the deadline we have, leaves the deadline as it was", async () => {
+  for (const reason of ["server restarting, reconnect", "server restarting, reconnect; lease kept for 3000 ms",
+    "restart", "lease kept for 25000 ms but not as the server says it"]) {
+    const { client, clock, ws } = await connected();
+    ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 }); // deadline 9000
+    ws.serverClose(1012, reason);
+    clock.advance(8999);
+    assert.equal(client.canEdit, true, reason);
+    clock.advance(1);
+    assert.equal(client.canEdit, false, reason);
+  }
+});
+
+test("only a 1012 while holding moves the deadline: another code, or no lease, is not a restart's", async () => {
+  const other = await connected();
+  other.ws.receive({ type: "acquired", fence: 5, ttl_ms: 10000 });
+  other.ws.serverClose(1011, "server restarting, reconnect; lease kept for 25000 ms");
+  other.clock.advance(9000);
+  assert.equal(other.client.canEdit, false);
+  const idle = await connected();
+  idle.ws.serverClose(1012, "server restarting, reconnect; lease kept for 25000 ms");
+  assert.equal(idle.client.holding, false);
+  assert.equal(idle.client.leaseRemainingMs, 0);
+});
+
+test("restartGraceMs reads the window of a restart's close reason, and nothing else", () => {
+  assert.equal(restartGraceMs("server restarting, reconnect; lease kept for 25000 ms"), 25000);
+  assert.equal(restartGraceMs("server restarting, reconnect"), 0);
+  assert.equal(restartGraceMs(""), 0);
+  assert.equal(restartGraceMs(undefined), 0);
+  assert.equal(restartGraceMs("; lease kept for -5 ms"), 0);
+  assert.equal(restartGraceMs("; lease kept for 25000 ms, more"), 0);
 });
 
 test("canEdit turns false at the deadline while connected when no ping renews it", async () => {
