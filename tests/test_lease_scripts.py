@@ -432,8 +432,8 @@ async def test_keep_gives_held_leases_the_restart_grace_only_while_their_fence_h
     fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in ("k1", "k2", "k3")}
     taken = await lease.takeover("k3", "bob", "Bob", "tb", "cb")  # alice's fence of k3 holds nothing now
     assert taken.status == "taken_over"
-    kept = await lease.keep({**fences, "never": 12345}, 60_000)
-    assert kept == {"k1", "k2"}
+    kept = await lease.keep({**{(ws, ""): f for ws, f in fences.items()}, ("never", ""): 12345}, 60_000)
+    assert kept == {("k1", ""), ("k2", "")}
     for ws in ("k1", "k2"):
         assert 55_000 < await pttl(lease, ws) <= 60_000
     assert await pttl(lease, "k3") <= TTL  # bob's lease, untouched

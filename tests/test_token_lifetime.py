@@ -31,7 +31,9 @@ async def test_a_refreshed_tab_outlives_its_first_token(servers: Cluster, tabs: 
     assert rita.welcome is not None
     assert 0 < rita.welcome["expires_in_ms"] <= SHORT_S * 1000
     fence = (await rita.request("acquire"))["fence"]
-    for bad in (token("mallory", ttl_s=60), "not-a-token", token("rita", ttl_s=-60)):
+    for bad in (token("mallory", ttl_s=60), "not-a-token", token("rita", ttl_s=-60),
+                token("rita", ttl_s=60, takeover=False), token("rita", ttl_s=60, lease=False),
+                token("rita", ttl_s=60, workspaces=["other-doc"])):
         refused = await rita.request("refresh", token=bad)
         assert refused["type"] == "error" and refused["code"] == "bad_token", refused
     refreshed = await rita.request("refresh", token=token("rita", ttl_s=60))

@@ -3,8 +3,10 @@
 :class:`Verifier` checks a token (a ``hello``'s, a ``watch``'s, a ``refresh``'s) against the
 configured keys, issuer and audience. :class:`Credential` is a connection's current token: when it
 runs out (its ``exp`` plus ``PRESENCE_TOKEN_LEEWAY_MS``) the connection is closed with 4401, and
-a ``refresh`` before then replaces it by a new token of the same user. A tab's new token must
-still allow its workspace; a watcher's is applied to the workspaces of its next ``watch``.
+a ``refresh`` before then replaces it by a new token of the same user with the same rights (its
+``takeover`` and ``lease`` claims: the workspace core took them at the join; other rights take a
+reconnect). A tab's new token must still allow its workspace; a watcher's ``ws`` claim applies to
+its next ``watch``.
 """
 
 from __future__ import annotations
@@ -78,11 +80,14 @@ class Credential:
                 identity.check_workspace(self.workspace)
         except (BadToken, WorkspaceForbidden) as exc:
             raise RefreshRefused(str(exc)) from None
-        if identity.user.id != self.identity.user.id:
+        old = self.identity
+        if identity.user.id != old.user.id:
             raise RefreshRefused("the new token is for another user: reconnect to change users")
+        if (identity.may_take_over, identity.read_only) != (old.may_take_over, old.read_only):
+            raise RefreshRefused("the new token's takeover or lease claim differs: reconnect to change rights")
         if self.output.closing is not None:
             return self.expires_in_ms()  # too late: the connection is closing already
-        # Its rights are the new token's; the name stays the one the workspace knows this tab by.
-        self.identity = dataclasses.replace(identity, user=self.identity.user)
+        # The name stays the one the workspace knows this tab by.
+        self.identity = dataclasses.replace(identity, user=old.user)
         self.start()
         return self.expires_in_ms()

@@ -56,7 +56,9 @@ class TabRole:
         output.name = repr(tab)
         credential.start()
         try:
-            await workspaces.join(tab, expires_in_ms=credential.expires_in_ms())
+            await workspaces.join(
+                tab, read_only=credential.identity.read_only, expires_in_ms=credential.expires_in_ms()
+            )
         except BaseException:
             credential.stop()
             raise
