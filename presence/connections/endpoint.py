@@ -21,7 +21,7 @@ from .admission import Admission
 from .credential import Verifier
 from .origin import origin_allowed
 from .output import Output
-from .session import Session
+from .session import Parts, Session
 from .transport import TRANSPORT_SCOPE_KEY
 
 log = logging.getLogger("presence.session")
@@ -35,15 +35,14 @@ class Endpoint:
         telemetry: Telemetry, next_conn: Callable[[], str], tokens: TokenKeys, watch_index: WatchIndex | None = None,
     ) -> None:
         self.settings = settings
-        self.admission = admission
-        self.workspaces = workspaces
-        self.commands = commands
         self.telemetry = telemetry
         self.next_conn = next_conn
-        self.verifier = Verifier(settings, tokens)
-        self.watch_index = watch_index
         self.live: set[Output] = set()
         self.watchers: set[Output] = set()
+        self.parts = Parts(
+            settings, admission, Verifier(settings, tokens), workspaces, commands, watch_index, telemetry,
+            self.watchers,
+        )
 
     async def serve(self, websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
@@ -61,7 +60,7 @@ class Endpoint:
         output.start()
         self.live.add(output)
         try:
-            await Session(self, websocket, output).run()
+            await Session(self.parts, websocket, output).run()
         finally:
             self.live.discard(output)
 

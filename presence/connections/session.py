@@ -19,24 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.websockets import WebSocket
 
 from .. import logctx
+from ..engine.commands import LeaseCommands
+from ..engine.watchers import WatchIndex
+from ..engine.workspaces import Workspaces
 from ..errors import BadMessage, CloseError, ProtocolViolation, RequestError, TimedOut
+from ..settings import Settings
+from ..telemetry import Telemetry
 from ..wire.messages import Error, Hello, Refresh, Refreshed
-from .credential import Credential
+from .admission import Admission
+from .credential import Credential, Verifier
 from .handshake import first_frame
 from .output import Output
 from .role import Role
 from .tab_role import TabRole
 from .throttle import Throttle
 from .watcher_role import WatcherRole
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
 
 log = logging.getLogger("presence.session")
 
@@ -50,9 +54,24 @@ def payload(message: Any) -> str | bytes:
     return text if text is not None else message.get("bytes") or b""
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What every session uses, built once by the :class:`~presence.connections.endpoint.Endpoint`:
+    ``watchers`` is the set of watchers' outputs open now (a session adds and removes its own)."""
+
+    settings: Settings
+    admission: Admission
+    verifier: Verifier
+    workspaces: Workspaces
+    commands: LeaseCommands
+    watch_index: WatchIndex | None
+    telemetry: Telemetry
+    watchers: set[Output]
+
+
 class Session:
-    def __init__(self, endpoint: Endpoint, websocket: WebSocket, output: Output) -> None:
-        self.endpoint = endpoint
+    def __init__(self, parts: Parts, websocket: WebSocket, output: Output) -> None:
+        self.parts = parts
         self.websocket = websocket
         self.output = output
         self.role: TabRole | WatcherRole | None = None
@@ -74,7 +93,7 @@ class Session:
     async def _first(self) -> Any:
         """The first message; a connection that sends no frame in time is closed (and the next
         message is its end: the output's watchdog sees to it that it comes)."""
-        timeout_ms = self.endpoint.settings.hello_timeout_ms
+        timeout_ms = self.parts.settings.hello_timeout_ms
         try:
             return await asyncio.wait_for(self.websocket.receive(), timeout_ms / 1000)
         except TimeoutError:
@@ -97,7 +116,7 @@ class Session:
             self.output.close(1011, "internal error")
 
     async def _open(self, frame: str | bytes) -> None:
-        e = self.endpoint
+        e = self.parts
         first = first_frame(frame)
         identity = await e.verifier.verify(first.token)
         index = e.watch_index
@@ -133,7 +152,7 @@ class Session:
             return
         request_id = getattr(message, "id", None)
         kind = type(message).__name__.lower()
-        self.endpoint.telemetry.message_in(kind)
+        self.parts.telemetry.message_in(kind)
         logctx.request_id.set("" if request_id is None else str(request_id)[:64])
         try:
             if isinstance(message, Refresh):
@@ -152,7 +171,7 @@ class Session:
             self.output.send(Error(code="internal", message="internal error, try again", id=request_id))
 
     async def _end(self, clean: bool) -> None:
-        e, role, output = self.endpoint, self.role, self.output
+        e, role, output = self.parts, self.role, self.output
         try:
             if role is not None:
                 try:

@@ -69,7 +69,8 @@ class TabRole:
 
     @staticmethod
     def cost(message: ClientMessage) -> int:
-        return 0 if isinstance(message, Pong) else 1  # pongs are paced by the server, cost no Redis call
+        # Pongs are paced by the server; statuses are written at most once per meta interval.
+        return 0 if isinstance(message, Pong | Status) else 1
 
     async def handle(self, message: ClientMessage) -> None:
         """Raises ``RequestError`` (``BadMessage`` for a request that is not valid). A ``refresh``

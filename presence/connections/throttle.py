@@ -1,12 +1,15 @@
 """Throttle: what one connection may send, and what it is told when it sends too much or wrong.
 
-- Every frame costs one token of the connection's bucket (``PRESENCE_RATE_LIMIT`` a second, burst
-  ``PRESENCE_RATE_BURST``), before it is even decoded.
-- Every request but a ``pong`` (pongs are paced by the server) also costs the budget all of the
-  user's connections on this process share (``PRESENCE_USER_RATE_LIMIT``,
-  :class:`~presence.connections.admission.Admission`). A request may cost more than one token: a
-  ``watch`` costs one per :data:`~presence.connections.watcher_role.IDS_PER_TOKEN` workspace ids,
-  on both.
+- Every frame costs one token of the connection's frame bucket (:data:`FRAMES_PER_S` a second, or
+  ``PRESENCE_RATE_LIMIT`` when higher), before it is even decoded: a flood far beyond what any
+  client needs.
+- Every request costs tokens of the connection's bucket (``PRESENCE_RATE_LIMIT`` a second, burst
+  ``PRESENCE_RATE_BURST``) and of the budget all of the user's connections on this process share
+  (``PRESENCE_USER_RATE_LIMIT``, :class:`~presence.connections.admission.Admission`): one, or more
+  for a ``watch`` (one per :data:`~presence.connections.watcher_role.IDS_PER_TOKEN` workspace ids),
+  or none for a ``pong`` (paced by the server) and a ``status`` (the workspace core writes a tab's
+  presence at most once per ``PRESENCE_META_INTERVAL_MS``, the latest winning: a cursor may move
+  as often as the page likes).
 - A refused frame is answered with one ``error`` ``rate_limited`` per streak of refusals (a
   flood is not answered with a flood); refusals sustained for ten seconds close it with 4429.
 - A bad frame is answered with ``error`` ``bad_message``; the tenth within a minute closes it with 4400.
@@ -21,6 +24,7 @@ from ..wire.messages import Error, RequestId, ServerMessage
 from .limits import TokenBucket, WindowCounter
 
 BAD_FRAMES_PER_MINUTE = 10
+FRAMES_PER_S = 100  # any frames; statuses move with cursors, so this is the flood bound
 
 
 class Throttle:
@@ -28,6 +32,7 @@ class Throttle:
     ``admit``, ``charge`` and ``bad`` raise ``CloseError`` when the connection must close."""
 
     def __init__(self, rate: float, burst: int, budget: TokenBucket, send: Callable[[ServerMessage], None]) -> None:
+        self.frames = TokenBucket(max(FRAMES_PER_S, rate), max(2 * FRAMES_PER_S, burst))
         self.bucket = TokenBucket(rate, burst)
         self.budget = budget  # shared by the user's connections on this process
         self.send = send
@@ -36,17 +41,17 @@ class Throttle:
         self.throttled = False  # the last frame was refused and told so
 
     def admit(self) -> bool:
-        """A frame arrived: False if it is over the connection's rate (and must be dropped)."""
-        if self.bucket.allow():
+        """A frame arrived: False if it is over the connection's frame rate (and must be dropped)."""
+        if self.frames.allow():
             return True
         self._refuse("too many messages, slow down")
         return False
 
     def charge(self, cost: int) -> bool:
-        """A request of ``cost`` tokens (its frame paid one of them; 0: free): False if over a rate."""
+        """A request of ``cost`` tokens (0: free): False if over a rate."""
         if cost == 0:
             return True
-        if cost > 1 and not self.bucket.allow(cost - 1):
+        if not self.bucket.allow(cost):
             self._refuse("too many messages, slow down")
             return False
         if not self.budget.allow(cost):
