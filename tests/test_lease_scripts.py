@@ -199,7 +199,7 @@ async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: L
     await lease.tick({}, {"doc": ["c2"]})
     assert int(await c.pttl(k.queue)) > idle - 5000
     # Every key has a TTL.
-    for key in k.by_name.values():
+    for key in k.by_name().values():
         if await c.exists(key):
             assert int(await c.pttl(key)) > 0, key
 
@@ -366,7 +366,7 @@ async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts
     leases = {}
     for i in range(1200):
         leases[f"w{i}"] = (await lease.acquire(f"w{i}", "alice", "Alice", "t", "c")).reply.fence
-    calls = lease.renew_calls(leases)
+    calls = lease.renew_calls({(ws, ""): fence for ws, fence in leases.items()})
     if not lease.gateway.cluster:  # on Cluster: one call per slot, one pipeline per node
         assert len(calls) == 3  # 1200 leases in chunks of 500, one pipeline
     renewed, _ = await lease.tick({(ws, ""): fence for ws, fence in leases.items()}, {})
@@ -432,8 +432,8 @@ async def test_keep_gives_held_leases_the_restart_grace_only_while_their_fence_h
     fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in ("k1", "k2", "k3")}
     taken = await lease.takeover("k3", "bob", "Bob", "tb", "cb")  # alice's fence of k3 holds nothing now
     assert taken.status == "taken_over"
-    kept = await lease.keep({**fences, "never": 12345}, 60_000)
-    assert kept == {"k1", "k2"}
+    kept = await lease.keep({**{(ws, ""): f for ws, f in fences.items()}, ("never", ""): 12345}, 60_000)
+    assert kept == {("k1", ""), ("k2", "")}
     for ws in ("k1", "k2"):
         assert 55_000 < await pttl(lease, ws) <= 60_000
     assert await pttl(lease, "k3") <= TTL  # bob's lease, untouched

@@ -193,7 +193,7 @@ def test_each_status_is_its_reply_structs_name_in_snake_case() -> None:
         t for name, t in vars(outcomes).items()
         if isinstance(t, type) and issubclass(t, outcomes.Reply) and name[0] != "_" and t is not outcomes.Reply
     ]
-    assert len(replies) == 21  # the scripts' replies, and the touch script's per workspace (Touched)
+    assert len(replies) == 22  # the scripts' replies, and the touch script's per workspace (Touched)
     replies.append(Snapshot)
     for t in replies:
         assert t.__struct_config__.tag == re.sub(r"(?<!^)([A-Z])", r"_\1", t.__name__).lower()
@@ -201,9 +201,9 @@ def test_each_status_is_its_reply_structs_name_in_snake_case() -> None:
 
 def test_the_script_key_names_are_the_keys_python_has() -> None:
     keys = Keys("p")
-    assert set(load_lib("_lib").keys.names) == set(keys.workspace("w").by_name)
+    assert set(load_lib("_lib").keys.names) == set(keys.workspace("w").by_name())
     (touched,) = SCRIPTS["touch"].header.keys.params
-    assert set(touched.fields) < set(keys.workspace("w").by_name)
+    assert set(touched.fields) < set(keys.workspace("w").by_name())
     for name in ("announce", "census"):
         assert SCRIPTS[name].header.keys.names == tuple(keys.registry.by_name), name
 
