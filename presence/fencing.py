@@ -22,20 +22,25 @@ A backend job takes the lease itself, as a service holder, for the length of a `
 It renews the lease in the background (every third of its TTL), releases it on exit, and raises
 :class:`LeaseLost` on exit when it was lost during the block (taken over, or expired because the
 renewals could not get through), so the job learns its writes may have raced someone else's.
+``check()`` keeps its own deadline from the last renewal that got through, so it raises once the
+lease may have expired even while the server cannot be reached at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from types import TracebackType
 from typing import Any, Protocol
 
+import msgspec
+
 from .gateway.keys import lease_key
+from .httpcall import CallFailed, HttpCall
 
 __all__ = ["FenceGuard", "HttpFenceGuard", "LeaseBusy", "LeaseLost", "ServiceLease", "StaleFence"]
 
@@ -121,69 +126,129 @@ class LeaseLost(Exception):
         super().__init__(f"lost the lease of {workspace!r} (fence {fence}): {why}")
 
 
+class _Granted(msgspec.Struct):
+    fence: int
+    ttl_ms: int | None = None
+
+
+class _Refused(msgspec.Struct):
+    holder: dict[str, Any] | None = None
+    retry_ms: int | None = None
+
+
+_MAX_ANSWER = 64 * 1024  # the API's answers are a few hundred bytes
+
+
 class ServiceLease:
-    """Holds a workspace's lease as service ``svc:<holder_id>`` for a ``with`` block (see above).
+    """Holds a workspace's lease (or, with ``lock``, one of its named locks) as service
+    ``svc:<holder_id>`` for a ``with`` block (see above).
 
     ``takeover=True`` takes it even from a person (they are told, as for any takeover). Thread-safe
     reads of ``fence`` and ``lost``; the renewal runs on a daemon thread that exits with the block.
+
+    The lease counts as lost, whatever the renewals do, once its local deadline passes: the time
+    the last confirmed grant or renewal was *sent*, plus its TTL, minus ``margin_ms`` (default a
+    tenth of the TTL, 100 ms to 2 s: time for the write that follows a ``check()``). Redis counts
+    the TTL from a later moment, when it ran the renewal, so ``check()`` never passes once the
+    lease may have expired, even while a renewal hangs, is cut short or cannot connect.
+    ``timeout`` bounds each HTTP call as a whole (however slowly an answer trickles in).
     """
 
     def __init__(
         self, base_url: str, api_key: str, workspace: str, holder_id: str, name: str | None = None,
-        ttl_ms: int = 15000, takeover: bool = False, timeout: float = 5.0,
+        ttl_ms: int = 15000, takeover: bool = False, timeout: float = 5.0, margin_ms: int | None = None,
+        lock: str = "",
     ) -> None:
-        self.url = f"{base_url.rstrip('/')}/api/v1/workspaces/{urllib.parse.quote(workspace, safe='/')}/lease"
+        where = f"locks/{urllib.parse.quote(lock, safe='')}" if lock else "lease"
+        self.url = f"{base_url.rstrip('/')}/api/v1/workspaces/{urllib.parse.quote(workspace, safe='/')}/{where}"
+        self.lock = lock
         self.api_key = api_key
         self.workspace = workspace
         self.holder = {"id": holder_id, "name": name or holder_id}
         self.ttl_ms = ttl_ms
         self.takeover = takeover
         self.timeout = timeout
+        self.margin_s = (max(100, min(2000, ttl_ms // 10)) if margin_ms is None else margin_ms) / 1000
         self.fence = 0
         self.lost: LeaseLost | None = None
+        self.last_error: BaseException | None = None  # why the last renewal was not confirmed
+        self._deadline = -float("inf")  # monotonic; only grows
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _call(self, method: str, body: dict[str, Any] | None = None, query: str = "") -> tuple[int, dict[str, Any]]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
-        req = urllib.request.Request(self.url + query, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as err:
-            if err.code != 409:
-                raise
-            return err.code, json.load(err)
+    def _call(
+        self, method: str, body: dict[str, Any] | None = None, query: str = "", deadline_s: float | None = None
+    ) -> tuple[int, bytes]:
+        """The status (2xx or 409) and body of one call; ``CallFailed`` for anything else."""
+        call = HttpCall(
+            method, self.url + query, deadline_s=self.timeout if deadline_s is None else deadline_s,
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+            body=None if body is None else json.dumps(body).encode(), max_bytes=_MAX_ANSWER,
+        )
+        answer = call.run()
+        if answer.status != 409 and not 200 <= answer.status < 300:
+            raise CallFailed(f"{method} {self.url}: HTTP {answer.status} {answer.body[:200]!r}")
+        return answer.status, answer.body
+
+    def _confirmed(self, sent: float, body: bytes) -> None:
+        """A grant or renewal sent at ``sent`` (monotonic) went through: move the deadline."""
+        granted = msgspec.json.decode(body, type=_Granted)
+        ttl_ms = self.ttl_ms if granted.ttl_ms is None else granted.ttl_ms
+        with self._lock:
+            self._deadline = max(self._deadline, sent + ttl_ms / 1000 - self.margin_s)
+
+    def _lose(self, refused: bytes | None) -> LeaseLost:
+        holder = None
+        if refused is not None:
+            with contextlib.suppress(ValueError):
+                holder = msgspec.json.decode(refused, type=_Refused).holder
+        with self._lock:
+            if self.lost is None:
+                self.lost = LeaseLost(self.workspace, self.fence, holder)
+            return self.lost
+
+    def _expired(self) -> bool:
+        return time.monotonic() >= self._deadline
 
     def __enter__(self) -> ServiceLease:
+        sent = time.monotonic()
         status, body = self._call("POST", {"holder": self.holder, "ttl_ms": self.ttl_ms, "takeover": self.takeover})
         if status == 409:
-            raise LeaseBusy(self.workspace, body.get("holder"), body.get("retry_ms"))
-        self.fence = int(body["fence"])
+            refused = msgspec.json.decode(body, type=_Refused)
+            raise LeaseBusy(self.workspace, refused.holder, refused.retry_ms)
+        self.fence = msgspec.json.decode(body, type=_Granted).fence
+        self._confirmed(sent, body)
         self._thread = threading.Thread(target=self._renew, name=f"lease {self.workspace}", daemon=True)
         self._thread.start()
         return self
 
     def _renew(self) -> None:
-        renewed = time.monotonic()
         while not self._stop.wait(self.ttl_ms / 3000):
-            try:
-                status, body = self._call("PUT", {"fence": self.fence, "ttl_ms": self.ttl_ms})
-            except (OSError, ValueError):
-                # The server or the network is down: try again at the next third of the TTL, and
-                # count the lease lost once a whole TTL passed without a renewal getting through.
-                if time.monotonic() - renewed > self.ttl_ms / 1000:
-                    self.lost = LeaseLost(self.workspace, self.fence, None)
-                    return
-                continue
-            if status == 409:
-                self.lost = LeaseLost(self.workspace, self.fence, body.get("holder"))
+            if self.lost is not None:
                 return
-            renewed = time.monotonic()
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                self._lose(None)  # no renewal got through in time: it may have expired
+                return
+            sent = time.monotonic()
+            try:
+                # A renewal answered after the deadline is of no use: it gets no longer than that.
+                status, body = self._call("PUT", {"fence": self.fence, "ttl_ms": self.ttl_ms},
+                                          deadline_s=min(self.timeout, left))
+                if status == 409:
+                    self._lose(body)
+                    return
+                self._confirmed(sent, body)
+            except Exception as exc:
+                # Whatever failed (cut, hung, refused, a garbled answer), the renewal is merely
+                # unconfirmed: the deadline, not this thread dying, ends the lease.
+                self.last_error = exc
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` if the lease was lost (call it before each write)."""
+        """Raise :class:`LeaseLost` if the lease was lost or may have expired (call it before each write)."""
+        if self.lost is None and self._expired():
+            self._lose(None)
         if self.lost is not None:
             raise self.lost
 
@@ -192,10 +257,17 @@ class ServiceLease:
     ) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join()  # each call it makes is bounded by ``timeout``
+        if self.lost is None and self._expired():
+            self._lose(None)
         if self.lost is None:
-            status, body = self._call("DELETE", query=f"?fence={self.fence}")
+            try:
+                status, body = self._call("DELETE", query=f"?fence={self.fence}")
+            except CallFailed:
+                if exc is not None:
+                    return  # the block's own error matters more; the lease expires by its TTL
+                raise
             if status == 409:
-                self.lost = LeaseLost(self.workspace, self.fence, body.get("holder"))
+                self._lose(body)
         if self.lost is not None and exc is None:
             raise self.lost

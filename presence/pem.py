@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 _CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+MIN_RSA_BITS = 2048
+RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 
 
 class BadKey(ValueError):
@@ -47,15 +49,23 @@ def load_public_key(text: str) -> VerificationKey:
             public = load_pem_public_key(text.encode())
     except ValueError as exc:
         raise BadKey(f"PRESENCE_JWT_PUBLIC_KEY is not a readable PEM public key or certificate: {exc}") from None
+    algorithms = key_algorithms(public, "PRESENCE_JWT_PUBLIC_KEY")
+    return VerificationKey(public, algorithms[:1])  # RSA: RS256, as the README says
+
+
+def key_algorithms(public: Any, source: str) -> tuple[str, ...]:
+    """The algorithms a public key may verify, whether it comes from a PEM or a key set (one rule
+    for both): RSA of 2048 bits or more (RS*/PS*), EC P-256/P-384/P-521 (the one ES* of its
+    curve), Ed25519 (EdDSA). Raises ``BadKey`` for anything else, naming ``source``."""
     if isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < 2048:
-            raise BadKey(f"PRESENCE_JWT_PUBLIC_KEY: an RSA key of {public.key_size} bits is too weak (2048+)")
-        return VerificationKey(public, ("RS256",))
+        if public.key_size < MIN_RSA_BITS:
+            raise BadKey(f"{source}: an RSA key of {public.key_size} bits is too weak ({MIN_RSA_BITS}+)")
+        return RSA_ALGORITHMS
     if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name in _CURVES:
-        return VerificationKey(public, (_CURVES[public.curve.name],))
+        return (_CURVES[public.curve.name],)
     if isinstance(public, ed25519.Ed25519PublicKey):
-        return VerificationKey(public, ("EdDSA",))
+        return ("EdDSA",)
     raise BadKey(
-        "PRESENCE_JWT_PUBLIC_KEY must be an RSA (RS256), EC P-256/P-384/P-521 (ES256/384/512) or Ed25519 "
-        f"(EdDSA) public key, not {type(public).__name__}"
+        f"{source} must be an RSA (RS256; PS256 and others in a key set), EC P-256/P-384/P-521 "
+        f"(ES256/384/512) or Ed25519 (EdDSA) public key, not {type(public).__name__}"
     )

@@ -174,6 +174,7 @@ class Server:
         await self.heartbeat.stop()
         await self.subscriptions.stop()
         await self.tasks.close()
+        await self.tokens.stop()
         # After the tabs are gone (their last events are buffered), before the gateway closes.
         await self.sweeper.stop()
         await self.registry.stop()

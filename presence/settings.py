@@ -97,10 +97,14 @@ class Settings:
     ))] = None
     jwks_url: Annotated[str | None, Meta(extra={"blank": "refused", "rule": "an https:// URL"}, description=(
         "instead: an identity provider's JSON Web Key Set (`https://`; `http://` on loopback only), fetched at "
-        "start-up, kept 5 minutes"
+        "start-up, then in the background"
     ))] = None
+    jwks_cache_s: Annotated[float, Meta(ge=1, le=86_400, description=(
+        "the key set is fetched again, in the background, this often (seconds)"
+    ))] = 300.0
     jwks_refresh_ms: Annotated[int, _ms(
-        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) re-reads the set, at most this often"
+        0, _DAY_MS, "a token naming a key id the set lacks (a key rotation) has the set re-read in the background, "
+        "at most this often"
     )] = 10000
     admin_token: Annotated[OperatorKey | None, Meta(
         description="bearer token for `/admin/api` and `/dashboard` (unset: the admin API answers 404)"
@@ -196,8 +200,8 @@ class Settings:
         "`idle`)", default="0 (off)",
     )] = 0
     update_window_ms: Annotated[int, _ms(
-        0, 50, "changes to a workspace within this window reach each tab as one `update` (0: those of one "
-        "event-loop turn)"
+        0, 50, "a change after a quiet moment reaches every tab at once; those within this window of an "
+        "`update` are merged into the next one (0: those of one event-loop turn)"
     )] = 50
     audit_max_len: Annotated[int, Meta(ge=100, le=10_000_000, description=(
         "entries kept in each audit stream in Redis (`XADD MAXLEN ~`)"

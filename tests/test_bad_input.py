@@ -328,6 +328,20 @@ async def _later_field(p: Servers, ws: str) -> Outcome:
     return await later(p.strict.ws_url, ws, _BAD_WAIT)
 
 
+_SUPERSCRIPT = '{"type": "pong", "n": "²"}'  # str.isdigit() takes it, int() does not
+_ARABIC_INDIC = '{"type": "pong", "n": ٣}'  # int() reads it as 3; JSON does not
+
+
+@case("later: a number in superscript digits", Outcome("error", "bad_message", decoder_message(_SUPERSCRIPT)))
+async def _later_superscript(p: Servers, ws: str) -> Outcome:
+    return await later(p.strict.ws_url, ws, _SUPERSCRIPT)
+
+
+@case("later: a number in Arabic-Indic digits", Outcome("error", "bad_message", decoder_message(_ARABIC_INDIC)))
+async def _later_arabic_indic(p: Servers, ws: str) -> Outcome:
+    return await later(p.strict.ws_url, ws, _ARABIC_INDIC)
+
+
 @case("later: second hello", Outcome("error", "bad_message", "hello was already received"))
 async def _later_hello(p: Servers, ws: str) -> Outcome:
     return await later(p.strict.ws_url, ws, hello(ws))

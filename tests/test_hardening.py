@@ -413,3 +413,40 @@ def test_decode_client_treats_deep_json_as_invalid_json() -> None:
 
     with pytest.raises(msgspec.DecodeError, match="nested too deeply"):
         decode_client('{"type": "status", "meta": ' + '{"a": ' * 3000 + "1" + "}" * 3001)
+
+
+# -- 7. a lease without its holder record ---------------------------------------------------------
+
+
+async def test_a_lease_whose_holder_record_is_gone_is_busy_held_by_someone_unknown(
+    servers: Cluster, redis_server: RedisServer, prefix: str, tabs: list[Tab]
+) -> None:
+    """Evicted, or expired before the lease key: every acquire answers busy (never an internal
+    error), and the lease ends by its own TTL."""
+    a, b = await servers.server_async("a"), await servers.server_async("b")
+    alice = await open_tab(tabs, a, "alice", "orphan-doc")
+    assert (await alice.request("acquire"))["type"] == "acquired"
+    redis_server.client().delete(f"{prefix}:{{orphan-doc}}:holder")
+    # A process that reads the workspace only now finds a lease and no record of its holder.
+    bob = await open_tab(tabs, b, "bob", "orphan-doc")
+    busy = await bob.request("acquire")
+    assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == ""
+    # One that knew the holder still names it.
+    carol = await open_tab(tabs, a, "carol", "orphan-doc")
+    busy = await carol.request("acquire")
+    assert busy["type"] == "busy" and busy["holder"]["user"]["id"] == "alice"
+    assert_no_traceback(a)
+    assert_no_traceback(b)
+
+
+async def test_a_service_lease_never_outlives_the_key_idle_time(servers: Cluster) -> None:
+    """A job may not ask for a TTL longer than half the key idle time: its holder record must
+    outlive the lease it describes."""
+    idle_s = 60.0
+    a = await servers.server_async("a", PRESENCE_API_KEY="k" * 40, PRESENCE_KEY_IDLE_DAYS=str(idle_s / 86400))
+    body = {"holder": {"id": "job"}, "ttl_ms": int(idle_s * 1000 / 2) + 1}
+    async with httpx.AsyncClient(base_url=a.http_url, headers={"Authorization": "Bearer " + "k" * 40}) as http:
+        r = await http.post("/api/v1/workspaces/long-job/lease", json=body)
+        assert r.status_code == 400 and "ttl_ms" in r.json()["error"]
+        body["ttl_ms"] = int(idle_s * 1000 / 2)
+        assert (await http.post("/api/v1/workspaces/long-job/lease", json=body)).status_code == 201

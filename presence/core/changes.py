@@ -61,6 +61,7 @@ class Changes:
         self.closed = False
         self._deadlines: dict[str, Deadline] = {}
         self._change: Change | None = None  # the latest change not yet sent in an update
+        self._flushed_at = float("-inf")  # loop time of the last update sent
         self._armed: set[tuple[Timer, str]] = set()
         self.request_conn: dict[str, str] = {}  # lock -> whose deadline its REQUEST timer watches
         self.idle_fence: dict[str, int] = {}  # lock -> which lease its IDLE timer watches
@@ -103,7 +104,7 @@ class Changes:
         resync = False
         for event in events:
             if isinstance(event, LeaseEvent) and self._change is not None and self._change.kind in LEASE_KINDS:
-                self.flush()  # never two lease changes in one update: everyone hears of each
+                self.flush(now)  # never two lease changes in one update: everyone hears of each
             lock = event.lock
             before = self.replica.lease(lock).holder
             result = self.follower.take(event, from_reply=sent_at is not None)
@@ -172,7 +173,9 @@ class Changes:
         if event is not None:
             self._change = rules.merged_change(self._change, change_of(event))
             if not self.armed(Timer.FLUSH):
-                self.arm(Timer.FLUSH, now + self.policy.update_window_ms / 1000)
+                # The window opens with an update sent: a change after a quiet moment goes out at
+                # once (with the rest of this loop turn), only a burst waits and is merged.
+                self.arm(Timer.FLUSH, max(now, self._flushed_at + self.policy.update_window_ms / 1000))
         if not holding:
             self.cancel_deadline(lock)
         if event is not None:
@@ -192,11 +195,14 @@ class Changes:
         self._change = None
         self.disarm(Timer.FLUSH)
 
-    def flush(self) -> None:
+    def flush(self, now: float) -> None:
         """Send what changed since the tabs' view, as one update (nothing if nothing visible)."""
         self.disarm(Timer.FLUSH)
         change, self._change = self._change, None
-        self._out += self.shown.catch_up(self.members.welcomed(), change)
+        sends = self.shown.catch_up(self.members.welcomed(), change)
+        if sends:
+            self._flushed_at = now
+        self._out += sends
 
     def _tell_request(self, lock: str, event: Event, now: float) -> None:
         request = self.replica.lease(lock).request

@@ -123,20 +123,31 @@ class Holding:
             hold.fence, hold.pending = fence, None
         return waiting
 
-    def welcomed(self, m: Member) -> list[str]:
-        """``m`` joined: the locks it holds (told so with its welcome). A lease waiting for the
-        replicas is told with its other tabs'."""
-        told = []
+    def welcomed(self, m: Member) -> tuple[list[str], list[Effect]]:
+        """``m`` joined: the locks it holds (told so with its welcome), and the effects. A lease
+        waiting for the replicas is told with its other tabs'; with PRESENCE_REDIS_WAIT_REPLICAS, a
+        lease no tab here was told of yet (its grant came from another process, which may not
+        have confirmed it on the replicas) is confirmed first, as a handoff is."""
+        told: list[str] = []
+        effects: list[Effect] = []
         for lock, holder in self.replica.held().items():
             if not self.holds(m, holder):
                 continue
             hold = m.change(lock)
             if holder.fence == self.replicating.get(lock):
                 hold.pending = holder.fence
+            elif self.policy.wait_replicas and not self._told(lock, holder.fence, m):
+                hold.pending = holder.fence
+                self.replicating[lock] = holder.fence
+                effects.append(Replicate(holder.fence, lock))
             else:
                 hold.fence = holder.fence
                 told.append(lock)
-        return told
+        return told, effects
+
+    def _told(self, lock: str, fence: int, but: Member) -> bool:
+        """Another tab here was told it holds lease ``fence`` of ``lock`` (so it was confirmed)."""
+        return any(m is not but and m.hold(lock).fence == fence for m in self.members.values())
 
     def granted(self, m: Member, lock: str, fence: int) -> None:
         """The tab's own request got (or kept) lease ``fence`` of ``lock``."""

@@ -125,7 +125,9 @@ class Workspace(LeaseRequests):
         self._catch_up(outcome, now)
         c = self._c
         m = c.members[conn]
-        told = c.holding.welcomed(m)
+        told, confirming = c.holding.welcomed(m)
+        for effect in confirming:
+            c.add(effect)
         if outcome.reply.rejoined and m.fence is not None:
             c.confirm("", m.fence, outcome.sent_at, now)
         m.welcomed = True
@@ -134,6 +136,7 @@ class Workspace(LeaseRequests):
         c.send((conn,), Welcome(
             conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=p.heartbeat_ms,
             lease_ttl_ms=p.lease_ttl_ms, scope=p.lease_scope, state=c.replica.view(), expires_in_ms=expires_in_ms,
+            read_only=m.read_only,
         ))
         for lock in told:
             fence = m.hold(lock).fence
@@ -262,7 +265,7 @@ class Workspace(LeaseRequests):
                 may_take = self.policy.handoff_takeover and m is not None and m.may_take_over and not m.read_only
                 c.add(RequestDue(conn, may_take, key))
             case Timer.FLUSH:
-                c.flush()
+                c.flush(now)
             case Timer.REPLICATE:
                 if fence := c.holding.replicating.get(key):
                     c.add(Replicate(fence, key))

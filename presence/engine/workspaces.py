@@ -9,17 +9,17 @@ core. Everything that changes a workspace reaches its core through here, one way
 
 The events of the scripts this process runs are applied at once; the same events arriving
 through pub/sub are recognised by their sequence number. No asyncio lock is ever held across
-Redis I/O: cores are plain objects changed between awaits. Re-reads and expiry checks are
-de-duplicated: at most one of each per workspace (and lock) in flight.
+Redis I/O: cores are plain objects changed between awaits. The scripts effects ask for run in
+the background (:mod:`presence.engine.errands`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -30,7 +30,6 @@ from ..core.effects import (
     Effect,
     IdleDue,
     Replicate,
-    Replication,
     RequestDue,
     Resync,
     Send,
@@ -41,7 +40,6 @@ from ..core.events import Event
 from ..core.member import Member
 from ..core.outcomes import Outcome
 from ..core.policy import Policy
-from ..core.records import TabInfo
 from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
 from ..gateway.gateway import Gateway
@@ -51,6 +49,8 @@ from ..tasks import TaskSet
 from ..telemetry import Telemetry
 from ..wire.frames import text_frame
 from ..wire.messages import encode
+from .errands import Answer, Errands
+from .local import Local
 from .outbox import TabOutbox
 
 log = logging.getLogger("presence.workspaces")
@@ -65,21 +65,6 @@ class Channels(Protocol):
     async def subscribe(self, channel: str, timeout: float) -> None: ...
 
     def unsubscribe(self, channel: str) -> None: ...
-
-
-@dataclass(eq=False)
-class Local:
-    """One workspace on this process: its core, its tabs' outboxes, the core's armed timers."""
-
-    core: Workspace
-    channel: str
-    tabs: dict[str, TabOutbox] = field(default_factory=dict)
-    timers: dict[tuple[Timer, str], asyncio.TimerHandle] = field(default_factory=dict)
-    writes: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # conn -> its presence write
-
-    @property
-    def workspace(self) -> str:
-        return self.core.workspace
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +92,7 @@ class Workspaces:
         self.telemetry = telemetry
         self._locals: dict[str, Local] = {}
         self._by_channel: dict[str, Local] = {}
-        self._resyncing: set[str] = set()
-        self._checking: set[tuple[str, str]] = set()
-        self._stopping = False
+        self.errands = Errands(leases, tasks, self._deliver)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -222,7 +205,7 @@ class Workspaces:
     async def stop(self, close_code: int, reason: str) -> None:
         """Close every tab (their leases stay: clients reconnect elsewhere within the TTL and keep
         them) and stop every core's timers. Background scripts are the task set's to await."""
-        self._stopping = True
+        self.errands.stopping = True
         for local in list(self._locals.values()):
             for tab in list(local.tabs.values()):
                 tab.close(close_code, reason)
@@ -240,8 +223,15 @@ class Workspaces:
     def applied(self, workspace: str, out: Outcome[msgspec.Struct]) -> None:
         """A script this process ran for ``workspace`` whose reply asks nothing more of the core."""
         local = self._locals.get(workspace)
-        if local is not None and out.events:
-            self._carry_out(local, local.core.applied(out, self._now()))
+        if local is not None:
+            self.errands.applied(local, out)
+
+    async def written(self, workspace: str, conn: str) -> None:
+        """Wait for tab ``conn``'s presence write in flight, if any (its failure is the write's own)."""
+        local = self._locals.get(workspace)
+        task = None if local is None else local.writes.get(conn)
+        if task is not None:
+            await asyncio.wait([task])
 
     def on_event(self, channel: str, event: Event) -> None:
         """An event on a workspace channel (pub/sub, decoded once for every receiver)."""
@@ -259,7 +249,7 @@ class Workspaces:
         """Re-read every workspace whose core wants it (the heartbeat asks once a tick)."""
         for local in list(self._locals.values()):
             if local.core.stale:
-                self._resync(local)
+                self.errands.reread(local)
 
     # -- effects ----------------------------------------------------------------------------
 
@@ -288,129 +278,26 @@ class Workspaces:
                     if (armed := local.timers.pop((timer, key), None)) is not None:
                         armed.cancel()
                 case Resync():
-                    self._resync(local)
+                    self.errands.reread(local)
                 case CheckExpiry(lock=lock):
-                    self._check_expiry(local, lock)
+                    self.errands.check_expiry(local, lock)
                 case RequestDue(conn=conn, may_take_over=may_take, lock=lock):
-                    self._spawn(self._request_due(local, lock, conn, may_take), f"request deadline {conn}")
+                    self.errands.request_due(local, lock, conn, may_take)
                 case IdleDue(fence=fence, lock=lock):
-                    self._spawn(self._idle_release(local, lock, fence), f"idle release {local.workspace}")
+                    self.errands.idle_release(local, lock, fence)
                 case Replicate(fence=fence, lock=lock):
-                    self._spawn(self._replicate(local, lock, fence), f"replicate {local.workspace}")
+                    self.errands.replicate(local, lock, fence)
                 case WriteStatus(conn=conn, info=info):
-                    self._write_status(local, conn, info)
+                    self.errands.write_status(local, conn, info)
 
     def _fire(self, local: Local, timer: Timer, key: str) -> None:
         local.timers.pop((timer, key), None)
         self._carry_out(local, local.core.fire(timer, key, self._now()))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[Any] | None:
-        if self._stopping:
-            coro.close()
-            return None
-        return self.tasks.spawn(coro, name=name)
+    def _deliver(self, local: Local, answer: Answer) -> None:
+        """An errand's outcome to ``local``'s core, if it is still this process's workspace."""
+        if self._current(local):
+            self._carry_out(local, answer(local.core, self._now()))
 
     def _current(self, local: Local) -> bool:
         return self._locals.get(local.workspace) is local
-
-    # -- scripts the cores ask for ----------------------------------------------------------
-
-    def _resync(self, local: Local) -> None:
-        """Re-read the workspace from Redis and push a fresh state (at most one at a time)."""
-        if local.workspace in self._resyncing or self._stopping or not self._current(local):
-            return
-        self._resyncing.add(local.workspace)
-        self._spawn(self._reread(local), f"resync {local.workspace}")
-
-    async def _reread(self, local: Local) -> None:
-        try:
-            out = await self.leases.snapshot(local.workspace)  # its events are in the snapshot
-        except StoreUnavailable:
-            return  # stays stale; the heartbeat retries
-        finally:
-            self._resyncing.discard(local.workspace)
-        if self._current(local):
-            self._carry_out(local, local.core.reread(out, self._now()))
-
-    def _check_expiry(self, local: Local, lock: str) -> None:
-        key = (local.workspace, lock)
-        if key in self._checking or self._stopping:
-            return
-        self._checking.add(key)
-        self._spawn(self._expiry(local, lock), f"expiry {local.workspace}")
-
-    async def _expiry(self, local: Local, lock: str) -> None:
-        try:
-            out = await self.leases.check_expiry(local.workspace, lock)
-        except Exception as exc:
-            # Whatever went wrong, the watch must go on: a dropped check would leave an expired
-            # lease unannounced until the next change.
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("expiry check of %s failed; trying again", local.workspace)
-            out = None
-        finally:
-            self._checking.discard((local.workspace, lock))
-        if self._current(local):
-            self._carry_out(local, local.core.expiry_checked(lock, out, self._now()))
-
-    async def _request_due(self, local: Local, lock: str, conn: str, may_take_over: bool) -> None:
-        """A local requester's deadline passed: take over (if allowed) or end the request."""
-        try:
-            out = await self.leases.handoff(local.workspace, "timeout", conn, may_take_over=may_take_over, lock=lock)
-        except StoreUnavailable:
-            out = None
-        if self._current(local):
-            self._carry_out(local, local.core.request_checked(lock, conn, out, self._now()))
-
-    async def _replicate(self, local: Local, lock: str, fence: int) -> None:
-        """Renew lease ``fence``, handed to a local tab, and WAIT for the replicas to have it."""
-        sent_at = self._now()
-        try:
-            outcome = await self.leases.replicate(local.workspace, fence, lock=lock)
-        except Exception as exc:
-            # Whatever went wrong, the core tries again after a heartbeat: a dropped confirmation
-            # would leave the grantee never told.
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("confirming lease %d of %s on the replicas failed; trying again", fence, local.workspace)
-            outcome = Replication.FAILED
-        if self._current(local):
-            self._carry_out(local, local.core.replicated(lock, fence, outcome, sent_at, self._now()))
-
-    async def _idle_release(self, local: Local, lock: str, fence: int) -> None:
-        """The holder's tabs were all inactive for PRESENCE_IDLE_RELEASE_MS: release with reason idle."""
-        try:
-            out = await self.leases.release(local.workspace, fence, "idle", lock=lock)
-        except StoreUnavailable:
-            return  # the next status change re-arms the timer
-        self.applied(local.workspace, out)
-
-    async def written(self, workspace: str, conn: str) -> None:
-        """Wait for tab ``conn``'s presence write in flight, if any (its failure is the write's own)."""
-        local = self._locals.get(workspace)
-        task = None if local is None else local.writes.get(conn)
-        if task is not None:
-            await asyncio.wait([task])
-
-    def _write_status(self, local: Local, conn: str, info: TabInfo) -> None:
-        """Write a tab's presence entry, after the write before it (so the latest lands last)."""
-        before = local.writes.get(conn)
-        task = self._spawn(self._status(local, conn, info, before), f"status {conn}")
-        if task is not None:
-            local.writes[conn] = task
-
-            def done(t: asyncio.Task[Any]) -> None:
-                if local.writes.get(conn) is t:
-                    del local.writes[conn]
-
-            task.add_done_callback(done)
-
-    async def _status(self, local: Local, conn: str, info: TabInfo, before: asyncio.Task[Any] | None) -> None:
-        if before is not None:
-            await asyncio.wait([before])
-        try:
-            out = await self.leases.status(local.workspace, conn, info)
-        except StoreUnavailable:
-            if self._current(local):
-                self._carry_out(local, local.core.write_failed(conn, self._now()))
-            return
-        self.applied(local.workspace, out)

@@ -10,6 +10,7 @@ scrapers expect: keep it on a private network).
 | GET /admin/api/workspaces?q=&limit= | active workspaces (id contains ``q``): holder, fence, TTL, viewers |
 | GET /admin/api/workspaces/{id} | one workspace with every tab |
 | POST /admin/api/workspaces/{id}/release | force release ``{reason?, by?}``: holder told ``revoked`` |
+| POST /admin/api/workspaces/{id}/locks/{lock}/release | the same for a named lock |
 | POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
 | GET /admin/api/servers | live server processes |
 | GET /admin/api/audit?before=&limit=&forced= | audit log, newest first, paged by stream id |
@@ -40,7 +41,7 @@ from .. import logctx
 from ..auth import same_secret
 from ..core.events import LeaseEvent
 from ..core.outcomes import Relinquished
-from ..errors import StoreUnavailable
+from ..errors import BadMessage, StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..ops import audit
 from ..ops.audit import AuditLog
@@ -52,11 +53,13 @@ from ..settings import Settings
 from ..wire.messages import Person, valid_workspace
 from .headers import PAGE_HEADERS
 from .keyguard import KeyGuard
+from .params import whole_number
+from .services import target
 
 log = logging.getLogger("presence.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
-STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # not \d: it takes every script's digits
 MAX_STREAM_PART = 2**64 - 1  # both halves of a Redis stream id are unsigned 64-bit numbers
 MAX_BODY = 4096
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -145,6 +148,7 @@ class Admin:
             Route("/metrics", self.metrics),
             Route("/dashboard", self.dashboard),
             Route("/admin/api/workspaces", g(self.workspaces)),
+            Route("/admin/api/workspaces/{workspace:path}/locks/{lock}/release", g(self.release), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}/release", g(self.release), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}/tabs/{conn}/close", g(self.close_tab), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}", g(self.workspace)),
@@ -200,7 +204,7 @@ class Admin:
 
     async def workspaces(self, request: Request) -> Response:
         q = request.query_params.get("q", "")[:200]
-        limit = _int(request.query_params.get("limit"), 100, 1, 1000)
+        limit = _int("limit", request.query_params.get("limit"), 100, 1, 1000)
         return _reply(await self.overview.page(q, limit))
 
     async def workspace(self, request: Request) -> Response:
@@ -210,22 +214,24 @@ class Admin:
         return _reply(await self.overview.workspace(ws))
 
     async def release(self, request: Request) -> Response:
-        ws = self._workspace_id(request)
-        if ws is None:
-            return _reply({"error": "invalid workspace id"}, 400)
+        try:
+            ws, lock = target(request)
+        except BadMessage as exc:
+            return _reply({"error": str(exc)}, 400)
         body = await _body(request)
         note, by = str(body.get("reason") or "")[:MAX_NOTE], str(body.get("by") or "")[:100]
         reset = audit.note.set(note)  # the audit observer runs inside the release call below
         try:
-            out = await self.leases.release(ws, None, "revoked", by=Person("admin", by or "operator"))
+            out = await self.leases.release(ws, None, "revoked", by=Person("admin", by or "operator"), lock=lock)
         finally:
             audit.note.reset(reset)
+        what = f"lock {lock!r} of {ws}" if lock else ws
         if not isinstance(out.reply, Relinquished):
-            return _reply({"released": False, "error": "nobody holds this workspace"}, 409)
+            return _reply({"released": False, "error": f"nobody holds {what}"}, 409)
         prev = next((e.prev for e in out.events if isinstance(e, LeaseEvent) and e.prev is not None), None)
-        log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.reply.fence, note or "-")
+        log.info("lease of %s (fence %s) revoked by an operator: %s", what, out.reply.fence, note or "-")
         return _reply({
-            "released": True, "fence": out.reply.fence,
+            "released": True, "fence": out.reply.fence, **({"lock": lock} if lock else {}),
             "holder": None if prev is None else {"user": prev.person, "tab": prev.tab},  # whose lease ended
         })
 
@@ -248,7 +254,7 @@ class Admin:
     async def audit(self, request: Request) -> Response:
         raw = request.query_params.get("before") or None
         before = None if raw is None else stream_id(raw)
-        limit = _int(request.query_params.get("limit"), 50, 1, 500)
+        limit = _int("limit", request.query_params.get("limit"), 50, 1, 500)
         forced = request.query_params.get("forced", "").lower() in ("1", "true", "yes")
         entries = await self.audit_log.page(before, limit, forced=forced)
         return _reply({"entries": entries, "next": entries[-1]["id"] if len(entries) == limit else None})
@@ -343,9 +349,12 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _int(raw: str | None, default: int, low: int, high: int) -> int:
-    try:
-        return max(low, min(high, int(raw))) if raw else default
-    except ValueError:
+def _int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """A query parameter clamped to [low, high]; ``BadRequest`` unless it is ASCII digits."""
+    if not raw:
         return default
+    value = whole_number(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be a whole number (digits 0-9) between {low} and {high}")
+    return max(low, min(high, value))
 

@@ -190,6 +190,7 @@ class Welcome(_Message, tag="welcome"):
     scope: str
     state: StateView
     expires_in_ms: int | None = None  # the token's time left, when it has an ``exp``
+    read_only: bool = False  # the token's ``lease`` claim is false: presence only, no lease
 
 
 class State(_Message, tag="state"):

@@ -29,10 +29,31 @@ def test_a_welcome_then_every_change_reaches_every_tab_as_one_update() -> None:
     (welcome,) = sent(d.join("c1", ALICE), "c1")
     assert isinstance(welcome, Welcome) and welcome.state.seq == 1
     effects = d.join("c2", BOB, now=1.0)
-    assert sent(effects, "c1") == [] and armed(effects, Timer.FLUSH) == 1.0 + POLICY.update_window_ms / 1000
-    (update,) = sent(d.flush(1.05), "c1", Update)
+    # After a quiet moment the change goes out at once: with the rest of this loop turn.
+    assert sent(effects, "c1") == [] and armed(effects, Timer.FLUSH) == 1.0
+    (update,) = sent(d.flush(1.0), "c1", Update)
     assert (update.base, update.seq) == (1, 2)
     assert [v.user for v in update.joined] == [BOB] and update.change == Change("joined", BOB)  # type: ignore[union-attr]
+
+
+def test_the_update_window_opens_with_an_update_sent_so_only_a_burst_is_merged() -> None:
+    d = Driver()
+    d.join("c1", ALICE)
+    window = POLICY.update_window_ms / 1000
+    d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 1})}), now=5.0)
+    assert len(sent(d.flush(5.0), "c1", Update)) == 1
+    # Within the window after that update: held back until the window ends, then one update.
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 2})}),
+                        now=5.01)
+    effects += d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 3})}),
+                         now=5.02)
+    assert armed(effects, Timer.FLUSH) == 5.0 + window and sent(effects, "c1") == []
+    (update,) = sent(d.flush(5.0 + window), "c1", Update)
+    assert update.seq == d.seq and update.viewers[0].presence[0].meta == {"x": 3}  # type: ignore[index]
+    # Quiet again: the next change is not delayed.
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 4})}),
+                        now=9.0)
+    assert armed(effects, Timer.FLUSH) == 9.0
 
 
 def test_updates_merge_and_a_change_nobody_sees_sends_nothing() -> None:
@@ -277,3 +298,16 @@ def test_a_re_read_tells_a_holder_of_a_named_lock_it_no_longer_has() -> None:
     assert sent(effects, "c1", Released) == [Released(reason="expired", lock="x")]
     state = sent(effects, "c1", State)[0]
     assert state.locks is not None and list(state.locks) == ["y"]  # type: ignore[union-attr]
+
+
+def test_with_wait_replicas_a_rejoined_lease_no_tab_here_knows_is_confirmed_before_it_is_told() -> None:
+    d = Driver(policy=dataclasses.replace(POLICY, wait_replicas=True))
+    d.holder = holder(ALICE, "t-c1", 7)  # granted by another process, maybe not on the replicas yet
+    effects = d.join("c1", ALICE, rejoined=True, now=1.0)
+    assert Replicate(7) in effects and sent(effects, "c1", Acquired) == []
+    assert d.core.renewals(["c1"]) == {}  # not its lease to use yet
+    effects = d.take(d.core.replicated("", 7, Replication.CONFIRMED, sent_at=1.0, now=1.1))
+    assert [m.fence for m in sent(effects, "c1", Acquired)] == [7]
+    # A second tab of the user joins: the lease is confirmed here already, told with its welcome.
+    effects = d.join("c2", ALICE, rejoined=True, now=2.0)
+    assert Replicate(7) not in effects and [m.fence for m in sent(effects, "c2", Acquired)] == [7]
