@@ -343,7 +343,7 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseScripts) -> 
 
 # -- the scripts' sources -------------------------------------------------------------------------
 
-LIBRARIES = ("_clock.lua", "_lib.lua")
+LIBRARIES = ("_clock.lua", "_workspace.lua", "_lib.lua")
 
 
 def lua_files() -> dict[str, str]:

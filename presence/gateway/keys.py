@@ -76,11 +76,11 @@ class WorkspaceKeys:
         if not lock:
             return LockKeys(self.lease, self.holder, self.fence, self.queue, self.request)
         # The last segment of a key name is one of LOCK_KEYS, never part of a lock id (ids may
-        # contain ':'), so no two locks share a key. _lib.lua's lock_of builds the same names.
+        # contain ':'), so no two locks share a key. _workspace.lua's lock_of builds the same names.
         return LockKeys.under(f"{self.lock_base}{lock}:")
 
     def by_name(self, lock: str = "") -> dict[str, str]:
-        """The ten keys by the names the workspace scripts take them by (_lib.lua's header), the
+        """The ten keys by the names the workspace scripts take them by (_workspace.lua's header), the
         first five ``lock``'s."""
         k = self.lock(lock)
         return {

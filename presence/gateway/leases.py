@@ -83,7 +83,7 @@ class LeaseScripts:
                 log.exception("lease observer %r failed", observer)
 
     def _head(self, k: WorkspaceKeys, ttl_ms: int | None, lock: str) -> dict[str, Arg]:
-        """The arguments every workspace script takes (_lib.lua)."""
+        """The arguments every workspace script takes (_workspace.lua)."""
         s = self.settings
         return dict(
             channel=k.channel, publish=self.gateway.publish_command, lease_ttl_ms=ttl_ms or s.lease_ttl_ms,

@@ -6,8 +6,8 @@ in its header (the comment block it starts with), and read from there:
 
 .. code-block:: lua
 
-    -- Libraries: _clock.lua, _lib.lua         what is prepended ('none': nothing)
-    -- KEYS[1..10] - the workspace keys (_lib.lua)    a library's declarations, by reference
+    -- Libraries: _clock.lua, _workspace.lua   what is prepended ('none': nothing)
+    -- KEYS[1..10] - the workspace keys (_workspace.lua)  a library's declarations, by reference
     -- ARGV[7]    user - user id                      one argument, by name
     -- ARGV[4..]  workspaces - ...                    the rest: a list
     -- ARGV[4..]  workspaces {channel, n, conns} - .. the rest: per item, these fields in order

@@ -1,8 +1,8 @@
 -- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
 -- or (wait) join the FIFO queue. For the workspace's own lease or one named lock (ARGV lock).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     user      - user id
 -- ARGV[8]     name      - user name
 -- ARGV[9]     tab       - tab id

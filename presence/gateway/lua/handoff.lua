@@ -6,9 +6,9 @@
 --              request ends unanswered. During the takeover cooldown that follows a takeover the
 --              lease is not forced away by this path either: the request ends with reason
 --              'cooldown' (the holder keeps the lease; the requester may ask again later).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     mode          - 'decline', 'cancel' or 'timeout'
 -- ARGV[8]     target        - the holder's fence (decline) or the requester's conn (cancel, timeout)
 -- ARGV[9]     may_take_over - '1' when the requester may take the lease over at timeout, else '0'

@@ -2,9 +2,9 @@
 -- the tab belongs to the holder of (same user; same tab id in tab scope), the workspace's own and
 -- each named lock's, in the same step: a reload within the grace period keeps every lock it held,
 -- each with its fence.
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua), the first five the workspace's own lease's
--- ARGV[1..6]  - the workspace head (_lib.lua), lock ''
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua), the first five the workspace's own lease's
+-- ARGV[1..6]  - the workspace head (_workspace.lua), lock ''
 -- ARGV[7]     conn            - conn
 -- ARGV[8]     info            - tab info JSON [user, name, tab, active, meta, server]
 -- ARGV[9]     user            - user id

@@ -3,9 +3,9 @@
 -- workspace's own and each named lock's) is shortened to the grace period (never lengthened): a
 -- reload within grace rejoins them, otherwise they expire and the expiry watchers announce them
 -- (and hand them on).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua), the first five the workspace's own lease's
--- ARGV[1..6]  - the workspace head (_lib.lua), lock ''
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua), the first five the workspace's own lease's
+-- ARGV[1..6]  - the workspace head (_workspace.lua), lock ''
 -- ARGV[7]     conn     - conn
 -- ARGV[8]     clean    - '1' when the tab closed cleanly, else '0'
 -- ARGV[9]     grace_ms - the grace period

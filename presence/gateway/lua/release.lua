@@ -1,9 +1,9 @@
 -- release: end a lease and hand it to the next in line. Compare-and-set on the fence, so a holder
 -- whose lease expired and was granted to someone else cannot release its successor's lease.
 -- Called by a waiter that does not hold the lease, it only leaves the queue.
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     fence  - the fence the caller holds ('' = whoever holds it: an operator's force release)
 -- ARGV[8]     reason - 'released', 'revoked' or 'idle' (the event's kind)
 -- ARGV[9]     origin - origin conn ('' for none)

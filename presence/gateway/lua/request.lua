@@ -3,9 +3,9 @@
 -- the requester), decline, or let the deadline pass (then the requester's server may take it
 -- over, see handoff.lua). One request is
 -- pending at a time; a free lease is simply granted.
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     user       - user id
 -- ARGV[8]     name       - user name
 -- ARGV[9]     tab        - tab id

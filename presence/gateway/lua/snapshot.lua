@@ -1,8 +1,8 @@
 -- snapshot: read the whole workspace, every lock of it (after announcing silent expiries and
 -- pruning dead tabs).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua), the first five the workspace's own lease's
--- ARGV[1..6]  - the workspace head (_lib.lua), lock ''
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua), the first five the workspace's own lease's
+-- ARGV[1..6]  - the workspace head (_workspace.lua), lock ''
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
 --   snapshot {seq, at, holder, ttl_ms, tabs, queue, request, locks}  (at: Redis time of the read,
 --            ms; holder, ttl_ms, queue and request: the workspace's own lease; locks: the named

@@ -1,7 +1,7 @@
 -- status: update a tab's presence info (active flag, meta).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     conn - conn
 -- ARGV[8]     info - tab info JSON [user, name, tab, active, meta, server]
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:

@@ -1,9 +1,9 @@
 -- takeover: force-take the lease (the workspace's own or a named lock's). Replaces the holder, bumps the fence and publishes atomically,
 -- so the old holder's next renew fails even if it never hears the message. Refused during the
 -- takeover cooldown that follows a takeover (to stop takeover wars).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..10] - the workspace keys (_lib.lua)
--- ARGV[1..6]  - the workspace head (_lib.lua)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
 -- ARGV[7]     user        - user id
 -- ARGV[8]     name        - user name
 -- ARGV[9]     tab         - tab id

@@ -1,9 +1,10 @@
 -- touch: refresh the presence entries of one server's live tabs in many workspaces at once (one
 -- heartbeat tick), and prune entries whose server stopped refreshing them (announced as 'left').
--- Libraries: _clock.lua, _lib.lua
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
 -- KEYS[1..]  workspaces {tabs, info, seq, queue, request, locks, lock_base} - per workspace, these
---                          of its keys (as _lib.lua names them; queue and request: the workspace's
---                          own lease's): any slots on plain Redis, one slot per call on Cluster
+--                          of its keys (as _workspace.lua names them; queue and request: the
+--                          workspace's own lease's): any slots on plain Redis, one slot per call on
+--                          Cluster
 -- ARGV[1]    presence_ttl_ms - the presence TTL
 -- ARGV[2]    publish         - the publish command ('PUBLISH' or 'SPUBLISH')
 -- ARGV[3]    key_idle_ms     - the TTL of the seq counter (when a prune publishes), the wait queue
