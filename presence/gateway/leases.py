@@ -6,6 +6,12 @@ same script. The scripts live in ``presence/gateway/lua/``, each with a KEYS/ARG
 that declares its arguments (passed here by name); their replies are typed in
 :mod:`presence.core.outcomes` and decoded by :mod:`presence.gateway.replies`.
 
+A lease call acts on one lock (``lock=``: ``""`` the workspace's own lease, else a named lock),
+each with its own keys and fence counter (:meth:`~presence.gateway.keys.WorkspaceKeys.lock`); a
+new grant of a named lock beyond PRESENCE_MAX_LOCKS held in the workspace answers ``TooMany``.
+join, leave and snapshot act on every lock of the workspace. The heartbeat's renewals take
+``{(workspace, lock): fence}`` and renew any mix of locks in the same calls.
+
 ``observers`` see every event a script run by *this* process published, exactly once across all
 processes (see :class:`~presence.core.events.LeaseObserver`).
 
