@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from procs import LocalRedisCluster, RedisServer, ServerProcess, TlsFiles, TlsRedisServer
+from script_support import lease_scripts
+
+from presence.gateway.leases import LeaseScripts
 
 # Short, configured timings: timing-dependent tests use these and generous bounds.
 FAST = {
@@ -112,6 +115,14 @@ def own_redis_cluster() -> Iterator[LocalRedisCluster]:
     cluster = LocalRedisCluster().start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
+    """The lease scripts on a real redis-server, the embedded fakeredis and the local Redis Cluster
+    (a module that needs one store defines its own ``lease``)."""
+    async for scripts in lease_scripts(request):
+        yield scripts
 
 
 @pytest.fixture(scope="session")

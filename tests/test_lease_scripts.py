@@ -5,51 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import uuid
-from collections.abc import AsyncIterator
 from importlib import resources
 
 import pytest
 from redis.crc import key_slot
-from script_support import expiry
+from script_support import GRACE, TTL, expiry, info, published, subscribed
 
 from presence.core.events import decode_event
 from presence.core.records import TabInfo
-from presence.gateway.gateway import Gateway
-from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
 from presence.gateway.scripts import load_scripts
 from presence.settings import Settings
-
-TTL = 1500
-GRACE = 400
-
-
-def info(user: str, tab: str = "t") -> TabInfo:
-    return TabInfo(user, user.title(), tab, True, None, "test")
-
-
-@pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
-async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
-    settings_kw = dict(
-        heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=TTL, grace_ms=GRACE,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}",
-    )
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        settings = Settings(redis_url=server.url, dev=True, **settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    elif request.param == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        settings = Settings(redis_url=cluster.url, redis_cluster=True, dev=True,
-                            **settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    else:
-        settings = Settings(**settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    await store.start()
-    yield LeaseScripts(store, settings, Keys(settings.key_prefix))
-    await store.close()
 
 
 async def pttl(lease: LeaseScripts, ws: str) -> int:
@@ -199,7 +165,7 @@ async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: L
     await lease.tick({}, {"doc": ["c2"]})
     assert int(await c.pttl(k.queue)) > idle - 5000
     # Every key has a TTL.
-    for key in k.by_name.values():
+    for key in k.by_name().values():
         if await c.exists(key):
             assert int(await c.pttl(key)) > 0, key
 
@@ -271,9 +237,7 @@ async def test_grace_ends_and_expiry_is_announced_once(lease: LeaseScripts) -> N
 async def test_sequence_is_gap_free_and_published(lease: LeaseScripts) -> None:
     if lease.gateway.cluster:
         pytest.skip("SPUBLISH on Cluster: tests/test_cluster.py checks the sharded channel")
-    pubsub = lease.gateway.client.pubsub()
-    await pubsub.subscribe(lease.keys.workspace("doc").channel)
-    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    pubsub = await subscribed(lease, "doc")
     outs = [
         await lease.join("doc", "c1", info("alice")),
     ]
@@ -286,14 +250,7 @@ async def test_sequence_is_gap_free_and_published(lease: LeaseScripts) -> None:
     ):
         seqs += [e.seq for e in (await coro).events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    published = []
-    while len(published) < len(seqs):
-        m = await pubsub.get_message(timeout=2)
-        assert m is not None, f"only {len(published)} of {len(seqs)} events were published"
-        if m["type"] == "message":
-            published.append(decode_event(m["data"]).seq)
-    assert published == seqs
-    await pubsub.aclose()
+    assert [decode_event(e).seq for e in await published(pubsub, len(seqs))] == seqs
 
 
 async def test_concurrent_acquires_grant_exactly_one(lease: LeaseScripts) -> None:
@@ -366,7 +323,7 @@ async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts
     leases = {}
     for i in range(1200):
         leases[f"w{i}"] = (await lease.acquire(f"w{i}", "alice", "Alice", "t", "c")).reply.fence
-    calls = lease.renew_calls(leases)
+    calls = lease.renew_calls({(ws, ""): fence for ws, fence in leases.items()})
     if not lease.gateway.cluster:  # on Cluster: one call per slot, one pipeline per node
         assert len(calls) == 3  # 1200 leases in chunks of 500, one pipeline
     renewed, _ = await lease.tick({(ws, ""): fence for ws, fence in leases.items()}, {})
@@ -386,7 +343,7 @@ async def test_store_reloads_scripts_after_script_flush(lease: LeaseScripts) -> 
 
 # -- the scripts' sources -------------------------------------------------------------------------
 
-LIBRARIES = ("_clock.lua", "_lib.lua")
+LIBRARIES = ("_clock.lua", "_workspace.lua", "_lib.lua")
 
 
 def lua_files() -> dict[str, str]:
