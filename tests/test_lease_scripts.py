@@ -395,3 +395,22 @@ async def test_keep_gives_held_leases_the_restart_grace_only_while_their_fence_h
         assert 55_000 < await pttl(lease, ws) <= 60_000
     assert await pttl(lease, "k3") <= TTL  # bob's lease, untouched
     assert await pttl(lease, "never") == -2  # nothing was created
+
+
+async def test_an_orphaned_lease_is_someone_unknowns_taken_over_or_asked_never_a_script_error(
+    lease: LeaseScripts,
+) -> None:
+    """A lease key whose holder record is gone (evicted, or expired first): acquire answers busy,
+    takeover replaces the unknown holder, request asks nobody (its deadline then decides)."""
+    for lock in ("", "title"):
+        ws = f"orphan-{lock or 'own'}"
+        fence = (await lease.acquire(ws, "alice", "Alice", "t", "c1", lock=lock)).reply.fence
+        k = lease.keys.workspace(ws)
+        await lease.gateway.client.delete(k.lock(lock).holder if lock else k.holder)
+        assert (await lease.acquire(ws, "bob", "Bob", "t", "c2", lock=lock)).status == "busy"
+        asked = await lease.request(ws, "bob", "Bob", "t", "c2", "please", lock=lock)
+        assert asked.status == "asked" and asked.reply.holder.user == ""  # type: ignore[union-attr]
+        taken = await lease.takeover(ws, "carol", "Carol", "t", "c3", lock=lock)
+        assert taken.status == "taken_over" and taken.reply.fence > fence  # type: ignore[union-attr]
+        (event,) = [e for e in taken.events if e.kind == "taken_over"]
+        assert event.lock == lock and event.prev is not None and event.prev.user == ""

@@ -33,6 +33,7 @@
 --   handoff(ws, now)                 give the free lease to the requester or the first live waiter
 --   end_lease(ws, h, reason, origin, by, now) end h's lease, announce it, hand it on
 --   settle(ws)                       the holder, after announcing (and handing on) a silent expiry
+--   orphan(ws)                       a lease key without its holder record: someone unknown, or false
 --   settle_locks(ws)                 settle every named lock: a list of {l = lock table, h = holder}
 --   snapshot(ws, now)                the whole workspace {seq, at, holder, ttl_ms, tabs, queue,
 --                                    request, locks}, locks = {lock = {holder, ttl_ms, queue, request}}
@@ -294,6 +295,15 @@ local function settle(ws)
     return holder(ws)
   end
   return h
+end
+
+-- A lease key without its holder record (evicted, or expired before the key): held by someone
+-- unknown. The scripts that act on a holder act on this one (a takeover replaces it, a request
+-- asks nobody and ends at its deadline), never on nothing.
+local function orphan(ws)
+  local fence = redis.call('GET', ws.lease)
+  if not fence then return false end
+  return {fence = fence, user = '', name = 'someone', tab = '', since = '0', took = false}
 end
 
 local function settle_locks(ws)

@@ -24,7 +24,7 @@
 local ws = workspace(KEYS, ARGV)
 local mode, arg, may_take, by, cooldown = ARGV[7], ARGV[8], ARGV[9] == '1', ARGV[10], tonumber(ARGV[11])
 local now = now_ms()
-local h = settle(ws)
+local h = settle(ws) or orphan(ws)  -- an orphaned lease is someone unknown's
 local r = request(ws)
 if not r then return reply(ws, 'no_request', nil) end
 local reason

@@ -25,7 +25,7 @@ local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, message, timeout = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
 local limit = tonumber(ARGV[13])
 local now = now_ms()
-local h = settle(ws)
+local h = settle(ws) or orphan(ws)  -- an orphaned lease is someone unknown's
 if not h then
   if too_many(ws, limit) then return reply(ws, 'too_many', {limit = limit}) end
   local g = grant(ws, user, name, tab, false)

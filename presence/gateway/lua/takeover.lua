@@ -21,7 +21,7 @@
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, cooldown = ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
 local limit = tonumber(ARGV[12])
-local h = settle(ws)
+local h = settle(ws) or orphan(ws)  -- an orphaned lease is someone unknown's
 if h and matches(ws, h, user, tab) then
   redis.call('PEXPIRE', ws.lease, ws.ttl)
   keep_holder(ws)
