@@ -38,7 +38,7 @@ The checks, per workspace:
    server stopped from renewing cannot extend); windows still open at the end of the run must be
    of the fence Redis still holds. A server that was paused tells its tabs, once it runs again,
    what happened meanwhile, in order: a grant that ended meanwhile and its end arrive together
-   (README, Limits). Such a window opens after the end and must close within ``notify_bound``
+   (docs/correctness.md, A stalled process). Such a window opens after the end and must close within ``notify_bound``
    of opening.
 4. Every fence a client was granted was granted by Redis to that client's user.
 
@@ -50,7 +50,7 @@ every grant of every history, lost ones included: no fence may ever go back. A l
 ends a holder other than the current one means the history went back: the current lease was
 lost in the failover (``failover`` end) and the one it ends had lived on. The one overlap a failover
 may cause is excused: with a lease lost in it (its holder learns at its next renewal or by its
-deadline, while the surviving history goes on), as the README documents.
+deadline, while the surviving history goes on), as docs/deployment.md documents (What a failover looks like).
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def check(
                     kind in EXPLICIT_ENDS and at <= before for at, kind in ended.ends)
                 if not excused:
                     # A grant lost in a failover (the history went back): its holder learns at
-                    # its next renewal or by its deadline (README, Deployment).
+                    # its next renewal or by its deadline (docs/deployment.md).
                     excused = any(x is not None and x.end_kind == "failover" for x in (ended, later))
                 if not excused:
                     report.violations.append(

@@ -225,7 +225,7 @@ def _document(note: Schema) -> dict[str, Any]:
                 "tags": ["api"], "operationId": "getLease", "summary": "Who holds a workspace's lease, with its fence",
                 "description": "For a backend that checks the fence a browser sent with a save: the save may "
                                "proceed only if `fence` equals the one sent (the conditional write is still the "
-                               "one that closes every race; see README, Fences).",
+                               "one that closes every race; see docs/guide.md, Fences).",
                 "parameters": [WORKSPACE], "security": [{"apiKey": []}],
                 "responses": {
                     "200": _json("The lease now.", _ref("Lease")),
