@@ -2,11 +2,13 @@
 
 Claims: ``sub`` (user id, required), ``name`` (display name, defaults to ``sub``), ``exp``
 (required, a number), optional ``ws`` (allowed workspace ids; an entry ending in ``*`` is a
-prefix) and ``takeover`` (false forbids force takeover). ``iss`` and ``aud`` are checked when the
-server is configured with an issuer or an audience (``PRESENCE_TOKEN_ISSUER``,
-``PRESENCE_TOKEN_AUDIENCE``); a token that names an audience is refused by a server configured
-with none, since it was minted for someone else. The algorithms are pinned by the configured key
-(:mod:`presence.signing`): ``none`` and any other are refused whatever the token's header says.
+prefix), ``takeover`` (false forbids force takeover) and ``lease`` (false: a read-only token,
+which sees presence and shares its meta but may not hold, take, ask for or wait for a lease).
+``iss`` and ``aud`` are checked when the server is configured with an issuer or an audience
+(``PRESENCE_TOKEN_ISSUER``, ``PRESENCE_TOKEN_AUDIENCE``); a token that names an audience is
+refused by a server configured with none, since it was minted for someone else. The algorithms
+are pinned by the configured key (:mod:`presence.signing`): ``none`` and any other are refused
+whatever the token's header says.
 
 A token is untrusted input: whatever is wrong with it (bad signature, bad JSON, JSON nested too
 deep, a claim of the wrong type, text that is not valid Unicode) is a :class:`BadToken` (4401),
@@ -40,6 +42,7 @@ class Identity:
     user: Person
     workspaces: tuple[str, ...] | None  # None: any workspace
     may_take_over: bool
+    read_only: bool = False  # the token's ``lease`` claim is false
 
     def check_workspace(self, workspace: str) -> None:
         if self.workspaces is None:
@@ -102,10 +105,12 @@ def verify(
         raise BadToken("invalid token: 'ws' must be a list of workspace ids or prefixes*")
     if not all(is_text(text) for text in (sub, name, *(ws or ()))):
         raise BadToken("invalid token: a claim is not valid Unicode (lone surrogate)")
-    takeover = claims.get("takeover", True)
+    takeover, lease = claims.get("takeover", True), claims.get("lease", True)
     if not isinstance(takeover, bool):
         raise BadToken("invalid token: 'takeover' must be true or false")
-    return Identity(Person(sub, name[:MAX_NAME]), tuple(ws) if ws is not None else None, takeover)
+    if not isinstance(lease, bool):
+        raise BadToken("invalid token: 'lease' must be true or false")
+    return Identity(Person(sub, name[:MAX_NAME]), tuple(ws) if ws is not None else None, takeover, not lease)
 
 
 def loose_prefixes(workspaces: list[str] | None) -> list[str]:
@@ -116,7 +121,7 @@ def loose_prefixes(workspaces: list[str] | None) -> list[str]:
 def mint(
     key: str, user: str, name: str | None = None, ttl_s: int = 3600,
     workspaces: list[str] | None = None, takeover: bool | None = None,
-    issuer: str | None = None, audience: str | None = None,
+    issuer: str | None = None, audience: str | None = None, lease: bool | None = None,
 ) -> str:
     """Create a token (for ``presence token``, dev mode and tests; apps mint their own)."""
     now = int(time.time())
@@ -125,6 +130,8 @@ def mint(
         claims["ws"] = workspaces
     if takeover is not None:
         claims["takeover"] = takeover
+    if lease is not None:
+        claims["lease"] = lease
     if issuer is not None:
         claims["iss"] = issuer
     if audience is not None:

@@ -198,7 +198,8 @@ def _token(args: argparse.Namespace) -> int:
               f"{prefix[:-1] + '/*'!r}", file=sys.stderr)
     takeover = None if args.takeover is None else args.takeover == "yes"
     print(auth.mint(settings.signing_key, args.user, args.name, args.ttl, args.ws, takeover,
-                    issuer=settings.token_issuer, audience=settings.token_audience))
+                    issuer=settings.token_issuer, audience=settings.token_audience,
+                    lease=False if args.read_only else None))
     return 0
 
 
@@ -273,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="allowed workspace id, or prefix ending in * such as team-1/* (repeatable)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--takeover", choices=["yes", "no"], help="may force-take leases (default yes)")
+    token.add_argument("--read-only", action="store_true",
+                       help="a read-only token (claim lease: false): sees presence, may hold no lease")
     token.set_defaults(func=_token)
 
     from .bench import add_parser as add_bench_parser  # argparse only; the bench loads on use

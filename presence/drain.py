@@ -75,9 +75,8 @@ class Drain:
         told_ms = int(self.settings.restart_keep_ms - (loop.time() - sent_at + CLOSE_TIMEOUT_S) * 1000)
         closed = 0
         for local in self.workspaces:
-            fence = held.get(local.workspace) if local.workspace in kept else None
             for tab in list(local.tabs.values()):
-                holds = fence is not None and local.core.holding.renewal(tab.conn) == fence
+                holds = any((local.workspace, lock) in kept for lock in local.core.renewals([tab.conn]))
                 tab.close(Restarting.close_code, restart_reason(told_ms if holds else 0))
                 closed += 1
         self.watchers.stop(Restarting.close_code, RESTARTING)
@@ -85,18 +84,14 @@ class Drain:
             log.info("closed %d tabs with 1012; %d of %d leases held here kept for %d ms", closed, len(kept),
                      len(held), self.settings.restart_keep_ms)
 
-    def _held(self) -> dict[str, int]:
-        """``{workspace: fence}`` of the leases that tabs on this process hold."""
-        held: dict[str, int] = {}
-        for local in self.workspaces:
-            for conn in local.tabs:
-                fence = local.core.holding.renewal(conn)
-                if fence is not None:
-                    held[local.workspace] = fence
-                    break
-        return held
+    def _held(self) -> dict[tuple[str, str], int]:
+        """``{(workspace, lock): fence}`` of the leases that tabs on this process hold."""
+        return {
+            (local.workspace, lock): fence
+            for local in self.workspaces for lock, fence in local.core.renewals(local.tabs).items()
+        }
 
-    async def _keep(self, held: dict[str, int]) -> set[str]:
+    async def _keep(self, held: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
         if not held or not self.settings.restart_keep_ms:
             return set()
         try:

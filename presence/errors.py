@@ -95,3 +95,21 @@ class Unavailable(RequestError):
 
 class StoreUnavailable(PresenceError):
     """Redis could not be reached. Raised by the lease store, translated by its callers."""
+
+
+class Forbidden(RequestError):
+    """The token does not allow this request (a read-only token asking for a lease)."""
+
+    code = "forbidden"
+
+
+class TooManyLocks(RequestError):
+    """Too many named locks held at once, by this tab or in the workspace."""
+
+    code = "too_many_locks"
+
+
+class TooManyWatched(RequestError):
+    """This process watches as many (watcher, workspace) pairs as it may (PRESENCE_MAX_WATCHED)."""
+
+    code = "too_many_watched"

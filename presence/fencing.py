@@ -140,7 +140,8 @@ _MAX_ANSWER = 64 * 1024  # the API's answers are a few hundred bytes
 
 
 class ServiceLease:
-    """Holds a workspace's lease as service ``svc:<holder_id>`` for a ``with`` block (see above).
+    """Holds a workspace's lease (or, with ``lock``, one of its named locks) as service
+    ``svc:<holder_id>`` for a ``with`` block (see above).
 
     ``takeover=True`` takes it even from a person (they are told, as for any takeover). Thread-safe
     reads of ``fence`` and ``lost``; the renewal runs on a daemon thread that exits with the block.
@@ -156,8 +157,11 @@ class ServiceLease:
     def __init__(
         self, base_url: str, api_key: str, workspace: str, holder_id: str, name: str | None = None,
         ttl_ms: int = 15000, takeover: bool = False, timeout: float = 5.0, margin_ms: int | None = None,
+        lock: str = "",
     ) -> None:
-        self.url = f"{base_url.rstrip('/')}/api/v1/workspaces/{urllib.parse.quote(workspace, safe='/')}/lease"
+        where = f"locks/{urllib.parse.quote(lock, safe='')}" if lock else "lease"
+        self.url = f"{base_url.rstrip('/')}/api/v1/workspaces/{urllib.parse.quote(workspace, safe='/')}/{where}"
+        self.lock = lock
         self.api_key = api_key
         self.workspace = workspace
         self.holder = {"id": holder_id, "name": name or holder_id}

@@ -1,13 +1,13 @@
 """Server: the composition root of one server process.
 
-It builds every part once, at start-up, and hands each only the collaborators it uses; nothing
-else builds parts or reaches through another. Data flows one way:
+It builds every part once, at start-up, and hands each only the collaborators (or callables) it
+uses; no part builds another. Data flows one way:
 
-    WebSocket -> session (connections) -> lease commands (engine) -> lease scripts (gateway, Redis)
-    -> workspace core (sans I/O) -> effects -> tabs
-    pub/sub (gateway) -> workspaces (engine) -> the same core
+    WebSocket -> connection (connections) -> lease commands (engine) -> lease scripts (gateway,
+    Redis) -> workspace core (sans I/O) -> effects -> outboxes (connections)
+    pub/sub (gateway) -> router (engine: decoded once) -> workspaces and watch index -> the same core
 
-The ops plane (metrics, audit log, registry, control, sweeper) observes lease events and reads
+The ops plane (metrics, audit log, registry, control, overview) observes lease events and reads
 counts; the serving parts report to it through the telemetry interface and never import it.
 
 Lifecycle: ``await start()`` (never fails because Redis is down: it recovers by itself), serve,
@@ -24,10 +24,13 @@ from typing import Any
 from .connections.admission import Admission
 from .connections.session import Endpoint
 from .connections.watcher import Watchers
+from .core.policy import Policy
 from .drain import RESTARTING, Drain
 from .engine.channels import SharedChannels
 from .engine.commands import LeaseCommands
 from .engine.heartbeat import Heartbeat
+from .engine.router import Router
+from .engine.sweeper import Sweeper
 from .engine.watchers import WatchIndex
 from .engine.workspaces import Workspaces
 from .errors import Restarting, StoreUnavailable
@@ -40,7 +43,6 @@ from .ops.control import Control
 from .ops.metrics import Metrics
 from .ops.overview import Overview
 from .ops.registry import Registry, Vitals
-from .ops.sweeper import Sweeper
 from .settings import Settings
 from .signing import token_keys
 from .tasks import TaskSet
@@ -49,6 +51,18 @@ log = logging.getLogger("presence.server")
 
 READINESS_BUDGET_S = 0.5
 """The longest /readyz waits on Redis (/healthz never does): an orchestrator's probe gets an answer at once."""
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The values the workspace core reads, from the process's settings."""
+    s = settings
+    return Policy(
+        lease_ttl_ms=s.lease_ttl_ms, lease_scope=s.lease_scope, heartbeat_ms=s.heartbeat_ms,
+        safety_margin_ms=s.safety_margin_ms, update_window_ms=s.update_window_ms,
+        handoff_timeout_ms=s.handoff_timeout_ms, handoff_takeover=s.handoff_takeover,
+        idle_release_ms=s.idle_release_ms, wait_replicas=s.redis_wait_replicas > 0,
+        meta_interval_ms=s.meta_interval_ms,
+    )
 
 
 class Server:
@@ -69,15 +83,19 @@ class Server:
         self.gateway = Gateway(settings, client, self.metrics)
         self.leases = LeaseScripts(self.gateway, settings, self.keys)
         self.subscriptions = Subscriptions(
-            self.gateway.client, self.gateway.cluster, self.keys.control, self._on_message, self._on_resubscribed
+            self.gateway.client, self.gateway.cluster, self.keys.control,
+            lambda channel, data: self.router.on_message(channel, data),
+            lambda channel: self.router.on_resubscribed(channel),
         )
         # Tabs and watchers share the workspace channels: each unsubscribes only its own interest.
         channels = SharedChannels(self.subscriptions)
         self.workspaces = Workspaces(
-            settings, self.server_id, self.gateway, self.leases, self.keys, channels.share("tabs"), self.tasks,
-            self.metrics,
+            policy_of(settings), self.server_id, self.gateway, self.leases, self.keys, channels.share("tabs"),
+            self.tasks, self.metrics,
         )
-        self.watch_index = WatchIndex(settings, self.leases, self.keys, channels.share("watchers"), self.tasks)
+        self.watch_index = WatchIndex(
+            settings.heartbeat_ms, settings.max_watched, self.leases, self.keys, channels.share("watchers"), self.tasks
+        )
         self.admission = Admission(settings.max_tabs_per_user, settings.user_rate_limit, settings.user_rate_burst)
         self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
@@ -94,8 +112,9 @@ class Server:
             self.gateway, self.keys.audit, self.keys.audit_forced, settings, self.server_id, self.metrics
         )
         self.registry = Registry(settings, self.server_id, self.gateway, self.keys.registry, self._vitals)
-        self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.find)
-        self.sweeper = Sweeper(settings, self.leases, self.workspaces.ids)
+        self.control = Control(self.server_id, self.keys.control, self.gateway, self.workspaces.close_tab)
+        self.sweeper = Sweeper(settings.heartbeat_ms, settings.lease_ttl_ms, self.leases, self.workspaces.ids)
+        self.router = Router(self.keys.control, self.control.on_message, [self.workspaces, self.watch_index])
         self.overview = Overview(self.gateway, self.leases, self.registry)
         self.leases.observers += [self.metrics, self.audit, self.sweeper]
         self.drainer = Drain(settings, self.workspaces, self.leases, self.heartbeat, self.watchers)
@@ -103,17 +122,6 @@ class Server:
     def _next_conn(self) -> str:
         self._conn_seq += 1
         return f"{self.server_id}-{self._conn_seq}"
-
-    def _on_message(self, channel: str, data: str) -> None:
-        if channel == self.keys.control:
-            self.control.on_message(data)
-        else:  # a workspace's event: to its tabs here and to its watchers here
-            self.workspaces.on_published(channel, data)
-            self.watch_index.on_published(channel, data)
-
-    def _on_resubscribed(self, channel: str) -> None:
-        self.workspaces.on_resubscribed(channel)
-        self.watch_index.on_resubscribed(channel)
 
     def _vitals(self) -> Vitals:
         return Vitals(

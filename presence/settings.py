@@ -173,6 +173,17 @@ class Settings:
     send_queue_size: Annotated[int, Meta(ge=1, le=1_000_000, description=(
         "messages waiting to be sent to one connection; a connection that falls this far behind is closed 1013"
     ))] = 256
+    max_watched: Annotated[int, Meta(ge=1, le=10_000_000, description=(
+        "(watcher, workspace) pairs one server process follows at once, all list pages together; more: the "
+        "`watch` is answered `too_many_watched`"
+    ))] = 100_000
+    meta_interval_ms: Annotated[int, _ms(
+        0, 1000, "a tab's presence (`status`: active and meta) is written at most this often; the latest wins "
+        "(0: every one at once)"
+    )] = 50
+    max_locks: Annotated[int, Meta(ge=1, le=10_000, description=(
+        "named locks held at once in one workspace; more: `too_many_locks`"
+    ))] = 100
     handoff_timeout_ms: Annotated[int, _ms(
         1000, 3_600_000, "how long a holder has to answer a polite `request`"
     )] = 30000
@@ -189,8 +200,8 @@ class Settings:
         "`idle`)", default="0 (off)",
     )] = 0
     update_window_ms: Annotated[int, _ms(
-        0, 50, "changes to a workspace within this window reach each tab as one `update` (0: those of one "
-        "event-loop turn)"
+        0, 50, "a change after a quiet moment reaches every tab at once; those within this window of an "
+        "`update` are merged into the next one (0: those of one event-loop turn)"
     )] = 50
     audit_max_len: Annotated[int, Meta(ge=100, le=10_000_000, description=(
         "entries kept in each audit stream in Redis (`XADD MAXLEN ~`)"

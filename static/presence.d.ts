@@ -49,6 +49,8 @@ export interface Change {
   user: User;
   /** For `taken_over`: whose lease it was. */
   from?: User;
+  /** A lease change of a named lock (absent: the workspace's own lease). */
+  lock?: string;
 }
 
 /** A pending polite request for the lease. */
@@ -86,6 +88,10 @@ export interface WelcomeMessage {
   lease_ttl_ms: number;
   scope?: LeaseScope;
   state: State;
+  /** When the token has an `exp`: the time left until it expires. */
+  expires_in_ms?: number;
+  /** The token is read-only (claim `lease: false`): presence only, no lease. */
+  read_only?: boolean;
 }
 
 export type ReleaseReason = "released" | "taken_over" | "expired" | "lost" | "revoked" | "idle";
@@ -313,6 +319,9 @@ export declare class PresenceClient extends EventTarget {
   readonly fence: number | null;
   /** Who the server says we are (after `welcome`). */
   user: User | null;
+  /** The token is read-only (claim `lease: false`, told by the welcome): it sees presence and
+   *  shares its meta, but acquire, takeover, request and waiting answer `error` `forbidden`. */
+  readOnly: boolean;
   /** A `welcome` arrived on the current socket. */
   connected: boolean;
   /** Our place in the lease's line (1 = next); 0 when not waiting. */

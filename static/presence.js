@@ -17,7 +17,8 @@
  */
 /**
  * @typedef {{type: "welcome", conn: string, user: User, workspace: string, heartbeat_ms: number,
- *            lease_ttl_ms: number, scope?: "user"|"tab", state: State}} WelcomeMsg
+ *            lease_ttl_ms: number, scope?: "user"|"tab", state: State, expires_in_ms?: number,
+ *            read_only?: boolean}} WelcomeMsg
  * @typedef {{type: "state"} & State} StateMsg
  * @typedef {{type: "update", workspace: string, seq: number, base: number, change?: Change,
  *            holder?: Holder|null, joined?: Viewer[], left?: string[], viewers?: Viewer[], queue?: User[],
@@ -610,6 +611,8 @@ export class PresenceClient extends EventTarget {
 
   get workspace() { return this.#workspace; }
   /** @returns {boolean} we believe we hold the workspace's lease */
+  /** @type {boolean} the token is read-only (claim `lease: false`): it sees presence, holds no lease */
+  readOnly = false;
   get holding() { return this.#default.holding; }
   /** @returns {number|null} fence of the latest grant of the workspace's lease; kept (not cleared) after a release */
   get fence() { return this.#default.fence; }
@@ -894,6 +897,7 @@ export class PresenceClient extends EventTarget {
     this.#syncing = false;
     this.#conn.opened();
     this.user = msg.user;
+    this.readOnly = msg.read_only === true;
     if (msg.heartbeat_ms > 0) this.#conn.heartbeatMs = msg.heartbeat_ms;
     this.#conn.armSilenceTimer();
     for (const [lock, hold] of [...this.#holds]) {

@@ -6,7 +6,7 @@ Two sources of truth are combined:
   client records its messages plus two marks of its own, ``_release_sent`` (it asked to release:
   from then on it no longer edits) and ``_closed`` with ``voluntary`` (it closed the tab itself,
   or lost the connection).
-- **What Redis did**, from an :class:`Observer` subscribed to every workspace channel on a
+- **What Redis did**, from an observer (``chaos_observer``) subscribed to every workspace channel on a
   connection no fault touches: each lease event with its sequence number, new holder, ended
   holder and kind. A gap in the sequence means the observer itself missed something, and the
   check refuses to judge rather than guess.
@@ -48,26 +48,30 @@ promote a replica that missed the last events. Then events are put in Redis orde
 time (``at``, one clock: every node runs on this machine) and sequence number, and check 1 covers
 every grant of every history, lost ones included: no fence may ever go back. A lease event that
 ends a holder other than the current one means the history went back: the current lease was
-lost in the failover (``failover`` end) and the one it ends had lived on. The one overlap a failover
-may cause is excused: with a lease lost in it (its holder learns at its next renewal or by its
-deadline, while the surviving history goes on), as docs/deployment.md documents (What a failover looks like).
+lost in the failover (``failover`` end) and the one it ends had lived on. Within a history the
+sequence numbers still count up by one: a jump means the observer missed events (a link to a
+node was down, e.g. just after Sentinel killed its clients), and the check refuses to judge, as
+without failovers, rather than report a grant it never saw as one Redis never made.
+
+A grant lost in a failover is the WAIT trade-off of docs/deployment.md: without
+``PRESENCE_REDIS_WAIT_REPLICAS`` (``wait_replicas`` 0) a grant is confirmed before a replica has
+it, so a failover can lose a grant its holder was told of. Then the one overlap it causes is
+excused (its holder learns at its next renewal or by its deadline, while the surviving history
+goes on). With ``wait_replicas`` > 0 a tab is told of a grant only once the replicas have it, so
+a failover can lose none that a tab was told of:
+
+5. With ``wait_replicas`` > 0, no client holds a fence whose grant a failover lost.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import json
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
-import redis.asyncio as aioredis
+from chaos_observer import Msg, Observer
 
-Msg = dict[str, Any]
 EXPLICIT_ENDS = {"taken_over", "released", "revoked", "idle"}
 
 
@@ -153,185 +157,61 @@ def windows(log: list[Msg], workspace: str, user: str, client: str, end_time: fl
     return out
 
 
-class Observer:
-    """Ground truth: every event on every workspace channel of a key prefix, with receipt times.
-
-    Its connection is named ``chaos-observer`` so fault injection can spare it.
-    """
-
-    NAME = "chaos-observer"
-
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        self.client = aioredis.Redis.from_url(redis_url, decode_responses=True, client_name=self.NAME)
-        self.pattern = f"{prefix}:{{*}}"
-        self.prefix = prefix
-        self.events: dict[str, list[tuple[float, Msg]]] = defaultdict(list)
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self.error: BaseException | None = None
-
-    async def start(self) -> Observer:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 10)
-        return self
-
-    async def _run(self) -> None:
-        pubsub = self.client.pubsub()
-        try:
-            await pubsub.psubscribe(self.pattern)
-            while True:
-                msg = await pubsub.get_message(timeout=1.0)
-                if msg is None:
-                    continue
-                if msg["type"] == "psubscribe":
-                    self._ready.set()
-                    continue
-                if msg["type"] == "pmessage":
-                    self._record(msg["channel"], msg["data"])
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # reported by check(): an observer that stopped is no observer
-            self.error = exc
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-
-    def _record(self, channel: str, data: str) -> None:
-        """One event as received, in its workspace's list with its receipt time."""
-        workspace = channel[len(self.prefix) + 2 : -1]
-        self.events[workspace].append((time.monotonic(), json.loads(data)))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.client.aclose()
-
-    failover = False  # see FailoverObserver
-
-    def ordered(self, events: list[tuple[float, Msg]]) -> list[tuple[float, Msg]]:
-        return sorted(events, key=lambda e: int(e[1]["seq"]))
-
-    def leases(self, report: Report) -> dict[str, list[Lease]]:
-        """Grants per workspace in Redis order, with how and when (observed) each ended."""
-        if self.error is not None:
-            report.violations.append(f"observer failed: {self.error!r}")
-        out: dict[str, list[Lease]] = {}
-        for ws, events in self.events.items():
-            events = self.ordered(events)
-            seqs = [int(e["seq"]) for _, e in events]
-            missing = [b for a, b in itertools.pairwise(seqs) if b != a + 1]
-            if missing and not self.failover:
-                report.violations.append(f"{ws}: the observer missed events before seq {missing[:5]} (cannot judge)")
-            grants: list[Lease] = []
-            by_fence: dict[int, Lease] = {}
-            current: Lease | None = None
-            for at, e in events:
-                if not e.get("lease"):
-                    continue
-                prev, new = e.get("prev"), e.get("holder")
-                if prev is not None and (current is None or int(prev["fence"]) != current.fence):
-                    if not self.failover:
-                        report.violations.append(
-                            f"{ws}: seq {e['seq']} ended fence {prev['fence']} but "
-                            f"{current.fence if current else 'nobody'} was the holder"
-                        )
-                    else:  # the history went back: the current lease was lost, prev's lived on
-                        if current is not None:
-                            current.end(at, "failover")
-                        current = by_fence.get(int(prev["fence"]))
-                if current is not None:  # every lease event replaces the holder
-                    # A grant over a holder it does not name: that holder was lost in a failover.
-                    lost = self.failover and prev is None and new is not None
-                    current.end(at, "failover" if lost else e["kind"])
-                    current = None
-                if new:
-                    current = Lease(ws, int(new["fence"]), new["user"], int(e["seq"]), at, e["kind"])
-                    grants.append(current)
-                    by_fence[current.fence] = current
-            out[ws] = grants
-        return out
-
-
-class FailoverObserver(Observer):
-    """Ground truth across failovers: every workspace event published on any of the data nodes
-    ``ports`` (primary and replicas: replicas get every PUBLISH through replication). Each node has
-    a connection of its own that reconnects when the node restarts; an event seen on several
-    nodes counts once, at its first receipt. Events are in Redis order by (Redis time, seq).
-
-    Sentinel kills the clients of an instance it promotes (this observer's too): the observer
-    reconnects within milliseconds, while the servers write to the new primary only once the
-    Sentinels name it, after they saw it report the master role (their INFO period). An instance
-    that still takes writes when Sentinel reconfigures it (a primary it replaced while alive, then
-    promotes again or demotes) is another matter: the events still in its output buffers die with
-    the killed connections, the grant stays. So the soak's Redis nodes refuse writes without a
-    replica (``min-replicas-to-write``), and no replaced primary takes any."""
-
-    failover = True
-
-    def __init__(self, ports: list[int], prefix: str) -> None:
-        super().__init__(f"redis://127.0.0.1:{ports[0]}/0", prefix)
-        self.ports = ports
-        self._seen: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._subscribed: set[int] = set()
-
-    def ordered(self, events: list[tuple[float, Msg]]) -> list[tuple[float, Msg]]:
-        return sorted(events, key=lambda e: (int(e[1].get("at", 0)), int(e[1]["seq"])))
-
-    async def start(self) -> FailoverObserver:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._node(port)) for port in self.ports]
-        await asyncio.wait_for(self._ready.wait(), 10)
-        return self
-
-    async def _node(self, port: int) -> None:
-        while True:
-            client = aioredis.Redis(port=port, decode_responses=True, client_name=self.NAME, socket_timeout=None)
-            pubsub = client.pubsub()
-            try:
-                await pubsub.psubscribe(self.pattern)
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    if msg["type"] == "psubscribe":
-                        self._subscribed.add(port)
-                        if self._subscribed >= set(self.ports):
-                            self._ready.set()
-                        continue
-                    if msg["type"] == "pmessage" and msg["data"] not in self._seen:
-                        self._seen.add(msg["data"])
-                        self._record(msg["channel"], msg["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(0.02)  # the node is down or restarting: connect again
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.client.aclose()
+def lease_history(observer: Observer, report: Report) -> dict[str, list[Lease]]:
+    """Grants per workspace in Redis order, with how and when (observed) each ended."""
+    if observer.error is not None:
+        report.violations.append(f"observer failed: {observer.error!r}")
+    out: dict[str, list[Lease]] = {}
+    for ws, events in observer.events.items():
+        events = observer.ordered(events)
+        # Across failovers a history that went back repeats sequence numbers: only a jump
+        # forward is a gap.
+        missing = [(ta, tb, b) for (ta, a), (tb, b) in itertools.pairwise((t, int(e["seq"])) for t, e in events)
+                   if (b > a + 1 if observer.failover else b != a + 1)]
+        if missing:
+            ta, tb, _ = missing[0]
+            report.violations.append(f"{ws}: the observer missed events before seq {[b for _, _, b in missing[:5]]}"
+                                     f"{observer.blind(ta, tb)} (cannot judge)")
+        grants: list[Lease] = []
+        by_fence: dict[int, Lease] = {}
+        current: Lease | None = None
+        for at, e in events:
+            if not e.get("lease"):
+                continue
+            prev, new = e.get("prev"), e.get("holder")
+            if prev is not None and (current is None or int(prev["fence"]) != current.fence):
+                if not observer.failover:
+                    report.violations.append(
+                        f"{ws}: seq {e['seq']} ended fence {prev['fence']} but "
+                        f"{current.fence if current else 'nobody'} was the holder"
+                    )
+                else:  # the history went back: the current lease was lost, prev's lived on
+                    if current is not None:
+                        current.end(at, "failover")
+                    current = by_fence.get(int(prev["fence"]))
+            if current is not None:  # every lease event replaces the holder
+                # A grant over a holder it does not name: that holder was lost in a failover.
+                lost = observer.failover and prev is None and new is not None
+                current.end(at, "failover" if lost else e["kind"])
+                current = None
+            if new:
+                current = Lease(ws, int(new["fence"]), new["user"], int(e["seq"]), at, e["kind"])
+                grants.append(current)
+                by_fence[current.fence] = current
+        out[ws] = grants
+    return out
 
 
 def check(
     logs: dict[tuple[str, str, str], list[Msg]], observer: Observer, end_time: float, notify_bound: float,
-    final_holders: dict[str, int | None],
+    final_holders: dict[str, int | None], wait_replicas: int = 0,
 ) -> Report:
     """Judge a run. ``logs``: (workspace, user, client) -> that client's message log, ordered.
-    ``final_holders``: the fence each workspace's lease key holds at ``end_time`` (None: free)."""
+    ``final_holders``: the fence each workspace's lease key holds at ``end_time`` (None: free).
+    ``wait_replicas``: the servers' ``PRESENCE_REDIS_WAIT_REPLICAS`` (check 5 and the excuse
+    for a grant lost in a failover)."""
     report = Report()
-    leases = observer.leases(report)
+    leases = lease_history(observer, report)
     by_ws: dict[str, list[Window]] = defaultdict(list)
     for (ws, user, client), log in logs.items():
         by_ws[ws] += windows(log, ws, user, client, end_time)
@@ -354,6 +234,12 @@ def check(
                 report.violations.append(f"{ws}: {w.client} held fence {w.fence}, which Redis never granted to "
                                          f"{w.user} (granted to {g.user if g else 'nobody'})")
                 continue
+            # 5. with WAIT, a grant a tab was told of has reached the replicas: no failover loses it
+            if wait_replicas and any(kind == "failover" for _, kind in g.ends):
+                report.violations.append(
+                    f"{ws}: {w.client} was told of fence {w.fence}, which a failover lost, though "
+                    f"PRESENCE_REDIS_WAIT_REPLICAS={wait_replicas} confirms a grant only once replicated"
+                )
             # 3. nobody keeps a lost lease silently (news told late, in order, closes at once)
             told_late = g.ended_at is not None and w.start > g.ended_at and w.end <= w.start + notify_bound
             if g.ended_at is not None and w.end > g.ended_at + notify_bound and not told_late:
@@ -379,9 +265,10 @@ def check(
                 before = later.granted_at if later is not None else math.inf
                 excused = ended is not None and second.fence > first.fence and any(
                     kind in EXPLICIT_ENDS and at <= before for at, kind in ended.ends)
-                if not excused:
-                    # A grant lost in a failover (the history went back): its holder learns at
-                    # its next renewal or by its deadline (docs/deployment.md).
+                if not excused and not wait_replicas:
+                    # A grant lost in a failover (the history went back), told before a replica
+                    # had it: its holder learns at its next renewal or by its deadline
+                    # (docs/deployment.md, the WAIT trade-off). With WAIT check 5 has flagged it already.
                     excused = any(x is not None and x.end_kind == "failover" for x in (ended, later))
                 if not excused:
                     report.violations.append(

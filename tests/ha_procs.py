@@ -52,11 +52,11 @@ class SentinelGroup:
 
     def start(self) -> SentinelGroup:
         try:
-            primary = RedisServer(extra=self.node_args).start()
+            primary = self._node_server([]).start()
             self.nodes[primary.port] = primary
             self.first_primary = primary.port
             for _ in range(self.replica_count):
-                replica = RedisServer(extra=[*self.node_args, "--replicaof", "127.0.0.1", str(primary.port)]).start()
+                replica = self._node_server(["--replicaof", "127.0.0.1", str(primary.port)]).start()
                 self.nodes[replica.port] = replica
             wait_until(lambda: self._replicas_online(primary.port) >= self.replica_count, 20, "replicas in sync")
             for port in self.sentinel_ports:
@@ -66,6 +66,14 @@ class SentinelGroup:
             self.close()
             raise
         return self
+
+    def _node_server(self, args: list[str]) -> RedisServer:
+        port = free_port()
+        return RedisServer(port, extra=[*self._node_args(port), *args])
+
+    def _node_args(self, port: int) -> list[str]:
+        """Every data node logs (appending across restarts) in the group's directory."""
+        return [*self.node_args, "--logfile", str(Path(self.dir, f"redis-{port}.log"))]
 
     def _start_sentinel(self, port: int, primary_port: int) -> None:
         conf = Path(self.dir, f"sentinel-{port}.conf")
@@ -86,7 +94,8 @@ class SentinelGroup:
         log.close()
         wait_until(lambda: self.sentinel(port).ping(), 10, f"Sentinel :{port}")
 
-    def close(self) -> None:
+    def close(self, keep_logs: str | None = None) -> None:
+        """Stop every process; ``keep_logs``: a directory to copy the Redis and Sentinel logs to."""
         for proc in self.sentinel_procs:
             if proc.poll() is None:
                 proc.kill()
@@ -95,6 +104,10 @@ class SentinelGroup:
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGCONT)
             node.close()
+        if keep_logs:
+            Path(keep_logs).mkdir(parents=True, exist_ok=True)
+            for log in Path(self.dir).glob("*.log"):
+                shutil.copy(log, keep_logs)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- addresses --------------------------------------------------------------------------
@@ -190,7 +203,7 @@ class SentinelGroup:
         node = self.nodes[port]
         for snapshot in Path(node.dir).glob("*.rdb"):
             snapshot.unlink()
-        node.extra = [*self.node_args, "--replicaof", "127.0.0.1", str(self.primary_port())]
+        node.extra = [*self._node_args(port), "--replicaof", "127.0.0.1", str(self.primary_port())]
         node.start()
 
     async def restart_as_replica_async(self, port: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from presence.core.events import Event
-from presence.gateway.replies import ExpireReply, Held, Outcome
+from presence.core.outcomes import ExpireReply, Held, Outcome
 
 
 def expiry(out: Outcome[ExpireReply]) -> tuple[int | None, list[Event]]:

@@ -45,7 +45,7 @@ async def test_lease_changes_are_recorded_with_their_fields(hub: Server) -> None
     acquired = await lease.acquire("doc-1", "alice", "Alice", "tab-a", "srv1-1")
     taken = await lease.takeover("doc-1", "bob", "Bob", "tab-b", "srv1-2")
     released = await lease.release("doc-1", taken.reply.fence, "released", "srv1-2")
-    assert released.status == "released"
+    assert released.status == "relinquished"
     log = await entries(hub)
     assert [e["kind"] for e in log] == ["acquired", "taken_over", "released"]
     a, t, r = log
@@ -72,7 +72,7 @@ async def test_expiry_and_revocation_are_recorded(hub: Server) -> None:
 
     await lease.acquire("doc-3", "dave", "Dave", "t", "srv1-4")
     out = await lease.release("doc-3", None, "revoked", by=Person("admin", "Ops"))
-    assert out.status == "released"
+    assert out.status == "relinquished"
     log = await entries(hub)
     expired = next(e for e in log if e["kind"] == "expired")
     assert expired["user"] == "carol" and expired["workspace"] == "doc-2"

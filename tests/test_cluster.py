@@ -25,12 +25,12 @@ from wsclient import Tab, open_tab
 
 from presence.core.effects import Replication
 from presence.core.events import decode_event
+from presence.core.outcomes import Granted
 from presence.core.records import TabInfo
 from presence.errors import StoreUnavailable
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
-from presence.gateway.replies import Granted
 from presence.settings import Settings
 
 pytestmark = pytest.mark.cluster
@@ -114,12 +114,12 @@ async def test_batched_tick_covers_every_node_in_one_pipeline_per_node(
     slots = {key_slot(f"{{{ws}}}".encode()) for ws in workspaces}
     assert len(calls) == len(slots)  # one script call per slot: a script touches one slot
     stats_before = _evalsha_calls(redis_cluster)
-    renewed, _ = await lease.tick(leases, {ws: ["c"] for ws in workspaces})
-    assert renewed == dict.fromkeys(workspaces, True)
+    renewed, _ = await lease.tick({(ws, ""): f for ws, f in leases.items()}, {ws: ["c"] for ws in workspaces})
+    assert renewed == {(ws, ""): True for ws in workspaces}
     per_node = {p: n - stats_before[p] for p, n in _evalsha_calls(redis_cluster).items()}
     assert all(n > 0 for n in per_node.values()), per_node  # every primary got its share
     # A renewal by a stale fence fails on every node alike.
-    renewed, _ = await lease.tick({ws: f + 1 for ws, f in leases.items()}, {})
+    renewed, _ = await lease.tick({(ws, ""): f + 1 for ws, f in leases.items()}, {})
     assert not any(renewed.values())
 
 
@@ -138,7 +138,7 @@ async def test_scripts_reload_after_a_node_forgot_them(
     redis_cluster.node(redis_cluster.ports[1]).script_flush()  # as after a restart of one node
     fences = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in workspaces}
     redis_cluster.node(redis_cluster.ports[2]).script_flush()
-    renewed, _ = await lease.tick(fences, {})
+    renewed, _ = await lease.tick({(ws, ""): f for ws, f in fences.items()}, {})
     assert all(renewed.values())
 
 

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from wsclient import Tab
 
 # Nothing expires while an example runs: every change is one the example made.
+# Every status is written before the next frame is read (no coalescing): the example's steps are in order.
 SLOW = {"PRESENCE_HEARTBEAT_MS": "1000", "PRESENCE_DEAD_AFTER_MS": "10000", "PRESENCE_LEASE_TTL_MS": "60000",
-        "PRESENCE_GRACE_MS": "30000"}
+        "PRESENCE_GRACE_MS": "30000", "PRESENCE_META_INTERVAL_MS": "0"}
 USERS = ["ann", "bob", "cat", "dan"]
 
 OPS = st.lists(

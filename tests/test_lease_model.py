@@ -31,10 +31,10 @@ from hypothesis.stateful import (
 from procs import RedisServer
 from script_support import expiry
 
+from presence.core.outcomes import Outcome
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
-from presence.gateway.replies import Outcome
 from presence.settings import Settings
 
 TTL = 5000  # long enough that nothing expires unless a rule makes it
@@ -118,7 +118,7 @@ class LeaseModel(RuleBasedStateMachine):
             assert out.reply.holder.user == self.owner[0]  # type: ignore[index]
             assert int(out.reply.holder.fence) == self.fence
         else:
-            assert out.status == "acquired", out
+            assert out.status == "granted", out
             assert kinds == ["acquired"]
             self.new_grant(out.reply.fence, user, tab)
 
@@ -137,7 +137,7 @@ class LeaseModel(RuleBasedStateMachine):
             assert out.reply.from_.id == self.owner[0]  # type: ignore[index]
             self.new_grant(out.reply.fence, user, tab)
         else:
-            assert out.status == "acquired", out
+            assert out.status == "granted", out
             assert kinds == ["acquired"]
             self.new_grant(out.reply.fence, user, tab)
 
@@ -154,7 +154,7 @@ class LeaseModel(RuleBasedStateMachine):
         out: Outcome = self.run(self.lease.release(WS, fence, "released", "c-release"))
         kinds = self.expect_expiry_announced(out)
         if self.alive and (fence is None or fence == self.fence):
-            assert out.status == "released", out
+            assert out.status == "relinquished", out
             assert kinds == ["released"]
             assert out.reply.fence == self.fence
             self.released.add(self.fence)  # type: ignore[arg-type]
@@ -171,9 +171,9 @@ class LeaseModel(RuleBasedStateMachine):
             fence = self.granted[0]
         else:
             fence = (max(self.granted) + 1) if self.granted else 99
-        renewed, _ = self.run(self.lease.tick({WS: fence}, {}))
+        renewed, _ = self.run(self.lease.tick({(WS, ""): fence}, {}))
         expected = self.alive and fence == self.fence
-        assert renewed == {WS: expected}, (renewed, fence, self.fence, self.alive)
+        assert renewed == {(WS, ""): expected}, (renewed, fence, self.fence, self.alive)
         if expected:
             assert TTL - 1000 < self.pttl() <= TTL
 
@@ -182,8 +182,8 @@ class LeaseModel(RuleBasedStateMachine):
     def shorten_then_renew(self, ms: int) -> None:
         """Renew replaces the TTL, it never adds to what is left."""
         self.run(self.store.client.pexpire(self.key, ms))
-        renewed, _ = self.run(self.lease.tick({WS: self.fence}, {}))  # type: ignore[dict-item]
-        assert renewed == {WS: True}
+        renewed, _ = self.run(self.lease.tick({(WS, ""): self.fence}, {}))  # type: ignore[dict-item]
+        assert renewed == {(WS, ""): True}
         assert TTL - 1000 < self.pttl() <= TTL
 
     @precondition(lambda self: self.alive)

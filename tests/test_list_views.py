@@ -16,8 +16,9 @@ from test_metrics import scrape, value
 from watchclient import Watcher
 from wsclient import Tab, open_tab
 
-from presence.core.replica import Applied
-from presence.engine.watchers import LightReplica, lease_of
+from presence.core.follower import Follower
+from presence.core.replica import Applied, Replica
+from presence.engine.watchers import lease_of
 from presence.fencing import LeaseBusy, LeaseLost, ServiceLease
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
@@ -103,7 +104,7 @@ async def test_service_holder_takes_renews_and_releases_like_a_person(
         assert (await bob.request("acquire", wait=True))["type"] == "queued"
         n = len(bob.messages)
         r = await http.delete(url, params={"fence": fence})
-        assert r.status_code == 200 and r.json() == {"released": True}
+        assert r.status_code == 204 and r.content == b""
         handed = await bob.expect("acquired", lambda m: bob.messages.index(m) >= n)
         assert handed["fence"] > fence
         # A takeover by the service works too.
@@ -305,19 +306,21 @@ async def test_a_workspace_nobody_used_yet_applies_its_first_event(redis_server:
     await gateway.start()
     scripts = LeaseScripts(gateway, settings, Keys(settings.key_prefix))
     try:
-        replica = LightReplica("fresh")
+        follower = Follower(Replica("fresh"))
+        replica = follower.replica
         snapshot = await scripts.read("fresh")
         assert snapshot.seq == 0
-        replica.reset(snapshot, force=True)
+        follower.reset(snapshot, force=True)
         acquired = await scripts.acquire("fresh", "svc:job", "Job", "svc:job", "")
         released = await scripts.release("fresh", None)
-        assert [replica.apply(e) for e in acquired.events] == [Applied.APPLIED]
+        assert [follower.take(e, from_reply=False) for e in acquired.events] == [Applied.APPLIED]
         assert replica.seq == acquired.events[0].seq and replica.holder is not None
         assert replica.holder.user == "svc:job"
         assert lease_of(replica).holder is not None
-        assert all(replica.apply(e) is Applied.APPLIED for e in released.events)
+        assert all(follower.take(e, from_reply=False) is Applied.APPLIED for e in released.events)
         assert replica.holder is None and replica.seq == released.events[-1].seq
-        never_read = LightReplica("other")
-        assert never_read.apply(acquired.events[0]) is Applied.GAP  # unread: a gap, as ever
+        never_read = Follower(Replica("other"))  # unread: kept for after its first read, as ever
+        assert never_read.take(acquired.events[0], from_reply=False) is Applied.STALE
+        assert never_read.replica.seq == 0
     finally:
         await gateway.close()

@@ -52,7 +52,7 @@ async def test_metrics_follow_tabs_and_leases(servers: Cluster, tabs: list[Tab])
     assert value(s, "presence_connections") == 2 and value(s, "presence_workspaces") == 1
     assert value(s, "presence_leases_held") == 1
     assert value(s, "presence_lease_events_total", kind="acquired") == 1
-    assert value(s, "presence_acquire_seconds_count", op="acquire", result="acquired") == 1
+    assert value(s, "presence_acquire_seconds_count", op="acquire", result="granted") == 1
     assert value(s, "presence_acquire_seconds_count", op="acquire", result="busy") == 1
     assert value(s, "presence_messages_in_total", type="acquire") == 2
     assert value(s, "presence_messages_out_total", type="welcome") == 2

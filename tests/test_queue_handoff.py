@@ -46,12 +46,12 @@ async def test_release_hands_the_lease_to_the_first_live_waiter(lease: LeaseScri
     fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).reply.fence
     for user in ("bob", "carol", "dave"):
         out = await lease.acquire("doc", user, user.title(), f"{user}-tab", f"c-{user}", wait=True)
-        assert out.status == "queued"
+        assert out.status == "waiting"
     assert out.reply.position == 3
     # Bob's tab died without leaving: its presence entry is stale. He is skipped, Carol is next.
     await lease.gateway.client.zadd(lease.keys.workspace("doc").tabs, {"c-bob": 1})
     out = await lease.release("doc", fence, origin="c-alice")
-    assert out.status == "released"
+    assert out.status == "relinquished"
     assert out.reply.next.id == "carol"
     granted = out.events[-1]
     assert granted.kind == "acquired" and granted.handoff == "c-carol"
@@ -76,11 +76,11 @@ async def test_request_decline_cancel_and_timeout(lease: LeaseScripts) -> None:
     await lease.join("doc", "c-bob", info("bob"))
     fence = (await lease.acquire("doc", "alice", "Alice", "alice-tab", "c-alice")).reply.fence
     asked = await lease.request("doc", "bob", "Bob", "bob-tab", "c-bob", "may I?")
-    assert asked.status == "requested" and asked.reply.deadline_ms == 1000
+    assert asked.status == "asked" and asked.reply.deadline_ms == 1000
     assert asked.events[-1].request is not None and asked.events[-1].request.message == "may I?"
     other = await lease.request("doc", "carol", "Carol", "carol-tab", "c-carol", "")
     assert other.status == "pending"  # Bob's request comes first
-    assert (await lease.handoff("doc", "decline", fence - 1)).status == "none"  # only the holder declines
+    assert (await lease.handoff("doc", "decline", fence - 1)).status == "no_request"  # only the holder declines
     declined = await lease.handoff("doc", "decline", fence)
     assert declined.status == "ended" and declined.events[-1].target == "c-bob"
 

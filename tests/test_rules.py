@@ -71,5 +71,6 @@ def test_tabs_are_counted_by_tab_id(scope: str) -> None:
     infos = [TabInfo("a", "A", "t1", True, None, "s1"), TabInfo("a", "A", "t1", False, None, "s2"),
              TabInfo("a", "A", "t2", False, None, "s1"), TabInfo("b", "B", "t9", True, None, "s1")]
     assert rules.tabs_of(infos, "a") == 2
-    (a, b) = rules.viewers(infos)
+    (a, b) = rules.viewers({f"c{i}": info for i, info in enumerate(infos)})
     assert (a.user.id, a.tabs, a.active) == ("a", 2, True) and (b.user.id, b.tabs) == ("b", 1)
+    assert [p.conn for p in a.presence] == ["c0", "c1", "c2"]  # every live tab, by conn

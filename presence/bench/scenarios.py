@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
-from ..gateway.replies import AcquireReply, Granted, Outcome, Rejoined
+from ..core.outcomes import AcquireReply, Granted, Outcome, Rejoined
 from .harness import GAP_S, HOST, Bench, Plan, acquire_round_trips, summary, timings
 from .procs import BareProc, Proc, ServerProc
 from .wsclient import Message, WsClient
@@ -201,12 +201,12 @@ async def renewal(b: Bench) -> dict[str, Any]:
     client = aioredis.Redis.from_url(b.redis_url, decode_responses=True, max_connections=64)
     try:
         await lease.gateway.start()
-        fences: dict[str, int] = {}
+        fences: dict[tuple[str, str], int] = {}
         for start in range(0, n, 50):  # redis-py's pool holds 100 connections at most
             outs = await asyncio.gather(
                 *(lease.acquire(f"r{i}", "renew", "Renew", "t", "c") for i in range(start, min(n, start + 50)))
             )
-            fences.update({f"r{start + j}": _fence(out) for j, out in enumerate(outs)})
+            fences.update({(f"r{start + j}", ""): _fence(out) for j, out in enumerate(outs)})
         ours: list[float] = []
         for _ in range(rounds):
             started = time.perf_counter()
@@ -227,7 +227,8 @@ async def renewal(b: Bench) -> dict[str, Any]:
         o, t = summary(ours), summary(theirs)
         # Ours: that many script calls in one pipeline (one round trip); theirs: one round trip each.
         return {"leases": n, "rounds": rounds, "ours": o, "lock_extend": t,
-                "script_calls_ours": len(lease.renew_calls(fences)), "ratio": t["p50"] / o["p50"]}
+                "script_calls_ours": len(lease.renew_calls({ws: f for (ws, _), f in fences.items()})),
+                "ratio": t["p50"] / o["p50"]}
     finally:
         await lease.gateway.close()
         await client.aclose()

@@ -49,7 +49,7 @@ def _abort_if_stuck(transport: Any) -> bool:
 
 
 def _write_direct(protocol: Any, frame: bytes) -> bool:
-    """Write ``frame`` (a whole WebSocket frame, see :func:`text_frame`) if nothing is in the way:
+    """Write ``frame`` (a whole WebSocket frame, see :func:`~presence.wire.frames.text_frame`) if nothing is in the way:
     the connection open, not closing, the transport not paused and its buffer empty (what waits
     there goes first). False: take the ASGI ``send`` instead."""
     transport = protocol.transport
@@ -62,12 +62,3 @@ def _write_direct(protocol: Any, frame: bytes) -> bool:
     transport.write(frame)
     return True
 
-
-def text_frame(payload: bytes) -> bytes:
-    """A final, unmasked WebSocket text frame (RFC 6455 5.2): how a server sends a message."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload

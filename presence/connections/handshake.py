@@ -100,7 +100,7 @@ class Handshake:
             )
             logctx.conn_id.set(tab.conn)  # this connection's task: every later log line carries it
             tab.start()
-            await self.workspaces.join(tab)  # undoes its own part when it fails
+            await self.workspaces.join(tab, read_only=identity.read_only)  # undoes its own part when it fails
         except BaseException:
             self.admission.dismiss(identity.user)
             if tab is not None:

@@ -180,24 +180,24 @@ class Session:
         match message:
             case Pong(n=n):
                 tab.pong(n)
-            case Acquire(id=rid, wait=wait):
-                tab.send(await commands.acquire(tab, rid, wait))
-            case Takeover(id=rid):
-                tab.send(await commands.takeover(tab, rid))
-            case Release(id=rid):
-                tab.send(await commands.release(tab, rid))
+            case Acquire(id=rid, wait=wait, lock=lock):
+                tab.send(await commands.acquire(tab, rid, wait, lock))
+            case Takeover(id=rid, lock=lock):
+                tab.send(await commands.takeover(tab, rid, lock))
+            case Release(id=rid, lock=lock):
+                tab.send(await commands.release(tab, rid, lock))
             case Status(id=rid, active=active, meta=meta):
-                if meta is not None and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
+                if isinstance(meta, dict) and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
                     self._bad(f"meta is larger than {MAX_META_BYTES} bytes", rid)
                     return
                 await commands.status(tab, active, meta)
-            case Request(id=rid, message=text):
+            case Request(id=rid, message=text, lock=lock):
                 if len(text) > MAX_REQUEST_MESSAGE:
                     self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)
                     return
-                tab.send(await commands.request(tab, rid, text))
-            case Decline(id=rid):
-                tab.send(await commands.decline(tab, rid))
+                tab.send(await commands.request(tab, rid, text, lock))
+            case Decline(id=rid, lock=lock):
+                tab.send(await commands.decline(tab, rid, lock))
             case Sync():
                 commands.sync(tab)
             case Hello():

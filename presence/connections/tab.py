@@ -72,7 +72,6 @@ class Tab:
     - ``conn``: process-unique connection id (``<server>-<n>``), fixed; also the tab's member
       name in the workspace's Redis presence set.
     - ``user``, ``workspace``, ``tab_id``, ``may_take_over``: from the hello and its token, fixed.
-    - ``active``, ``meta``: presence info, changed by ``status`` messages (the session's).
     - ``ping_n`` / ``pong_n``: the last ping sent (:meth:`ping`) and the last one answered
       (:meth:`pong`); a tab is renewed by the heartbeat only while it answered the latest ping.
     - ``last_seen``: monotonic time of the hello or the last pong; too old means dead (4408).
@@ -95,8 +94,6 @@ class Tab:
         self.workspace = workspace
         self.tab_id = tab_id
         self.may_take_over = may_take_over
-        self.active = True
-        self.meta: dict[str, object] | None = None
         self.ping_n = 0
         self.pong_n = 0
         self.last_seen = time.monotonic()
@@ -159,10 +156,10 @@ class Tab:
         self._wakeup.set()
         return True
 
-    def ping(self, ttl_ms: int | None) -> None:
+    def ping(self, ttl_ms: int | None, ttls: dict[str, int] | None = None) -> None:
         """Send the next ping (``ttl_ms``: the lease time left, when this tab holds the lease)."""
         self.ping_n += 1
-        self.send(Ping(n=self.ping_n, ttl_ms=ttl_ms))
+        self.send(Ping(n=self.ping_n, ttl_ms=ttl_ms, ttls=ttls))
 
     def pong(self, n: int) -> None:
         if 0 < n <= self.ping_n:

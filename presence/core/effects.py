@@ -1,5 +1,9 @@
-"""Effects: what the workspace core asks the I/O shell to do. The core returns them in order; the
-shell (:mod:`presence.engine.workspaces`) carries them out and never decides anything itself."""
+"""Effects: what the workspace core asks the I/O shell to do, in order.
+
+The shell (:mod:`presence.engine.workspaces`) carries each one out as it says: it sends, arms and
+disarms timers, and runs the scripts asked for, then hands each script's outcome back to the
+core, which decides what it means. The shell decides no lease question itself.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ import enum
 from dataclasses import dataclass
 
 from ..wire.messages import ServerMessage
+from .records import TabInfo
 
 
 class Timer(enum.Enum):
-    """The core's timers; at most one of each kind is armed per workspace."""
+    """The core's timers; at most one of each kind is armed per key (a lock, or a tab's conn)."""
 
-    DEADLINE = "deadline"  # the local lease deadline of a holder on this process
-    EXPIRY = "expiry"  # a little after the lease's PTTL: look whether it expired silently
-    REQUEST = "request"  # a local requester's handoff deadline
-    IDLE = "idle"  # the holder's tabs all inactive for PRESENCE_IDLE_RELEASE_MS
+    DEADLINE = "deadline"  # the local lease deadline of a holder on this process (per lock)
+    EXPIRY = "expiry"  # a little after the lease's PTTL: look whether it expired silently (per lock)
+    REQUEST = "request"  # a local requester's handoff deadline (per lock)
+    IDLE = "idle"  # the holder's tabs all inactive for PRESENCE_IDLE_RELEASE_MS (per lock)
     FLUSH = "flush"  # send the changes of this loop turn (or update window) as one update
-    REPLICATE = "replicate"  # try again to confirm a handoff to a local tab on the replicas
+    REPLICATE = "replicate"  # try again to confirm a handoff to a local tab on the replicas (per lock)
+    STATUS = "status"  # write a tab's latest presence, at most once per meta interval (per conn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,39 +36,50 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Arm:
-    """Arm ``timer`` to fire at loop time ``at`` (replacing an armed one); then call ``fire``."""
+    """Arm ``timer`` of ``key`` to fire at loop time ``at`` (replacing an armed one); then call
+    :meth:`~presence.core.workspace.Workspace.fire`."""
 
     timer: Timer
     at: float
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Disarm:
     timer: Timer
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    """Re-read the whole workspace from Redis and reset with the snapshot."""
+    """Re-read the whole workspace from Redis; hand the snapshot to ``reread``."""
 
 
 @dataclass(frozen=True, slots=True)
 class CheckExpiry:
-    """Run the expiry check: announce the lease's end if the key is gone, else re-arm at its PTTL."""
+    """Run the expiry check of ``lock``; hand its outcome to ``expiry_checked``."""
+
+    lock: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class RequestDue:
-    """The handoff request of local tab ``conn`` reached its deadline: take over or end it."""
+    """The handoff request of local tab ``conn`` for ``lock`` reached its deadline: run the
+    handoff script in mode ``timeout`` (taking the lease over if ``may_take_over``); hand its
+    outcome to ``request_checked``."""
 
     conn: str
+    may_take_over: bool
+    lock: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IdleDue:
-    """The holder of lease ``fence`` has been idle too long: release it with reason ``idle``."""
+    """The holder of lease ``fence`` of ``lock`` has been idle too long: release it with reason
+    ``idle``; hand the outcome to ``applied``."""
 
     fence: int
+    lock: str = ""
 
 
 class Replication(enum.Enum):
@@ -76,11 +93,21 @@ class Replication(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Replicate:
-    """Lease ``fence`` was handed to a local tab by someone else's change: with
+    """Lease ``fence`` of ``lock`` was handed to a local tab by someone else's change: with
     PRESENCE_REDIS_WAIT_REPLICAS, renew it and ``WAIT`` for the replicas, then report with
-    :meth:`~presence.core.workspace.Workspace.replicated` (the tab is told it holds it then)."""
+    ``replicated`` (the tab is told it holds it then)."""
 
     fence: int
+    lock: str = ""
 
 
-Effect = Send | Arm | Disarm | Resync | CheckExpiry | RequestDue | IdleDue | Replicate
+@dataclass(frozen=True, slots=True)
+class WriteStatus:
+    """Write tab ``conn``'s presence entry ``info`` (its latest ``status``); hand the outcome to
+    ``applied``."""
+
+    conn: str
+    info: TabInfo
+
+
+Effect = Send | Arm | Disarm | Resync | CheckExpiry | RequestDue | IdleDue | Replicate | WriteStatus

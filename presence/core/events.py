@@ -2,10 +2,11 @@
 
 Every change to a workspace is made by a script that also publishes an event with the
 workspace's next sequence number (``seq``) and the Redis time of the change (``at``, epoch ms).
-The JSON object's ``kind`` picks the struct. Lease events (:class:`LeaseEvent`) replace the
-holder (``holder``; ``None``: nobody); those that end a holder's lease carry it as ``prev``.
-``queue`` and ``request``, when present, are the workspace's new wait queue and pending request
-(absent: unchanged; ``null``: now empty / none).
+The JSON object's ``kind`` picks the struct. Each event changes the presence of the workspace's
+tabs, or one lock's lease (``lock``: ``""`` for the workspace's own lease, else a named lock).
+Lease events (:class:`LeaseEvent`) replace the lock's holder (``holder``; ``None``: nobody); those
+that end a holder's lease carry it as ``prev``. ``queue`` and ``request``, when present, are the
+lock's new wait queue and pending request (absent: unchanged; ``null``: now empty / none).
 
 :data:`LEASE_KINDS` and :data:`CHANGE_KINDS` are the one definition of the event kinds that the
 server counts, records and shows as ``state.change``; the JS client's list is checked against it.
@@ -18,7 +19,7 @@ from typing import ClassVar, Protocol
 
 import msgspec
 
-from ..wire.messages import Change, Person
+from ..wire.messages import Change, DeclineReason, Person, ReleaseReason
 from .records import HolderRecord, RequestRecord
 
 
@@ -26,6 +27,7 @@ class Event(msgspec.Struct, tag_field="kind", forbid_unknown_fields=False, renam
     seq: int
     at: int = 0
     origin: str = ""  # the conn whose request made the change ('' for timers and handoffs)
+    lock: str = ""  # the lock whose lease, queue or request changed ('': the workspace's lease)
     queue: dict[str, int] | msgspec.UnsetType | None = msgspec.UNSET
     request: RequestRecord | msgspec.UnsetType | None = msgspec.UNSET
 
@@ -75,7 +77,7 @@ class RequestEnded(Event, tag="request_ended"):
     """A handoff request ended without a handoff: declined, cancelled or timed out (``reason``),
     answered to the requester ``target``."""
 
-    reason: str | None = None
+    reason: DeclineReason | None = None
     target: str = ""
     by: Person | None = None
 
@@ -88,7 +90,7 @@ class LeaseEvent(Event):
     user: Person | None = None  # the new holder, or the one whose lease ended
     from_: Person | None = None  # the replaced holder of a takeover
     by: Person | None = None  # who ended it (an operator's revoke)
-    reason: str | None = None
+    reason: ReleaseReason | None = None
     prev: HolderRecord | None = None  # the holder whose lease ended
     handoff: str = ""  # conn the lease was handed to (queue head or requester)
 
@@ -145,7 +147,7 @@ def decode_event(raw: str | bytes) -> Event:
 def change_of(event: Event) -> Change | None:
     """What a ``state`` message names as the change that led to it, if it is one of CHANGE_KINDS."""
     if isinstance(event, LeaseEvent):
-        return Change(kind=event.kind, user=event.user, from_=event.from_)
+        return Change(kind=event.kind, user=event.user, from_=event.from_, lock=event.lock)
     if isinstance(event, TabJoined | TabLeft):
         return Change(kind=event.kind, user=event.user)
     return None

@@ -50,10 +50,22 @@ class RequestRecord(msgspec.Struct, frozen=True):
         return Person(self.user, self.name)
 
 
-class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
+class LockRecord(msgspec.Struct, frozen=True):
+    """One named lock as read by a snapshot: its holder (``ttl_ms`` its PTTL, negative when the
+    lease key is gone), wait queue (conn -> place) and pending request."""
+
+    holder: HolderRecord | None = None
+    ttl_ms: int = -2
+    queue: dict[str, int] | None = None
+    request: RequestRecord | None = None
+
+
+class Snapshot(msgspec.Struct, tag_field="status", tag="snapshot"):
     """The whole workspace as read by one script (the ``snapshot`` script's reply, status
-    ``sync``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
-    lease key; ``at`` the Redis time of the read (epoch ms)."""
+    ``snapshot``, and part of ``join``'s). ``ttl_ms`` is the lease's PTTL, negative when there is no
+    lease key; ``at`` the Redis time of the read (epoch ms). ``holder``, ``ttl_ms``, ``queue`` and
+    ``request`` are the workspace's own lease; ``locks`` the named locks that have a holder, a
+    queue or a request."""
 
     seq: int
     holder: HolderRecord | None
@@ -62,6 +74,13 @@ class Snapshot(msgspec.Struct, tag_field="status", tag="sync"):
     tabs: dict[str, str] | None = None
     queue: dict[str, int] | None = None
     request: RequestRecord | None = None
+    locks: dict[str, LockRecord] | None = None
+
+    def lock(self, lock: str) -> LockRecord:
+        """The lease of ``lock`` ("": the workspace's own) as read."""
+        if not lock:
+            return LockRecord(self.holder, self.ttl_ms, self.queue, self.request)
+        return (self.locks or {}).get(lock) or LockRecord()
 
 
 _info_decoder = msgspec.json.Decoder(TabInfo)

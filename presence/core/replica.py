@@ -9,6 +9,7 @@ that went back (a failover promoted a replica that missed the last changes) is a
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -40,32 +41,75 @@ class Applied(enum.Enum):
     GAP = "gap"  # an event is missing: re-read the workspace
 
 
+@dataclass(slots=True)
+class Lease:
+    """One lock's lease as Redis has it: its holder, its wait queue (conns, first in line first)
+    and its pending polite-handoff request."""
+
+    holder: HolderRecord | None = None
+    queue: list[str] = field(default_factory=list)
+    request: RequestRecord | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.holder is None and not self.queue and self.request is None
+
+
 class Replica:
-    """Holder, tabs, queue and request of one workspace at sequence number ``seq`` (0: never read).
+    """Tabs and leases of one workspace at sequence number ``seq`` (0: never read).
 
     Tabs are also indexed by user, so one change costs what that user's tabs cost, whatever the
     number of people in the workspace. What events changed since the owner last looked is kept in
-    ``touched`` (users whose tabs changed), ``queue_changed`` and ``request_changed``; the owner
-    clears them (:meth:`looked`).
+    ``touched`` (users whose tabs changed), ``locks_changed`` (named locks whose holder changed),
+    ``queue_changed`` and ``request_changed`` (the workspace's own lease's); the owner clears them
+    (:meth:`looked`). ``leases`` holds only locks with something in them; the workspace's own
+    (lock ``""``) is always there.
     """
 
     def __init__(self, workspace: str) -> None:
         self.workspace = workspace
         self.seq = 0
         self.at = 0  # Redis time (ms) of the newest event or read this replica reflects
-        self.holder: HolderRecord | None = None
         self.tabs: dict[str, TabInfo] = {}
-        self.queue: list[str] = []  # conns, first in line first
-        self.request: RequestRecord | None = None
+        self.leases: dict[str, Lease] = {"": Lease()}
         self._users: dict[str, dict[str, TabInfo]] = {}  # user -> conn -> entry
         self._viewers: dict[str, Viewer] = {}  # user -> entry, kept with _users
         self.touched: set[str] = set()
+        self.locks_changed: set[str] = set()
         self.queue_changed = False
         self.request_changed = False
 
     def looked(self) -> None:
         self.touched.clear()
+        self.locks_changed.clear()
         self.queue_changed = self.request_changed = False
+
+    # -- the leases ---------------------------------------------------------------------------
+
+    def lease(self, lock: str = "") -> Lease:
+        """The lease of ``lock`` (an empty one when nothing is known of it)."""
+        return self.leases.get(lock) or Lease()
+
+    @property
+    def holder(self) -> HolderRecord | None:
+        """The holder of the workspace's own lease."""
+        return self.leases[""].holder
+
+    def held(self) -> dict[str, HolderRecord]:
+        """Every lock that has a holder, the workspace's own included."""
+        return {lock: lease.holder for lock, lease in self.leases.items() if lease.holder is not None}
+
+    def _lease_for_change(self, lock: str) -> Lease:
+        lease = self.leases.get(lock)
+        if lease is None:
+            lease = self.leases[lock] = Lease()
+        return lease
+
+    def _settle(self, lock: str) -> None:
+        if lock and (lease := self.leases.get(lock)) is not None and lease.empty:
+            del self.leases[lock]
+
+    # -- the tabs -----------------------------------------------------------------------------
 
     def _put(self, conn: str, info: TabInfo) -> None:
         old = self.tabs.get(conn)
@@ -88,11 +132,13 @@ class Replica:
 
     def _touch(self, user: str) -> None:
         self.touched.add(user)
-        viewer = rules.viewer(self._users.get(user, {}).values())
+        viewer = rules.viewer(self._users.get(user, {}))
         if viewer is None:
             self._viewers.pop(user, None)
         else:
             self._viewers[user] = viewer
+
+    # -- changes ------------------------------------------------------------------------------
 
     def reset(self, snapshot: Snapshot, force: bool = False) -> bool:
         """Adopt a full snapshot if it is newer (or as new, with ``force``). True if adopted."""
@@ -101,13 +147,15 @@ class Replica:
         if not back and (snapshot.seq < self.seq or (snapshot.seq == self.seq and not force)):
             return False
         self.seq, self.at = snapshot.seq, snapshot.at
-        self.holder = snapshot.holder
         self.tabs, self._users, self._viewers = {}, {}, {}
         for conn, raw in (snapshot.tabs or {}).items():
             if (info := decode_info(raw)) is not None:
                 self._put(conn, info)
-        self.queue = _ordered(snapshot.queue)
-        self.request = snapshot.request
+        self.leases = {"": Lease(snapshot.holder, _ordered(snapshot.queue), snapshot.request)}
+        for lock, record in (snapshot.locks or {}).items():
+            lease = Lease(record.holder, _ordered(record.queue), record.request)
+            if lock and not lease.empty:
+                self.leases[lock] = lease
         self.looked()  # a reset is pushed whole
         return True
 
@@ -127,15 +175,21 @@ class Replica:
             for conn, raw in event.add.items():
                 if (info := decode_info(raw)) is not None:
                     self._put(conn, info)
+        lock = event.lock
         if isinstance(event, LeaseEvent):
-            self.holder = event.holder
+            self._lease_for_change(lock).holder = event.holder
+            if lock:
+                self.locks_changed.add(lock)
         if event.queue is not msgspec.UNSET:
-            self.queue = _ordered(event.queue)
-            self.queue_changed = True
+            self._lease_for_change(lock).queue = _ordered(event.queue)
+            self.queue_changed = self.queue_changed or not lock
         if event.request is not msgspec.UNSET:
-            self.request = event.request
-            self.request_changed = True
+            self._lease_for_change(lock).request = event.request
+            self.request_changed = self.request_changed or not lock
+        self._settle(lock)
         return Applied.APPLIED
+
+    # -- views --------------------------------------------------------------------------------
 
     def tabs_of(self, user: str) -> int:
         return rules.tabs_of(self._users.get(user, {}).values(), user)
@@ -147,30 +201,41 @@ class Replica:
         """The viewer entry of ``user``, None when the user has no tab here."""
         return self._viewers.get(user)
 
-    def holder_view(self, holder: HolderRecord | None = None, with_fence: bool = True) -> HolderView | None:
-        """The view of ``holder`` (default: the current one) with its tabs counted here."""
-        h = self.holder if holder is None else holder
+    def holder_view(
+        self, holder: HolderRecord | None = None, with_fence: bool = True, lock: str = ""
+    ) -> HolderView | None:
+        """The view of ``holder`` (default: the current one of ``lock``) with its tabs counted here."""
+        h = self.lease(lock).holder if holder is None else holder
         return None if h is None else rules.holder_view(h, self._users.get(h.user, {}).values(), with_fence)
+
+    def locks_view(self) -> dict[str, HolderView]:
+        """The holders of the named locks that are held, by lock."""
+        out: dict[str, HolderView] = {}
+        for lock in sorted(self.leases):
+            if lock and (view := self.holder_view(lock=lock)) is not None:
+                out[lock] = view
+        return out
 
     def viewers(self) -> list[Viewer]:
         return rules.by_name(self._viewers.values())
 
-    def waiting(self) -> list[Person]:
-        """Users in the wait queue, first in line first (a user once, at their best place)."""
+    def waiting(self, lock: str = "") -> list[Person]:
+        """Users in the wait queue of ``lock``, first in line first (a user once, at their best place)."""
         seen: dict[str, Person] = {}
-        for conn in self.queue:
+        for conn in self.lease(lock).queue:
             info = self.tabs.get(conn)
             if info is not None and info.user not in seen:
                 seen[info.user] = Person(info.user, info.name)
         return list(seen.values())
 
     def request_view(self) -> RequestView | None:
-        r = self.request
+        r = self.leases[""].request
         if r is None:
             return None
         return RequestView(by=r.person, message=r.message, deadline_at=r.deadline)
 
     def view(self) -> StateView:
         return StateView(
-            self.workspace, self.seq, self.holder_view(), self.viewers(), self.waiting(), self.request_view()
+            self.workspace, self.seq, self.holder_view(), self.viewers(), self.waiting(), self.request_view(),
+            locks=self.locks_view() or msgspec.UNSET,
         )

@@ -10,10 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from ..settings import Scope
-from ..wire.messages import Change, HolderView, Person, Viewer
+from ..wire.messages import Change, HolderView, Person, ReleaseReason, Scope, TabPresence, Viewer
 from .events import LEASE_KINDS, Event, LeaseEvent
 from .records import HolderRecord, TabInfo
 
@@ -28,14 +27,18 @@ def tabs_of(infos: Iterable[TabInfo], user: str) -> int:
     return len({t.tab for t in infos if t.user == user})
 
 
-def viewer(infos: Iterable[TabInfo]) -> Viewer | None:
-    """The viewer entry of one user from that user's presence entries (None: no tab)."""
+def viewer(infos: Mapping[str, TabInfo]) -> Viewer | None:
+    """The viewer entry of one user from that user's presence entries by conn (None: no tab):
+    tabs counted by tab id, active if any tab is, and each live tab's presence, by conn."""
     person, tab_ids, active = None, set(), False
-    for info in infos:
+    presence = []
+    for conn in sorted(infos):
+        info = infos[conn]
         person = person or Person(info.user, info.name)
         tab_ids.add(info.tab)
         active = active or info.active
-    return None if person is None else Viewer(person, len(tab_ids), active)
+        presence.append(TabPresence(conn, info.active, info.meta))
+    return None if person is None else Viewer(person, len(tab_ids), active, presence)
 
 
 def by_name(viewers: Iterable[Viewer]) -> list[Viewer]:
@@ -43,20 +46,12 @@ def by_name(viewers: Iterable[Viewer]) -> list[Viewer]:
     return sorted(viewers, key=lambda v: (v.user.name, v.user.id))
 
 
-def viewers(infos: Iterable[TabInfo]) -> list[Viewer]:
-    """One entry per user, tabs counted by tab id, sorted by name."""
-    tab_ids: dict[str, set[str]] = {}
-    by_user: dict[str, Viewer] = {}
-    for info in infos:
-        tab_ids.setdefault(info.user, set()).add(info.tab)
-        v = by_user.get(info.user)
-        if v is None:
-            by_user[info.user] = Viewer(Person(info.user, info.name), 0, info.active)
-        else:
-            v.active = v.active or info.active
-    for user, v in by_user.items():
-        v.tabs = len(tab_ids[user])
-    return by_name(by_user.values())
+def viewers(infos: Mapping[str, TabInfo]) -> list[Viewer]:
+    """One entry per user (by conn: their presence entries), sorted by name."""
+    by_user: dict[str, dict[str, TabInfo]] = {}
+    for conn, info in infos.items():
+        by_user.setdefault(info.user, {})[conn] = info
+    return by_name(v for mine in by_user.values() if (v := viewer(mine)) is not None)
 
 
 def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool = True) -> HolderView:
@@ -68,7 +63,7 @@ def holder_view(holder: HolderRecord, infos: Iterable[TabInfo], with_fence: bool
     )
 
 
-def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, Person | None]:
+def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[ReleaseReason, Person | None]:
     """Why a tab's lease ended (``released`` reason and ``by``): the event's reason, else a
     successor means it was taken over, else it expired."""
     if isinstance(event, LeaseEvent) and event.reason:
@@ -77,6 +72,11 @@ def loss_reason(event: Event | None, after: HolderRecord | None) -> tuple[str, P
     if after is not None:
         return "taken_over", after.person
     return "expired", None
+
+
+UNKNOWN_HOLDER = HolderView(user=Person("", "someone"), since_ms=0, tabs=0)
+"""A lease whose holder record is gone (evicted, or expired before the lease key): held by someone
+unknown, never nobody, and never an internal error."""
 
 
 def merged_change(pending: Change | None, new: Change | None) -> Change | None:

@@ -2,9 +2,10 @@
 them to the replica.
 
 Every welcomed tab holds the same view (its ``seq`` label may differ, when only invisible
-changes came between). After changes, :meth:`Shown.update` compares only what they touched (the
-holder, the users whose tabs changed, the queue, the request), so one change costs the same
-whatever the number of people in the workspace, and a change nobody can see yields nothing.
+changes came between). After changes, :meth:`Shown.catch_up` compares only what they touched (the
+holder, the users whose tabs changed, the queue, the request, the named locks whose holder
+changed), so one change costs the same whatever the number of people in the workspace, and a
+change nobody can see yields nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Shown:
         self.viewers: dict[str, Viewer] = {}
         self.queue: list[Person] = []
         self.request: RequestView | None = None
+        self.locks: dict[str, HolderView] = {}
 
     def reset(self) -> None:
         """The tabs are shown the replica whole (a ``state``)."""
@@ -43,6 +45,7 @@ class Shown:
         self.viewers = {v.user.id: v for v in r.viewers()}
         self.queue = r.waiting()
         self.request = r.request_view()
+        self.locks = r.locks_view()
         r.looked()
 
     def show(self, members: Sequence[Member], state: State, everyone: bool = True) -> list[Send]:
@@ -116,8 +119,32 @@ class Shown:
             request = upsert.request = r.request_view()
             if request != self.request:
                 self.request = minimal.request = request
+        self._locks(minimal, upsert)
         r.looked()
         return (minimal if _news(minimal) else None), (upsert if _news(upsert) else None)
+
+
+    def _locks(self, minimal: Update, upsert: Update) -> None:
+        """Named locks whose holder changed, or whose holder's tabs did (their count is shown)."""
+        r = self.replica
+        locks = set(r.locks_changed)
+        if r.touched:
+            locks |= {lock for lock, h in r.held().items() if lock and h.user in r.touched}
+        if not locks:
+            return
+        changed: dict[str, HolderView | None] = {}
+        touched: dict[str, HolderView | None] = {}
+        for lock in sorted(locks):
+            view = touched[lock] = r.holder_view(lock=lock)
+            if view != self.locks.get(lock):
+                changed[lock] = view
+                if view is None:
+                    self.locks.pop(lock, None)
+                else:
+                    self.locks[lock] = view
+        if changed:
+            minimal.locks = changed
+        upsert.locks = touched
 
 
 def _fill(update: Update, joined: list[Viewer], left: list[str], changed: list[Viewer]) -> None:
@@ -132,7 +159,7 @@ def _fill(update: Update, joined: list[Viewer], left: list[str], changed: list[V
 def _news(update: Update) -> bool:
     """Anything to tell: a field, or a lease change (news even when it changed nothing in the end:
     taken and revoked at once)."""
-    fields = (update.holder, update.joined, update.left, update.viewers, update.queue, update.request)
+    fields = (update.holder, update.joined, update.left, update.viewers, update.queue, update.request, update.locks)
     return any(f is not msgspec.UNSET for f in fields) or (
         update.change is not None and update.change.kind in LEASE_KINDS
     )

@@ -1,342 +1,327 @@
-"""Workspace: the sans-I/O core of one workspace on this process.
+"""Workspace: the front door of the sans-I/O core of one workspace on this process.
 
-It holds the workspace's :class:`~presence.core.replica.Replica` (kept in step with Redis by its
-:class:`~presence.core.follower.Follower`) and a :class:`Member` per local tab (whose lease state
-its :class:`~presence.core.holding.Holding` alone writes), and turns every change into
-:mod:`effects <presence.core.effects>`. It never awaits, touches no socket or Redis and reads no
-clock (``now`` is passed in).
+Everything that happens to a workspace comes in here, one call each, and goes out as effects
+(:mod:`~presence.core.effects`), in order:
 
-Lease news goes out at once (``acquired``, ``released``, ``queued``, handoff requests and their
-end; the tab whose request made a change is answered by that request). What everyone sees goes
-out as one ``update`` per ``PRESENCE_UPDATE_WINDOW_MS`` (:mod:`~presence.core.view`), and whole
-as ``state`` after a re-read or on ``sync``.
+- a tab's request: the shell asks what to run where the core must decide it (:meth:`admit`,
+  :meth:`release_target`, :meth:`decline_fence`), runs the one script, and hands its
+  :class:`~presence.core.outcomes.Outcome` to the request's method (:meth:`acquired`,
+  :meth:`took_over`, :meth:`released`, :meth:`asked`, :meth:`declined`), which applies the events
+  it published and answers ``(reply, effects)``;
+- a tab's arrival and departure (:meth:`enter`, :meth:`joined`, :meth:`leave`), its presence
+  (:meth:`status`) and a ``sync``;
+- what other processes did (:meth:`published`), a re-read (:meth:`reread`), the heartbeat's
+  renewals (:meth:`renewals`, :meth:`renewed`), a timer (:meth:`fire`) and the outcome of each
+  script an effect asked for (:meth:`expiry_checked`, :meth:`request_checked`,
+  :meth:`replicated`, :meth:`applied`).
 
-Timers (:class:`~presence.core.effects.Timer`): the *expiry watch* at the lease's PTTL (the shell
-then announces a silent expiry: no keyspace notifications needed); the *local deadline*
-(:mod:`~presence.core.deadline`: passed unconfirmed, the holder's tabs are told ``lost``); a
-local requester's *request deadline*; the holder's *idle timer*; the *flush* of the next update;
-the next try at confirming a handoff on the replicas (PRESENCE_REDIS_WAIT_REPLICAS: see
-:mod:`~presence.core.holding`).
+Its parts (:mod:`~presence.core.changes`) are private: the shell reads it through queries and
+never writes its state or decides a lease question. It never awaits, touches no socket or Redis
+and reads no clock (``now`` is passed in).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import msgspec
 
-from ..settings import Settings
-from ..wire.messages import (
-    Acquired,
-    Change,
-    Declined,
-    Released,
-    Requested,
-    RequestId,
-    ServerMessage,
-    State,
-    Welcome,
-)
-from . import rules
-from .deadline import Deadline
-from .effects import Arm, CheckExpiry, Disarm, Effect, IdleDue, Replicate, Replication, RequestDue, Resync, Send, Timer
-from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
-from .follower import Follower
-from .holding import Holding
-from .member import Members
-from .records import HolderRecord, Snapshot
-from .replica import Applied, Replica
-from .view import Shown
+from ..wire.messages import Acquired, State, Welcome
+from .changes import REQUEST_SLACK_S, Changes
+from .effects import Effect, IdleDue, Replicate, Replication, RequestDue, Timer, WriteStatus
+from .events import Event
+from .member import Member
+from .outcomes import Early, Entered, ExpireReply, HandoffReply, Held, Outcome
+from .policy import Policy
+from .records import Snapshot, TabInfo
+from .requests import Answer, CancelRequest, GiveUp, LeaseRequests, Operation, ReleaseTarget
 
-log = logging.getLogger("presence.workspace")
+Unset = msgspec.UnsetType
 
-EXPIRY_SLACK_S = 0.02  # look a little after the PTTL, so the key is surely gone
-REQUEST_SLACK_S = 0.05  # likewise after a request's deadline (Redis time decides)
+__all__ = ["Answer", "CancelRequest", "GiveUp", "Operation", "ReleaseTarget", "Workspace"]
 
 
-class Workspace:
-    """Lifecycle: created with the first local tab of a workspace (``replica.seq`` is 0 until the
-    first snapshot fills it), closed when its last local tab leaves. Every public method that can
-    change anything returns the effects to carry out, in order."""
+class Workspace(LeaseRequests):
+    """Lifecycle: created with the first local tab of a workspace, closed (:meth:`close`) when
+    its last local tab leaves. ``server`` is this process's id (written into presence entries)."""
 
-    def __init__(self, workspace: str, settings: Settings) -> None:
+    def __init__(self, workspace: str, policy: Policy, server: str) -> None:
         self.workspace = workspace
-        self.settings = settings
-        self.members = Members()
-        self.replica = Replica(workspace)
-        self.shown = Shown(self.replica)
-        self.follower = Follower(self.replica)
-        self.holding = Holding(self.members, self.replica, settings)
-        self._change: Change | None = None  # the latest change not yet sent in an update
-        self.deadline = Deadline(settings.safety_margin_ms)
-        self.closed = False
-        self._armed: set[Timer] = set()
-        self._request_conn = ""  # whose deadline the REQUEST timer watches
-        self._idle_fence = 0  # which lease the IDLE timer watches
-        self._out: list[Effect] = []
+        self.policy = policy
+        self.server = server
+        self._c = Changes(workspace, policy)
 
     def __repr__(self) -> str:
-        return f"<Workspace {self.workspace} tabs={len(self.members)} seq={self.replica.seq}>"
+        return f"<Workspace {self.workspace} tabs={len(self._c.members)} seq={self._c.replica.seq}>"
 
-    def _drain(self) -> list[Effect]:
-        out, self._out = self._out, []
+    # -- queries ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._c.members)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._c.members
+
+    @property
+    def unread(self) -> bool:
+        """Never read yet: a join asks for the whole workspace with its reply."""
+        return not self._c.follower.read
+
+    @property
+    def stale(self) -> bool:
+        """A re-read is wanted, or events a reply showed are overdue (asked once a heartbeat)."""
+        return self._c.follower.stale or self._c.follower.overdue()
+
+    def info(self, conn: str) -> TabInfo:
+        """Tab ``conn``'s presence entry, as its join and status scripts write it."""
+        return self._c.members[conn].info(self.server)
+
+    def held_locally(self) -> list[str]:
+        """The locks a tab here holds (and knows it)."""
+        return self._c.holding.held_locally()
+
+    def renewals(self, answered: Iterable[str]) -> dict[str, int]:
+        """lock -> fence: the leases the heartbeat renews for the tabs that answered their ping."""
+        out: dict[str, int] = {}
+        for conn in answered:
+            m = self._c.members.get(conn)
+            if m is not None:
+                for lock in m.holds:
+                    if (fence := self._c.holding.renewal(m, lock)) is not None:
+                        out[lock] = fence
         return out
 
-    def _send(self, conns: Sequence[str], message: ServerMessage) -> None:
-        if conns:
-            self._out.append(Send(tuple(conns), message))
+    def ttls(self, conn: str, now: float) -> tuple[int | None, dict[str, int] | None]:
+        """What tab ``conn``'s ping says of its leases: the time left of the workspace's lease,
+        and of each named lock, when it holds them."""
+        m = self._c.members.get(conn)
+        if m is None:
+            return None, None
+        ttl: int | None = None
+        named: dict[str, int] = {}
+        for lock, hold in m.holds.items():
+            if hold.fence is not None:
+                left = self._c.ttl_left_ms(lock, now)
+                if lock:
+                    named[lock] = left
+                else:
+                    ttl = left
+        return ttl, named or None
 
-    def _arm(self, timer: Timer, at: float) -> None:
-        self._armed.add(timer)
-        self._out.append(Arm(timer, at))
+    def state(self) -> State:
+        return self._c.state_message()
 
-    def _disarm(self, timer: Timer) -> None:
-        if timer in self._armed:
-            self._armed.discard(timer)
-            self._out.append(Disarm(timer))
+    # -- a tab arrives, leaves, and shares its presence ---------------------------------------
 
-    def apply(self, events: Sequence[Event], now: float, sent_at: float | None = None) -> list[Effect]:
-        """Apply events in order: a script's reply's (``sent_at``: when it was sent) or pub/sub's."""
-        for event in events:
-            if isinstance(event, LeaseEvent) and self._change is not None and self._change.kind in LEASE_KINDS:
-                self.flush()  # never two lease changes in one update: everyone hears of each
-            before = self.replica.holder
-            result = self.follower.take(event, from_reply=sent_at is not None)
-            if result is Applied.GAP:
-                self._out.append(Resync())
-                break
-            if result is Applied.APPLIED:
-                ttl = event.ttl_ms if isinstance(event, LeaseEvent | TabLeft) else None
-                if ttl is not None and self.replica.holder is not None:
-                    self._arm_expiry(ttl, now)  # a new lease, or grace shortened it
-                self._changed(before, event, now, ttl or self.settings.lease_ttl_ms, sent_at)
-        return self._drain()
+    def enter(self, member: Member) -> None:
+        """A local tab is about to join (its events are recognised from now on)."""
+        self._c.members.add(member)
 
-    def reset(self, snapshot: Snapshot, sent_at: float, now: float) -> list[Effect]:
-        """Adopt a full re-read of the workspace (if newer, or forced by ``stale``) and push it."""
-        before = self.replica.holder
-        adopted, later = self.follower.reset(snapshot)
-        if adopted:
-            if snapshot.holder is not None and snapshot.ttl_ms >= 0:
-                self._arm_expiry(snapshot.ttl_ms, now)
-            self._changed(before, None, now, max(0, snapshot.ttl_ms), sent_at)
-        return self._drain() + (self.apply(later, now) if later else [])
-
-    def catch_up(
-        self, snapshot: Snapshot | None, seq: int, events: Sequence[Event], sent_at: float, now: float
+    def joined(
+        self, conn: str, outcome: Outcome[Entered], now: float, expires_in_ms: int | None = None
     ) -> list[Effect]:
-        """A join's events (up to ``seq``), and its snapshot when this replica was never read."""
-        if self.replica.seq == 0:
-            if snapshot is not None:
-                return self.reset(snapshot, sent_at, now)
-            self.follower.stale = True  # read meanwhile by nobody: read it now
-            return [Resync()]
-        self.follower.expect(seq)
-        return self.apply(events, now, sent_at)
-
-    def _changed(
-        self, before: HolderRecord | None, event: Event | None, now: float, ttl_ms: int, sent_at: float | None
-    ) -> None:
-        """``ttl_ms``: the new holder's TTL as of ``sent_at`` (or now, from pub/sub)."""
-        after = self.replica.holder
-        origin = event.origin if event is not None else ""
-        if after is None:
-            self._disarm(Timer.EXPIRY)
-        holder_changed = (before.fence if before else None) != (after.fence if after else None)
-        holding = [] if after is None else self.members.holding(after, self.settings.lease_scope)
-        if after is not None and holder_changed and holding:
-            # A holder we learnt of from a script's reply or a re-read: its TTL started (or its
-            # PTTL was measured) after this process sent that script. From pub/sub: about now, a
-            # provisional deadline that the next exact confirmation replaces.
-            if sent_at is None:
-                self.confirm(after.fence, now, now, ttl_ms, exact=False)
-            else:
-                self.confirm(after.fence, sent_at, now, ttl_ms)
-        # Only a change of holder (or a re-read) changes whose lease it is, and only a change of
-        # the queue anyone's place: other changes (joins, leaves, status) cost nothing per tab here.
-        if holder_changed or event is None:
-            ttl_left = self.ttl_left_ms(now)
-            for m in self.members.values():
-                if m.welcomed:  # else its welcome will tell it
-                    self._out += self.holding.tell(m, after, event, origin, ttl_left)
-        if event is None or event.queue is not msgspec.UNSET:
-            self._out += self.holding.positions(origin)
-        if event is None:
-            self._push_state()
-        else:
-            self._change = rules.merged_change(self._change, change_of(event))
-            if Timer.FLUSH not in self._armed:
-                self._arm(Timer.FLUSH, now + self.settings.update_window_ms / 1000)
-        if not holding:
-            self._cancel_deadline()
-        if event is not None:
-            self._tell_request(event, now)
-        self._watch_idle(now)
-
-    def _push_state(self) -> None:
-        """Show every welcomed tab the whole replica (after a re-read), with any unsent change."""
-        self._out += self.shown.show(self.members.welcomed(), self.state_message(self._change))
-        self._change = None
-        self._disarm(Timer.FLUSH)
-
-    def flush(self) -> None:
-        """Send what changed since the tabs' view, as one update (nothing if nothing visible)."""
-        self._disarm(Timer.FLUSH)
-        change, self._change = self._change, None
-        self._out += self.shown.catch_up(self.members.welcomed(), change)
-
-    def sync(self, conn: str) -> list[Effect]:  # the tab saw a gap in its updates
-        self._out += self.shown.show([self.members[conn]], self.state_message(), everyone=False)
-        return self._drain()
-
-    def replicated(self, fence: int, outcome: Replication, sent_at: float, now: float) -> list[Effect]:
-        """The shell's :class:`Replicate` of ``fence`` (sent at ``sent_at``) ended with ``outcome``."""
-        told = self.holding.replicated(fence, outcome)
-        if told is None:
-            return self._drain()
-        if outcome is not Replication.FAILED:
-            self.confirm(fence, sent_at, now)  # it was renewed
-        if not told:
-            self._arm(Timer.REPLICATE, now + self.settings.heartbeat_ms / 1000)
-            return self._drain()
-        self._send([m.conn for m in told], Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now)))
-        self._watch_idle(now)
-        return self._drain()
-
-    def _tell_request(self, event: Event, now: float) -> None:
-        request = self.replica.request
-        if isinstance(event, HandoffRequested) and request is not None:
-            wait_ms = event.wait_ms or self.settings.handoff_timeout_ms
-            holders = [m.conn for m in self.holding.holders()]
-            self._send(holders, Requested(by=request.person, deadline_ms=wait_ms, message=request.message))
-            if request.conn in self.members:
-                self._request_conn = request.conn
-                self._arm(Timer.REQUEST, now + wait_ms / 1000 + REQUEST_SLACK_S)
-        if isinstance(event, RequestEnded) and event.target in self.members and event.target != event.origin:
-            self._send((event.target,), Declined(reason=event.reason or "declined", by=event.by))
-        if request is None or request.conn not in self.members:
-            self._disarm(Timer.REQUEST)
-
-    def state_message(self, change: Change | None = None) -> State:
-        r = self.replica
-        return State(workspace=self.workspace, seq=r.seq, holder=r.holder_view(), viewers=r.viewers(),
-                     queue=r.waiting(), request=r.request_view(), change=change)
-
-    # -- a tab's own requests ---------------------------------------------------------------
-
-    def welcome(self, conn: str, rejoined: bool, sent_at: float, now: float) -> list[Effect]:
-        """Joined: ``welcome`` (and ``acquired{rejoined}`` when its user still holds the lease)."""
-        m = self.members[conn]
-        if self.holding.welcomed(m) and rejoined and m.fence is not None:
-            self.confirm(m.fence, sent_at, now)
+        """The tab's join script ran: catch up, then ``welcome`` (and ``acquired{rejoined}`` for
+        each lock its user still holds)."""
+        self._catch_up(outcome, now)
+        c = self._c
+        m = c.members[conn]
+        told, confirming = c.holding.welcomed(m)
+        for effect in confirming:
+            c.add(effect)
+        if outcome.reply.rejoined and m.fence is not None:
+            c.confirm("", m.fence, outcome.sent_at, now)
         m.welcomed = True
-        m.seq = self.replica.seq
-        s = self.settings
-        self._send((conn,), Welcome(
-            conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=s.heartbeat_ms,
-            lease_ttl_ms=s.lease_ttl_ms, scope=s.lease_scope, state=self.replica.view(),
+        m.seq = c.replica.seq
+        p = self.policy
+        c.send((conn,), Welcome(
+            conn=conn, user=m.user, workspace=self.workspace, heartbeat_ms=p.heartbeat_ms,
+            lease_ttl_ms=p.lease_ttl_ms, scope=p.lease_scope, state=c.replica.view(), expires_in_ms=expires_in_ms,
+            read_only=m.read_only,
         ))
-        if m.fence is not None:
-            self._send((conn,), Acquired(fence=m.fence, ttl_ms=self.ttl_left_ms(now), rejoined=True))
-        return self._drain()
+        for lock in told:
+            fence = m.hold(lock).fence
+            if fence is not None:
+                c.send((conn,), Acquired(fence=fence, ttl_ms=c.ttl_left_ms(lock, now), rejoined=True, lock=lock))
+        return c.drain()
 
-    def granted(
-        self, conn: str, fence: int, ttl_ms: int, sent_at: float, now: float, request_id: RequestId,
-        rejoined: bool,
-    ) -> tuple[Acquired, list[Effect]]:
-        """The tab's request got (or kept) the lease: its reply and the effects."""
-        self.holding.granted(conn, fence)
-        self.confirm(fence, sent_at, now, ttl_ms)
-        reply = Acquired(fence=fence, ttl_ms=self.ttl_left_ms(now), id=request_id, rejoined=rejoined)
-        return reply, self._drain()
+    def rejoined(self, outcome: Outcome[Entered], now: float) -> list[Effect]:
+        """A tab's presence entry was written again (it had been pruned while this process was
+        paused): catch up with what its join script saw."""
+        self._catch_up(outcome, now)
+        return self._c.drain()
 
-    def fire(self, timer: Timer, now: float) -> list[Effect]:
-        """The shell's timer ``timer`` went off."""
-        if timer not in self._armed:
-            return []
-        self._armed.discard(timer)
-        if timer is Timer.DEADLINE:
-            self._deadline_passed()
-        elif timer is Timer.EXPIRY:
-            if self.replica.holder is not None:
-                self._out.append(CheckExpiry())
-        elif timer is Timer.REQUEST:
-            self._out.append(RequestDue(self._request_conn))
-        elif timer is Timer.FLUSH:
-            self.flush()
-        elif timer is Timer.REPLICATE:
-            if self.holding.replicating:
-                self._out.append(Replicate(self.holding.replicating))
-        else:
-            self._out.append(IdleDue(self._idle_fence))
-        return self._drain()
-
-    def retry_request(self, conn: str, left_ms: int, now: float) -> list[Effect]:
-        """The request deadline has not passed in Redis time yet: look again then."""
-        self._request_conn = conn
-        self._arm(Timer.REQUEST, now + left_ms / 1000 + REQUEST_SLACK_S)
-        return self._drain()
-
-    def watch_expiry(self, ttl_ms: int, now: float) -> list[Effect]:
-        """The lease is still alive with ``ttl_ms`` to go (or a check failed): look again then."""
-        self._arm_expiry(ttl_ms, now)
-        return self._drain()
-
-    def _watch_idle(self, now: float) -> None:
-        h = self.replica.holder
-        idle_ms = self.settings.idle_release_ms
-        if idle_ms <= 0 or h is None or not self.holding.holders():
-            self._disarm(Timer.IDLE)
+    def _catch_up(self, outcome: Outcome[Entered], now: float) -> None:
+        c, reply = self._c, outcome.reply
+        if not c.follower.read:
+            if reply.snapshot is not None:
+                c.reset(reply.snapshot, outcome.sent_at, now)
+            else:
+                c.want_read()  # read meanwhile by nobody: read it now
             return
-        scope = self.settings.lease_scope
-        holder_tabs = [t for t in self.replica.infos_of(h.user) if rules.holds(h, t.user, t.tab, scope)]
-        if holder_tabs and not any(t.active for t in holder_tabs):
-            if Timer.IDLE not in self._armed:
-                self._idle_fence = h.fence
-                self._arm(Timer.IDLE, now + idle_ms / 1000)
+        c.follower.expect(reply.seq)
+        c.apply(outcome.events, now, outcome.sent_at)
+
+    def leave(self, conn: str) -> list[Effect]:
+        """Tab ``conn`` leaves (before its leave script runs; :meth:`applied` takes the outcome)."""
+        c = self._c
+        m = c.members.remove(conn)
+        if m is None:
+            return c.drain()
+        c.disarm(Timer.STATUS, conn)
+        for lock in m.holds:
+            if not c.holding.holders(lock):
+                c.cancel_deadline(lock)
+        return c.drain()
+
+    def status(
+        self, conn: str, active: bool | None, meta: dict[str, object] | Unset | None, now: float
+    ) -> list[Effect]:
+        """Tab ``conn`` shares whether it is active and its meta (``None`` clears it, ``UNSET``
+        keeps it). Written to Redis at once, then at most once per meta interval: the latest wins."""
+        c = self._c
+        m = c.members.get(conn)
+        if m is None:
+            return []
+        if active is not None:
+            m.active = active
+        if not isinstance(meta, Unset):
+            m.meta = meta
+        if (m.active, m.meta) != m.written:
+            self._write_status(m, now)
+        return c.drain()
+
+    def _write_status(self, m: Member, now: float) -> None:
+        c = self._c
+        if c.armed(Timer.STATUS, m.conn):
+            return  # written when the interval ends: the latest by then
+        m.written = (m.active, m.meta)
+        c.add(WriteStatus(m.conn, m.info(self.server)))
+        if self.policy.meta_interval_ms > 0:
+            c.arm(Timer.STATUS, now + self.policy.meta_interval_ms / 1000, m.conn)
+
+    def write_failed(self, conn: str, now: float) -> list[Effect]:
+        """Tab ``conn``'s presence write failed (Redis unavailable): write it again after a
+        heartbeat, whatever it is by then."""
+        c = self._c
+        m = c.members.get(conn)
+        if m is not None:
+            m.written = (not m.active, None)  # differs from whatever it is: the timer writes it
+            c.arm(Timer.STATUS, now + self.policy.heartbeat_ms / 1000, conn)
+        return c.drain()
+
+    def sync(self, conn: str) -> list[Effect]:
+        """The tab saw a gap in its updates: send it the whole state."""
+        c = self._c
+        for send in c.shown.show([c.members[conn]], c.state_message(), everyone=False):
+            c.add(send)
+        return c.drain()
+
+    # -- what happens to the workspace --------------------------------------------------------
+
+    def published(self, event: Event, now: float) -> list[Effect]:
+        """An event of any process, from pub/sub."""
+        self._c.apply([event], now)
+        return self._c.drain()
+
+    def applied(self, outcome: Outcome[msgspec.Struct], now: float) -> list[Effect]:
+        """A script this process ran for the workspace, whose reply asks nothing more of the core
+        (a leave, a status write, an idle release, a presence refresh): apply its events."""
+        self._c.apply(outcome.events, now, outcome.sent_at)
+        return self._c.drain()
+
+    def subscription_lost(self) -> list[Effect]:
+        """The channel was confirmed again after the connection dropped: events may be lost."""
+        self._c.want_read()
+        return self._c.drain()
+
+    def reread(self, outcome: Outcome[Snapshot], now: float) -> list[Effect]:
+        """A re-read of the whole workspace (a ``Resync``): adopt it if newer, and push it."""
+        self._c.reset(outcome.reply, outcome.sent_at, now)
+        return self._c.drain()
+
+    def renewed(self, lock: str, fence: int, ok: bool, sent_at: float, now: float) -> list[Effect]:
+        """The heartbeat's renewal of lease ``fence`` of ``lock`` (sent at ``sent_at``): renewed,
+        or not (expired or replaced: Redis says who holds it now)."""
+        c = self._c
+        if ok:
+            c.confirm(lock, fence, sent_at, now)
         else:
-            self._disarm(Timer.IDLE)
+            c.want_read()
+        return c.drain()
 
-    def confirm(self, fence: int, sent_at: float, now: float, ttl_ms: int | None = None, exact: bool = True) -> None:
-        """Redis confirmed lease ``fence`` by a command sent at ``sent_at`` (:meth:`Deadline.confirm`)."""
-        ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
-        at = self.deadline.confirm(fence, sent_at, ttl, exact)
-        if at is not None:
-            self._arm(Timer.DEADLINE, at)
-            self._arm_expiry(ttl, now)
+    def fire(self, timer: Timer, key: str, now: float) -> list[Effect]:
+        """The shell's timer ``timer`` of ``key`` (a lock, or a conn) went off."""
+        c = self._c
+        if not c.fired(timer, key):
+            return []
+        match timer:
+            case Timer.DEADLINE:
+                c.deadline_passed(key)
+            case Timer.EXPIRY:
+                c.check_expiry(key)
+            case Timer.REQUEST:
+                conn = c.request_conn.get(key, "")
+                m = c.members.get(conn)
+                may_take = self.policy.handoff_takeover and m is not None and m.may_take_over and not m.read_only
+                c.add(RequestDue(conn, may_take, key))
+            case Timer.FLUSH:
+                c.flush(now)
+            case Timer.REPLICATE:
+                if fence := c.holding.replicating.get(key):
+                    c.add(Replicate(fence, key))
+            case Timer.STATUS:
+                m = c.members.get(key)
+                if m is not None and (m.active, m.meta) != m.written:
+                    self._write_status(m, now)
+            case Timer.IDLE:
+                c.add(IdleDue(c.idle_fence.get(key, 0), key))
+        return c.drain()
 
-    def renewed(self, fence: int, sent_at: float, now: float) -> list[Effect]:
-        """The heartbeat's renewal of ``fence`` (sent at ``sent_at``) succeeded."""
-        self.confirm(fence, sent_at, now)
-        return self._drain()
+    def expiry_checked(self, lock: str, outcome: Outcome[ExpireReply] | None, now: float) -> list[Effect]:
+        """The expiry check of ``lock`` ran (None: it failed; look again after a heartbeat)."""
+        c = self._c
+        if outcome is None:
+            c.arm_expiry(lock, self.policy.heartbeat_ms, now)
+            return c.drain()
+        c.apply(outcome.events, now, outcome.sent_at)
+        if isinstance(outcome.reply, Held):  # alive (maybe just handed on): look again at its PTTL
+            c.arm_expiry(lock, outcome.reply.ttl_ms, now)
+        return c.drain()
 
-    def ttl_left_ms(self, now: float) -> int:
-        return self.deadline.left_ms(now)
+    def request_checked(
+        self, lock: str, conn: str, outcome: Outcome[HandoffReply] | None, now: float
+    ) -> list[Effect]:
+        """A local requester's deadline passed and the handoff script ran (None: it failed)."""
+        c = self._c
+        if outcome is None:
+            left_ms = self.policy.heartbeat_ms
+        elif isinstance(outcome.reply, Early):  # not yet by Redis' clock: look again then
+            left_ms = outcome.reply.left_ms
+        else:
+            c.apply(outcome.events, now, outcome.sent_at)
+            return c.drain()
+        c.request_conn[lock] = conn
+        c.arm(Timer.REQUEST, now + left_ms / 1000 + REQUEST_SLACK_S, lock)
+        if outcome is not None:
+            c.apply(outcome.events, now, outcome.sent_at)
+        return c.drain()
 
-    def _deadline_passed(self) -> None:
-        fence = self.deadline.fence
-        self.deadline.clear()
-        lost = self.holding.lose(fence)
-        if lost:
-            log.warning("%r: lease %s not renewed in time, telling %d tab(s) it is lost", self, fence, len(lost))
-        self._send(lost, Released(reason="lost"))
-        # Redis decides what is true now; the re-read pushes it once Redis answers again.
-        self.follower.stale = True
-        self._out.append(Resync())
-
-    def _cancel_deadline(self) -> None:
-        self._disarm(Timer.DEADLINE)
-        self.deadline.clear()
-
-    def _arm_expiry(self, ttl_ms: int, now: float) -> None:
-        if not self.closed:
-            self._arm(Timer.EXPIRY, now + max(0, ttl_ms) / 1000 + EXPIRY_SLACK_S)
+    def replicated(self, lock: str, fence: int, outcome: Replication, sent_at: float, now: float) -> list[Effect]:
+        """The shell's :class:`Replicate` of ``fence`` (sent at ``sent_at``) ended with ``outcome``."""
+        c = self._c
+        told = c.holding.replicated(lock, fence, outcome)
+        if told is None:
+            return c.drain()
+        if outcome is not Replication.FAILED:
+            c.confirm(lock, fence, sent_at, now)  # it was renewed
+        if not told:
+            c.arm(Timer.REPLICATE, now + self.policy.heartbeat_ms / 1000, lock)
+            return c.drain()
+        c.send([m.conn for m in told], c.acquired_message(lock, fence, now))
+        c.watch_idle(lock, now)
+        return c.drain()
 
     def close(self) -> list[Effect]:
         """Stop the timers; the workspace is no longer used here. Idempotent."""
-        self.closed = True
-        for timer in list(self._armed):
-            self._disarm(timer)
-        self.deadline.clear()
-        return self._drain()
+        self._c.close()
+        return self._c.drain()

@@ -104,11 +104,12 @@ class Heartbeat(Service):
         self._load_scripts_soon()
         now = time.monotonic()
         dead_after = self.settings.dead_after_ms / 1000
-        leases: dict[str, int] = {}
+        leases: dict[tuple[str, str], int] = {}
         touch: dict[str, list[str]] = defaultdict(list)
         loop_now = asyncio.get_running_loop().time()
         for local in self.workspaces:
             core = local.core
+            answered = touch[local.workspace]
             for tab in list(local.tabs.values()):
                 if tab.closing is not None:
                     continue
@@ -117,16 +118,12 @@ class Heartbeat(Service):
                     tab.close(TimedOut.close_code, "no pong: tab considered dead")
                     continue
                 if tab.answered:
-                    touch[local.workspace].append(tab.conn)
-                    fence = core.holding.renewal(tab.conn)
-                    if fence is not None:
-                        leases[local.workspace] = fence
-                member = core.members.get(tab.conn)
-                holds = member is not None and member.fence is not None
-                tab.ping(core.ttl_left_ms(loop_now) if holds else None)
-            if core.follower.stale or core.follower.overdue():
-                self.workspaces.resync(local.workspace)
-        await self._renew(leases, touch)
+                    answered.append(tab.conn)
+                tab.ping(*core.ttls(tab.conn, loop_now))
+            for lock, fence in core.renewals(answered).items():
+                leases[(local.workspace, lock)] = fence
+        self.workspaces.resync_stale()
+        await self._renew(leases, {ws: conns for ws, conns in touch.items() if conns})
 
     def _load_scripts_soon(self) -> None:
         """Scripts not loaded yet (Redis down or slow at start-up): load them in the background,
@@ -145,7 +142,7 @@ class Heartbeat(Service):
         finally:
             self._loading_scripts = False
 
-    async def _renew(self, leases: dict[str, int], touch: dict[str, list[str]]) -> None:
+    async def _renew(self, leases: dict[tuple[str, str], int], touch: dict[str, list[str]]) -> None:
         if not leases and not touch:
             return
         loop = asyncio.get_running_loop()
@@ -162,18 +159,13 @@ class Heartbeat(Service):
             log.info("heartbeat: Redis answers again")
         self._redis_ok = True
         now = loop.time()
-        for ws, ok in renewed.items():
-            if ws not in self.workspaces:
-                continue
-            if ok:
-                self.workspaces.carry_out(ws, self.workspaces.core(ws).renewed(leases[ws], sent_at, now))
-            else:
-                self.workspaces.resync(ws)  # expired or replaced: Redis says who holds it now
-        for result in touched:
-            if result.workspace not in self.workspaces:
-                continue
-            self.workspaces.apply(result.workspace, result.events, sent_at)
-            for conn in result.missing:
-                tab = self.workspaces.tab(result.workspace, conn)
+        for (ws, lock), ok in renewed.items():
+            if ws in self.workspaces:
+                core = self.workspaces.core(ws)
+                self.workspaces.carry_out(ws, core.renewed(lock, leases[(ws, lock)], ok, sent_at, now))
+        for ws, out in touched.items():
+            self.workspaces.applied(ws, out)
+            for conn in out.reply.missing:
+                tab = self.workspaces.tab(ws, conn)
                 if tab is not None and tab.closing is None:
                     self.tasks.spawn(self.workspaces.rejoin(tab), name=f"rejoin {conn}")

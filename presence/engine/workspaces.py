@@ -1,15 +1,16 @@
 """Workspaces: the workspaces this process has tabs in, and the I/O shell around their cores.
 
-For each one it keeps the sans-I/O :class:`~presence.core.workspace.Workspace`, the connections
-of its local tabs and the core's timers, and carries out the effects the core returns: messages
-to tabs, timers, and the scripts the core asks for (re-reads, expiry checks, a handoff deadline,
-an idle release). Everything that changes a workspace reaches its core through here, one way:
-a tab's request (:mod:`presence.engine.commands`), the heartbeat's batch, or pub/sub.
+For each one it keeps the sans-I/O :class:`~presence.core.workspace.Workspace`, the outboxes of
+its local tabs and the core's timers, and carries out the effects the core returns: messages to
+tabs, timers, and the scripts the core asks for (re-reads, expiry checks, a handoff deadline, an
+idle release, a confirmation on the replicas, a presence write), whose outcomes go back to the
+core. Everything that changes a workspace reaches its core through here, one way: a tab's request
+(:mod:`presence.engine.commands`), the heartbeat's batch, or pub/sub.
 
 The events of the scripts this process runs are applied at once; the same events arriving
 through pub/sub are recognised by their sequence number. No asyncio lock is ever held across
 Redis I/O: cores are plain objects changed between awaits. Re-reads and expiry checks are
-de-duplicated: at most one of each per workspace in flight.
+de-duplicated: at most one of each per workspace (and lock) in flight.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..connections.abort import text_frame
-from ..connections.tab import Tab
+import msgspec
+
 from ..core.effects import (
     Arm,
     CheckExpiry,
@@ -34,20 +35,23 @@ from ..core.effects import (
     Resync,
     Send,
     Timer,
+    WriteStatus,
 )
-from ..core.events import Event, decode_event
+from ..core.events import Event
 from ..core.member import Member
+from ..core.outcomes import Outcome
+from ..core.policy import Policy
 from ..core.records import TabInfo
 from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
 from ..gateway.gateway import Gateway
 from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Early, Held
-from ..settings import Settings
 from ..tasks import TaskSet
 from ..telemetry import Telemetry
+from ..wire.frames import text_frame
 from ..wire.messages import encode
+from .outbox import TabOutbox
 
 log = logging.getLogger("presence.workspaces")
 
@@ -65,12 +69,13 @@ class Channels(Protocol):
 
 @dataclass(eq=False)
 class Local:
-    """One workspace on this process: its core, its tabs' connections, the core's armed timers."""
+    """One workspace on this process: its core, its tabs' outboxes, the core's armed timers."""
 
     core: Workspace
     channel: str
-    tabs: dict[str, Tab] = field(default_factory=dict)
-    timers: dict[Timer, asyncio.TimerHandle] = field(default_factory=dict)
+    tabs: dict[str, TabOutbox] = field(default_factory=dict)
+    timers: dict[tuple[Timer, str], asyncio.TimerHandle] = field(default_factory=dict)
+    writes: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # conn -> its presence write
 
     @property
     def workspace(self) -> str:
@@ -81,7 +86,7 @@ class Local:
 class Counts:
     connections: int
     workspaces: int
-    leases: int  # workspaces whose lease a tab on this process holds
+    leases: int  # leases (workspaces' own and named locks) a tab on this process holds
 
 
 class Workspaces:
@@ -89,21 +94,21 @@ class Workspaces:
     tab with 1012 and every core (idempotent). Background scripts run in ``tasks``."""
 
     def __init__(
-        self, settings: Settings, server_id: str, gateway: Gateway, leases: LeaseScripts, keys: Keys,
+        self, policy: Policy, server_id: str, gateway: Gateway, leases: LeaseScripts, keys: Keys,
         channels: Channels, tasks: TaskSet, telemetry: Telemetry,
     ) -> None:
-        self.telemetry = telemetry
-        self.settings = settings
+        self.policy = policy
         self.server_id = server_id
         self.gateway = gateway
         self.leases = leases
         self.keys = keys
         self.channels = channels
         self.tasks = tasks
+        self.telemetry = telemetry
         self._locals: dict[str, Local] = {}
         self._by_channel: dict[str, Local] = {}
         self._resyncing: set[str] = set()
-        self._checking: set[str] = set()
+        self._checking: set[tuple[str, str]] = set()
         self._stopping = False
 
     # -- reading ----------------------------------------------------------------------------
@@ -120,34 +125,29 @@ class Workspaces:
     def core(self, workspace: str) -> Workspace:
         return self._locals[workspace].core
 
-    def member(self, tab: Tab) -> Member:
-        return self._locals[tab.workspace].core.members[tab.conn]
-
     def counts(self) -> Counts:
         connections = leases = 0
         for local in self._locals.values():
             connections += len(local.tabs)
-            if local.core.holding.holders():
-                leases += 1
+            leases += len(local.core.held_locally())
         return Counts(connections, len(self._locals), leases)
 
-    def tab(self, workspace: str, conn: str) -> Tab | None:
+    def tab(self, workspace: str, conn: str) -> TabOutbox | None:
         local = self._locals.get(workspace)
         return None if local is None else local.tabs.get(conn)
 
-    def find(self, conn: str) -> Tab | None:
+    def close_tab(self, conn: str, code: int, reason: str) -> bool:
+        """Close tab ``conn`` if it is on this process; True if it was."""
         for local in self._locals.values():
             tab = local.tabs.get(conn)
             if tab is not None:
-                return tab
-        return None
-
-    def info(self, tab: Tab) -> TabInfo:
-        return TabInfo(tab.user.id, tab.user.name, tab.tab_id, tab.active, tab.meta, self.server_id)
+                tab.close(code, reason)
+                return True
+        return False
 
     # -- joining and leaving ----------------------------------------------------------------
 
-    async def join(self, tab: Tab) -> None:
+    async def join(self, tab: TabOutbox, read_only: bool = False, expires_in_ms: int | None = None) -> None:
         """Enter the tab into its workspace and send ``welcome`` (and ``acquired`` on a rejoin).
 
         Raises ``Overloaded`` (1013) when Redis is unavailable. A join that fails undoes itself.
@@ -161,61 +161,58 @@ class Workspaces:
                 raise Overloaded("Redis unavailable, retry later") from exc
         local = self._local(tab.workspace)
         local.tabs[tab.conn] = tab
-        local.core.members.add(Member(tab.conn, tab.user, tab.tab_id))
+        core = local.core
+        core.enter(Member(tab.conn, tab.user, tab.tab_id, may_take_over=tab.may_take_over, read_only=read_only))
         try:
-            await self.channels.subscribe(local.channel, timeout=self.settings.heartbeat_ms / 1000)
-            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab), whole=local.core.replica.seq == 0)
+            await self.channels.subscribe(local.channel, timeout=self.policy.heartbeat_ms / 1000)
+            out = await self.leases.join(tab.workspace, tab.conn, core.info(tab.conn), whole=core.unread)
         except BaseException as exc:
-            self._forget(local, tab)
+            self._forget(local, tab.conn)
             if isinstance(exc, StoreUnavailable):
                 raise Overloaded("Redis unavailable, retry later") from exc
             raise
         try:
-            now = self._now()
-            core = local.core
-            self._carry_out(local, core.catch_up(out.reply.snapshot, out.reply.seq, out.events, out.sent_at, now))
-            self._carry_out(local, core.welcome(tab.conn, out.reply.rejoined, out.sent_at, now))
+            self._carry_out(local, core.joined(tab.conn, out, self._now(), expires_in_ms))
         except Exception:
             await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
             raise
 
-    async def leave(self, tab: Tab, clean: bool) -> None:
+    async def leave(self, tab: TabOutbox, clean: bool) -> None:
         local = self._locals.get(tab.workspace)
         if local is not None:
-            self._forget(local, tab)
+            self._forget(local, tab.conn)
         try:
             out = await self.leases.leave(tab.workspace, tab.conn, clean)
         except StoreUnavailable:
             # The presence entry expires by itself; the lease too, at its TTL.
             log.warning("%r left while Redis was unavailable", tab)
             return
-        self.apply(tab.workspace, out.events, out.sent_at)
+        self.applied(tab.workspace, out)
 
-    async def rejoin(self, tab: Tab) -> None:
+    async def rejoin(self, tab: TabOutbox) -> None:
         """Re-add a tab whose presence entry was pruned (this process was paused too long)."""
         local = self._locals.get(tab.workspace)
         if local is None or tab.conn not in local.tabs:
             return
         try:
-            out = await self.leases.join(tab.workspace, tab.conn, self.info(tab), whole=local.core.replica.seq == 0)
+            out = await self.leases.join(tab.workspace, tab.conn, local.core.info(tab.conn), whole=local.core.unread)
         except StoreUnavailable:
             return
-        if self._locals.get(tab.workspace) is local:
-            reply = out.reply
-            self._carry_out(local, local.core.catch_up(reply.snapshot, reply.seq, out.events, out.sent_at, self._now()))
+        if self._current(local):
+            self._carry_out(local, local.core.rejoined(out, self._now()))
 
     def _local(self, workspace: str) -> Local:
         local = self._locals.get(workspace)
         if local is None:
             channel = self.keys.workspace(workspace).channel
-            local = Local(Workspace(workspace, self.settings), channel)
+            local = Local(Workspace(workspace, self.policy, self.server_id), channel)
             self._locals[workspace] = local
             self._by_channel[channel] = local
         return local
 
-    def _forget(self, local: Local, tab: Tab) -> None:
-        local.tabs.pop(tab.conn, None)
-        local.core.members.remove(tab.conn)
+    def _forget(self, local: Local, conn: str) -> None:
+        local.tabs.pop(conn, None)
+        self._carry_out(local, local.core.leave(conn))
         if not local.tabs and self._locals.get(local.workspace) is local:
             del self._locals[local.workspace]
             self._by_channel.pop(local.channel, None)
@@ -234,28 +231,35 @@ class Workspaces:
 
     # -- feeding the cores ------------------------------------------------------------------
 
-    def apply(self, workspace: str, events: Sequence[Event], sent_at: float | None) -> None:
-        """Apply a script's events (``sent_at``: when it was sent) to the workspace, if local."""
-        local = self._locals.get(workspace)
-        if local is not None and events:
-            self._carry_out(local, local.core.apply(events, self._now(), sent_at))
-
     def carry_out(self, workspace: str, effects: Sequence[Effect]) -> None:
+        """Carry out what workspace ``workspace``'s core answered (if it is still local)."""
         local = self._locals.get(workspace)
         if local is not None:
             self._carry_out(local, effects)
 
-    def on_published(self, channel: str, data: str) -> None:
-        """A message on a workspace channel (pub/sub). A core not filled yet sees a gap and re-reads."""
+    def applied(self, workspace: str, out: Outcome[msgspec.Struct]) -> None:
+        """A script this process ran for ``workspace`` whose reply asks nothing more of the core."""
+        local = self._locals.get(workspace)
+        if local is not None and out.events:
+            self._carry_out(local, local.core.applied(out, self._now()))
+
+    def on_event(self, channel: str, event: Event) -> None:
+        """An event on a workspace channel (pub/sub, decoded once for every receiver)."""
         local = self._by_channel.get(channel)
         if local is not None:
-            self._carry_out(local, local.core.apply([decode_event(data)], self._now()))
+            self._carry_out(local, local.core.published(event, self._now()))
 
     def on_resubscribed(self, channel: str) -> None:
         """The channel was confirmed again after the connection dropped: messages may be lost."""
         local = self._by_channel.get(channel)
         if local is not None:
-            self.resync(local.workspace)  # marks it stale, whether a re-read is in flight or not
+            self._carry_out(local, local.core.subscription_lost())
+
+    def resync_stale(self) -> None:
+        """Re-read every workspace whose core wants it (the heartbeat asks once a tick)."""
+        for local in list(self._locals.values()):
+            if local.core.stale:
+                self._resync(local)
 
     # -- effects ----------------------------------------------------------------------------
 
@@ -276,53 +280,49 @@ class Workspaces:
                     tabs = local.tabs
                     sent = sum(1 for conn in to if (tab := tabs.get(conn)) is not None and tab.send_frame(text, frame))
                     self.telemetry.message_out(message, sent)
-                case Arm(timer=timer, at=at):
-                    old = local.timers.pop(timer, None)
-                    if old is not None:
+                case Arm(timer=timer, at=at, key=key):
+                    if (old := local.timers.pop((timer, key), None)) is not None:
                         old.cancel()
-                    local.timers[timer] = asyncio.get_running_loop().call_at(at, self._fire, local, timer)
-                case Disarm(timer=timer):
-                    handle = local.timers.pop(timer, None)
-                    if handle is not None:
-                        handle.cancel()
+                    local.timers[(timer, key)] = asyncio.get_running_loop().call_at(at, self._fire, local, timer, key)
+                case Disarm(timer=timer, key=key):
+                    if (armed := local.timers.pop((timer, key), None)) is not None:
+                        armed.cancel()
                 case Resync():
-                    self.resync(local.workspace)
-                case CheckExpiry():
-                    self._check_expiry(local)
-                case RequestDue(conn=conn):
-                    self._spawn(self._request_due(local, conn), f"request deadline {conn}")
-                case IdleDue(fence=fence):
-                    self._spawn(self._idle_release(local, fence), f"idle release {local.workspace}")
-                case Replicate(fence=fence):
-                    self._spawn(self._replicate(local, fence), f"replicate {local.workspace}")
+                    self._resync(local)
+                case CheckExpiry(lock=lock):
+                    self._check_expiry(local, lock)
+                case RequestDue(conn=conn, may_take_over=may_take, lock=lock):
+                    self._spawn(self._request_due(local, lock, conn, may_take), f"request deadline {conn}")
+                case IdleDue(fence=fence, lock=lock):
+                    self._spawn(self._idle_release(local, lock, fence), f"idle release {local.workspace}")
+                case Replicate(fence=fence, lock=lock):
+                    self._spawn(self._replicate(local, lock, fence), f"replicate {local.workspace}")
+                case WriteStatus(conn=conn, info=info):
+                    self._write_status(local, conn, info)
 
-    def _fire(self, local: Local, timer: Timer) -> None:
-        local.timers.pop(timer, None)
-        self._carry_out(local, local.core.fire(timer, self._now()))
+    def _fire(self, local: Local, timer: Timer, key: str) -> None:
+        local.timers.pop((timer, key), None)
+        self._carry_out(local, local.core.fire(timer, key, self._now()))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[Any] | None:
         if self._stopping:
             coro.close()
-            return
-        self.tasks.spawn(coro, name=name)
+            return None
+        return self.tasks.spawn(coro, name=name)
 
     def _current(self, local: Local) -> bool:
         return self._locals.get(local.workspace) is local
 
     # -- scripts the cores ask for ----------------------------------------------------------
 
-    def resync(self, workspace: str) -> None:
+    def _resync(self, local: Local) -> None:
         """Re-read the workspace from Redis and push a fresh state (at most one at a time)."""
-        local = self._locals.get(workspace)
-        if local is None:
+        if local.workspace in self._resyncing or self._stopping or not self._current(local):
             return
-        local.core.follower.stale = True
-        if workspace in self._resyncing or self._stopping:
-            return
-        self._resyncing.add(workspace)
-        self._spawn(self._resync(local), f"resync {workspace}")
+        self._resyncing.add(local.workspace)
+        self._spawn(self._reread(local), f"resync {local.workspace}")
 
-    async def _resync(self, local: Local) -> None:
+    async def _reread(self, local: Local) -> None:
         try:
             out = await self.leases.snapshot(local.workspace)  # its events are in the snapshot
         except StoreUnavailable:
@@ -330,52 +330,43 @@ class Workspaces:
         finally:
             self._resyncing.discard(local.workspace)
         if self._current(local):
-            self._carry_out(local, local.core.reset(out.reply, out.sent_at, self._now()))
+            self._carry_out(local, local.core.reread(out, self._now()))
 
-    def _check_expiry(self, local: Local) -> None:
-        if local.workspace in self._checking or self._stopping:
+    def _check_expiry(self, local: Local, lock: str) -> None:
+        key = (local.workspace, lock)
+        if key in self._checking or self._stopping:
             return
-        self._checking.add(local.workspace)
-        self._spawn(self._expiry(local), f"expiry {local.workspace}")
+        self._checking.add(key)
+        self._spawn(self._expiry(local, lock), f"expiry {local.workspace}")
 
-    async def _expiry(self, local: Local) -> None:
+    async def _expiry(self, local: Local, lock: str) -> None:
         try:
-            out = await self.leases.check_expiry(local.workspace)
+            out = await self.leases.check_expiry(local.workspace, lock)
         except Exception as exc:
             # Whatever went wrong, the watch must go on: a dropped check would leave an expired
             # lease unannounced until the next change.
             if not isinstance(exc, StoreUnavailable):
                 log.exception("expiry check of %s failed; trying again", local.workspace)
-            self._carry_out(local, local.core.watch_expiry(self.settings.heartbeat_ms, self._now()))
-            return
+            out = None
         finally:
-            self._checking.discard(local.workspace)
-        if not self._current(local):
-            return
-        now = self._now()
-        self._carry_out(local, local.core.apply(out.events, now, out.sent_at))
-        if isinstance(out.reply, Held):  # alive (maybe just handed on): look again at its PTTL
-            self._carry_out(local, local.core.watch_expiry(out.reply.ttl_ms, now))
+            self._checking.discard((local.workspace, lock))
+        if self._current(local):
+            self._carry_out(local, local.core.expiry_checked(lock, out, self._now()))
 
-    async def _request_due(self, local: Local, conn: str) -> None:
+    async def _request_due(self, local: Local, lock: str, conn: str, may_take_over: bool) -> None:
         """A local requester's deadline passed: take over (if allowed) or end the request."""
-        tab = local.tabs.get(conn)
-        may_take = self.settings.handoff_takeover and tab is not None and tab.may_take_over
         try:
-            out = await self.leases.handoff(local.workspace, "timeout", conn, may_take_over=may_take)
+            out = await self.leases.handoff(local.workspace, "timeout", conn, may_take_over=may_take_over, lock=lock)
         except StoreUnavailable:
-            self._carry_out(local, local.core.retry_request(conn, self.settings.heartbeat_ms, self._now()))
-            return
-        now = self._now()
-        if isinstance(out.reply, Early):  # not yet by Redis' clock
-            self._carry_out(local, local.core.retry_request(conn, out.reply.left_ms, now))
-        self._carry_out(local, local.core.apply(out.events, now, out.sent_at))
+            out = None
+        if self._current(local):
+            self._carry_out(local, local.core.request_checked(lock, conn, out, self._now()))
 
-    async def _replicate(self, local: Local, fence: int) -> None:
+    async def _replicate(self, local: Local, lock: str, fence: int) -> None:
         """Renew lease ``fence``, handed to a local tab, and WAIT for the replicas to have it."""
         sent_at = self._now()
         try:
-            outcome = await self.leases.replicate(local.workspace, fence)
+            outcome = await self.leases.replicate(local.workspace, fence, lock=lock)
         except Exception as exc:
             # Whatever went wrong, the core tries again after a heartbeat: a dropped confirmation
             # would leave the grantee never told.
@@ -383,12 +374,43 @@ class Workspaces:
                 log.exception("confirming lease %d of %s on the replicas failed; trying again", fence, local.workspace)
             outcome = Replication.FAILED
         if self._current(local):
-            self._carry_out(local, local.core.replicated(fence, outcome, sent_at, self._now()))
+            self._carry_out(local, local.core.replicated(lock, fence, outcome, sent_at, self._now()))
 
-    async def _idle_release(self, local: Local, fence: int) -> None:
+    async def _idle_release(self, local: Local, lock: str, fence: int) -> None:
         """The holder's tabs were all inactive for PRESENCE_IDLE_RELEASE_MS: release with reason idle."""
         try:
-            out = await self.leases.release(local.workspace, fence, "idle")
+            out = await self.leases.release(local.workspace, fence, "idle", lock=lock)
         except StoreUnavailable:
             return  # the next status change re-arms the timer
-        self._carry_out(local, local.core.apply(out.events, self._now(), out.sent_at))
+        self.applied(local.workspace, out)
+
+    async def written(self, workspace: str, conn: str) -> None:
+        """Wait for tab ``conn``'s presence write in flight, if any (its failure is the write's own)."""
+        local = self._locals.get(workspace)
+        task = None if local is None else local.writes.get(conn)
+        if task is not None:
+            await asyncio.wait([task])
+
+    def _write_status(self, local: Local, conn: str, info: TabInfo) -> None:
+        """Write a tab's presence entry, after the write before it (so the latest lands last)."""
+        before = local.writes.get(conn)
+        task = self._spawn(self._status(local, conn, info, before), f"status {conn}")
+        if task is not None:
+            local.writes[conn] = task
+
+            def done(t: asyncio.Task[Any]) -> None:
+                if local.writes.get(conn) is t:
+                    del local.writes[conn]
+
+            task.add_done_callback(done)
+
+    async def _status(self, local: Local, conn: str, info: TabInfo, before: asyncio.Task[Any] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        try:
+            out = await self.leases.status(local.workspace, conn, info)
+        except StoreUnavailable:
+            if self._current(local):
+                self._carry_out(local, local.core.write_failed(conn, self._now()))
+            return
+        self.applied(local.workspace, out)

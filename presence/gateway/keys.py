@@ -44,9 +44,12 @@ class WorkspaceKeys:
         )
 
     @property
-    def all(self) -> list[str]:
-        """The eight keys in the order every single-workspace script expects (see _lib.lua)."""
-        return [self.lease, self.holder, self.fence, self.seq, self.tabs, self.info, self.queue, self.request]
+    def by_name(self) -> dict[str, str]:
+        """The eight keys by the names the workspace scripts take them by (_lib.lua's header)."""
+        return {
+            "lease": self.lease, "holder": self.holder, "fence": self.fence, "seq": self.seq, "tabs": self.tabs,
+            "info": self.info, "queue": self.queue, "request": self.request,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +59,9 @@ class RegistryKeys:
     workspaces: str  # zset workspace -> expiry
 
     @property
-    def all(self) -> list[str]:
-        return [self.servers, self.server_info, self.workspaces]
+    def by_name(self) -> dict[str, str]:
+        """The keys by the names announce.lua and census.lua take them by."""
+        return {"servers": self.servers, "server_info": self.server_info, "workspaces": self.workspaces}
 
 
 class Keys:

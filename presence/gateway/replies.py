@@ -1,159 +1,50 @@
-"""Replies: what each workspace script answers, typed.
+"""Replies: each workspace script's reply decoded once, into the :mod:`~presence.core.outcomes`
+union of the replies it can give.
 
-A script returns ``{status, detail JSON or '', event JSON...}``. The status word picks the reply
-struct (its msgspec tag) and the detail object fills it; the events are decoded into the
-:mod:`~presence.core.events` union. Each script's call returns an :class:`Outcome` of the union of
-the replies it can give, so callers ``match`` on the reply's type.
+A script returns ``{reply JSON, event JSON...}``: the reply object's ``status`` picks its struct
+(the union's tag), the events decode into the :mod:`~presence.core.events` union.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic
 
 import msgspec
 
-from ..core.events import Event, decode_event
-from ..core.records import HolderRecord, RequestRecord, Snapshot
-from ..wire.messages import Person
-
-
-class Reply(msgspec.Struct, tag_field="status", forbid_unknown_fields=False, rename={"from_": "from"}):
-    @property
-    def status(self) -> str:
-        return str(self.__struct_config__.tag)
-
-
-class _Grant(Reply):
-    fence: int
-    ttl_ms: int
-
-
-class Granted(_Grant, tag="acquired"):
-    """A new grant of a free lease."""
-
-
-class Rejoined(_Grant, tag="rejoined"):
-    """The caller's user (its tab, in scope tab) already held it: TTL replaced, same fence."""
-
-
-class TakenOver(_Grant, tag="taken_over"):
-    from_: Person
-
-
-class Busy(Reply, tag="busy"):
-    holder: HolderRecord | None = None
-
-
-class Waiting(Reply, tag="queued"):
-    holder: HolderRecord
-    position: int
-
-
-class Cooldown(Reply, tag="cooldown"):
-    retry_ms: int
-    holder: HolderRecord
-
-
-class Asked(Reply, tag="requested"):
-    deadline_ms: int
-    holder: HolderRecord
-
-
-class Pending(Reply, tag="pending"):
-    holder: HolderRecord
-    request: RequestRecord | None = None
-
-
-class Ended(Reply, tag="ended"):
-    reason: str
-
-
-class Early(Reply, tag="early"):
-    left_ms: int
-
-
-class NoSuchRequest(Reply, tag="none"):
-    pass
-
-
-class Relinquished(Reply, tag="released"):
-    """The lease ended (released, revoked, idle); ``next``: whom it was handed to."""
-
-    fence: int
-    next: Person | None = None
-
-
-class Dequeued(Reply, tag="dequeued"):
-    pass
-
-
-class NotHolder(Reply, tag="not_holder"):
-    holder: HolderRecord | None = None
-
-
-class Entered(Reply, tag="joined"):
-    rejoined: bool
-    seq: int  # the workspace's sequence number right after the join
-    snapshot: Snapshot | None = None  # when asked for
-    fence: int | None = None
-
-
-class Left(Reply, tag="left"):
-    ttl_ms: int | None = None
-
-
-class Gone(Reply, tag="gone"):
-    """The tab had no presence entry (any more)."""
-
-
-class Done(Reply, tag="ok"):
-    pass
-
-
-class Held(Reply, tag="held"):
-    ttl_ms: int
-
-
-class Free(Reply, tag="free"):
-    pass
-
-
-AcquireReply = Granted | Rejoined | Busy | Waiting
-TakeoverReply = Granted | TakenOver | Rejoined | Cooldown
-RequestReply = Granted | Rejoined | Asked | Pending
-HandoffReply = Ended | TakenOver | Early | NoSuchRequest
-ReleaseReply = Relinquished | Dequeued | NotHolder
-LeaveReply = Left | Gone
-StatusReply = Done | Gone
-ExpireReply = Held | Free
-
-R = TypeVar("R", bound=msgspec.Struct)  # a Reply, or the Snapshot the snapshot script answers
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[R]):
-    """A script's reply, the events it published (in order) and the loop time it was sent."""
-
-    reply: R
-    events: list[Event]
-    sent_at: float
-
-    @property
-    def status(self) -> str:
-        return str(self.reply.__struct_config__.tag)
+from ..core import outcomes as o
+from ..core.events import decode_event
+from ..core.outcomes import Outcome, R
+from ..core.records import Snapshot
 
 
 class ReplyDecoder(Generic[R]):
-    """Decodes the replies of one script: ``types`` are the replies it can give."""
+    """Decodes the replies of one script: ``replies`` is the union of those it can give (or the
+    one struct it always gives)."""
 
-    def __init__(self, *types: type[R]) -> None:
-        self._decoders = {str(t.__struct_config__.tag): msgspec.json.Decoder(t, strict=False) for t in types}
+    def __init__(self, script: str, replies: Any) -> None:
+        self.script = script
+        members = typing.get_args(replies) or (replies,)
+        self.statuses = frozenset(str(t.__struct_config__.tag) for t in members)
+        self._decoder = msgspec.json.Decoder(replies, strict=False)
 
     def decode(self, reply: Sequence[str], sent_at: float) -> Outcome[R]:
-        status, raw, *events = reply
-        decoder = self._decoders.get(status)
-        if decoder is None:
-            raise msgspec.ValidationError(f"unexpected script status {status!r}")
-        return Outcome(decoder.decode(raw or "{}"), [decode_event(e) for e in events], sent_at)
+        raw, *events = reply
+        return Outcome(self._decoder.decode(raw), [decode_event(e) for e in events], sent_at)
+
+
+ACQUIRE: ReplyDecoder[o.AcquireReply] = ReplyDecoder("acquire", o.AcquireReply)
+TAKEOVER: ReplyDecoder[o.TakeoverReply] = ReplyDecoder("takeover", o.TakeoverReply)
+REQUEST: ReplyDecoder[o.RequestReply] = ReplyDecoder("request", o.RequestReply)
+HANDOFF: ReplyDecoder[o.HandoffReply] = ReplyDecoder("handoff", o.HandoffReply)
+RELEASE: ReplyDecoder[o.ReleaseReply] = ReplyDecoder("release", o.ReleaseReply)
+JOIN: ReplyDecoder[o.Entered] = ReplyDecoder("join", o.Entered)
+LEAVE: ReplyDecoder[o.LeaveReply] = ReplyDecoder("leave", o.LeaveReply)
+STATUS: ReplyDecoder[o.StatusReply] = ReplyDecoder("status", o.StatusReply)
+SNAPSHOT: ReplyDecoder[Snapshot] = ReplyDecoder("snapshot", Snapshot)
+EXPIRE: ReplyDecoder[o.ExpireReply] = ReplyDecoder("expire", o.ExpireReply)
+
+DECODERS: tuple[ReplyDecoder[Any], ...] = (
+    ACQUIRE, TAKEOVER, REQUEST, HANDOFF, RELEASE, JOIN, LEAVE, STATUS, SNAPSHOT, EXPIRE
+)

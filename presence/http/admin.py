@@ -10,6 +10,7 @@ scrapers expect: keep it on a private network).
 | GET /admin/api/workspaces?q=&limit= | active workspaces (id contains ``q``): holder, fence, TTL, viewers |
 | GET /admin/api/workspaces/{id} | one workspace with every tab |
 | POST /admin/api/workspaces/{id}/release | force release ``{reason?, by?}``: holder told ``revoked`` |
+| POST /admin/api/workspaces/{id}/locks/{lock}/release | the same for a named lock |
 | POST /admin/api/workspaces/{id}/tabs/{conn}/close | close one tab on whichever process has it |
 | GET /admin/api/servers | live server processes |
 | GET /admin/api/audit?before=&limit=&forced= | audit log, newest first, paged by stream id |
@@ -39,9 +40,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import logctx
 from ..auth import same_secret
 from ..core.events import LeaseEvent
-from ..errors import StoreUnavailable
+from ..core.outcomes import Relinquished
+from ..errors import BadMessage, StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Relinquished
 from ..ops import audit
 from ..ops.audit import AuditLog
 from ..ops.control import Control
@@ -53,6 +54,7 @@ from ..wire.messages import Person, valid_workspace
 from .headers import PAGE_HEADERS
 from .keyguard import KeyGuard
 from .params import whole_number
+from .services import target
 
 log = logging.getLogger("presence.admin")
 
@@ -146,6 +148,7 @@ class Admin:
             Route("/metrics", self.metrics),
             Route("/dashboard", self.dashboard),
             Route("/admin/api/workspaces", g(self.workspaces)),
+            Route("/admin/api/workspaces/{workspace:path}/locks/{lock}/release", g(self.release), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}/release", g(self.release), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}/tabs/{conn}/close", g(self.close_tab), methods=["POST"]),
             Route("/admin/api/workspaces/{workspace:path}", g(self.workspace)),
@@ -211,22 +214,24 @@ class Admin:
         return _reply(await self.overview.workspace(ws))
 
     async def release(self, request: Request) -> Response:
-        ws = self._workspace_id(request)
-        if ws is None:
-            return _reply({"error": "invalid workspace id"}, 400)
+        try:
+            ws, lock = target(request)
+        except BadMessage as exc:
+            return _reply({"error": str(exc)}, 400)
         body = await _body(request)
         note, by = str(body.get("reason") or "")[:MAX_NOTE], str(body.get("by") or "")[:100]
         reset = audit.note.set(note)  # the audit observer runs inside the release call below
         try:
-            out = await self.leases.release(ws, None, "revoked", by=Person("admin", by or "operator"))
+            out = await self.leases.release(ws, None, "revoked", by=Person("admin", by or "operator"), lock=lock)
         finally:
             audit.note.reset(reset)
+        what = f"lock {lock!r} of {ws}" if lock else ws
         if not isinstance(out.reply, Relinquished):
-            return _reply({"released": False, "error": "nobody holds this workspace"}, 409)
+            return _reply({"released": False, "error": f"nobody holds {what}"}, 409)
         prev = next((e.prev for e in out.events if isinstance(e, LeaseEvent) and e.prev is not None), None)
-        log.info("lease of %s (fence %s) revoked by an operator: %s", ws, out.reply.fence, note or "-")
+        log.info("lease of %s (fence %s) revoked by an operator: %s", what, out.reply.fence, note or "-")
         return _reply({
-            "released": True, "fence": out.reply.fence,
+            "released": True, "fence": out.reply.fence, **({"lock": lock} if lock else {}),
             "holder": None if prev is None else {"user": prev.person, "tab": prev.tab},  # whose lease ended
         })
 

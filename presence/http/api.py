@@ -1,7 +1,8 @@
 """API: the HTTP surface for app backends (``/api/v1``), behind ``PRESENCE_API_KEY``.
 
 ``GET /api/v1/workspaces/{id}/lease`` answers who holds a workspace's lease, its fence and the
-time left, so a backend can validate the fence a browser sends with a save;
+time left, so a backend can validate the fence a browser sends with a save
+(``GET /api/v1/workspaces/{id}/locks/{lock}``: the same of a named lock);
 ``GET /api/v1/leases?workspace=a&workspace=b`` answers the same (and the number of viewing users)
 for up to 500 workspaces at once, read in one pipelined round trip (a list page's first paint);
 ``POST /api/v1/leases`` with ``{"workspaces": [...]}`` is the same read for ids too many or too long
@@ -17,15 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import auth
-from ..core.records import Snapshot
-from ..core.replica import Replica
-from ..errors import StoreUnavailable
+from ..core.lease_view import lease_view
+from ..engine.services import ServiceCommands
+from ..errors import BadMessage, StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
 from ..wire.messages import valid_workspace
 from .bodies import capped_body
 from .keyguard import KeyGuard
-from .services import ServiceLeases
+from .services import ServiceLeases, target
 
 MAX_BATCH = 500  # workspaces per GET /api/v1/leases: one pipelined read, bounded
 # 500 ids of 200 characters, each escaped at worst to twice its length ("\/"), with room to spare.
@@ -66,14 +67,16 @@ class Api:
     async def lease(self, request: Request) -> Response:
         if (refused := self.refused(request)) is not None:
             return refused
-        workspace = request.path_params["workspace"]
-        if not valid_workspace(workspace):
-            return JSONResponse({"error": "invalid workspace id"}, status_code=400)
+        try:
+            workspace, lock = target(request)
+        except BadMessage as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         try:
             snapshot = await self.leases.read(workspace)
         except StoreUnavailable:
             return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
-        return JSONResponse({"workspace": workspace, **_lease_of(workspace, snapshot)})
+        named = {"lock": lock} if lock else {}
+        return JSONResponse({"workspace": workspace, **named, **msgspec.to_builtins(lease_view(snapshot, lock))})
 
     async def many(self, request: Request) -> Response:
         """``GET /api/v1/leases?workspace=a&workspace=b``, or ``POST /api/v1/leases`` with
@@ -98,7 +101,7 @@ class Api:
             snapshots = await self.leases.read_many(wanted)
         except StoreUnavailable:
             return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
-        return JSONResponse({"leases": {ws: _lease_of(ws, snapshots[ws]) for ws in wanted}})
+        return JSONResponse({"leases": {ws: msgspec.to_builtins(lease_view(snapshots[ws])) for ws in wanted}})
 
 
 class BatchRead(msgspec.Struct, forbid_unknown_fields=True):
@@ -119,27 +122,16 @@ async def _named_in_body(request: Request) -> list[str] | Response:
     return body.workspaces
 
 
-def _lease_of(workspace: str, snapshot: Snapshot) -> dict[str, object]:
-    """One workspace's lease as the API answers it: holder, fence, time left and viewing users."""
-    replica = Replica(workspace)
-    replica.reset(snapshot, force=True)
-    h = replica.holder
-    return {
-        "holder": msgspec.to_builtins(replica.holder_view()),
-        "fence": None if h is None else h.fence,
-        "ttl_ms": max(0, snapshot.ttl_ms) if h is not None else 0,
-        "viewers": len(replica.viewers()),
-    }
-
-
 def routes(settings: Settings, leases: LeaseScripts, keyguard: KeyGuard) -> list[BaseRoute]:
     api = Api(settings, leases, keyguard)
-    jobs = ServiceLeases(settings, leases, api.refused)
-    lease = "/api/v1/workspaces/{workspace:path}/lease"
-    return [
-        Route("/api/v1/leases", api.many, methods=["GET", "POST"]),
-        Route(lease, api.lease, methods=["GET"]),
-        Route(lease, jobs.take, methods=["POST"]),
-        Route(lease, jobs.renew, methods=["PUT"]),
-        Route(lease, jobs.release, methods=["DELETE"]),
-    ]
+    jobs = ServiceLeases(ServiceCommands(leases, settings.lease_ttl_ms, settings.key_idle_ms), api.refused)
+    routes: list[BaseRoute] = [Route("/api/v1/leases", api.many, methods=["GET", "POST"])]
+    # A workspace id may contain '/', so a named lock's path is matched first.
+    for path in ("/api/v1/workspaces/{workspace:path}/locks/{lock}", "/api/v1/workspaces/{workspace:path}/lease"):
+        routes += [
+            Route(path, api.lease, methods=["GET"]),
+            Route(path, jobs.take, methods=["POST"]),
+            Route(path, jobs.renew, methods=["PUT"]),
+            Route(path, jobs.release, methods=["DELETE"]),
+        ]
+    return routes

@@ -10,7 +10,7 @@ makes (docs/guide.md, "Fences"), so a tab that lost the lease is refused and tol
 | GET / | a start page: the demo, the dashboard, the API description |
 | GET /demo | the demo editor (``static/demo.html``) |
 | GET /demo/list | twenty documents with live badges (``static/demo-list.html``, one LeaseWatcher) |
-| GET /demo/token?user=&name= | a demo token, signed with the public dev key |
+| GET /demo/token?user=&name=&read_only= | a demo token signed with the public dev key (``read_only=1``: read-only) |
 | GET /demo/docs/{id} | ``{workspace, text, fence, saved_by, saved_at_ms, version}`` |
 | PUT /demo/docs/{id} | ``Authorization: Bearer <token>``, ``{text, fence}``: 200 saved, 409 refused (why) |
 """
@@ -204,7 +204,9 @@ class DevRoutes:
             return JSONResponse({"error": f"user ids starting with {SERVICE_PREFIX!r} are reserved for backend jobs"},
                                 status_code=400)
         name = request.query_params.get("name", "").strip()[:100] or user
+        read_only = request.query_params.get("read_only", "") in ("1", "true")
         s = self.settings
         return JSONResponse({"token": auth.mint(
             s.signing_key, user, name, ttl_s=3600, issuer=s.token_issuer, audience=s.token_audience,
+            lease=False if read_only else None,
         )})

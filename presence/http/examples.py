@@ -15,6 +15,8 @@ _JOB_HOLDER = {"user": _JOB, "since_ms": 1732961290001, "tabs": 0, "fence": _FEN
 _ROW = {
     "workspace": "doc-42", "seq": 31, "ttl_ms": 13480, "tabs": 3, "servers": ["a1b2c3"],
     "holder": {**_HOLDER, "tab": "5b1f0c1e-tab", "held_ms": 64000},
+    "locks": {"title": {"holder": {**_HOLDER, "fence": _FENCE + 7, "tab": "5b1f0c1e-tab", "held_ms": 9000},
+                        "ttl_ms": 14200}},
     "viewers": [{"user": _ALICE, "tabs": 2, "active": True},
                 {"user": {"id": "bob", "name": "Bob"}, "tabs": 1, "active": False}],
 }
@@ -29,7 +31,11 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "takeLease": {"201": {"fence": _FENCE + 1, "ttl_ms": 30000},
                   "409": {"holder": _HOLDER, "retry_ms": 4200}},
     "renewLease": {"200": {"fence": _FENCE + 1, "ttl_ms": 30000}, "409": {"holder": _HOLDER}},
-    "releaseLease": {"200": {"released": True}, "409": {"holder": None}},
+    "releaseLease": {"409": {"holder": None}},
+    "getLock": {"200": {"workspace": "doc-42", "lock": "title", **_LEASE}},
+    "takeLock": {"201": {"fence": _FENCE + 7, "ttl_ms": 30000}, "409": {"holder": _HOLDER}},
+    "renewLock": {"200": {"fence": _FENCE + 7, "ttl_ms": 30000}, "409": {"holder": _HOLDER}},
+    "releaseLock": {"409": {"holder": None}},
     "getLeases": {"200": _LEASES},
     "postLeases": {"200": _LEASES},
     "listWorkspaces": {"200": {"now": 1732961298000, "total": 140, "matching": 1, "workspaces": [_ROW],
@@ -39,6 +45,9 @@ RESPONSES: dict[str, dict[str, Any]] = {
          "server": "a1b2c3"}]}}},
     "revokeLease": {"200": {"released": True, "fence": _FENCE, "holder": {"user": _ALICE, "tab": "5b1f0c1e-tab"}},
                     "409": {"released": False, "error": "nobody holds the lease"}},
+    "revokeLock": {"200": {"released": True, "fence": _FENCE + 7, "lock": "title",
+                           "holder": {"user": _ALICE, "tab": "5b1f0c1e-tab"}},
+                   "409": {"released": False, "error": "nobody holds lock 'title' of doc-42"}},
     "closeTab": {"202": {"closing": "9f3a2c1b-17"}},
     "listServers": {"200": {"now": 1732961298000, "servers": [_SERVER]}},
     "getAudit": {"200": {"entries": [
@@ -52,6 +61,9 @@ REQUESTS: dict[str, Any] = {
     "postLeases": {"workspaces": ["doc-42", "doc-43", "import-7"]},
     "takeLease": {"holder": {"id": "import", "name": "Nightly import"}, "ttl_ms": 30000},
     "renewLease": {"fence": _FENCE + 1, "ttl_ms": 30000},
+    "takeLock": {"holder": {"id": "import", "name": "Nightly import"}, "ttl_ms": 30000},
+    "renewLock": {"fence": _FENCE + 7, "ttl_ms": 30000},
+    "revokeLock": {"reason": "stuck on the title", "by": "ops-oncall"},
     "revokeLease": {"reason": "left the office with the document open", "by": "ops-oncall"},
     "closeTab": {"reason": "stuck tab"},
 }

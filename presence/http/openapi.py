@@ -48,6 +48,11 @@ WORKSPACE = {
     "description": "Workspace id: 1-200 characters of A-Z a-z 0-9 . _ ~ : @ / - (slashes included, unescaped).",
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9._~:@/-]{1,200}$"},
 }
+LOCK = {
+    "name": "lock", "in": "path", "required": True,
+    "description": "A named lock: 1-64 characters of A-Z a-z 0-9 . _ : -.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+}
 REQUEST_ID = {
     "X-Request-Id": {
         "description": "The request's id (yours, if you sent a valid one); the server's log lines of it carry it.",
@@ -105,23 +110,28 @@ def _components() -> dict[str, Schema]:
     (_, _, _), defs = msgspec.json.schema_components(
         [Person, HolderView, Viewer], ref_template="#/components/schemas/{name}"
     )
+    held = _obj({
+        "user": _ref("Person"), "since_ms": INT, "tabs": INT, "fence": INT, "tab": STR,
+        "held_ms": {"type": "integer", "description": "how long it has been held (Redis clock)"},
+    })
     workspace_row = _obj({
         "workspace": STR, "seq": INT,
-        "holder": _nullable(_obj({
-            "user": _ref("Person"), "since_ms": INT, "tabs": INT, "fence": INT, "tab": STR,
-            "held_ms": {"type": "integer", "description": "how long it has been held (Redis clock)"},
-        })),
+        "holder": _nullable(held),
         "ttl_ms": _nullable({"type": "integer", "description": "the lease's PTTL in Redis"}),
         "viewers": {"type": "array", "items": _ref("Viewer")},
         "tabs": {"type": "integer", "description": "open tabs (a tab id counts once)"},
         "servers": {"type": "array", "items": STR, "description": "ids of the server processes with tabs in it"},
+        "locks": {"type": "object", "description": "the named locks that are held: lock -> {holder, ttl_ms}",
+                  "additionalProperties": _obj({"holder": held, "ttl_ms": _nullable(INT)})},
     })
     tab = _obj({"conn": STR, "user": _ref("Person"), "tab": STR, "active": BOOL,
                 "meta": {"type": "object"}, "server": STR})
     return {
         **defs,
         "Error": _obj({"error": STR}),
-        "Lease": {"allOf": [_obj({"workspace": STR}), _ref("LeaseState")]},
+        "Lease": {"allOf": [_obj({"workspace": STR, "lock": {
+            "type": "string", "description": "a named lock's answer names it (absent: the workspace's own lease)",
+        }}, ["workspace"]), _ref("LeaseState")]},
         "LeaseState": _obj({
             "holder": _nullable(_ref("HolderView")),
             "fence": _nullable({"type": "integer", "description": "the holder's fence; null when nobody holds it"}),
@@ -196,6 +206,81 @@ def openapi() -> dict[str, Any]:
     examples.apply(doc["paths"])
     return doc
 
+def _lease_operations(named: bool) -> dict[str, Any]:
+    """GET, POST, PUT and DELETE of the workspace's own lease, or (``named``) of a named lock."""
+    what, suffix = ("a named lock", "Lock") if named else ("a workspace's lease", "Lease")
+    params = [WORKSPACE, LOCK] if named else [WORKSPACE]
+    ttl = {"type": "integer", "minimum": 500, "maximum": 3600000}
+    return {
+        "get": {
+            "tags": ["api"], "operationId": f"get{suffix}", "summary": f"Who holds {what}, with its fence",
+            "description": "For a backend that checks the fence a browser sent with a save: the save may "
+                           "proceed only if `fence` equals the one sent (the conditional write is still the "
+                           "one that closes every race; see the docs, Fences).",
+            "parameters": params, "security": [{"apiKey": []}],
+            "responses": {
+                "200": _json("The lease now.", _ref("Lease")),
+                "400": _error("Invalid workspace or lock id."),
+                "401": _error("Missing or wrong API key."),
+                "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
+                "503": _error("Redis unavailable; retry later."),
+            },
+        },
+        "post": _service(
+            f"take{suffix}", f"Take {what} for a backend job",
+            "The job holds it as user `svc:<holder.id>`: tabs see `{id: \"svc:<id>\", name, service: true}` "
+            "and get `busy`, can queue, request it or (if their token allows) take it over. Taking "
+            "again with the same holder id answers the same fence. `takeover: true` takes it from "
+            "whoever holds it (refused during PRESENCE_TAKEOVER_COOLDOWN_MS: 409 with `retry_ms`). "
+            "The TTL is at most an hour, and at most half the key idle time.",
+            _obj({"holder": _obj({"id": {"type": "string", "minLength": 1, "maxLength": 196},
+                                  "name": {"type": "string", "maxLength": 100}}, ["id"]),
+                  "ttl_ms": {**ttl, "description": "default PRESENCE_LEASE_TTL_MS"},
+                  "takeover": {"type": "boolean", "default": False}}, ["holder"]),
+            {"201": _json("Granted.", _ref("Grant")),
+             "409": _json("Someone else holds it.", _obj({
+                 "holder": _nullable(_ref("HolderView")), "retry_ms": INT}, ["holder"]))},
+            parameters=params,
+        ),
+        "put": _service(
+            f"renew{suffix}", f"Renew a backend job's hold of {what}",
+            "Replaces the lease's TTL while `fence` still holds it (renew every third of the TTL). "
+            "409 once it does not: taken over, or expired.",
+            _obj({"fence": INT, "ttl_ms": ttl}, ["fence"]),
+            {"200": _json("Renewed.", _ref("Grant")),
+             "409": _json("That fence no longer holds it.", _obj({"holder": _nullable(_ref("HolderView"))}))},
+            parameters=params,
+        ),
+        "delete": _service(
+            f"release{suffix}", f"Release a backend job's hold of {what}",
+            "Releases the lease granted with `fence` (the next in the wait queue gets it).",
+            None,
+            {"204": {"description": "Released."},
+             "409": _json("That fence does not hold it.", _obj({"holder": _nullable(_ref("HolderView"))}))},
+            parameters=[*params, {"name": "fence", "in": "query", "required": True,
+                                  "description": "in digits 0-9 (others: 400)",
+                                  "schema": {"type": "integer", "minimum": 1}}],
+        ),
+    }
+
+
+def _revoke(note: Schema, named: bool) -> dict[str, Any]:
+    what, suffix = ("a named lock", "Lock") if named else ("a lease", "Lease")
+    return {"post": _admin(
+        f"revoke{suffix}", f"Force-release {what}",
+        "The holder's tabs, on every process, get `released` with reason `revoked` and "
+        "`by: {id: admin, name: <by>}`; the audit log records `reason` as the note.",
+        {"200": _json("Released.", _obj({
+            "released": {"const": True}, "fence": INT, **({"lock": STR} if named else {}),
+            "holder": _nullable(_obj({"user": _ref("Person"), "tab": STR})),
+        })),
+         "400": _error("Invalid workspace or lock id."),
+         "409": _json("Nobody holds it.", _obj({"released": {"const": False}, "error": STR}))},
+        parameters=[WORKSPACE, LOCK] if named else [WORKSPACE],
+        requestBody={"required": False, "content": {"application/json": {"schema": note}}},
+    )}
+
+
 
 def _document(note: Schema) -> dict[str, Any]:
     return {
@@ -221,57 +306,8 @@ def _document(note: Schema) -> dict[str, Any]:
             "schemas": _components(),
         },
         "paths": {
-            "/api/v1/workspaces/{workspace}/lease": {"get": {
-                "tags": ["api"], "operationId": "getLease", "summary": "Who holds a workspace's lease, with its fence",
-                "description": "For a backend that checks the fence a browser sent with a save: the save may "
-                               "proceed only if `fence` equals the one sent (the conditional write is still the "
-                               "one that closes every race; see docs/guide.md, Fences).",
-                "parameters": [WORKSPACE], "security": [{"apiKey": []}],
-                "responses": {
-                    "200": _json("The lease now.", _ref("Lease")),
-                    "400": _error("Invalid workspace id."),
-                    "401": _error("Missing or wrong API key."),
-                    "404": _error("No PRESENCE_API_KEY is configured: the API is disabled."),
-                    "503": _error("Redis unavailable; retry later."),
-                },
-            },
-                "post": _service(
-                    "takeLease", "Take the lease for a backend job",
-                    "The job holds it as user `svc:<holder.id>`: tabs see `{id: \"svc:<id>\", name, service: true}` "
-                    "and get `busy`, can queue, request it or (if their token allows) take it over. Taking "
-                    "again with the same holder id answers the same fence. `takeover: true` takes it from "
-                    "whoever holds it (refused during PRESENCE_TAKEOVER_COOLDOWN_MS: 409 with `retry_ms`).",
-                    _obj({"holder": _obj({"id": {"type": "string", "minLength": 1, "maxLength": 196},
-                                          "name": {"type": "string", "maxLength": 100}}, ["id"]),
-                          "ttl_ms": {"type": "integer", "minimum": 500, "maximum": 3600000,
-                                     "description": "default PRESENCE_LEASE_TTL_MS"},
-                          "takeover": {"type": "boolean", "default": False}}, ["holder"]),
-                    {"201": _json("Granted.", _ref("Grant")),
-                     "409": _json("Someone else holds it.", _obj({
-                         "holder": _nullable(_ref("HolderView")), "retry_ms": INT}, ["holder"]))},
-                ),
-                "put": _service(
-                    "renewLease", "Renew a backend job's lease",
-                    "Replaces the lease's TTL while `fence` still holds it (renew every third of the TTL). "
-                    "409 once it does not: taken over, or expired.",
-                    _obj({"fence": INT, "ttl_ms": {"type": "integer", "minimum": 500, "maximum": 3600000}},
-                         ["fence"]),
-                    {"200": _json("Renewed.", _ref("Grant")),
-                     "409": _json("That fence no longer holds it.",
-                                  _obj({"holder": _nullable(_ref("HolderView"))}))},
-                ),
-                "delete": _service(
-                    "releaseLease", "Release a backend job's lease",
-                    "Releases the lease granted with `fence` (the next in the wait queue gets it).",
-                    None,
-                    {"200": _json("Released.", _obj({"released": {"const": True}})),
-                     "409": _json("That fence does not hold it.",
-                                  _obj({"holder": _nullable(_ref("HolderView"))}))},
-                    parameters=[WORKSPACE, {"name": "fence", "in": "query", "required": True,
-                                            "description": "in digits 0-9 (others: 400)",
-                                            "schema": {"type": "integer", "minimum": 1}}],
-                ),
-            },
+            "/api/v1/workspaces/{workspace}/lease": _lease_operations(named=False),
+            "/api/v1/workspaces/{workspace}/locks/{lock}": _lease_operations(named=True),
             "/api/v1/leases": _batch_read(),
             "/admin/api/workspaces": {"get": _admin(
                 "listWorkspaces", "Active workspaces",
@@ -296,19 +332,8 @@ def _document(note: Schema) -> dict[str, Any]:
                  "400": _error("Invalid workspace id.")},
                 parameters=[WORKSPACE],
             )},
-            "/admin/api/workspaces/{workspace}/release": {"post": _admin(
-                "revokeLease", "Force-release a lease",
-                "The holder's tabs, on every process, get `released` with reason `revoked` and "
-                "`by: {id: admin, name: <by>}`; the audit log records `reason` as the note.",
-                {"200": _json("Released.", _obj({
-                    "released": {"const": True}, "fence": INT,
-                    "holder": _nullable(_obj({"user": _ref("Person"), "tab": STR})),
-                })),
-                 "400": _error("Invalid workspace id."),
-                 "409": _json("Nobody holds it.", _obj({"released": {"const": False}, "error": STR}))},
-                parameters=[WORKSPACE],
-                requestBody={"required": False, "content": {"application/json": {"schema": note}}},
-            )},
+            "/admin/api/workspaces/{workspace}/release": _revoke(note, named=False),
+            "/admin/api/workspaces/{workspace}/locks/{lock}/release": _revoke(note, named=True),
             "/admin/api/workspaces/{workspace}/tabs/{conn}/close": {"post": _admin(
                 "closeTab", "Close one tab",
                 "Closes the tab with close code 4000 on whichever process has it (the client reconnects).",

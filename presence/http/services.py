@@ -1,43 +1,31 @@
-"""Service holders: backend jobs (an import, a migration, an agent) take the same lease as people.
+"""Service holders over HTTP: a backend job takes, renews and releases a workspace's lease (or one
+of its named locks) like a person does (:mod:`presence.engine.services` says what each does).
 
-    POST   /api/v1/workspaces/{id}/lease  {holder: {id, name}, ttl_ms?, takeover?}
+    POST   .../lease  {holder: {id, name}, ttl_ms?, takeover?}
            -> 201 {fence, ttl_ms}, or 409 {holder} (409 {holder, retry_ms} in a takeover cooldown)
-    PUT    /api/v1/workspaces/{id}/lease  {fence, ttl_ms?}  -> 200 {fence, ttl_ms}, or 409 {holder}
-    DELETE /api/v1/workspaces/{id}/lease?fence=N            -> 200 {released: true}, or 409 {holder}
+    PUT    .../lease  {fence, ttl_ms?}  -> 200 {fence, ttl_ms}, or 409 {holder}
+    DELETE .../lease?fence=N            -> 204, or 409 {holder}
 
-The job holds the lease as user ``svc:<id>`` (tab ``svc:<id>``): tabs see ``{id: "svc:<id>", name,
-service: true}`` with the usual busy, queue, request and takeover behaviour, and the audit log records
-it like any holder. Nothing renews a service's lease but the job itself (PUT, which replaces the TTL);
-a tab that takes it over, a request that times out or an expiry ends it, and the job learns it at its
-next renewal (409). Taking again with the same holder id answers the same fence (a retried POST).
+where ``...`` is ``/api/v1/workspaces/{id}`` (the workspace's own lease) or
+``/api/v1/workspaces/{id}/locks/{lock}`` (a named lock). This module maps HTTP to the commands
+and their answers back; it decides nothing about leases.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..auth import MAX_NAME, MAX_SUB, is_text
-from ..core.replica import Replica
-from ..errors import StoreUnavailable
-from ..gateway import replies as r
-from ..gateway.leases import LeaseScripts
-from ..settings import Settings
-from ..wire.messages import SERVICE_PREFIX, valid_workspace
+from ..engine.services import Held, Let, Refused, ServiceCommands, ServiceHolder
+from ..errors import BadMessage, RequestError, Unavailable
+from ..wire.messages import LOCK_RE, valid_workspace
 from .bodies import capped_body
 from .params import whole_number
 
-MIN_TTL_MS = 500  # below this a renewal cannot keep up with a network hiccup
-MAX_TTL_MS = 3_600_000  # an hour: a crashed job must not block a document for longer
 MAX_BODY = 4096
-
-
-class ServiceHolder(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    name: str | None = None
 
 
 class Take(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,117 +39,83 @@ class Renew(msgspec.Struct, forbid_unknown_fields=True):
     ttl_ms: int | None = None
 
 
-def _bad(message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=400)
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
 
 
-def _unavailable() -> Response:
-    return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
+def answer(result: Held | Refused | Let, created: bool = False) -> Response:
+    """A command's answer as HTTP."""
+    match result:
+        case Held(fence=fence, ttl_ms=ttl_ms):
+            return JSONResponse({"fence": fence, "ttl_ms": ttl_ms}, status_code=201 if created else 200)
+        case Refused(holder=holder, retry_ms=retry_ms):
+            body: dict[str, object] = {"holder": msgspec.to_builtins(holder)}
+            if retry_ms is not None:
+                body["retry_ms"] = retry_ms
+            return JSONResponse(body, status_code=409)
+        case Let():
+            return Response(status_code=204)
+
+
+def target(request: Request) -> tuple[str, str]:
+    """The workspace and lock a request names. Raises ``BadMessage``."""
+    workspace: str = request.path_params["workspace"]
+    lock: str = request.path_params.get("lock", "")
+    if not valid_workspace(workspace):
+        raise BadMessage("invalid workspace id")
+    if "lock" in request.path_params and LOCK_RE.fullmatch(lock) is None:
+        raise BadMessage("invalid lock id: 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return workspace, lock
 
 
 class ServiceLeases:
     """The three handlers; ``refused`` answers a request without the API key (None: allowed)."""
 
-    def __init__(
-        self, settings: Settings, leases: LeaseScripts, refused: Callable[[Request], Response | None]
-    ) -> None:
-        self.settings = settings
-        self.leases = leases
+    def __init__(self, commands: ServiceCommands, refused: Callable[[Request], Response | None]) -> None:
+        self.commands = commands
         self.refused = refused
 
-    async def _body(self, request: Request, kind: type[Take] | type[Renew]) -> Take | Renew | Response:
+    async def _body(self, request: Request, kind: type[Take] | type[Renew]) -> Take | Renew:
         raw = await capped_body(request, MAX_BODY)
         if raw is None:
-            return _bad(f"the body is larger than {MAX_BODY} bytes")
+            raise BadMessage(f"the body is larger than {MAX_BODY} bytes")
         try:
             return msgspec.json.decode(raw or b"{}", type=kind)
         except msgspec.DecodeError as exc:
-            return _bad(f"invalid body: {exc}")
+            raise BadMessage(f"invalid body: {exc}") from None
 
-    def _ttl(self, ttl_ms: int | None) -> int | Response:
-        ttl = self.settings.lease_ttl_ms if ttl_ms is None else ttl_ms
-        if not MIN_TTL_MS <= ttl <= MAX_TTL_MS:
-            return _bad(f"ttl_ms must be between {MIN_TTL_MS} and {MAX_TTL_MS}")
-        return ttl
-
-    async def _holder(self, workspace: str, status: int = 409, **extra: object) -> Response:
-        """The current holder (after a refusal), as tabs see it."""
-        replica = Replica(workspace)
-        replica.reset(await self.leases.read(workspace), force=True)
-        view = replica.holder_view(with_fence=False)
-        return JSONResponse({"holder": msgspec.to_builtins(view), **extra}, status_code=status)
-
-    def _workspace(self, request: Request) -> str | None:
-        ws: str = request.path_params["workspace"]
-        return ws if valid_workspace(ws) else None
+    async def _handle(self, request: Request, run: Callable[[str, str], Awaitable[Response]]) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
+        try:
+            workspace, lock = target(request)
+            return await run(workspace, lock)
+        except Unavailable as exc:
+            return _error(503, str(exc))
+        except RequestError as exc:
+            return _error(400, str(exc))
 
     async def take(self, request: Request) -> Response:
-        if (refused := self.refused(request)) is not None:
-            return refused
-        if (workspace := self._workspace(request)) is None:
-            return _bad("invalid workspace id")
-        body = await self._body(request, Take)
-        if isinstance(body, Response):
-            return body
-        assert isinstance(body, Take)
-        h = body.holder
-        name = h.name or h.id
-        if not h.id or len(h.id) > MAX_SUB - len(SERVICE_PREFIX) or not is_text(h.id):
-            return _bad(f"holder.id must be 1-{MAX_SUB - len(SERVICE_PREFIX)} characters")
-        if len(name) > MAX_NAME or not is_text(name):
-            return _bad(f"holder.name must be at most {MAX_NAME} characters")
-        ttl = self._ttl(body.ttl_ms)
-        if isinstance(ttl, Response):
-            return ttl
-        user = SERVICE_PREFIX + h.id
-        try:
-            if body.takeover:
-                taken = await self.leases.takeover(workspace, user, name, user, "", ttl_ms=ttl)
-                match taken.reply:
-                    case r.Cooldown(retry_ms=retry_ms):
-                        return await self._holder(workspace, retry_ms=retry_ms)
-                    case r.Granted() | r.TakenOver() | r.Rejoined() as grant:
-                        return JSONResponse({"fence": grant.fence, "ttl_ms": ttl}, status_code=201)
-            else:
-                out = await self.leases.acquire(workspace, user, name, user, "", ttl_ms=ttl)
-                match out.reply:
-                    case r.Granted() | r.Rejoined() as grant:
-                        return JSONResponse({"fence": grant.fence, "ttl_ms": ttl}, status_code=201)
-            return await self._holder(workspace)
-        except StoreUnavailable:
-            return _unavailable()
+        async def run(workspace: str, lock: str) -> Response:
+            body = await self._body(request, Take)
+            assert isinstance(body, Take)
+            return answer(await self.commands.take(workspace, lock, body.holder, body.ttl_ms, body.takeover), True)
+
+        return await self._handle(request, run)
 
     async def renew(self, request: Request) -> Response:
-        if (refused := self.refused(request)) is not None:
-            return refused
-        if (workspace := self._workspace(request)) is None:
-            return _bad("invalid workspace id")
-        body = await self._body(request, Renew)
-        if isinstance(body, Response):
-            return body
-        assert isinstance(body, Renew)
-        ttl = self._ttl(body.ttl_ms)
-        if isinstance(ttl, Response):
-            return ttl
-        try:
-            if await self.leases.renew(workspace, body.fence, ttl):
-                return JSONResponse({"fence": body.fence, "ttl_ms": ttl})
-            return await self._holder(workspace)
-        except StoreUnavailable:
-            return _unavailable()
+        async def run(workspace: str, lock: str) -> Response:
+            body = await self._body(request, Renew)
+            assert isinstance(body, Renew)
+            return answer(await self.commands.renew(workspace, lock, body.fence, body.ttl_ms))
+
+        return await self._handle(request, run)
 
     async def release(self, request: Request) -> Response:
-        if (refused := self.refused(request)) is not None:
-            return refused
-        if (workspace := self._workspace(request)) is None:
-            return _bad("invalid workspace id")
-        fence = whole_number(request.query_params.get("fence", ""))
-        if fence is None:
-            return _bad("name the fence to release: ?fence=<the fence of your grant, in digits 0-9>")
-        try:
-            out = await self.leases.release(workspace, fence, "released")
-            if isinstance(out.reply, r.Relinquished):
-                return JSONResponse({"released": True})
-            return await self._holder(workspace)
-        except StoreUnavailable:
-            return _unavailable()
+        async def run(workspace: str, lock: str) -> Response:
+            fence = whole_number(request.query_params.get("fence", ""))
+            if fence is None:
+                raise BadMessage("name the fence to release: ?fence=<the fence of your grant, in digits 0-9>")
+            return answer(await self.commands.release(workspace, lock, fence))
+
+        return await self._handle(request, run)

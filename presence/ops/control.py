@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import msgspec
 
-from ..connections.tab import Tab
 from ..gateway.gateway import Gateway
 
 log = logging.getLogger("presence.control")
@@ -35,25 +34,22 @@ _encoder = msgspec.json.Encoder()
 
 
 class Control:
-    """``find`` looks a tab up among this process's connections."""
+    """``close`` closes a tab if it is one of this process's: ``close(conn, code, reason)``, True if it was."""
 
-    def __init__(self, server_id: str, channel: str, gateway: Gateway, find: Callable[[str], Tab | None]) -> None:
+    def __init__(
+        self, server_id: str, channel: str, gateway: Gateway, close: Callable[[str, int, str], bool]
+    ) -> None:
         self.server_id = server_id
         self.channel = channel
         self.gateway = gateway
-        self._find = find
-
-    def find(self, conn: str) -> Tab | None:
-        if conn.rpartition("-")[0] != self.server_id:
-            return None  # conn ids are '<server>-<n>': not one of ours
-        return self._find(conn)
+        self._close = close
 
     def close_local(self, conn: str, reason: str) -> bool:
-        tab = self.find(conn)
-        if tab is None:
+        if conn.rpartition("-")[0] != self.server_id:
+            return False  # conn ids are '<server>-<n>': not one of ours
+        if not self._close(conn, CLOSED_BY_OPERATOR, reason or "closed by an operator"):
             return False
-        log.info("%r closed by an operator: %s", tab, reason or "(no reason given)")
-        tab.close(CLOSED_BY_OPERATOR, reason or "closed by an operator")
+        log.info("tab %s closed by an operator: %s", conn, reason or "(no reason given)")
         return True
 
     async def close_tab(self, conn: str, reason: str) -> None:

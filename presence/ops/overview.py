@@ -3,8 +3,8 @@ process's cores, which only know the workspaces it has tabs in).
 
 The active-workspace index (:mod:`presence.ops.registry`) names the workspaces; each one is read
 with the ``snapshot`` script, a few at a time so a long list never opens many connections. A
-workspace is shown through a :class:`~presence.core.replica.Replica` of the snapshot, so viewers,
-tab counts and the holder are the same as tabs see them.
+workspace is shown through the pure lease view (:mod:`~presence.core.lease_view`), so viewers,
+tab counts and holders are the same as tabs see them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
+from ..core.lease_view import lease_view, tab_infos, viewers
 from ..core.records import Snapshot
-from ..core.replica import Replica
 from ..gateway.gateway import Gateway
 from ..gateway.leases import LeaseScripts
 from .registry import Registry
@@ -35,28 +35,43 @@ async def snapshots(leases: LeaseScripts, workspaces: list[str]) -> list[Snapsho
 
 
 def describe(workspace: str, snap: Snapshot, now: int, detail: bool = False) -> dict[str, Any]:
-    """One workspace as JSON: holder (with how long it has held it), TTL, viewers and counts."""
-    replica = Replica(workspace)
-    replica.reset(snap, force=True)
+    """One workspace as JSON: holder (with how long it has held it), TTL, viewers and counts, and
+    its named locks that are held."""
+    infos = tab_infos(snap)
     tabs = [
         {"conn": conn, "user": {"id": t.user, "name": t.name}, "tab": t.tab, "active": t.active,
          "meta": t.meta, "server": t.server}
-        for conn, t in sorted(replica.tabs.items())
+        for conn, t in sorted(infos.items())
     ]
-    h = replica.holder
-    holder = None
-    if h is not None:
-        holder = {**_plain(replica.holder_view()), "tab": h.tab, "held_ms": max(0, now - h.since)}
+    locks = {}
+    for lock in sorted(snap.locks or {}):
+        held = _held(snap, lock, now)
+        if held is not None:
+            locks[lock] = held
+    own = _held(snap, "", now)
     out: dict[str, Any] = {
-        "workspace": workspace, "seq": snap.seq, "holder": holder,
-        "ttl_ms": snap.ttl_ms if h is not None and snap.ttl_ms >= 0 else None,
-        "viewers": _plain(replica.viewers()),
-        "tabs": len({(t.user, t.tab) for t in replica.tabs.values()}),
-        "servers": sorted({t.server for t in replica.tabs.values()}),
+        "workspace": workspace, "seq": snap.seq, "holder": None if own is None else own["holder"],
+        "ttl_ms": None if own is None else own["ttl_ms"],
+        "viewers": _plain(viewers(snap)),
+        "tabs": len({(t.user, t.tab) for t in infos.values()}),
+        "servers": sorted({t.server for t in infos.values()}),
+        "locks": locks,
     }
     if detail:
         out["tab_list"] = tabs
     return out
+
+
+def _held(snap: Snapshot, lock: str, now: int) -> dict[str, Any] | None:
+    """A lock's holder as operators see it: the holder view, its tab id, how long it has held
+    it, and the TTL left (None when the lease key is already gone)."""
+    view = lease_view(snap, lock)
+    h = snap.lock(lock).holder
+    if view.holder is None or h is None:
+        return None
+    ttl = snap.lock(lock).ttl_ms
+    holder = {**_plain(view.holder), "tab": h.tab, "held_ms": max(0, now - h.since)}
+    return {"holder": holder, "ttl_ms": ttl if ttl >= 0 else None}
 
 
 def totals(servers: list[dict[str, Any]]) -> dict[str, Any]:

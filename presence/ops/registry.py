@@ -71,7 +71,7 @@ class Registry(Service):
         self.settings = settings
         self.server_id = server_id
         self.gateway = gateway
-        self.keys = keys.all
+        self.keys = keys.by_name
         self.vitals = vitals
         s = settings
         self.interval = min(1.0, s.heartbeat_ms / 1000)
@@ -97,11 +97,13 @@ class Registry(Service):
             v = self.vitals()
             info, workspaces = _json.encode(self.info(v)).decode(), v.workspaces
         script = self.gateway.scripts["announce"]
-        await self.gateway.call(script, self.keys, [self.server_id, info, self.ttl_ms, *workspaces])
+        args = script.argv(server=self.server_id, info=info, ttl_ms=self.ttl_ms, workspaces=workspaces)
+        await self.gateway.call(script, script.keys(**self.keys), args)
 
     async def census(self, with_workspaces: bool = False) -> Census:
         script = self.gateway.scripts["census"]
-        now, flat, workspaces = await self.gateway.call(script, self.keys, ["1" if with_workspaces else ""])
+        args = script.argv(with_workspaces="1" if with_workspaces else "")
+        now, flat, workspaces = await self.gateway.call(script, script.keys(**self.keys), args)
         now = int(now)
         servers = []
         for i in range(0, len(flat), 3):

@@ -8,17 +8,32 @@ are unset are omitted from the JSON rather than sent as ``null``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 # Request ids are echoed back verbatim; clients use strings or small integers.
 RequestId = str | int | None
 
+Scope = Literal["user", "tab"]
+"""Whom a lease belongs to: all of the holder's tabs (``user``) or the one that took it (``tab``)."""
+
+ReleaseReason = Literal["released", "taken_over", "expired", "lost", "revoked", "idle"]
+"""Why a tab no longer holds a lease (``released.reason``)."""
+
+DeclineReason = Literal["declined", "timeout", "cancelled", "cooldown"]
+"""Why a polite request ended without the lease (``declined.reason``): the holder declined, did
+not answer in time, the requester cancelled, or a takeover at the deadline was refused by the
+takeover cooldown."""
+
 WORKSPACE_RE = re.compile(r"[A-Za-z0-9._~:@/-]{1,200}")
 TAB_RE = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 MAX_META_BYTES = 1024
 MAX_REQUEST_MESSAGE = 500
+
+LOCK_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+Lock = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{0,64}$")]
+"""A lock id: 1-64 characters of A-Z a-z 0-9 . _ : -; ``""`` (the default) is the workspace's own lease."""
 
 
 class _Message(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknown_fields=False):
@@ -37,15 +52,18 @@ class Hello(_Message, tag="hello"):
 
 class Acquire(_Message, tag="acquire"):
     id: RequestId = None
+    lock: Lock = ""
     wait: bool = False
 
 
 class Takeover(_Message, tag="takeover"):
     id: RequestId = None
+    lock: Lock = ""
 
 
 class Release(_Message, tag="release"):
     id: RequestId = None
+    lock: Lock = ""
 
 
 class Pong(_Message, tag="pong"):
@@ -53,15 +71,19 @@ class Pong(_Message, tag="pong"):
 
 
 class Status(_Message, tag="status"):
+    """This tab's presence: ``active``, and ``meta`` (a JSON object shared with everyone in the
+    workspace; ``null`` clears it, absent keeps it)."""
+
     id: RequestId = None
     active: bool | None = None
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Request(_Message, tag="request"):
     """Politely ask the holder for the lease."""
 
     id: RequestId = None
+    lock: Lock = ""
     message: str = ""
 
 
@@ -69,6 +91,7 @@ class Decline(_Message, tag="decline"):
     """The holder keeps the lease and turns the pending request down."""
 
     id: RequestId = None
+    lock: Lock = ""
 
 
 class Sync(_Message, tag="sync"):
@@ -119,16 +142,27 @@ class HolderView(msgspec.Struct, omit_defaults=True):
     fence: int | None = None
 
 
+class TabPresence(msgspec.Struct):
+    """One live tab of a viewer: its connection id (from its ``welcome``), whether it is active,
+    and the meta it shares (``null``: none)."""
+
+    conn: str
+    active: bool
+    meta: dict[str, Any] | None
+
+
 class Viewer(msgspec.Struct):
     user: Person
     tabs: int
     active: bool
+    presence: list[TabPresence] = []
 
 
 class Change(msgspec.Struct, omit_defaults=True, rename={"from_": "from"}):
     kind: str
     user: Person | None = None
     from_: Person | None = None
+    lock: str = ""  # a named lock's change ('': the workspace's lease)
 
 
 class RequestView(msgspec.Struct):
@@ -144,6 +178,7 @@ class StateView(msgspec.Struct, omit_defaults=False):
     viewers: list[Viewer]
     queue: list[Person] = []
     request: RequestView | None = None
+    locks: dict[str, HolderView] | msgspec.UnsetType = msgspec.UNSET  # the named locks that are held
 
 
 class Welcome(_Message, tag="welcome"):
@@ -154,6 +189,8 @@ class Welcome(_Message, tag="welcome"):
     lease_ttl_ms: int
     scope: str
     state: StateView
+    expires_in_ms: int | None = None  # the token's time left, when it has an ``exp``
+    read_only: bool = False  # the token's ``lease`` claim is false: presence only, no lease
 
 
 class State(_Message, tag="state"):
@@ -164,6 +201,7 @@ class State(_Message, tag="state"):
     queue: list[Person]
     request: RequestView | None
     change: Change | None = None
+    locks: dict[str, HolderView] | None = None  # the named locks that are held (absent: none)
 
 
 class Update(_Message, tag="update"):
@@ -183,28 +221,33 @@ class Update(_Message, tag="update"):
     viewers: list[Viewer] | msgspec.UnsetType = msgspec.UNSET
     queue: list[Person] | msgspec.UnsetType = msgspec.UNSET
     request: RequestView | msgspec.UnsetType | None = msgspec.UNSET
+    locks: dict[str, HolderView | None] | msgspec.UnsetType = msgspec.UNSET  # named locks changed (null: freed)
 
 
 class Acquired(_Message, tag="acquired"):
     fence: int
     ttl_ms: int
     id: RequestId = None
+    lock: str = ""
     rejoined: bool = False
 
 
 class Busy(_Message, tag="busy"):
     holder: HolderView
     id: RequestId = None
+    lock: str = ""
 
 
 class Queued(_Message, tag="queued"):
     position: int
     id: RequestId = None
+    lock: str = ""
 
 
 class Released(_Message, tag="released"):
-    reason: str
+    reason: ReleaseReason
     id: RequestId = None
+    lock: str = ""
     by: Person | None = None
 
 
@@ -214,6 +257,7 @@ class Asked(_Message, tag="asked"):
     holder: HolderView
     deadline_ms: int
     id: RequestId = None
+    lock: str = ""
 
 
 class Requested(_Message, tag="requested"):
@@ -222,19 +266,22 @@ class Requested(_Message, tag="requested"):
     by: Person
     deadline_ms: int
     message: str = ""
+    lock: str = ""
 
 
 class Declined(_Message, tag="declined"):
     """A request ended without handing the lease over: declined, timeout or cancelled."""
 
-    reason: str
+    reason: DeclineReason
     id: RequestId = None
+    lock: str = ""
     by: Person | None = None
 
 
 class Ping(_Message, tag="ping"):
     n: int
     ttl_ms: int | None = None
+    ttls: dict[str, int] | None = None  # the time left of each named lock the tab holds
 
 
 class Error(_Message, tag="error"):

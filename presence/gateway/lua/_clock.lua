@@ -1,7 +1,6 @@
--- _clock.lua: Redis time, for every script that reads it (Redis scripts cannot import).
--- Prepended to: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request,
---               handoff, announce, census
--- (before _lib.lua, which needs it).
+-- _clock.lua: Redis time, for every script that reads it (Redis scripts cannot import): each
+-- names it in its Libraries line, as _lib.lua does (which needs it).
+-- Libraries: none
 -- Time comes from Redis TIME only, never from a server's clock: servers' clocks disagree, and every
 -- expiry a script sets or compares must be on one clock.
 --   now_ms()  the Redis time in epoch milliseconds (a number)

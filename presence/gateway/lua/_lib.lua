@@ -1,32 +1,35 @@
--- _lib.lua: the workspace helpers (Redis scripts cannot import). Needs _clock.lua before it.
--- Prepended to: acquire, takeover, release, join, leave, status, snapshot, expire, touch, request, handoff
+-- _lib.lua: the workspace helpers (Redis scripts cannot import).
+-- Libraries: _clock.lua
 --
--- A workspace's keys, all sharing the hash tag {workspace} (one slot per call on Redis Cluster):
---   lease    string  the lease itself: value = fence of the current grant, TTL = lease TTL
---   holder   hash    the announced holder {fence, user, name, tab, since, took}; outlives the
---                    lease key until a script notices the expiry and announces it (TTL: key idle
---                    time, refreshed by every grant and rejoin, and by renewals now and then)
---   fence    string  the last fence issued; TTL: key idle time, refreshed by every grant
---   seq      string  change sequence counter, seeded from TIME when missing; TTL: key idle time,
---                    refreshed by every change
---   tabs     zset    conn -> presence expiry (Redis time, ms); TTL: twice the presence TTL
---   info     hash    conn -> tab info JSON [user, name, tab, active, meta, server]; same TTL
---   queue    list    FIFO wait queue of conns; TTL: key idle time, refreshed when one joins it
---   request  hash    the pending polite-handoff request {conn, user, name, message, deadline}
+-- Every workspace script but touch acts on one workspace: its header cites these KEYS and the head
+-- of its ARGV, `KEYS[1..8] - ... (_lib.lua)` and `ARGV[1..5] - ... (_lib.lua)`, its own arguments
+-- follow from ARGV[6], and it starts with `local ws = workspace(KEYS, ARGV)`. touch refreshes many
+-- workspaces in one call and builds the table itself, one per workspace, with the fields its
+-- helpers read (see touch.lua). The keys share the hash tag {workspace} (one slot per call on
+-- Redis Cluster):
+-- KEYS[1] lease   - string: the lease itself: value = fence of the current grant, TTL = lease TTL
+-- KEYS[2] holder  - hash: the announced holder {fence, user, name, tab, since, took}; outlives the
+--                   lease key until a script notices the expiry and announces it (TTL: key idle
+--                   time, refreshed by every grant and rejoin, and by renewals now and then)
+-- KEYS[3] fence   - string: the last fence issued; TTL: key idle time, refreshed by every grant
+-- KEYS[4] seq     - string: change sequence counter, seeded from TIME when missing; TTL: key idle
+--                   time, refreshed by every change
+-- KEYS[5] tabs    - zset: conn -> presence expiry (Redis time, ms); TTL: twice the presence TTL
+-- KEYS[6] info    - hash: conn -> tab info JSON [user, name, tab, active, meta, server]; same TTL
+-- KEYS[7] queue   - list: FIFO wait queue of conns; TTL: key idle time, refreshed when one joins it
+-- KEYS[8] request - hash: the pending polite-handoff request {conn, user, name, message, deadline}
+-- ARGV[1] channel      - the workspace's pub/sub channel
+-- ARGV[2] publish      - the publish command: 'PUBLISH', or 'SPUBLISH' on Cluster
+-- ARGV[3] lease_ttl_ms - the TTL of a grant or renewal the script makes
+-- ARGV[4] scope        - the lease scope: 'user' or 'tab'
+-- ARGV[5] key_idle_ms  - the key idle time
 -- So no key outlives the workspace's last use by more than the key idle time
 -- (PRESENCE_KEY_IDLE_DAYS): that is safe for the counters because of the fence rule in grant().
 --
--- Every script but touch acts on one workspace and is called with
---   KEYS[1..8]  lease, holder, fence, seq, tabs, info, queue, request
---   ARGV[1..5]  channel, publish command ('PUBLISH' or 'SPUBLISH'), lease TTL ms, scope ('user' or
---               'tab'), key idle ms; the script's own arguments start at ARGV[6]
--- and starts with `local ws = workspace(KEYS, ARGV)`. touch refreshes many workspaces in one call
--- and builds the table itself, one per workspace, with the fields its helpers read (see touch.lua).
---
 -- The helpers hold no state: all they act on is in `ws` (keys, channel, publish command, lease TTL,
 -- scope) or in their arguments. ws.events collects the JSON of the events published so far, in
--- order, for the reply: {status, detail JSON or '', event JSON...} (touch: per workspace
--- {missing, event JSON...}).
+-- order, for the reply: {reply JSON, event JSON...}, the reply an object with its `status` (touch:
+-- per workspace {missing, event JSON...}).
 --
 -- The helpers (`ws` a workspace table, `h` a holder from holder(ws), `now` Redis time in ms):
 --   workspace(keys, argv)            the table of a single-workspace script, no events yet
@@ -36,7 +39,7 @@
 --   holder_json(h), person(h)        h as event JSON: the holder record; the person {id, name}
 --   matches(ws, h, user, tab)        is (user, tab) the holder, in ws.scope?
 --   emit(ws, ev)                     give `ev` the next seq and the time, publish it, add it to ws.events
---   reply(ws, status, detail)        the script's reply
+--   reply(ws, status, detail)        the script's reply: detail (a table or nil) with its status
 --   queue_map(ws)                    the queue as {conn = position}, or null
 --   request(ws)                      the pending request {conn, user, name, message, deadline}, or false
 --   request_json(r)                  a request as event JSON, null for none
@@ -124,8 +127,9 @@ local function emit(ws, ev)
 end
 
 local function reply(ws, status, detail)
-  -- cjson implementations differ on empty tables ({} or []): send '' for an empty detail.
-  local out = {status, (detail and next(detail) ~= nil) and cjson.encode(detail) or ''}
+  detail = detail or {}
+  detail.status = status  -- never an empty table, which cjson implementations encode as {} or []
+  local out = {cjson.encode(detail)}
   for i = 1, #ws.events do out[#out + 1] = ws.events[i] end
   return out
 end

@@ -1,17 +1,18 @@
 -- acquire: take a free lease with SET NX PX, rejoin one the caller already holds, report busy,
 -- or (wait) join the FIFO queue.
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - user id
--- ARGV[7]    - user name
--- ARGV[8]    - tab id
--- ARGV[9]    - origin conn
--- ARGV[10]   - '1' to wait in the queue when someone else holds the lease, '0' not to
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'acquired', {fence, ttl_ms}     a new grant (event 'acquired')
---   'rejoined', {fence, ttl_ms}     the caller already held it: TTL replaced
---   'busy',     {holder}            someone else holds it
---   'queued',   {holder, position}  waiting in line (event 'queued' when it joined the line now)
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    user   - user id
+-- ARGV[7]    name   - user name
+-- ARGV[8]    tab    - tab id
+-- ARGV[9]    origin - origin conn
+-- ARGV[10]   wait   - '1' to wait in the queue when someone else holds the lease, '0' not to
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   granted  {fence, ttl_ms}     a new grant (event 'acquired')
+--   rejoined {fence, ttl_ms}     the caller already held it: TTL replaced
+--   busy     {holder}            someone else holds it
+--   waiting  {holder, position}  waiting in line (event 'queued' when it joined the line now)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, wait = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1'
@@ -32,8 +33,8 @@ if h then
     redis.call('PEXPIRE', ws.queue, ws.idle)
     emit(ws, {kind = 'queued', user = {id = user, name = name}, queue = queue_map(ws), origin = origin})
   end
-  return reply(ws, 'queued', {holder = holder_json(h),
-                              position = (redis.call('LPOS', ws.queue, origin) or 0) + 1})
+  return reply(ws, 'waiting', {holder = holder_json(h),
+                               position = (redis.call('LPOS', ws.queue, origin) or 0) + 1})
 end
 local g = grant(ws, user, name, tab, false)
 if not g then
@@ -42,4 +43,4 @@ end
 redis.call('LREM', ws.queue, 0, origin)
 emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl,
           user = person(g), origin = origin})
-return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
+return reply(ws, 'granted', {fence = g.fence, ttl_ms = ws.ttl})

@@ -1,14 +1,14 @@
 -- announce: one server's registry entry and the workspaces it has tabs in, each with an expiry in
 -- Redis time; prunes expired entries. Global keys only, never a workspace's: the three share the
 -- hash tag {#registry} (one slot on Cluster, and no workspace id can contain '#').
--- Runs with _clock.lua prepended (not _lib.lua).
--- KEYS[1]    - servers zset (id -> expiry ms)
--- KEYS[2]    - servers' info hash (id -> JSON)
--- KEYS[3]    - workspaces zset (workspace -> expiry ms)
--- ARGV[1]    - server id
--- ARGV[2]    - server info JSON ('' removes the server)
--- ARGV[3]    - TTL ms of the entries written
--- ARGV[4..n] - workspaces
+-- Libraries: _clock.lua
+-- KEYS[1]    servers     - zset: server id -> expiry ms
+-- KEYS[2]    server_info - hash: server id -> JSON
+-- KEYS[3]    workspaces  - zset: workspace -> expiry ms
+-- ARGV[1]    server      - server id
+-- ARGV[2]    info        - server info JSON ('' removes the server)
+-- ARGV[3]    ttl_ms      - the TTL of the entries written
+-- ARGV[4..]  workspaces  - the workspaces it has tabs in
 -- Returns the Redis time in ms (string).
 local now = now_ms()
 local id, info, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])

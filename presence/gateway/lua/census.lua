@@ -1,9 +1,9 @@
 -- census: the live servers and, when asked, the active workspaces, after pruning expired entries.
--- Runs with _clock.lua prepended (not _lib.lua).
--- KEYS[1]    - servers zset (id -> expiry ms), as announce.lua
--- KEYS[2]    - servers' info hash (id -> JSON)
--- KEYS[3]    - workspaces zset (workspace -> expiry ms)
--- ARGV[1]    - '1' to include the workspaces
+-- Libraries: _clock.lua
+-- KEYS[1]    servers     - zset: server id -> expiry ms, as announce.lua
+-- KEYS[2]    server_info - hash: server id -> JSON
+-- KEYS[3]    workspaces  - zset: workspace -> expiry ms
+-- ARGV[1]    with_workspaces - '1' to include the workspaces
 -- Returns {now ms, {id, expiry, info JSON, ...}, {workspace, ...}}
 local now = str(now_ms())
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)

@@ -1,11 +1,12 @@
 -- expire: the expiry watcher's check, run when a lease's PTTL has run out locally. Announces the
 -- expiry if the lease key is gone, and hands the lease to the next in line (idempotent: only the
 -- first watcher finds anything to announce).
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'held', {ttl_ms}  a lease is alive (maybe just handed on)
---   'free', ''        no lease
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   held {ttl_ms}  a lease is alive (maybe just handed on)
+--   free {}        no lease
 -- An expiry this call notices is announced: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local h = settle(ws)

@@ -6,35 +6,36 @@
 --              request ends unanswered. During the takeover cooldown that follows a takeover the
 --              lease is not forced away by this path either: the request ends with reason
 --              'cooldown' (the holder keeps the lease; the requester may ask again later).
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - mode: 'decline', 'cancel' or 'timeout'
--- ARGV[7]    - the holder's fence (decline) or the requester's conn (cancel, timeout)
--- ARGV[8]    - '1' when the requester may take the lease over at timeout, else '0'
--- ARGV[9]    - by: JSON person who declined, or ''
--- ARGV[10]   - takeover cooldown ms (0: none)
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'ended',      {reason}               the request ended: declined, cancelled, timeout or cooldown
---                                        (event 'request_ended')
---   'taken_over', {fence, ttl_ms, from}  timeout: the requester took it over (event 'taken_over')
---   'early',      {left_ms}              timeout called before the deadline
---   'none',       ''                     no such request (already resolved)
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    mode          - 'decline', 'cancel' or 'timeout'
+-- ARGV[7]    target        - the holder's fence (decline) or the requester's conn (cancel, timeout)
+-- ARGV[8]    may_take_over - '1' when the requester may take the lease over at timeout, else '0'
+-- ARGV[9]    by            - JSON person who declined, or ''
+-- ARGV[10]   cooldown_ms   - the takeover cooldown (0: none)
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   ended      {reason}               the request ended: declined, cancelled, timeout or cooldown
+--                                     (event 'request_ended')
+--   taken_over {fence, ttl_ms, from}  timeout: the requester took it over (event 'taken_over')
+--   early      {left_ms}              timeout called before the deadline
+--   no_request {}                     no such request (already resolved)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local mode, arg, may_take, by, cooldown = ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local now = now_ms()
 local h = settle(ws)
 local r = request(ws)
-if not r then return reply(ws, 'none', nil) end
+if not r then return reply(ws, 'no_request', nil) end
 local reason
 if mode == 'decline' then
-  if not h or h.fence ~= arg then return reply(ws, 'none', nil) end
+  if not h or h.fence ~= arg then return reply(ws, 'no_request', nil) end
   reason = 'declined'
 elseif mode == 'cancel' then
-  if r.conn ~= arg then return reply(ws, 'none', nil) end
+  if r.conn ~= arg then return reply(ws, 'no_request', nil) end
   reason = 'cancelled'
 else
-  if r.conn ~= arg then return reply(ws, 'none', nil) end
+  if r.conn ~= arg then return reply(ws, 'no_request', nil) end
   local left = tonumber(r.deadline) - now
   if left > 0 then return reply(ws, 'early', {left_ms = left}) end
   reason = 'timeout'

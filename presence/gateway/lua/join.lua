@@ -1,19 +1,21 @@
 -- join: a tab enters the workspace. Adds its presence entry, and when the tab belongs to the
 -- holder (same user; same tab id in tab scope) replaces the lease TTL in the same step, so a
 -- reload within the grace period keeps the lease and its fence.
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - conn
--- ARGV[7]    - tab info JSON [user, name, tab, active, meta, server]
--- ARGV[8]    - user id
--- ARGV[9]    - tab id
--- ARGV[10]   - presence TTL ms
--- ARGV[11]   - '1': answer with the whole workspace (the server has no copy of it yet), else ''
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'joined', {rejoined, fence?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
---                                           tabs); seq = the workspace's sequence number after this
---                                           join; snapshot (when asked) = the whole workspace then
---                                           {seq, at, holder, ttl_ms, tabs, queue, request}
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    conn            - conn
+-- ARGV[7]    info            - tab info JSON [user, name, tab, active, meta, server]
+-- ARGV[8]    user            - user id
+-- ARGV[9]    tab             - tab id
+-- ARGV[10]   presence_ttl_ms - the presence TTL
+-- ARGV[11]   whole           - '1': answer with the whole workspace (the server has no copy of it
+--                              yet), else ''
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   entered {rejoined, fence?, seq, snapshot?}  event 'joined' (after a 'left' for pruned tabs);
+--                                               seq = the workspace's sequence number after this
+--                                               join; snapshot (when asked) = the whole workspace
+--                                               then {seq, at, holder, ttl_ms, tabs, queue, request}
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local conn, info, user, tab, presence_ttl = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
@@ -38,4 +40,4 @@ emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info
 local detail = {rejoined = rejoined, seq = redis.call('GET', ws.seq)}
 if whole then detail.snapshot = snapshot(ws, now) end
 if rejoined then detail.fence = h.fence end
-return reply(ws, 'joined', detail)
+return reply(ws, 'entered', detail)

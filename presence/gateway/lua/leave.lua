@@ -2,16 +2,17 @@
 -- closed cleanly and was the holder's last live tab, the lease TTL is shortened to the grace
 -- period (never lengthened): a reload within grace rejoins it, otherwise it expires and the
 -- expiry watchers announce it (and hand it on).
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - conn
--- ARGV[7]    - '1' when the tab closed cleanly, else '0'
--- ARGV[8]    - grace ms
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'left', {ttl_ms?}  event 'left'. ttl_ms when the holder's last tab left cleanly: what is
---                      left of the lease, at most grace; 0 without grace, the lease released
---                      at once (event 'released', then the handoff's events)
---   'gone', ''         the tab had no presence entry (no events)
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    conn     - conn
+-- ARGV[7]    clean    - '1' when the tab closed cleanly, else '0'
+-- ARGV[8]    grace_ms - the grace period
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   left {ttl_ms?}  event 'left'. ttl_ms when the holder's last tab left cleanly: what is left
+--                   of the lease, at most grace; 0 without grace, the lease released at once
+--                   (event 'released', then the handoff's events)
+--   gone {}         the tab had no presence entry (no events)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local conn, clean, grace = ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])

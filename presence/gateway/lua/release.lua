@@ -1,16 +1,17 @@
 -- release: end a lease and hand it to the next in line. Compare-and-set on the fence, so a holder
 -- whose lease expired and was granted to someone else cannot release its successor's lease.
 -- Called by a waiter that does not hold the lease, it only leaves the queue.
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - the fence the caller holds ('' = whoever holds it: an operator's force release)
--- ARGV[7]    - reason: 'released', 'revoked' or 'idle' (the event's kind)
--- ARGV[8]    - origin conn ('' for none)
--- ARGV[9]    - by: JSON person who ended it, or ''
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'released',   {fence, next?}  ended (event ARGV[7]), then handed on (next: to whom)
---   'dequeued',   ''              the caller was only waiting: left the queue (event 'dequeued')
---   'not_holder', {holder}
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    fence  - the fence the caller holds ('' = whoever holds it: an operator's force release)
+-- ARGV[7]    reason - 'released', 'revoked' or 'idle' (the event's kind)
+-- ARGV[8]    origin - origin conn ('' for none)
+-- ARGV[9]    by     - JSON person who ended it, or ''
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   relinquished {fence, next?}  ended (event `reason`), then handed on (next: to whom)
+--   dequeued     {}              the caller was only waiting: left the queue (event 'dequeued')
+--   not_holder   {holder}
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local token, reason, origin, by = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -23,4 +24,4 @@ if not h or (token ~= '' and h.fence ~= token) then
   return reply(ws, 'not_holder', {holder = h and holder_json(h) or cjson.null})
 end
 local g = end_lease(ws, h, reason, origin, by ~= '' and cjson.decode(by) or nil, now_ms())
-return reply(ws, 'released', {fence = h.fence, next = g and person(g) or nil})
+return reply(ws, 'relinquished', {fence = h.fence, next = g and person(g) or nil})

@@ -1,16 +1,16 @@
 -- renew: replace the TTL of many leases in one call (one heartbeat tick), each only while its
 -- value is still the caller's fence: compare-and-set, so a holder whose lease expired and was
 -- granted to someone else cannot renew its successor's lease. Renew replaces, never adds. Now
--- and then (ARGV[3] > 0) a renewed lease's holder record gets the key idle time again: it must
+-- and then (key_idle_ms > 0) a renewed lease's holder record gets the key idle time again: it must
 -- outlive the lease, and a grant gave it that time, so one refresh in a quarter of it is plenty.
--- Also how a stopping process keeps its tabs' leases for the restart grace (ARGV[1] = the grace):
--- the same compare-and-set, the new TTL counted by Redis from when it runs.
--- Standalone: no library is prepended.
--- KEYS        - per lease: its lease key, then (only when ARGV[3] > 0) its holder key (any slots
---               on plain Redis; one slot per call on Cluster)
--- ARGV[1]     - lease TTL ms (or the restart grace)
--- ARGV[2]     - the fences expected, one per lease in KEYS order, separated by ','
--- ARGV[3]     - key idle ms (the holder records' new TTL), or 0: holder records left as they are
+-- Also how a stopping process keeps its tabs' leases for the restart grace (lease_ttl_ms = the
+-- grace): the same compare-and-set, the new TTL counted by Redis from when it runs.
+-- Libraries: none
+-- KEYS[1..]  leases       - per lease: its lease key, then (only when key_idle_ms > 0) its holder
+--                           key (any slots on plain Redis; one slot per call on Cluster)
+-- ARGV[1]    lease_ttl_ms - the leases' new TTL (the lease TTL, or the restart grace)
+-- ARGV[2]    fences       - the fences expected, one per lease in KEYS order, separated by ','
+-- ARGV[3]    key_idle_ms  - the holder records' new TTL, or 0: holder records left as they are
 -- Returns a string with one character per lease: '1' renewed, '0' not ours any more (expired or
 -- replaced). One string and one argument for all fences, not one value each: for 10,000 leases
 -- that halves what the client packs and leaves it one reply to parse instead of 10,000.

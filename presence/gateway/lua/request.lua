@@ -2,19 +2,20 @@
 -- the holder may release (the lease goes straight to the requester), decline, or let the
 -- deadline pass (then the requester's server may take it over, see handoff.lua). One request is
 -- pending at a time; a free lease is simply granted.
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - user id
--- ARGV[7]    - user name
--- ARGV[8]    - tab id
--- ARGV[9]    - origin conn
--- ARGV[10]   - message to the holder
--- ARGV[11]   - answer timeout ms
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'acquired',  {fence, ttl_ms}        it was free: granted (event 'acquired')
---   'rejoined',  {fence, ttl_ms}        the caller already holds it: TTL replaced
---   'requested', {deadline_ms, holder}  the holder was asked (event 'requested')
---   'pending',   {request, holder}      another request is pending
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    user       - user id
+-- ARGV[7]    name       - user name
+-- ARGV[8]    tab        - tab id
+-- ARGV[9]    origin     - origin conn
+-- ARGV[10]   message    - message to the holder
+-- ARGV[11]   timeout_ms - how long the holder has to answer
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   granted  {fence, ttl_ms}        it was free: granted (event 'acquired')
+--   rejoined {fence, ttl_ms}        the caller already holds it: TTL replaced
+--   asked    {deadline_ms, holder}  the holder was asked (event 'requested')
+--   pending  {request, holder}      another request is pending
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, message, timeout = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
@@ -25,7 +26,7 @@ if not h then
   redis.call('LREM', ws.queue, 0, origin)
   emit(ws, {kind = 'acquired', lease = true, holder = holder_json(g), ttl_ms = ws.ttl, user = person(g),
             origin = origin, queue = queue_map(ws)})
-  return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
+  return reply(ws, 'granted', {fence = g.fence, ttl_ms = ws.ttl})
 end
 if matches(ws, h, user, tab) then
   redis.call('PEXPIRE', ws.lease, ws.ttl)
@@ -43,4 +44,4 @@ redis.call('PEXPIRE', ws.request, timeout + 60000)
 r = request(ws)
 emit(ws, {kind = 'requested', user = {id = user, name = name}, request = request_json(r), origin = origin,
           wait_ms = timeout})
-return reply(ws, 'requested', {deadline_ms = timeout, holder = holder_json(h)})
+return reply(ws, 'asked', {deadline_ms = timeout, holder = holder_json(h)})

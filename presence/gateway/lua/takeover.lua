@@ -1,18 +1,19 @@
 -- takeover: force-take the lease. Replaces the holder, bumps the fence and publishes atomically,
 -- so the old holder's next renew fails even if it never hears the message. Refused during the
 -- takeover cooldown that follows a takeover (to stop takeover wars).
--- KEYS[1..8] - the workspace keys: lease, holder, fence, seq, tabs, info, queue, request (_lib.lua)
--- ARGV[1..5] - channel, publish command, lease TTL ms, scope, key idle ms (_lib.lua)
--- ARGV[6]    - user id
--- ARGV[7]    - user name
--- ARGV[8]    - tab id
--- ARGV[9]    - origin conn
--- ARGV[10]   - takeover cooldown ms (0: none)
--- Returns {status, detail JSON or '', event JSON...}, the events in the order published:
---   'acquired',   {fence, ttl_ms}        it was free (event 'acquired')
---   'taken_over', {fence, ttl_ms, from}  replaced a holder (event 'taken_over')
---   'rejoined',   {fence, ttl_ms}        the caller already held it: TTL replaced
---   'cooldown',   {retry_ms, holder}     too soon after the last takeover
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..8] - the workspace keys (_lib.lua)
+-- ARGV[1..5] - the workspace head (_lib.lua)
+-- ARGV[6]    user        - user id
+-- ARGV[7]    name        - user name
+-- ARGV[8]    tab         - tab id
+-- ARGV[9]    origin      - origin conn
+-- ARGV[10]   cooldown_ms - the takeover cooldown (0: none)
+-- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
+--   granted    {fence, ttl_ms}        it was free (event 'acquired')
+--   taken_over {fence, ttl_ms, from}  replaced a holder (event 'taken_over')
+--   rejoined   {fence, ttl_ms}        the caller already held it: TTL replaced
+--   cooldown   {retry_ms, holder}     too soon after the last takeover
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
 local user, name, tab, origin, cooldown = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
@@ -41,4 +42,4 @@ if h then
   return reply(ws, 'taken_over', {fence = g.fence, ttl_ms = ws.ttl, from = person(h)})
 end
 emit(ws, ev)
-return reply(ws, 'acquired', {fence = g.fence, ttl_ms = ws.ttl})
+return reply(ws, 'granted', {fence = g.fence, ttl_ms = ws.ttl})

@@ -1,11 +1,14 @@
 -- touch: refresh the presence entries of one server's live tabs in many workspaces at once (one
 -- heartbeat tick), and prune entries whose server stopped refreshing them (announced as 'left').
--- KEYS[5w-4..5w] - workspace w's tabs, info, seq, queue, request (_lib.lua): any slots on plain Redis,
---                  one slot per call on Cluster
--- ARGV[1]        - presence TTL ms
--- ARGV[2]        - publish command ('PUBLISH' or 'SPUBLISH')
--- ARGV[3]        - key idle ms: the TTL of the seq counter (when a prune publishes) and the wait queue
--- ARGV[4..]      - per workspace in KEYS order: channel, n, then n conns of this server's live tabs
+-- Libraries: _clock.lua, _lib.lua
+-- KEYS[1..]  workspaces {tabs, info, seq, queue, request} - per workspace, these of its keys
+--                          (as _lib.lua names them): any slots on plain Redis, one slot per call on
+--                          Cluster
+-- ARGV[1]    presence_ttl_ms - the presence TTL
+-- ARGV[2]    publish         - the publish command ('PUBLISH' or 'SPUBLISH')
+-- ARGV[3]    key_idle_ms     - the TTL of the seq counter (when a prune publishes) and the wait queue
+-- ARGV[4..]  workspaces {channel, n, conns} - per workspace in KEYS order: its channel, n, then the
+--                          n conns of this server's live tabs there
 -- Returns per workspace {missing, event JSON...}: missing = '' or a JSON map of the given conns that
 -- had no entry any more (pruned while this server was paused: the server joins them again); the
 -- events ('left' for the pruned entries) are the ones published on that workspace's channel.

@@ -1,4 +1,4 @@
-"""Sweeper: announces the expiry of leases that nobody on this process watches any more.
+"""Sweeper: announces the expiry of leases that no workspace core on this process watches any more.
 
 A workspace's core arms an expiry watch only while it has local tabs. When a holder's last tab closes, the
 lease lives on for the grace period, and with no local tab left anywhere nobody would announce its end
@@ -16,10 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ..core.events import Event
+from ..core.outcomes import Held
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
-from ..gateway.replies import Held
-from ..settings import Settings
 from ..tasks import Service
 
 log = logging.getLogger("presence.sweeper")
@@ -34,12 +33,14 @@ class Sweeper(Service):
     name = "expiry sweeper"
     crash_message = "the expiry sweeper died; unwatched expiries are announced late"
 
-    def __init__(self, settings: Settings, leases: LeaseScripts, local: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, heartbeat_ms: int, lease_ttl_ms: int, leases: LeaseScripts, local: Callable[[], list[str]]
+    ) -> None:
         super().__init__()
         self.leases = leases
         self.local = local  # the workspaces this process has tabs in (and so watches itself)
-        self.interval = min(0.5, settings.heartbeat_ms / 1000)
-        self.horizon = (settings.lease_ttl_ms + 1000) / 1000
+        self.interval = min(0.5, heartbeat_ms / 1000)
+        self.horizon = (lease_ttl_ms + 1000) / 1000
         self.seen: set[str] = set()
         self.touched: set[str] = set()  # changed by this process's scripts since the last sweep
         self.watch: dict[str, tuple[float, float]] = {}  # workspace -> (next check, give up at)

@@ -4,17 +4,12 @@ pub/sub) stays a duplicate. Redis time (``at``) tells the two apart."""
 
 from __future__ import annotations
 
-from presence.core.effects import Resync, Send
-from presence.core.events import LeaseGranted, TabJoined
-from presence.core.member import Member
-from presence.core.records import HolderRecord, Snapshot
+from presence.core.events import TabJoined
+from presence.core.records import Snapshot
 from presence.core.replica import Applied, Replica, went_back
-from presence.core.workspace import Workspace
-from presence.settings import Settings
-from presence.wire.messages import Person, State
+from presence.wire.messages import Person
 
-ALICE, BOB = Person("alice", "Alice"), Person("bob", "Bob")
-SETTINGS = Settings(lease_ttl_ms=1500, heartbeat_ms=300, dead_after_ms=900, grace_ms=600)
+BOB = Person("bob", "Bob")
 T0 = 1_800_000_000_000  # Redis time, ms
 
 
@@ -55,18 +50,3 @@ def test_an_older_read_is_refused_a_later_read_of_a_history_that_went_back_is_ad
     assert r.seq == 11
     assert r.reset(Snapshot(seq=6, holder=None, ttl_ms=-2, at=T0 + 4000))  # after a failover
     assert r.seq == 6
-
-
-def test_the_core_re_reads_and_pushes_the_state_that_went_back() -> None:
-    ws = Workspace("doc", SETTINGS)
-    ws.members.add(Member("c1", ALICE, "t1"))
-    ws.catch_up(Snapshot(seq=20, holder=None, ttl_ms=-2, at=T0), 20, [], sent_at=0.0, now=0.0)
-    ws.welcome("c1", rejoined=False, sent_at=0.0, now=0.0)
-    lost = HolderRecord(fence=T0 * 1000, user="bob", name="Bob", tab="t", since=T0)
-    ws.apply([LeaseGranted(seq=21, at=T0 + 10, holder=lost, ttl_ms=1500, user=BOB)], now=1.0)
-    assert ws.replica.holder == lost
-    effects = ws.apply([joined(18, T0 + 5000, Person("carol", "Carol"))], now=6.0)
-    assert any(isinstance(e, Resync) for e in effects) and ws.follower.stale
-    effects = ws.reset(Snapshot(seq=19, holder=None, ttl_ms=-2, at=T0 + 5001), sent_at=6.0, now=6.1)
-    states = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, State)]
-    assert [s.seq for s in states] == [19] and states[0].holder is None
