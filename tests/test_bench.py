@@ -1,5 +1,5 @@
 """`presence bench --quick` runs and reports every figure (no timing assertions: the machine is
-shared; BENCHMARKS.md has the real numbers)."""
+shared; docs/benchmarks.md has the real numbers)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ that does not do its part:
 - plain HTTP requests beyond the WebSockets are answered 503 once more than
   :data:`HTTP_HEADROOM` connections are open on top of ``PRESENCE_MAX_CONNECTIONS``.
 
-Per-address connection rates belong in front of the server (see the README's Deployment section).
+Per-address connection rates belong in front of the server (see docs/deployment.md, Load balancer).
 """
 
 from __future__ import annotations
