@@ -4,7 +4,7 @@
     gunicorn -k uvicorn.workers.UvicornWorker -b 127.0.0.1:8000 'presence.app:create_app()'
 
 ``presence serve`` remains the simplest way to run the server (it sets up uvicorn as the server wants
-it; the README's Deployment section says what a command line of your own should add). The settings are the same
+it; docs/deployment.md says what a command line of your own should add). The settings are the same
 ``PRESENCE_*`` variables; settings that cannot work stop the process with a one-line message and exit
 status 2, as ``presence serve`` does.
 """

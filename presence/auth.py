@@ -43,6 +43,7 @@ class Identity:
     workspaces: tuple[str, ...] | None  # None: any workspace
     may_take_over: bool
     read_only: bool = False  # the token's ``lease`` claim is false
+    expires: float | None = None  # the token's exp (seconds since the epoch)
 
     def check_workspace(self, workspace: str) -> None:
         if self.workspaces is None:
@@ -69,15 +70,17 @@ def is_text(value: object) -> bool:
 
 
 def verify(
-    token: str, key: str | VerificationKey, issuer: str | None = None, audience: str | None = None
+    token: str, key: str | VerificationKey, issuer: str | None = None, audience: str | None = None,
+    leeway_s: float = LEEWAY_S,
 ) -> Identity:
-    """``key``: an HS256 secret, or the key :mod:`presence.signing` resolved for this token."""
+    """``key``: an HS256 secret, or the key :mod:`presence.signing` resolved for this token;
+    ``leeway_s``: how long past its ``exp`` (and before its ``nbf``) a token still counts."""
     if isinstance(key, str):
         key = VerificationKey(key, (ALGORITHM,))
     required = ["exp", "sub", *(["iss"] if issuer is not None else []), *(["aud"] if audience is not None else [])]
     try:
         claims = jwt.decode(
-            token, key.key, algorithms=list(key.algorithms), leeway=LEEWAY_S, issuer=issuer, audience=audience,
+            token, key.key, algorithms=list(key.algorithms), leeway=leeway_s, issuer=issuer, audience=audience,
             options={"require": required},
         )
     except jwt.ExpiredSignatureError:
@@ -110,7 +113,9 @@ def verify(
         raise BadToken("invalid token: 'takeover' must be true or false")
     if not isinstance(lease, bool):
         raise BadToken("invalid token: 'lease' must be true or false")
-    return Identity(Person(sub, name[:MAX_NAME]), tuple(ws) if ws is not None else None, takeover, not lease)
+    exp = claims.get("exp")
+    return Identity(Person(sub, name[:MAX_NAME]), tuple(ws) if ws is not None else None, takeover, not lease,
+                    None if exp is None else float(exp))
 
 
 def loose_prefixes(workspaces: list[str] | None) -> list[str]:

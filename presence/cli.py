@@ -100,7 +100,7 @@ def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socke
     # Thousands of open tabs are hundreds of thousands of long-lived objects, and every full
     # collection walks them all: 0.5 s of stalled event loop at 5,000 tabs, every 15 s or so.
     # A full collection after 1,000 middle-generation ones instead of 10 comes every few minutes;
-    # cyclic garbage among old objects waits that long (measured: BENCHMARKS.md).
+    # cyclic garbage among old objects waits that long (measured: docs/benchmarks.md).
     gc.set_threshold(700, 10, 1000)
     _raise_open_files(settings.max_connections, HTTP_HEADROOM, chosen=is_set("max_connections"),
                       dev_mode=settings.dev_mode)
@@ -108,7 +108,7 @@ def _run(settings: Settings, sockets: list[socket.socket], channel: socket.socke
     app = RefusedAtStartup(create_app(settings, server))
     config = uvicorn_config(
         app, settings.host, settings.port, settings.max_message_bytes, settings.max_connections,
-        header_timeout_s=settings.hello_timeout_ms / 1000,
+        header_timeout_s=settings.hello_timeout_ms / 1000, send_buffer_bytes=settings.send_buffer_bytes,
     )
     try:
         run(config, server, sockets, channel)
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = sub.add_parser(
         "token", help="print a signed token for a user (PRESENCE_SECRET, or the dev key)",
         description="Print a token signed with PRESENCE_SECRET (or, in dev mode, the public dev key), "
-                    "for trying the server out; apps mint their own in their backend (README).",
+                    "for trying the server out; apps mint their own in their backend (docs/guide.md).",
     )
     token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
     token.add_argument("--name", help="display name (default: the user id)")

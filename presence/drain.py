@@ -23,8 +23,8 @@ import asyncio
 import logging
 import re
 
-from .connections.tab import CLOSE_TIMEOUT_S
-from .connections.watcher import Watchers
+from .connections.endpoint import Endpoint
+from .connections.output import CLOSE_TIMEOUT_S
 from .engine.heartbeat import Heartbeat
 from .engine.workspaces import Workspaces
 from .errors import Restarting, StoreUnavailable
@@ -55,17 +55,17 @@ class Drain:
 
     def __init__(
         self, settings: Settings, workspaces: Workspaces, leases: LeaseScripts, heartbeat: Heartbeat,
-        watchers: Watchers,
+        endpoint: Endpoint,
     ) -> None:
         self.settings = settings
         self.workspaces = workspaces
         self.leases = leases
         self.heartbeat = heartbeat
-        self.watchers = watchers
+        self.endpoint = endpoint
 
     async def run(self) -> None:
         """Keep the leases of the local tabs for the restart grace, then close every tab and
-        watcher with 1012."""
+        other connection (watchers, handshakes) with 1012."""
         await self.heartbeat.stop()
         held = self._held()
         loop = asyncio.get_running_loop()
@@ -79,7 +79,7 @@ class Drain:
                 holds = any((local.workspace, lock) in kept for lock in local.core.renewals([tab.conn]))
                 tab.close(Restarting.close_code, restart_reason(told_ms if holds else 0))
                 closed += 1
-        self.watchers.stop(Restarting.close_code, RESTARTING)
+        self.endpoint.stop(Restarting.close_code, RESTARTING)
         if closed:
             log.info("closed %d tabs with 1012; %d of %d leases held here kept for %d ms", closed, len(kept),
                      len(held), self.settings.restart_keep_ms)

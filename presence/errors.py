@@ -65,6 +65,12 @@ class RateLimited(RequestError):
     code = "rate_limited"
 
 
+class RefreshRefused(RequestError):
+    """A ``refresh`` whose token is not valid for this connection: the old one stays."""
+
+    code = "bad_token"
+
+
 class NotHolder(RequestError):
     code = "not_holder"
 

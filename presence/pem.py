@@ -50,7 +50,7 @@ def load_public_key(text: str) -> VerificationKey:
     except ValueError as exc:
         raise BadKey(f"PRESENCE_JWT_PUBLIC_KEY is not a readable PEM public key or certificate: {exc}") from None
     algorithms = key_algorithms(public, "PRESENCE_JWT_PUBLIC_KEY")
-    return VerificationKey(public, algorithms[:1])  # RSA: RS256, as the README says
+    return VerificationKey(public, algorithms[:1])  # RSA: RS256, as docs/guide.md says
 
 
 def key_algorithms(public: Any, source: str) -> tuple[str, ...]:

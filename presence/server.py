@@ -22,8 +22,7 @@ import secrets
 from typing import Any
 
 from .connections.admission import Admission
-from .connections.session import Endpoint
-from .connections.watcher import Watchers
+from .connections.endpoint import Endpoint
 from .core.policy import Policy
 from .drain import RESTARTING, Drain
 from .engine.channels import SharedChannels
@@ -78,7 +77,7 @@ class Server:
         self.tasks = TaskSet()
         self.metrics = Metrics(
             self.server_id, lambda: self.workspaces.counts(), lambda: self.ready,
-            lambda: (len(self.watchers), len(self.watch_index)),
+            lambda: (len(self.endpoint.watchers), len(self.watch_index)),
         )
         self.gateway = Gateway(settings, client, self.metrics)
         self.leases = LeaseScripts(self.gateway, settings, self.keys)
@@ -100,12 +99,9 @@ class Server:
         self.tokens = token_keys(settings)
         self.commands = LeaseCommands(self.workspaces, self.leases, self.metrics)
         self.heartbeat = Heartbeat(settings, self.workspaces, self.leases, self.gateway, self.tasks, self.metrics)
-        self.watchers = Watchers(
-            settings, self.admission, self.watch_index, self.metrics, self._next_conn, self.tokens
-        )
         self.endpoint = Endpoint(
             settings, self.admission, self.workspaces, self.commands, self.metrics, self._next_conn, self.tokens,
-            self.watchers,
+            self.watch_index,
         )
         # The ops plane: it observes this process's lease events and reads its counts.
         self.audit = AuditLog(
@@ -117,7 +113,7 @@ class Server:
         self.router = Router(self.keys.control, self.control.on_message, [self.workspaces, self.watch_index])
         self.overview = Overview(self.gateway, self.leases, self.registry)
         self.leases.observers += [self.metrics, self.audit, self.sweeper]
-        self.drainer = Drain(settings, self.workspaces, self.leases, self.heartbeat, self.watchers)
+        self.drainer = Drain(settings, self.workspaces, self.leases, self.heartbeat, self.endpoint)
 
     def _next_conn(self) -> str:
         self._conn_seq += 1

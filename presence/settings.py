@@ -140,6 +140,10 @@ class Settings:
         1, 600_000, "no valid `hello` in time: closed (4408); also the time a new connection has to send its "
         "whole request headers (any HTTP request; then the connection is dropped)"
     )] = 5000
+    token_leeway_ms: Annotated[int, _ms(
+        0, 60_000, "a token counts this long past its `exp`; then its connection is closed (4401) unless it "
+        "sent `refresh` with a new token"
+    )] = 5000
     lease_scope: Annotated[Scope, Meta(description=(
         "`user`: all of a user's tabs share the lease; `tab`: one tab holds it (`--scope`)"
     ))] = "user"
@@ -173,6 +177,11 @@ class Settings:
     send_queue_size: Annotated[int, Meta(ge=1, le=1_000_000, description=(
         "messages waiting to be sent to one connection; a connection that falls this far behind is closed 1013"
     ))] = 256
+    send_buffer_bytes: Annotated[int, Meta(ge=64 * 1024, le=1024 * 1024 * 1024, description=(
+        "bytes waiting for one connection that does not read (the server's frames, and its answers to "
+        "WebSocket pings below the application); more: closed 1013, or dropped when not even the close can "
+        "get through"
+    ))] = 1024 * 1024
     max_watched: Annotated[int, Meta(ge=1, le=10_000_000, description=(
         "(watcher, workspace) pairs one server process follows at once, all list pages together; more: the "
         "`watch` is answered `too_many_watched`"

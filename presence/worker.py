@@ -25,7 +25,7 @@ from typing import Any
 
 import uvicorn
 
-from .connections.tab import CLOSE_TIMEOUT_S
+from .connections.output import CLOSE_TIMEOUT_S
 from .server import Server
 
 log = logging.getLogger("presence.worker")

@@ -88,7 +88,7 @@ export interface WelcomeMessage {
   lease_ttl_ms: number;
   scope?: LeaseScope;
   state: State;
-  /** When the token has an `exp`: the time left until it expires. */
+  /** Time left until the token's `exp`, when it has one; the client refreshes the token before it runs out. */
   expires_in_ms?: number;
   /** The token is read-only (claim `lease: false`): presence only, no lease. */
   read_only?: boolean;
@@ -101,7 +101,7 @@ export type DeclineReason = "declined" | "timeout" | "cancelled" | "cooldown";
 /** Error codes of the server (docs/protocol.md) and of the client itself. */
 export type ErrorCode =
   | "bad_message" | "rate_limited" | "not_holder" | "takeover_forbidden" | "takeover_cooldown"
-  | "request_pending" | "no_request" | "too_many_locks" | "unavailable" | "internal"
+  | "request_pending" | "no_request" | "too_many_locks" | "unavailable" | "internal" | "bad_token"
   // the client's own: a token function that failed, giving up, not connected, closed
   | "token_failed" | "unauthorized" | "protocol_error" | "forbidden" | "connect_failed" | "disconnected" | "closed";
 
@@ -244,7 +244,9 @@ export interface PresenceEventMap {
 // ---- options ------------------------------------------------------------------------------------
 
 /** A token, or a (possibly async) function called before every connection attempt; `refresh` is true
- *  when the previous attempt was refused with 4401 (fetch a new one). */
+ *  when the previous attempt was refused with 4401 (fetch a new one). A function is also called, with
+ *  `refresh: true`, a while before the connection's token expires: its token is sent in `refresh` on the
+ *  open connection (no reconnect). A string token cannot be renewed. */
 export type TokenSource = string | ((info: { refresh: boolean }) => string | Promise<string>);
 
 /** Where the tab id is kept (default: sessionStorage). */
@@ -519,13 +521,15 @@ export interface StatusMessage { type: "status"; id?: RequestId; active?: boolea
 export interface RequestMessage { type: "request"; id?: RequestId; lock?: string; message?: string }
 export interface DeclineMessage { type: "decline"; id?: RequestId; lock?: string }
 export interface SyncMessage { type: "sync"; id?: RequestId }
+/** A new token (the same user) for the open connection, before its token expires. */
+export interface RefreshMessage { type: "refresh"; token: string; id?: RequestId }
 export interface WatchMessage {
   type: "watch"; workspaces: string[]; token?: string; tab?: string; client?: string; id?: RequestId;
 }
 /** What a tab sends (`hello` first), or a watcher (`watch` first). */
 export type ClientMessage =
   | HelloMessage | AcquireMessage | TakeoverMessage | ReleaseMessage | PongMessage | StatusMessage
-  | RequestMessage | DeclineMessage | SyncMessage | WatchMessage;
+  | RequestMessage | DeclineMessage | SyncMessage | RefreshMessage | WatchMessage;
 
 export interface StateMessage extends State { type: "state" }
 export type UpdateMessage = Update;
@@ -545,13 +549,19 @@ export interface ErrorMessage {
   /** A watcher's `forbidden`: the ids its token may not see. */
   workspaces?: string[];
 }
-export interface LeasesMessage { type: "leases"; id?: RequestId; leases: Record<string, WatchedLease> }
+export interface LeasesMessage {
+  type: "leases"; id?: RequestId; leases: Record<string, WatchedLease>;
+  /** Time left until the watcher's token expires, when it has an `exp`. */
+  expires_in_ms?: number;
+}
+/** The answer to `refresh`: the new token's time left. */
+export interface RefreshedMessage { type: "refreshed"; id?: RequestId; expires_in_ms?: number }
 export interface LeaseMessage { type: "lease"; workspace: string; holder: WatchHolder | null; viewers: number }
 /** What the server sends a tab, or a watcher. */
 export type ServerMessage =
   | WelcomeMessage | StateMessage | UpdateMessage | AcquiredMessage | BusyMessage | QueuedMessage
-  | ReleasedMessage | AskedMessage | RequestedMessage | DeclinedMessage | PingMessage | ErrorMessage
-  | LeasesMessage | LeaseMessage;
+  | ReleasedMessage | AskedMessage | RequestedMessage | DeclinedMessage | PingMessage | RefreshedMessage
+  | ErrorMessage | LeasesMessage | LeaseMessage;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -567,6 +577,9 @@ export declare const MAX_META_BYTES: number;
 export declare const META_INTERVAL_MS: number;
 /** Reconnect delay: capped exponential backoff with full jitter. */
 export declare function backoffDelay(attempt: number, random?: () => number): number;
+/** Milliseconds after being told `expires_in_ms` that the client refreshes its token: when a quarter of
+ *  the token's lifetime is left, at least 1 s and at most 1 min before it runs out. */
+export declare function refreshDelay(expiresInMs: number): number;
 /** The safety margin the client takes off a lease's ttl_ms: min(1 s, ttl/10). */
 export declare function leaseMargin(ttlMs: number): number;
 /** How long (ms) a server's 1012 close reason says it keeps our lease while we reconnect; 0 when it says none. */

@@ -35,9 +35,10 @@
  *            reason: "released"|"taken_over"|"expired"|"lost"|"revoked"|"idle", by?: User}} ReleasedMsg
  * @typedef {{type: "ping", n: number, ttl_ms?: number, ttls?: Record<string, number>}} PingMsg
  *   ttl_ms: the lease's time left; ttls: each held named lock's
+ * @typedef {{type: "refreshed", id?: string, expires_in_ms?: number}} RefreshedMsg
  * @typedef {{type: "error", id?: string, code: string, message: string}} ErrorMsg
  * @typedef {WelcomeMsg|StateMsg|UpdateMsg|AcquiredMsg|BusyMsg|QueuedMsg|AskedMsg|RequestedMsg|DeclinedMsg
- *           |ReleasedMsg|PingMsg|ErrorMsg} ServerMsg
+ *           |ReleasedMsg|PingMsg|RefreshedMsg|ErrorMsg} ServerMsg
  */
 /**
  * @typedef {{acquired: true, fence: number, rejoined: boolean}
@@ -112,6 +113,15 @@ const LOCK_ID = /^[A-Za-z0-9._:-]{1,64}$/;
  */
 export function backoffDelay(attempt, random = Math.random) {
   return random() * Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** attempt);
+}
+
+/**
+ * How long after a token's `expires_in_ms` was told the client asks for a new one: when a quarter of its
+ * lifetime is left, but at least 1 s and at most 1 min before it runs out.
+ * @param {number} expiresInMs
+ */
+export function refreshDelay(expiresInMs) {
+  return Math.max(0, expiresInMs - Math.min(60000, Math.max(1000, expiresInMs / 4)));
 }
 
 /**
@@ -292,6 +302,7 @@ class Connection {
   #attempt = 0;
   #authFailures = 0;
   #refreshToken = false;
+  #refreshes = 0;
   /** @type {Map<string, any>} */ #timers = new Map();
 
   /**
@@ -377,6 +388,7 @@ class Connection {
     }
     if (!msg || typeof msg !== "object") return;
     this.armSilenceTimer();
+    this.#tokenLifetime(msg);
     this.#hooks.message(msg);
   }
 
@@ -430,6 +442,36 @@ class Connection {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       if (code) try { ws.close(code, reason); } catch { /* already closed */ }
     }
+  }
+
+  // ---- token lifetime: a new token before the server closes with 4401, without reconnecting --------
+
+  /**
+   * `expires_in_ms` of a `welcome`, `leases` or `refreshed` (re)arms the refresh: a while before the token
+   * runs out (refreshDelay), the token function is called again and its token sent in `refresh` on the
+   * same socket. A `bad_token` answer reaches the owner as an `error`; the server then closes with 4401 at
+   * the old expiry and the usual reconnect fetches a token. A string token cannot be renewed.
+   * @param {any} msg
+   */
+  #tokenLifetime(msg) {
+    if (msg.type !== "welcome" && msg.type !== "leases" && msg.type !== "refreshed") return;
+    const ws = this.ws;
+    if (typeof msg.expires_in_ms !== "number" || typeof this.#token !== "function") return this.disarm("refresh");
+    this.arm("refresh", refreshDelay(msg.expires_in_ms), () => this.#refresh(ws));
+  }
+
+  /** @param {WebSocket|null} ws  the socket the expiry was told on */
+  async #refresh(ws) {
+    const source = this.#token;
+    if (this.ws !== ws || typeof source !== "function") return;
+    let token;
+    try {
+      token = await source({ refresh: true });
+    } catch (err) {
+      if (this.ws === ws) this.#emit("error", { code: "token_failed", message: String(/** @type {any} */ (err)?.message || err) });
+      return;
+    }
+    if (this.ws === ws) this.send({ type: "refresh", id: `refresh-${++this.#refreshes}`, token });
   }
 
   armSilenceTimer() {

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from keysets import KeySetServer
 from procs import LocalRedisCluster, RedisServer, TlsFiles, TlsRedisServer
+from script_support import lease_scripts
 from servers import Cluster
 
+from presence.gateway.leases import LeaseScripts
 from presence.signing import JwksKeys
 
 
@@ -87,6 +89,14 @@ def own_redis_cluster() -> Iterator[LocalRedisCluster]:
     cluster = LocalRedisCluster().start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
+    """The lease scripts on a real redis-server, the embedded fakeredis and the local Redis Cluster
+    (a module that needs one store defines its own ``lease``)."""
+    async for scripts in lease_scripts(request):
+        yield scripts
 
 
 @pytest.fixture(scope="session")

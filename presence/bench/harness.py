@@ -27,7 +27,7 @@ GAP_S = 0.005
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to measure and how much: ``full()`` for BENCHMARKS.md, ``quick()`` for the test suite."""
+    """What to measure and how much: ``full()`` for docs/benchmarks.md, ``quick()`` for the test suite."""
 
     samples: int  # acquire round trips (figure 1)
     tabs: int  # idle tabs and reconnect storm (figures 2 and 6)

@@ -8,7 +8,7 @@ from collections import deque
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; one message costs one token."""
+    """``rate`` tokens a second, at most ``burst`` saved up; a message costs one token or more."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -16,12 +16,12 @@ class TokenBucket:
         self.tokens = float(burst)
         self.updated = time.monotonic()
 
-    def allow(self) -> bool:
+    def allow(self, cost: int = 1) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 

@@ -1,204 +1,185 @@
-"""Session: the life of one ``/ws`` connection, from the Origin check to the last ``leave``.
+"""Session: the one loop of a ``/ws`` connection, from its accepted upgrade to its end.
 
-1. Origin check (HTTP 403, no upgrade); accept.
-2. The handshake (:mod:`presence.connections.handshake`): ``hello`` in time, a valid token, the
-   workspace allowed, admitted, joined; ``welcome``.
-3. Requests until the client leaves; bad frames get ``error`` (10 a minute: 4400), floods get
-   ``rate_limited`` (sustained: 4429). Each request is decoded once and dispatched on its type to
-   the lease commands; their errors answer that request only.
-4. ``leave``: a clean close (1000/1001 from the client) shortens the lease to the grace period;
-   anything else leaves it to expire at its TTL.
+1. The first frame, within ``PRESENCE_HELLO_TIMEOUT_MS`` (4408), decides the role
+   (:mod:`~presence.connections.handshake`): ``hello`` a tab, ``watch`` a watcher. Its token is
+   verified (4401), a tab's workspace allowed by it (4403), the user admitted (4429; 1012 while
+   stopping); then the tab joins its workspace (1013 when Redis is unavailable) or the watcher is
+   told its leases. A failure after admission undoes everything done so far: nothing is left behind.
+2. Every later frame goes through the same steps, whatever the role: the connection's rate and
+   the user's budget (:mod:`~presence.connections.throttle`), decoding by the role (``error``
+   ``bad_message``; ten a minute: 4400), then the role's handler, or for ``refresh`` the
+   connection's :class:`~presence.connections.credential.Credential`. A request's error answers
+   that request only.
+3. Once a close is requested (by the server for any reason, by the token running out), frames are
+   ignored until the connection ends; then the role ends (a tab leaves its workspace, a watcher
+   stops watching) and the admission is returned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.websockets import WebSocket
 
 from .. import logctx
 from ..engine.commands import LeaseCommands
+from ..engine.watchers import WatchIndex
 from ..engine.workspaces import Workspaces
-from ..errors import BadMessage, CloseError, ProtocolViolation, RateLimited, RequestError, TooMany
+from ..errors import BadMessage, CloseError, ProtocolViolation, RequestError, TimedOut
 from ..settings import Settings
-from ..signing import TokenKeys
 from ..telemetry import Telemetry
-from ..wire.messages import (
-    MAX_META_BYTES,
-    MAX_REQUEST_MESSAGE,
-    Acquire,
-    ClientMessage,
-    Decline,
-    Error,
-    Hello,
-    Pong,
-    Release,
-    Request,
-    RequestId,
-    Status,
-    Sync,
-    Takeover,
-    decode_client,
-)
-from ..wire.watch import Watch
+from ..wire.messages import Error, Hello, Refresh, Refreshed
 from .admission import Admission
-from .handshake import Handshake, close_socket, payload
-from .limits import TokenBucket, WindowCounter
-from .origin import origin_allowed
-from .tab import Tab
-from .watcher import Watchers
+from .credential import Credential, Verifier
+from .handshake import first_frame
+from .output import Output
+from .role import Role
+from .tab_role import TabRole
+from .throttle import Throttle
+from .watcher_role import WatcherRole
 
 log = logging.getLogger("presence.session")
 
-BAD_FRAMES_PER_MINUTE = 10
 CLEAN_CLOSE_CODES = (1000, 1001)
+M = TypeVar("M")
 
 
-class Endpoint:
-    """``/ws``: one :class:`Session` per accepted connection. ``serve`` is the route's endpoint."""
+def payload(message: Any) -> str | bytes:
+    """The frame of an ASGI ``websocket.receive`` message."""
+    text = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
 
-    def __init__(
-        self, settings: Settings, admission: Admission, workspaces: Workspaces, commands: LeaseCommands,
-        telemetry: Telemetry, next_conn: Callable[[], str], tokens: TokenKeys, watchers: Watchers | None = None,
-    ) -> None:
-        self.settings = settings
-        self.watchers = watchers
-        self.admission = admission
-        self.workspaces = workspaces
-        self.commands = commands
-        self.telemetry = telemetry
-        self.handshake = Handshake(settings, admission, workspaces, telemetry, next_conn, tokens)
 
-    async def serve(self, websocket: WebSocket) -> None:
-        origin = websocket.headers.get("origin")
-        if not origin_allowed(self.settings, origin, websocket.headers.get("host")):
-            log.info("refused WebSocket from origin %r", origin)
-            await websocket.close(code=1008)  # before accept: the server answers HTTP 403
-            return
-        await websocket.accept()
-        try:
-            tab = await self.handshake.run(websocket)
-        except CloseError as exc:
-            self.telemetry.closed(exc.close_code)
-            await close_socket(websocket, exc.close_code, str(exc))
-            return
-        except Exception:  # a bug or an unexpected reply: this connection ends, nobody else's
-            log.exception("handshake failed")
-            await close_socket(websocket, 1011, "internal error")
-            return
-        if isinstance(tab, Watch):
-            if self.watchers is None:
-                await close_socket(websocket, ProtocolViolation.close_code, "watching is not served here")
-                return
-            await self.watchers.serve(websocket, tab)
-        elif tab is not None:
-            await Session(self, tab, websocket).run()
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What every session uses, built once by the :class:`~presence.connections.endpoint.Endpoint`:
+    ``watchers`` is the set of watchers' outputs open now (a session adds and removes its own)."""
+
+    settings: Settings
+    admission: Admission
+    verifier: Verifier
+    workspaces: Workspaces
+    commands: LeaseCommands
+    watch_index: WatchIndex | None
+    telemetry: Telemetry
+    watchers: set[Output]
 
 
 class Session:
-    def __init__(self, endpoint: Endpoint, tab: Tab, websocket: WebSocket) -> None:
-        self.endpoint = endpoint
-        self.commands = endpoint.commands
-        self.telemetry = endpoint.telemetry
-        self.tab = tab
+    def __init__(self, parts: Parts, websocket: WebSocket, output: Output) -> None:
+        self.parts = parts
         self.websocket = websocket
-        s = endpoint.settings
-        self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
-        self.user_budget = endpoint.admission.budget(tab.user)  # shared by the user's tabs here
-        self.refused = WindowCounter(s.rate_burst, 10.0)
-        self.bad = WindowCounter(BAD_FRAMES_PER_MINUTE - 1, 60.0)
-        self.throttled = False  # the last message was refused and told so
+        self.output = output
+        self.role: TabRole | WatcherRole | None = None
+        self.throttle: Throttle | None = None
 
     async def run(self) -> None:
-        tab = self.tab
+        output = self.output
         clean = False
         try:
-            while True:
+            message = await self._first()
+            while message["type"] != "websocket.disconnect":
+                if output.closing is None:  # closing: wait for the end, ignore the rest
+                    await self._frame(payload(message))
                 message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    code = message.get("code", 1005)
-                    clean = code in CLEAN_CLOSE_CODES and tab.closing is None
-                    break
-                if tab.closing is not None:
-                    continue  # closing: wait for the peer's close frame, ignore the rest
-                try:
-                    await self.handle(payload(message))
-                except CloseError as exc:
-                    tab.close(exc.close_code, str(exc))
+            clean = message.get("code", 1005) in CLEAN_CLOSE_CODES and output.closing is None
         finally:
-            if tab.closing is not None:
-                self.telemetry.closed(tab.closing.code)
-            await self.endpoint.workspaces.leave(tab, clean)
-            self.endpoint.admission.dismiss(tab.user)
-            await tab.stop()
-            log.info("%r left (%s)", tab, "clean" if clean else "unclean")
+            await self._end(clean)
 
-    async def handle(self, frame: str | bytes) -> None:
-        tab = self.tab
-        if not self.bucket.allow():
-            self._throttle("too many messages, slow down")
+    async def _first(self) -> Any:
+        """The first message; a connection that sends no frame in time is closed (and the next
+        message is its end: the output's watchdog sees to it that it comes)."""
+        timeout_ms = self.parts.settings.hello_timeout_ms
+        try:
+            return await asyncio.wait_for(self.websocket.receive(), timeout_ms / 1000)
+        except TimeoutError:
+            self.output.close(TimedOut.close_code, f"no hello within {timeout_ms} ms")
+        return await self.websocket.receive()
+
+    async def _frame(self, frame: str | bytes) -> None:
+        try:
+            role, throttle = self.role, self.throttle
+            if role is None or throttle is None:
+                await self._open(frame)
+            elif isinstance(role, TabRole):  # (two calls: each role decodes its own message types)
+                await self._request(role, throttle, frame)
+            else:
+                await self._request(role, throttle, frame)
+        except CloseError as exc:
+            self.output.close(exc.close_code, str(exc))
+        except Exception:  # a bug or an unexpected reply: this connection ends, nobody else's
+            log.exception("handshake failed" if self.role is None else "frame failed")
+            self.output.close(1011, "internal error")
+
+    async def _open(self, frame: str | bytes) -> None:
+        e = self.parts
+        first = first_frame(frame)
+        identity = await e.verifier.verify(first.token)
+        index = e.watch_index
+        if isinstance(first, Hello):
+            identity.check_workspace(first.workspace)
+        elif index is None:
+            raise ProtocolViolation("watching is not served here")
+        e.admission.admit(identity.user)
+        try:  # from here on, a failure of any kind undoes everything done so far
+            if isinstance(first, Hello):
+                credential = Credential(identity, self.output, e.verifier, first.workspace)
+                self.role = await TabRole.join(first, credential, self.output, e.workspaces, e.commands)
+            else:
+                assert index is not None
+                credential = Credential(identity, self.output, e.verifier)
+                self.role = await WatcherRole.watch(first, credential, self.output, index, e.settings)
+                e.watchers.add(self.output)
+        except BaseException:
+            e.admission.dismiss(identity.user)
+            raise
+        s = e.settings
+        self.throttle = Throttle(s.rate_limit, s.rate_burst, e.admission.budget(identity.user), self.output.send)
+
+    async def _request(self, role: Role[M], throttle: Throttle, frame: str | bytes) -> None:
+        if not throttle.admit():
             return
         try:
-            message = decode_client(frame)
+            message = role.decode(frame)
         except msgspec.MsgspecError as exc:
-            self._bad(str(exc))
+            throttle.bad(str(exc))
             return
-        if not isinstance(message, Pong):  # pongs are paced by the server and cost no Redis call
-            if not self.user_budget.allow():
-                self._throttle("too many messages from this user's tabs together, slow down")
-                return
-            self.throttled = False
+        if not throttle.charge(role.cost(message)):
+            return
         request_id = getattr(message, "id", None)
-        self.telemetry.message_in(type(message).__name__.lower())
+        kind = type(message).__name__.lower()
+        self.parts.telemetry.message_in(kind)
         logctx.request_id.set("" if request_id is None else str(request_id)[:64])
         try:
-            await self.dispatch(message)
+            if isinstance(message, Refresh):
+                expires_in_ms = await role.credential.refresh(message.token)
+                self.output.send(Refreshed(id=request_id, expires_in_ms=expires_in_ms))
+            else:
+                await role.handle(message)
+        except BadMessage as exc:
+            throttle.bad(str(exc), request_id)
         except RequestError as exc:
-            tab.send(Error(code=exc.code, message=str(exc), id=request_id))
+            self.output.send(Error(code=exc.code, message=str(exc), id=request_id))
         except CloseError:
             raise
         except Exception:  # a bug or an unexpected reply: this request fails, the connection stays
-            log.exception("%s request failed", type(message).__name__.lower())
-            tab.send(Error(code="internal", message="internal error, try again", id=request_id))
+            log.exception("%s request failed", kind)
+            self.output.send(Error(code="internal", message="internal error, try again", id=request_id))
 
-    def _throttle(self, why: str) -> None:
-        if self.refused.hit():
-            raise TooMany("message rate limit exceeded")
-        if not self.throttled:  # one error per streak: a flood is not answered with a flood
-            self.throttled = True
-            self.tab.send(Error(code=RateLimited.code, message=why))
-
-    def _bad(self, why: str, request_id: RequestId = None) -> None:
-        if self.bad.hit():
-            raise ProtocolViolation(f"too many bad messages; last: {why}")
-        self.tab.send(Error(code=BadMessage.code, message=why, id=request_id))
-
-    async def dispatch(self, message: ClientMessage) -> None:
-        commands, tab = self.commands, self.tab
-        match message:
-            case Pong(n=n):
-                tab.pong(n)
-            case Acquire(id=rid, wait=wait, lock=lock):
-                tab.send(await commands.acquire(tab, rid, wait, lock))
-            case Takeover(id=rid, lock=lock):
-                tab.send(await commands.takeover(tab, rid, lock))
-            case Release(id=rid, lock=lock):
-                tab.send(await commands.release(tab, rid, lock))
-            case Status(id=rid, active=active, meta=meta):
-                if isinstance(meta, dict) and len(msgspec.json.encode(meta)) > MAX_META_BYTES:
-                    self._bad(f"meta is larger than {MAX_META_BYTES} bytes", rid)
-                    return
-                await commands.status(tab, active, meta)
-            case Request(id=rid, message=text, lock=lock):
-                if len(text) > MAX_REQUEST_MESSAGE:
-                    self._bad(f"message is longer than {MAX_REQUEST_MESSAGE} characters", rid)
-                    return
-                tab.send(await commands.request(tab, rid, text, lock))
-            case Decline(id=rid, lock=lock):
-                tab.send(await commands.decline(tab, rid, lock))
-            case Sync():
-                commands.sync(tab)
-            case Hello():
-                self._bad("hello was already received")
+    async def _end(self, clean: bool) -> None:
+        e, role, output = self.parts, self.role, self.output
+        try:
+            if role is not None:
+                try:
+                    await role.end(clean)
+                finally:
+                    e.watchers.discard(output)
+                    e.admission.dismiss(role.credential.identity.user)
+            if output.closing is not None:
+                e.telemetry.closed(output.closing.code)
+        finally:
+            await output.stop()

@@ -114,6 +114,10 @@ class Changes:
                 ttl = event.ttl_ms if isinstance(event, LeaseEvent | TabLeft) else None
                 if ttl is not None and self.replica.lease(lock).holder is not None:
                     self.arm_expiry(lock, ttl, now)  # a new lease, or grace shortened it
+                if isinstance(event, TabLeft):  # the grace shortened named locks too
+                    for named, left in (event.ttls or {}).items():
+                        if self.replica.lease(named).holder is not None:
+                            self.arm_expiry(named, left, now)
                 self._changed(lock, before, event, now, ttl or self.policy.lease_ttl_ms, sent_at)
         if resync:
             self._out.append(Resync())

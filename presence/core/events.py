@@ -53,11 +53,13 @@ class StatusChanged(_Presence, tag="status"):
 
 class TabLeft(Event, tag="left"):
     """A tab left, or dead tabs were pruned (``user`` is one of them). ``ttl_ms``: the holder's
-    last tab closed cleanly and the lease was shortened to the grace period."""
+    last tab closed cleanly and the workspace's own lease was shortened to the grace period;
+    ``ttls``: the same for named locks, lock -> what is left of its lease."""
 
     user: Person | None = None
     rm: dict[str, int] = {}
     ttl_ms: int | None = None
+    ttls: dict[str, int] | None = None
 
 
 class WaiterQueued(Event, tag="queued"):

@@ -56,6 +56,12 @@ class Cooldown(Reply, tag="cooldown"):
     holder: HolderRecord
 
 
+class TooMany(Reply, tag="too_many"):
+    """A free named lock, but the workspace already holds ``limit`` named locks: nothing changed."""
+
+    limit: int
+
+
 class Asked(Reply, tag="asked"):
     deadline_ms: int
     holder: HolderRecord
@@ -97,7 +103,8 @@ class Entered(Reply, tag="entered"):
     rejoined: bool
     seq: int  # the workspace's sequence number right after the join
     snapshot: Snapshot | None = None  # when asked for
-    fence: int | None = None
+    fence: int | None = None  # the workspace's own lease, rejoined
+    locks: dict[str, int] | None = None  # the named locks rejoined: lock -> fence
 
 
 class Left(Reply, tag="left"):
@@ -127,9 +134,9 @@ class Free(Reply, tag="free"):
     pass
 
 
-AcquireReply = Granted | Rejoined | Busy | Waiting
-TakeoverReply = Granted | TakenOver | Rejoined | Cooldown
-RequestReply = Granted | Rejoined | Asked | Pending
+AcquireReply = Granted | Rejoined | Busy | Waiting | TooMany
+TakeoverReply = Granted | TakenOver | Rejoined | Cooldown | TooMany
+RequestReply = Granted | Rejoined | Asked | Pending | TooMany
 HandoffReply = Ended | TakenOver | Early | NoRequest
 ReleaseReply = Relinquished | Dequeued | NotHolder
 LeaveReply = Left | Gone

@@ -49,6 +49,7 @@ from .outcomes import (
     RequestReply,
     TakenOver,
     TakeoverReply,
+    TooMany,
     Waiting,
 )
 from .outcomes import Asked as AskedReply
@@ -89,6 +90,11 @@ def _refused(error: RequestError, request_id: RequestId) -> Error:
     return Error(code=error.code, message=str(error), id=request_id)
 
 
+def _too_many(limit: int, request_id: RequestId) -> Error:
+    """The workspace holds as many named locks as it may (PRESENCE_MAX_LOCKS): nothing changed."""
+    return _refused(TooManyLocks(f"a workspace may hold at most {limit} named locks at once"), request_id)
+
+
 class LeaseRequests:
     """The lease requests of :class:`~presence.core.workspace.Workspace` (which sets ``_c``)."""
 
@@ -119,6 +125,8 @@ class LeaseRequests:
                 return Queued(position=position, id=request_id, lock=lock), c.drain()
             case Granted() | Rejoined() as grant:
                 return self._granted(conn, lock, grant, outcome.sent_at, now, request_id)
+            case TooMany(limit=limit):
+                return _too_many(limit, request_id), c.drain()
 
     def took_over(
         self, conn: str, lock: str, outcome: Outcome[TakeoverReply], now: float, request_id: RequestId
@@ -131,6 +139,8 @@ class LeaseRequests:
                 return _refused(error, request_id), c.drain()
             case Granted() | TakenOver() | Rejoined() as grant:
                 return self._granted(conn, lock, grant, outcome.sent_at, now, request_id)
+            case TooMany(limit=limit):
+                return _too_many(limit, request_id), c.drain()
 
     def _granted(
         self, conn: str, lock: str, grant: Granted | Rejoined | TakenOver, sent_at: float, now: float,
@@ -189,6 +199,8 @@ class LeaseRequests:
                 return Asked(holder=view, deadline_ms=deadline_ms, id=request_id, lock=lock), c.drain()
             case Granted() | Rejoined() as grant:
                 return self._granted(conn, lock, grant, outcome.sent_at, now, request_id)
+            case TooMany(limit=limit):
+                return _too_many(limit, request_id), c.drain()
 
     def decline_fence(self, conn: str, lock: str) -> int:
         """The fence a holder declines a request with. Raises ``NotHolder`` for anyone else."""

@@ -128,8 +128,12 @@ class Workspace(LeaseRequests):
         told, confirming = c.holding.welcomed(m)
         for effect in confirming:
             c.add(effect)
-        if outcome.reply.rejoined and m.fence is not None:
-            c.confirm("", m.fence, outcome.sent_at, now)
+        rejoined = dict(outcome.reply.locks or {})
+        if outcome.reply.rejoined and outcome.reply.fence is not None:
+            rejoined[""] = outcome.reply.fence
+        for lock, fence in rejoined.items():  # their TTLs were replaced by this join
+            if m.hold(lock).fence == fence:
+                c.confirm(lock, fence, outcome.sent_at, now)
         m.welcomed = True
         m.seq = c.replica.seq
         p = self.policy
@@ -139,9 +143,8 @@ class Workspace(LeaseRequests):
             read_only=m.read_only,
         ))
         for lock in told:
-            fence = m.hold(lock).fence
-            if fence is not None:
-                c.send((conn,), Acquired(fence=fence, ttl_ms=c.ttl_left_ms(lock, now), rejoined=True, lock=lock))
+            if (held := m.hold(lock).fence) is not None:
+                c.send((conn,), Acquired(fence=held, ttl_ms=c.ttl_left_ms(lock, now), rejoined=True, lock=lock))
         return c.drain()
 
     def rejoined(self, outcome: Outcome[Entered], now: float) -> list[Effect]:

@@ -1,2 +1,3 @@
-"""The engine: the I/O shell around the workspace cores: the local workspaces and the effects they
-ask for, the tabs' lease commands, and the heartbeat."""
+"""The engine: the I/O shell around the workspace cores. The local workspaces and the effects
+their cores ask for (the errands), the lease commands of tabs and of backend jobs, the heartbeat,
+the watched workspaces of list pages, the pub/sub router and the expiry sweeper."""

@@ -21,7 +21,7 @@ import msgspec
 from ..auth import MAX_NAME, MAX_SUB, is_text
 from ..core import outcomes as o
 from ..core.lease_view import lease_view
-from ..errors import BadMessage, StoreUnavailable, Unavailable
+from ..errors import BadMessage, StoreUnavailable, TooManyLocks, Unavailable
 from ..gateway.leases import LeaseScripts
 from ..wire.messages import SERVICE_PREFIX, HolderView
 
@@ -95,10 +95,14 @@ class ServiceCommands:
                 match taken.reply:
                     case o.Cooldown(retry_ms=retry_ms):
                         return await self._refused(workspace, lock, retry_ms)
+                    case o.TooMany(limit=limit):
+                        raise TooManyLocks(f"a workspace may hold at most {limit} named locks at once")
                     case o.Granted() | o.TakenOver() | o.Rejoined() as grant:
                         return Held(grant.fence, ttl)
             else:
                 out = await self.leases.acquire(workspace, user, name, user, "", ttl_ms=ttl, lock=lock)
+                if isinstance(out.reply, o.TooMany):
+                    raise TooManyLocks(f"a workspace may hold at most {out.reply.limit} named locks at once")
                 if isinstance(out.reply, o.Granted | o.Rejoined):
                     return Held(out.reply.fence, ttl)
             return await self._refused(workspace, lock)

@@ -5,8 +5,9 @@ lease lives on for the grace period, and with no local tab left anywhere nobody 
 until the workspace is next read, so the audit log would miss the expiry (and its hold duration).
 The sweeper remembers workspaces whose last local tab this process lost (or that a script of this
 process changed while it had no tab there, e.g. a tab that came and went between two sweeps) and,
-for at most one lease TTL after that, runs the ``expire`` script when their lease can have run out. Whichever process
-announces the expiry first records it; the others find nothing to announce.
+for at most one lease TTL after that, reads them (the snapshot script announces every expiry it
+finds, of the workspace's lease and of its named locks) when a lease can have run out. Whichever
+process announces an expiry first records it; the others find nothing to announce.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ..core.events import Event
-from ..core.outcomes import Held
 from ..errors import StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..tasks import Service
@@ -76,13 +76,16 @@ class Sweeper(Service):
         due = [ws for ws, (at, _) in self.watch.items() if at <= now]
         for i in range(0, len(due), CONCURRENCY):
             chunk = due[i : i + CONCURRENCY]
-            results = await asyncio.gather(*(self.leases.check_expiry(ws) for ws in chunk))
+            # A read settles every lock of the workspace (announces each expiry it finds).
+            results = await asyncio.gather(*(self.leases.read(ws) for ws in chunk))
             now = asyncio.get_running_loop().time()
-            for ws, out in zip(chunk, results, strict=True):
+            for ws, snapshot in zip(chunk, results, strict=True):
                 entry = self.watch.get(ws)
                 if entry is None:
                     continue  # a tab came back meanwhile: its core watches it
-                if not isinstance(out.reply, Held) or now >= entry[1]:
+                left = [record.ttl_ms for lock in ("", *(snapshot.locks or {}))
+                        if (record := snapshot.lock(lock)).holder is not None and record.ttl_ms >= 0]
+                if not left or now >= entry[1]:
                     del self.watch[ws]  # ended (announced now or before), or someone else renews it
                 else:
-                    self.watch[ws] = (now + out.reply.ttl_ms / 1000 + 0.02, entry[1])
+                    self.watch[ws] = (now + min(left) / 1000 + 0.02, entry[1])

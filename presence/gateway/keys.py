@@ -1,8 +1,9 @@
 """Keys: every Redis key and channel name the server uses, in one place.
 
-Every key of a workspace, and its channel ``<prefix>:{ws}``, share the hash tag ``{ws}``: every
-workspace script touches one Cluster slot. The registry keys share the hash tag ``{#registry}``
-(no workspace id can contain ``#``); the audit streams and the control channel are global.
+Every key of a workspace (its named locks' too), and its channel ``<prefix>:{ws}``, share the hash
+tag ``{ws}``: every workspace script touches one Cluster slot. The registry keys share the hash
+tag ``{#registry}`` (no workspace id can contain ``#``); the audit streams and the control channel
+are global.
 """
 
 from __future__ import annotations
@@ -14,14 +15,38 @@ def _base(prefix: str, workspace: str) -> str:
     return f"{prefix}:{{{workspace}}}"
 
 
-def lease_key(prefix: str, workspace: str) -> str:
-    """The key of a workspace's lease; its value is the fence of the current grant."""
-    return f"{_base(prefix, workspace)}:lease"
+def lease_key(prefix: str, workspace: str, lock: str = "") -> str:
+    """The key of a lease (the workspace's own, or named lock ``lock``'s); its value is the
+    fence of the current grant."""
+    return WorkspaceKeys.of(prefix, workspace).lock(lock).lease
+
+
+LOCK_KEYS = ("lease", "holder", "fence", "queue", "request")
+
+
+@dataclass(frozen=True, slots=True)
+class LockKeys:
+    """Redis names of one lock's lease: the lease, its holder record, fence counter, wait queue and
+    pending handoff request."""
+
+    lease: str
+    holder: str
+    fence: str
+    queue: str
+    request: str
+
+    @classmethod
+    def under(cls, base: str) -> LockKeys:
+        lease, holder, fence, queue, request = (f"{base}{name}" for name in LOCK_KEYS)
+        return cls(lease, holder, fence, queue, request)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkspaceKeys:
-    """Redis names of one workspace."""
+    """Redis names of one workspace. ``lease`` ... ``request`` are its own lease's (lock ``""``),
+    under the names they had before named locks existed (``<prefix>:{ws}:lease``); :meth:`lock`
+    gives any lock's (a named lock L's: ``<prefix>:{ws}:lock:L:lease``, ...); ``locks`` is the set
+    of the named locks that have keys."""
 
     workspace: str
     channel: str
@@ -33,22 +58,34 @@ class WorkspaceKeys:
     info: str
     queue: str
     request: str
+    locks: str
+    lock_base: str  # the named locks' key names start with it (no key itself)
 
     @classmethod
     def of(cls, prefix: str, workspace: str) -> WorkspaceKeys:
         base = _base(prefix, workspace)
+        own = LockKeys.under(f"{base}:")
         return cls(
-            workspace=workspace, channel=base, lease=lease_key(prefix, workspace), holder=f"{base}:holder",
-            fence=f"{base}:fence", seq=f"{base}:seq", tabs=f"{base}:tabs", info=f"{base}:info",
-            queue=f"{base}:queue", request=f"{base}:request",
+            workspace=workspace, channel=base, lease=own.lease, holder=own.holder, fence=own.fence,
+            seq=f"{base}:seq", tabs=f"{base}:tabs", info=f"{base}:info", queue=own.queue, request=own.request,
+            locks=f"{base}:locks", lock_base=f"{base}:lock:",
         )
 
-    @property
-    def by_name(self) -> dict[str, str]:
-        """The eight keys by the names the workspace scripts take them by (_lib.lua's header)."""
+    def lock(self, lock: str) -> LockKeys:
+        """The keys of ``lock``'s lease ("": the workspace's own)."""
+        if not lock:
+            return LockKeys(self.lease, self.holder, self.fence, self.queue, self.request)
+        # The last segment of a key name is one of LOCK_KEYS, never part of a lock id (ids may
+        # contain ':'), so no two locks share a key. _workspace.lua's lock_of builds the same names.
+        return LockKeys.under(f"{self.lock_base}{lock}:")
+
+    def by_name(self, lock: str = "") -> dict[str, str]:
+        """The ten keys by the names the workspace scripts take them by (_workspace.lua's header), the
+        first five ``lock``'s."""
+        k = self.lock(lock)
         return {
-            "lease": self.lease, "holder": self.holder, "fence": self.fence, "seq": self.seq, "tabs": self.tabs,
-            "info": self.info, "queue": self.queue, "request": self.request,
+            "lease": k.lease, "holder": k.holder, "fence": k.fence, "queue": k.queue, "request": k.request,
+            "seq": self.seq, "tabs": self.tabs, "info": self.info, "locks": self.locks, "lock_base": self.lock_base,
         }
 
 

@@ -6,9 +6,9 @@ in its header (the comment block it starts with), and read from there:
 
 .. code-block:: lua
 
-    -- Libraries: _clock.lua, _lib.lua         what is prepended ('none': nothing)
-    -- KEYS[1..8] - the workspace keys (_lib.lua)     a library's declarations, by reference
-    -- ARGV[6]    user - user id                      one argument, by name
+    -- Libraries: _clock.lua, _workspace.lua   what is prepended ('none': nothing)
+    -- KEYS[1..10] - the workspace keys (_workspace.lua)  a library's declarations, by reference
+    -- ARGV[7]    user - user id                      one argument, by name
     -- ARGV[4..]  workspaces - ...                    the rest: a list
     -- ARGV[4..]  workspaces {channel, n, conns} - .. the rest: per item, these fields in order
     -- Returns {reply JSON, event JSON...} ...
@@ -205,7 +205,7 @@ def _params(name: str, kind: str, lines: Sequence[str], libraries: Mapping[str, 
             raise HeaderError(f"{what}[{first}]: declared after {params[-1].name}, which takes the rest")
         if first != len(params) + 1:
             raise HeaderError(f"{what}[{first}]: expected {kind}[{len(params) + 1}] next")
-        if ranged and last:  # KEYS[1..8]: the declarations of the library cited
+        if ranged and last:  # KEYS[1..10]: the declarations of the library cited
             cited = _CITED.match(rest)
             if cited is None or cited.group(1) not in libraries:
                 raise HeaderError(f"{what}[{first}..{last}]: a range cites one of its libraries, (x.lua)")

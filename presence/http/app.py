@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from ..connections.abort import ExposeAbort
 from ..connections.capacity import ConnectionLimit
+from ..connections.transport import ExposeTransport
 from ..server import Server
 from ..settings import Settings
 from . import admin, api, dev, openapi
@@ -113,6 +113,6 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     ]
     middleware = [
         Middleware(ConnectionLimit, max_connections=settings.max_connections, telemetry=server.metrics),
-        Middleware(ExposeAbort),
+        Middleware(ExposeTransport),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

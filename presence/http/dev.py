@@ -3,7 +3,7 @@
 None of them exists outside dev mode (404). The documents stand in for an app backend: the text of
 each demo document is kept in this process's memory, and a save is accepted only with the fence
 that holds the lease now and only if no newer fence has saved since, the checks a real backend
-makes (README, "Fences"), so a tab that lost the lease is refused and told why.
+makes (docs/guide.md, "Fences"), so a tab that lost the lease is refused and told why.
 
 | method, path | |
 |---|---|

@@ -6,7 +6,7 @@ address; a peer with :data:`MAX_FAILURES` wrong keys within :data:`WINDOW_S` sec
 (HTTP 429 with ``Retry-After``, or close 4429 on the dashboard's WebSocket) without its key being
 looked at, until its oldest failure is that old. Other peers are not affected. The peer address
 is the one uvicorn reports, so behind a proxy it is the client's only when the proxy is trusted
-to say so (``FORWARDED_ALLOW_IPS``, see the README's Deployment section).
+to say so (``FORWARDED_ALLOW_IPS``, see docs/deployment.md, Load balancer).
 
 Memory is bounded: at most :data:`MAX_PEERS` addresses are tracked, the least recently failed
 forgotten first.

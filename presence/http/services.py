@@ -2,7 +2,8 @@
 of its named locks) like a person does (:mod:`presence.engine.services` says what each does).
 
     POST   .../lease  {holder: {id, name}, ttl_ms?, takeover?}
-           -> 201 {fence, ttl_ms}, or 409 {holder} (409 {holder, retry_ms} in a takeover cooldown)
+           -> 201 {fence, ttl_ms}, or 409 {holder} (409 {holder, retry_ms} in a takeover cooldown;
+              409 {error} when the workspace holds PRESENCE_MAX_LOCKS named locks already)
     PUT    .../lease  {fence, ttl_ms?}  -> 200 {fence, ttl_ms}, or 409 {holder}
     DELETE .../lease?fence=N            -> 204, or 409 {holder}
 
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.services import Held, Let, Refused, ServiceCommands, ServiceHolder
-from ..errors import BadMessage, RequestError, Unavailable
+from ..errors import BadMessage, RequestError, TooManyLocks, Unavailable
 from ..wire.messages import LOCK_RE, valid_workspace
 from .bodies import capped_body
 from .params import whole_number
@@ -92,6 +93,8 @@ class ServiceLeases:
             return await run(workspace, lock)
         except Unavailable as exc:
             return _error(503, str(exc))
+        except TooManyLocks as exc:
+            return _error(409, str(exc))
         except RequestError as exc:
             return _error(400, str(exc))
 

@@ -9,10 +9,12 @@ that does not do its part:
 - an idle keep-alive HTTP connection is closed after :data:`KEEP_ALIVE_S`;
 - a WebSocket must send a valid ``hello`` within ``PRESENCE_HELLO_TIMEOUT_MS`` (the handshake),
   and at most ``PRESENCE_MAX_CONNECTIONS`` are open at once (:mod:`presence.connections.capacity`);
+- what a WebSocket's peer has not read is bounded: past ``PRESENCE_SEND_BUFFER_BYTES`` the
+  connection is aborted (:class:`BoundedWebSocketProtocol`);
 - plain HTTP requests beyond the WebSockets are answered 503 once more than
   :data:`HTTP_HEADROOM` connections are open on top of ``PRESENCE_MAX_CONNECTIONS``.
 
-Per-address connection rates belong in front of the server (see the README's Deployment section).
+Per-address connection rates belong in front of the server (see docs/deployment.md, Load balancer).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..settings import SettingsError
 
@@ -73,6 +76,32 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             log.debug("%s: request headers not complete within %.0fs; connection closed",
                       self.client, self.header_timeout)
             self.transport.close()
+
+
+class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, with the bytes a peer leaves unread bounded.
+
+    The protocol answers each WebSocket PING by itself, below ASGI, writing the PONG whether or
+    not the peer reads: a client that sends pings and never reads grows the server's write buffer
+    without end (tens of MiB a second), before or after ``hello``, on every WebSocket route. What
+    the application sends waits for the buffer to drain (uvicorn's write flow control), so only
+    these answers can push it past the bound; once they do, the peer reads nothing anyway, and
+    a close frame would wait behind the same unread bytes: the connection is aborted.
+
+    (uvicorn's other ``websockets`` mode stops reading while a pong cannot be written, which bounds
+    the buffer too; it runs on the ``websockets.legacy`` implementation, deprecated by both
+    projects; the README's design choices say why this mode was chosen.)
+    """
+
+    send_buffer_bytes = 1024 * 1024
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.send_buffer_bytes and not transport.is_closing():
+            log.info("%s: over %d bytes unread (PRESENCE_SEND_BUFFER_BYTES): WebSocket aborted",
+                     self.client, self.send_buffer_bytes)
+            transport.abort()
 
 
 class RefusedAtStartup:
@@ -133,19 +162,22 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
 
 def uvicorn_config(
     app: Any, host: str, port: int, max_message_bytes: int, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    header_timeout_s: float = HEADER_TIMEOUT_S,
+    header_timeout_s: float = HEADER_TIMEOUT_S, send_buffer_bytes: int = BoundedWebSocketProtocol.send_buffer_bytes,
 ) -> Any:
     """The server stack of ``presence serve`` (``presence bench`` runs its baselines on the same)."""
     import uvicorn
 
     protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout_s})
+    ws_protocol = type(
+        "BoundedWebSocketProtocol", (BoundedWebSocketProtocol,), {"send_buffer_bytes": send_buffer_bytes}
+    )
 
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         http=protocol,
-        ws="websockets-sansio",
+        ws=ws_protocol,
         ws_max_size=max_message_bytes,
         ws_per_message_deflate=False,  # memory per tab matters more than bytes on the wire
         ws_ping_interval=None,  # the application heartbeat does this job

@@ -100,7 +100,14 @@ class Sync(_Message, tag="sync"):
     id: RequestId = None
 
 
-ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status | Request | Decline | Sync
+class Refresh(_Message, tag="refresh"):
+    """A new token for this connection (the same user) before the old one expires."""
+
+    token: str
+    id: RequestId = None
+
+
+ClientMessage = Hello | Acquire | Takeover | Release | Pong | Status | Request | Decline | Sync | Refresh
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
@@ -284,6 +291,13 @@ class Ping(_Message, tag="ping"):
     ttls: dict[str, int] | None = None  # the time left of each named lock the tab holds
 
 
+class Refreshed(_Message, tag="refreshed"):
+    """The new token of a ``refresh`` is the connection's from now on."""
+
+    id: RequestId = None
+    expires_in_ms: int | None = None
+
+
 class Error(_Message, tag="error"):
     code: str
     message: str
@@ -291,7 +305,8 @@ class Error(_Message, tag="error"):
 
 
 ServerMessage = (
-    Welcome | State | Update | Acquired | Busy | Queued | Released | Asked | Requested | Declined | Ping | Error
+    Welcome | State | Update | Acquired | Busy | Queued | Released | Asked | Requested | Declined | Ping
+    | Refreshed | Error
 )
 
 _encoder = msgspec.json.Encoder()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .messages import Hello, Person, Pong, RequestId, _Message
+from .messages import Hello, Person, Pong, Refresh, RequestId, _Message
 
 MAX_WATCHED = 500  # workspaces per watcher: one pipelined read, one bounded reply
 
@@ -40,6 +40,7 @@ class Leases(_Message, tag="leases"):
 
     leases: dict[str, WatchedLease]
     id: RequestId = None
+    expires_in_ms: int | None = None  # the token's exp, from now (absent: the token has none)
 
 
 class Lease(_Message, tag="lease"):
@@ -60,7 +61,7 @@ class Forbidden(_Message, tag="error"):
 
 
 FirstFrame = Hello | Watch
-WatcherMessage = Watch | Pong
+WatcherMessage = Watch | Pong | Refresh
 WatchServerMessage = Leases | Lease | Forbidden
 
 _first: msgspec.json.Decoder[FirstFrame] = msgspec.json.Decoder(FirstFrame)
@@ -77,7 +78,7 @@ def decode_first(frame: str | bytes) -> FirstFrame:
 
 
 def decode_watcher(frame: str | bytes) -> WatcherMessage:
-    """A later frame of a watcher: ``watch`` or ``pong``."""
+    """A later frame of a watcher: ``watch``, ``pong`` or ``refresh``."""
     try:
         return _later.decode(frame)
     except RecursionError:

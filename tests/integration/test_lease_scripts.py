@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
-from script_support import expiry
+from script_support import GRACE, TTL, expiry, info, published, subscribed
 
 from presence.core.events import decode_event
 from presence.core.records import TabInfo
-from presence.gateway.gateway import Gateway
-from presence.gateway.keys import Keys
 from presence.gateway.leases import LeaseScripts
 from presence.settings import Settings
-
-TTL = 1500
-GRACE = 400
-
-
-def info(user: str, tab: str = "t") -> TabInfo:
-    return TabInfo(user, user.title(), tab, True, None, "test")
-
-
-@pytest.fixture(params=["redis", "fakeredis", pytest.param("cluster", marks=pytest.mark.cluster)])
-async def lease(request: pytest.FixtureRequest) -> AsyncIterator[LeaseScripts]:
-    settings_kw = dict(
-        heartbeat_ms=300, dead_after_ms=900, lease_ttl_ms=TTL, grace_ms=GRACE,
-        key_prefix=f"t{uuid.uuid4().hex[:8]}",
-    )
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        settings = Settings(redis_url=server.url, dev=True, **settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    elif request.param == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        settings = Settings(redis_url=cluster.url, redis_cluster=True, dev=True,
-                            **settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    else:
-        settings = Settings(**settings_kw).validate()  # type: ignore[arg-type]
-        store = Gateway(settings)
-    await store.start()
-    yield LeaseScripts(store, settings, Keys(settings.key_prefix))
-    await store.close()
 
 
 async def pttl(lease: LeaseScripts, ws: str) -> int:
@@ -196,7 +162,7 @@ async def test_counters_holder_and_queue_expire_after_the_key_idle_time(lease: L
     await lease.tick({}, {"doc": ["c2"]})
     assert int(await c.pttl(k.queue)) > idle - 5000
     # Every key has a TTL.
-    for key in k.by_name.values():
+    for key in k.by_name().values():
         if await c.exists(key):
             assert int(await c.pttl(key)) > 0, key
 
@@ -268,9 +234,7 @@ async def test_grace_ends_and_expiry_is_announced_once(lease: LeaseScripts) -> N
 async def test_sequence_is_gap_free_and_published(lease: LeaseScripts) -> None:
     if lease.gateway.cluster:
         pytest.skip("SPUBLISH on Cluster: tests/system/test_cluster.py checks the sharded channel")
-    pubsub = lease.gateway.client.pubsub()
-    await pubsub.subscribe(lease.keys.workspace("doc").channel)
-    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    pubsub = await subscribed(lease, "doc")
     outs = [
         await lease.join("doc", "c1", info("alice")),
     ]
@@ -283,14 +247,7 @@ async def test_sequence_is_gap_free_and_published(lease: LeaseScripts) -> None:
     ):
         seqs += [e.seq for e in (await coro).events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    published = []
-    while len(published) < len(seqs):
-        m = await pubsub.get_message(timeout=2)
-        assert m is not None, f"only {len(published)} of {len(seqs)} events were published"
-        if m["type"] == "message":
-            published.append(decode_event(m["data"]).seq)
-    assert published == seqs
-    await pubsub.aclose()
+    assert [decode_event(e).seq for e in await published(pubsub, len(seqs))] == seqs
 
 
 async def test_concurrent_acquires_grant_exactly_one(lease: LeaseScripts) -> None:
@@ -363,7 +320,7 @@ async def test_batched_renewal_is_a_constant_number_of_calls(lease: LeaseScripts
     leases = {}
     for i in range(1200):
         leases[f"w{i}"] = (await lease.acquire(f"w{i}", "alice", "Alice", "t", "c")).reply.fence
-    calls = lease.renew_calls(leases)
+    calls = lease.renew_calls({(ws, ""): fence for ws, fence in leases.items()})
     if not lease.gateway.cluster:  # on Cluster: one call per slot, one pipeline per node
         assert len(calls) == 3  # 1200 leases in chunks of 500, one pipeline
     renewed, _ = await lease.tick({(ws, ""): fence for ws, fence in leases.items()}, {})
@@ -391,3 +348,22 @@ async def test_keep_gives_held_leases_the_restart_grace_only_while_their_fence_h
         assert 55_000 < await pttl(lease, ws) <= 60_000
     assert await pttl(lease, "k3") <= TTL  # bob's lease, untouched
     assert await pttl(lease, "never") == -2  # nothing was created
+
+
+async def test_an_orphaned_lease_is_someone_unknowns_taken_over_or_asked_never_a_script_error(
+    lease: LeaseScripts,
+) -> None:
+    """A lease key whose holder record is gone (evicted, or expired first): acquire answers busy,
+    takeover replaces the unknown holder, request asks nobody (its deadline then decides)."""
+    for lock in ("", "title"):
+        ws = f"orphan-{lock or 'own'}"
+        fence = (await lease.acquire(ws, "alice", "Alice", "t", "c1", lock=lock)).reply.fence
+        k = lease.keys.workspace(ws)
+        await lease.gateway.client.delete(k.lock(lock).holder if lock else k.holder)
+        assert (await lease.acquire(ws, "bob", "Bob", "t", "c2", lock=lock)).status == "busy"
+        asked = await lease.request(ws, "bob", "Bob", "t", "c2", "please", lock=lock)
+        assert asked.status == "asked" and asked.reply.holder.user == ""  # type: ignore[union-attr]
+        taken = await lease.takeover(ws, "carol", "Carol", "t", "c3", lock=lock)
+        assert taken.status == "taken_over" and taken.reply.fence > fence  # type: ignore[union-attr]
+        (event,) = [e for e in taken.events if e.kind == "taken_over"]
+        assert event.lock == lock and event.prev is not None and event.prev.user == ""

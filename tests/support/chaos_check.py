@@ -38,7 +38,7 @@ The checks, per workspace:
    server stopped from renewing cannot extend); windows still open at the end of the run must be
    of the fence Redis still holds. A server that was paused tells its tabs, once it runs again,
    what happened meanwhile, in order: a grant that ended meanwhile and its end arrive together
-   (README, Limits). Such a window opens after the end and must close within ``notify_bound``
+   (docs/correctness.md, A stalled process). Such a window opens after the end and must close within ``notify_bound``
    of opening.
 4. Every fence a client was granted was granted by Redis to that client's user.
 
@@ -53,7 +53,7 @@ sequence numbers still count up by one: a jump means the observer missed events 
 node was down, e.g. just after Sentinel killed its clients), and the check refuses to judge, as
 without failovers, rather than report a grant it never saw as one Redis never made.
 
-A grant lost in a failover is the README's WAIT trade-off: without
+A grant lost in a failover is the WAIT trade-off of docs/deployment.md: without
 ``PRESENCE_REDIS_WAIT_REPLICAS`` (``wait_replicas`` 0) a grant is confirmed before a replica has
 it, so a failover can lose a grant its holder was told of. Then the one overlap it causes is
 excused (its holder learns at its next renewal or by its deadline, while the surviving history
@@ -267,8 +267,8 @@ def check(
                     kind in EXPLICIT_ENDS and at <= before for at, kind in ended.ends)
                 if not excused and not wait_replicas:
                     # A grant lost in a failover (the history went back), told before a replica
-                    # had it: its holder learns at its next renewal or by its deadline (README,
-                    # the WAIT trade-off). With WAIT check 5 has flagged it already.
+                    # had it: its holder learns at its next renewal or by its deadline
+                    # (docs/deployment.md, the WAIT trade-off). With WAIT check 5 has flagged it already.
                     excused = any(x is not None and x.end_kind == "failover" for x in (ended, later))
                 if not excused:
                     report.violations.append(

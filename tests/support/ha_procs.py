@@ -10,7 +10,7 @@ The data nodes start a full resynchronisation at once (``repl-diskless-sync-dela
 5 s by default, for more replicas to join the same transfer): a replica that was (re)started is a
 copy of its primary within milliseconds, so a failover promotes a replica that missed only the
 last changes, not one that never synced. ``min_replicas_to_write`` sets Redis'
-``min-replicas-to-write`` on every data node, as the README advises against a primary that goes on
+``min-replicas-to-write`` on every data node, as docs/deployment.md advises against a primary that goes on
 taking writes after the Sentinels replaced it.
 """
 

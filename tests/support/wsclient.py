@@ -27,7 +27,7 @@ from presence.settings import DEV_SECRET
 if TYPE_CHECKING:
     from procs import ServerProcess
 
-__all__ = ["Connection", "Msg", "Tab", "open_tab", "token"]
+__all__ = ["Connection", "Msg", "Tab", "close_of", "open_tab", "token"]
 
 Msg = dict[str, Any]
 _ids = itertools.count(1)
@@ -203,3 +203,17 @@ async def open_tab(tabs: list[Tab], server: ServerProcess, user: str, ws: str = 
     tab = Tab(server.ws_url, user, ws, **kw)
     tabs.append(tab)
     return await tab.connect()
+
+
+async def close_of(url: str, frame: str, **kw: Any) -> tuple[int | None, str | None, list[dict[str, Any]]]:
+    """Send one frame on a fresh connection; the messages received and the close code and reason."""
+    messages: list[dict[str, Any]] = []
+    async with websockets.connect(url, max_size=None, **kw) as ws:
+        await ws.send(frame)
+        try:
+            async with asyncio.timeout(10):
+                async for raw in ws:
+                    messages.append(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+        return ws.close_code, ws.close_reason, messages

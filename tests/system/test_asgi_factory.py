@@ -1,5 +1,5 @@
 """`presence.app:create_app()`, the ASGI factory for a server command line of one's own: started by
-uvicorn as a real process with the command line the README gives, it serves tabs (hello, welcome,
+uvicorn as a real process with the command line docs/deployment.md gives, it serves tabs (hello, welcome,
 a lease), refuses an oversized frame with 1009, logs its start-up lines and stops on SIGTERM
 without a traceback; settings that cannot work, or dev mode not asked for, stop it with one line and status 2."""
 

@@ -33,7 +33,7 @@ from servers import FAST, Cluster
 from websockets.asyncio.client import ClientConnection
 from wsclient import Tab
 
-from presence.connections.tab import CLOSE_TIMEOUT_S
+from presence.connections.output import CLOSE_TIMEOUT_S
 from presence.wire.messages import decode_client
 
 SECRET = "bad-input-test-secret-" + "0123456789abcdef" * 3  # 70 bytes: long enough for HS512 too

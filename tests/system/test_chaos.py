@@ -30,7 +30,7 @@ The Sentinel soak runs the same tabs and checker on servers that reach Redis thr
 Sentinels (a primary and a replica), with Redis failovers among the faults: the primary is
 SIGKILLed, the Sentinels promote the replica, and the old primary comes back (empty) as a replica
 of the new one. Its observer listens on both data nodes (``chaos_observer.FailoverObserver``). The
-data nodes run with ``min-replicas-to-write 1``, as the README advises for Sentinel: the Sentinels
+data nodes run with ``min-replicas-to-write 1``, as docs/deployment.md advises for Sentinel: the Sentinels
 (``down-after-milliseconds`` 1000) now and then fail over from a primary that is alive (often one
 they promoted a second before, as their first ping of it can come later than that; or on a loaded
 machine), and without it that primary goes on taking the servers' writes beside the new one until
@@ -71,8 +71,8 @@ ENV = {
     "PRESENCE_LOG_LEVEL": "warning",
 }
 TTL_S = TTL_MS / 1000
-# The Sentinel soak runs with the servers' WAIT setting from the environment (the README's
-# correctness section has a run with 1); the plain one has no replica to wait for.
+# The Sentinel soak runs with the servers' WAIT setting from the environment (docs/correctness.md
+# has a run with 1); the plain one has no replica to wait for.
 WAIT_REPLICAS = int(os.environ.get("PRESENCE_REDIS_WAIT_REPLICAS", "0"))
 WAIT_ENV = {"PRESENCE_REDIS_WAIT_REPLICAS": str(WAIT_REPLICAS),
             "PRESENCE_REDIS_WAIT_TIMEOUT_MS": os.environ.get("PRESENCE_REDIS_WAIT_TIMEOUT_MS", "300")}
@@ -357,7 +357,7 @@ async def test_chaos_soak_with_sentinel_failovers_long(
 
 
 def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:
-    """The soak reads each workspace's lease key (README: ``<prefix>:{ws}:lease``) at the end."""
+    """The soak reads each workspace's lease key (docs/architecture.md: ``<prefix>:{ws}:lease``) at the end."""
     from presence.gateway.keys import WorkspaceKeys
 
     assert WorkspaceKeys.of(prefix, "w0").lease == f"{prefix}:{{w0}}:lease"

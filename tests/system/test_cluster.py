@@ -94,17 +94,21 @@ async def test_batched_tick_covers_every_node_in_one_pipeline_per_node(
     lease: LeaseScripts, redis_cluster: LocalRedisCluster
 ) -> None:
     workspaces = spread(redis_cluster, 100, stem="w")
-    leases = {ws: (await lease.acquire(ws, "alice", "Alice", "t", "c")).reply.fence for ws in workspaces}
+    leases = {
+        (ws, lock): (await lease.acquire(ws, "alice", "Alice", "t", "c", lock=lock)).reply.fence
+        for ws in workspaces for lock in ("", "title")
+    }
     calls = lease.renew_calls(leases)
     slots = {key_slot(f"{{{ws}}}".encode()) for ws in workspaces}
-    assert len(calls) == len(slots)  # one script call per slot: a script touches one slot
+    # One script call per slot, every lock of its workspaces in it: a script touches one slot.
+    assert len(calls) == len(slots)
     stats_before = _evalsha_calls(redis_cluster)
-    renewed, _ = await lease.tick({(ws, ""): f for ws, f in leases.items()}, {ws: ["c"] for ws in workspaces})
-    assert renewed == {(ws, ""): True for ws in workspaces}
+    renewed, _ = await lease.tick(leases, {ws: ["c"] for ws in workspaces})
+    assert renewed == dict.fromkeys(leases, True)
     per_node = {p: n - stats_before[p] for p, n in _evalsha_calls(redis_cluster).items()}
     assert all(n > 0 for n in per_node.values()), per_node  # every primary got its share
     # A renewal by a stale fence fails on every node alike.
-    renewed, _ = await lease.tick({(ws, ""): f + 1 for ws, f in leases.items()}, {})
+    renewed, _ = await lease.tick({key: f + 1 for key, f in leases.items()}, {})
     assert not any(renewed.values())
 
 

@@ -374,7 +374,7 @@ async def test_sigkill_during_takeover(cluster: Cluster, tabs: list[Tab], victim
                 assert all((m.get("holder") or {}).get("fence") in (None, got["fence"]) for m in watch.of("state"))
         old = servers[dead]
         old.proc = None
-        servers[dead] = ServerProcess(old.env, port=old.port, name=old.name)
+        servers[dead] = ServerProcess(old.settings, port=old.port, name=old.name)
         cluster.servers.append(servers[dead])
         await servers[dead].start_async()
 

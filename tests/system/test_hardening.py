@@ -26,13 +26,16 @@ from paths import ROOT
 from procs import RedisServer
 from servers import FAST, Cluster, assert_no_traceback
 from waiting import eventually
-from wsclient import Tab, open_tab
+from wsclient import Tab, close_of, open_tab
 
 from presence import auth, logctx
+from presence.auth import Identity
+from presence.connections.credential import Credential
+from presence.connections.output import Output
 from presence.connections.tab import Tab as ServerTab
 from presence.server import Server
 from presence.settings import Settings, SettingsError
-from presence.wire.messages import ServerMessage, Welcome
+from presence.wire.messages import Person, ServerMessage, Welcome
 
 SECRET = "hardening-test-secret-0123456789abcdef"
 ADMIN = "hardening-admin-token-0123456789"
@@ -48,20 +51,6 @@ def token(sub: str = "mallory", **claims: Any) -> str:
 
 def hello(workspace: str, tok: str, tab: str = "t1") -> str:
     return json.dumps({"type": "hello", "token": tok, "workspace": workspace, "tab": tab})
-
-
-async def close_of(url: str, frame: str, **kw: Any) -> tuple[int | None, str | None, list[dict[str, Any]]]:
-    """Send one frame on a fresh connection; the messages received and the close code and reason."""
-    messages: list[dict[str, Any]] = []
-    async with websockets.connect(url, max_size=None, **kw) as ws:
-        await ws.send(frame)
-        try:
-            async with asyncio.timeout(10):
-                async for raw in ws:
-                    messages.append(json.loads(raw))
-        except websockets.ConnectionClosed:
-            pass
-        return ws.close_code, ws.close_reason, messages
 
 
 # -- 1. a join that fails leaves nothing behind -------------------------------------------------
@@ -120,6 +109,16 @@ class _NoSocket:
         pass
 
 
+def _server_tab(
+    hub: Server, conn: str, user: str, ws: str, tab_id: str, kind: type[ServerTab] = ServerTab
+) -> ServerTab:
+    """A tab of ``hub`` on a connection that sends nowhere (its output started: stop it after)."""
+    output = Output(_NoSocket(), conn)
+    output.start()
+    identity = Identity(Person(user, user.title()), None, True)
+    return kind(output, Credential(identity, output, hub.endpoint.parts.verifier), ws, tab_id)
+
+
 @pytest.fixture
 async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
     settings = Settings(redis_url=redis_server.url, key_prefix=prefix, heartbeat_ms=300, dead_after_ms=900,
@@ -134,22 +133,19 @@ async def hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[Server]:
 async def test_a_join_that_fails_after_redis_took_the_tab_undoes_it(
     hub: Server, redis_server: RedisServer, prefix: str
 ) -> None:
-    from presence.wire.messages import Person
 
     r = redis_server.client()
-    tab = _WelcomeFails(_NoSocket(), "hub1-1", Person("gina", "Gina"), "undo-doc", "tab-g")
-    tab.start()
+    tab = _server_tab(hub, "hub1-1", "gina", "undo-doc", "tab-g", _WelcomeFails)
     try:
         with pytest.raises(RuntimeError, match="welcome"):
             await hub.workspaces.join(tab)
     finally:
-        await tab.stop()
+        await tab.output.stop()
     assert "undo-doc" not in hub.workspaces
     assert r.zcard(f"{prefix}:{{undo-doc}}:tabs") == 0 and r.hlen(f"{prefix}:{{undo-doc}}:info") == 0
     await eventually(lambda: r.pubsub_channels(f"{prefix}:{{undo-doc}}") == [], what="unsubscribed")
     # Someone joining next sees nobody else.
-    ok = ServerTab(_NoSocket(), "hub1-2", Person("hal", "Hal"), "undo-doc", "tab-h")
-    ok.start()
+    ok = _server_tab(hub, "hub1-2", "hal", "undo-doc", "tab-h")
     try:
         await hub.workspaces.join(ok)
         core = hub.workspaces.core("undo-doc")
@@ -157,7 +153,7 @@ async def test_a_join_that_fails_after_redis_took_the_tab_undoes_it(
         assert r.hkeys(f"{prefix}:{{undo-doc}}:info") == ["hub1-2"]
         await hub.workspaces.leave(ok, clean=True)
     finally:
-        await ok.stop()
+        await ok.output.stop()
 
 
 # -- 4. the server's own stall is not its tabs' silence -----------------------------------------

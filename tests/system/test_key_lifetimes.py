@@ -1,7 +1,7 @@
 """No key outlives its use: with short settings (a key idle time of 4 s), many workspaces are
-opened and left, some leases held, some tabs waiting in line, and one server is SIGKILLed with its
-tabs' presence entries, a held lease and a waiter still in Redis. Afterwards, no key of any
-workspace remains."""
+opened and left, some leases and named locks held, some tabs waiting in line, and one server is
+SIGKILLed with its tabs' presence entries, a held lease, a held named lock and a waiter for each
+still in Redis. Afterwards, no key of any workspace remains."""
 
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ async def test_no_workspace_key_outlives_its_use(servers: Cluster, redis_server:
         tab = await open_tab(tabs, a if i % 2 else b, f"u{i % 3}", ws=f"doc-{i}")
         if i % 4 == 0:
             assert (await tab.request("acquire"))["type"] == "acquired"
-    # On server b (to be killed): a held lease and a waiter in line, as a crash leaves them.
+        if i % 4 == 1:
+            for lock in ("title", "cell:B7"):
+                assert (await tab.request("acquire", lock=lock))["type"] == "acquired"
+    # On server b (to be killed): held leases and waiters in line, as a crash leaves them.
     holder = await open_tab(tabs, b, "hal", ws="crash")
     waiter = await open_tab(tabs, b, "wes", ws="crash")
-    assert (await holder.request("acquire"))["type"] == "acquired"
-    assert (await waiter.request("acquire", wait=True))["type"] == "queued"
+    for lock in ("", "title"):
+        assert (await holder.request("acquire", lock=lock))["type"] == "acquired"
+        assert (await waiter.request("acquire", wait=True, lock=lock))["type"] == "queued"
+    assert any(":lock:title:" in key for key in workspace_keys(redis_server, prefix))
     assert len(workspace_keys(redis_server, prefix)) > 40 * 3
 
     for tab in tabs:

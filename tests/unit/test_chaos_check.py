@@ -1,5 +1,5 @@
 """The chaos soak's checker (``chaos_check``) on histories made by hand and recorded: it must flag
-what it is there to catch, and excuse no more than the README's guarantees allow."""
+what it is there to catch, and excuse no more than the guarantees of docs/correctness.md allow."""
 
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def test_checker_on_a_recorded_run_excuses_a_lost_grant_only_without_wait() -> N
     assert (lost.user, [kind for _, kind in lost.ends]) == ("bob", ["failover"])
     held = [m for m in logs[("w1", "bob", "bob-2")] if m.get("fence") == LOST]
     assert held, "bob-2 was told of the grant the failover lost"
-    # Without WAIT (as recorded) the grant was confirmed before a replica had it: the README's trade-off.
+    # Without WAIT (as recorded) the grant was confirmed before a replica had it: docs/deployment.md's WAIT trade-off.
     assert check(logs, observer, end, notify_bound=3.0, final_holders=final).violations == []
     # With WAIT the same history is a broken promise.
     report = check(logs, observer, end, notify_bound=3.0, final_holders=final, wait_replicas=1)

@@ -7,6 +7,8 @@ import json
 import re
 import tomllib
 import typing
+import unicodedata
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -169,7 +171,7 @@ def test_openapi_json_is_served() -> None:
 
 
 def test_no_reference_to_a_spec_the_repository_does_not_have() -> None:
-    files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *ROOT.glob("docs/*.md"), *ROOT.glob("static/*"),
+    files = [ROOT / "README.md", ROOT / "mkdocs.yml", *ROOT.glob("docs/*.md"), *ROOT.glob("static/*"),
              *ROOT.glob("presence/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("tests/**/*.mjs")]
     offenders = [
         f"{f.relative_to(ROOT)}:{n}" for f in files if f.is_file()
@@ -183,3 +185,122 @@ def test_readme_links_resolve() -> None:
     readme = (ROOT / "README.md").read_text()
     for target in re.findall(r"\]\(((?:docs|static)/[^)#]+)\)", readme):
         assert (ROOT / target).is_file(), target
+    # every other link of the front page too, and the heading an #anchor names
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert len(links) >= 15
+    for link in links:
+        if not link.startswith(("http://", "https://")):
+            assert _resolves(ROOT / "README.md", link), link
+
+
+# -- the docs site and the pages' links ------------------------------------------------------------
+
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+REPO_URL = "https://github.com/presence-server/presence"
+
+
+def _headings(page: Path) -> list[str]:
+    """The page's headings, as written (fenced code is not Markdown: a `# comment` there is none)."""
+    out, fenced = [], False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} (.+)$", line)):
+            out.append(m.group(1).strip())
+    return out
+
+
+def _site_anchor(heading: str) -> str:
+    """The anchor MkDocs gives a heading (Python-Markdown's toc slugify)."""
+    text = re.sub(r"`([^`]*)`", r"\1", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading))
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives the same heading."""
+    text = re.sub(r"`([^`]*)`", r"\1", re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading))
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def _resolves(source: Path, link: str) -> bool:
+    """Whether a relative link of ``source`` names an existing file and, with ``#x``, a heading of it."""
+    path, _, anchor = link.partition("#")
+    target = (source.parent / path).resolve() if path else source
+    if not target.exists():
+        return False
+    return not anchor or anchor in {_site_anchor(h) for h in _headings(target)}
+
+
+def test_the_front_page_stays_a_front_page() -> None:
+    readme = README.read_text()
+    assert len(readme.encode()) <= 12_000, "README.md is the front page: move the detail into a page of docs/"
+    assert "](docs/demo.png)" in readme and (ROOT / "docs" / "demo.png").stat().st_size < 200_000
+    for section in ("## Run", "## Test", "## Use it in your app", "## Documentation"):
+        assert f"\n{section}\n" in readme, section
+    # the pages' own tables live in one place
+    assert "| `hello` |" not in readme and "| `<prefix>:{ws}:lease` |" not in readme
+
+
+def test_every_heading_has_the_same_anchor_on_the_site_and_on_github() -> None:
+    """Links to `page.md#anchor` work in both places only while the two slugs agree."""
+    for page in [README, *PAGES]:
+        for heading in _headings(page):
+            assert _site_anchor(heading) == _github_anchor(heading), f"{page.name}: {heading!r}"
+
+
+def test_mkdocs_nav_lists_every_page_once() -> None:
+    nav = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert sorted(nav) == [p.name for p in PAGES] and len(set(nav)) == len(nav)
+
+
+def test_links_out_of_the_pages_resolve() -> None:
+    """MkDocs checks the links between pages (``mkdocs build --strict``); these point elsewhere:
+    into the repository's files on GitHub, or at a heading of the front page."""
+    checked = 0
+    for page in [README, *PAGES]:
+        for link in re.findall(r"\]\((https://github\.com/presence-server/presence[^)\s]*)\)", page.read_text()):
+            rest = link.removeprefix(REPO_URL)
+            if rest.startswith("#"):
+                anchor = rest[1:]
+                assert anchor == "readme" or anchor in {_github_anchor(h) for h in _headings(README)}, (page, link)
+            else:
+                m = re.fullmatch(r"/(?:blob|tree)/main/([^#]+)", rest)
+                assert m and (ROOT / m.group(1)).exists(), (page.name, link)
+            checked += 1
+    assert checked >= 3
+
+
+def test_every_file_the_pages_name_exists() -> None:
+    """A page naming `presence/core/x.py` or `tests/test_y.py` sends the reader to a real file."""
+    named = 0
+    for page in [README, *PAGES]:
+        for path in re.findall(r"`((?:presence|static|tests|examples|docs|\.ci)/[^`\s*<>]*)`", page.read_text()):
+            assert (ROOT / path).exists(), f"{page.name} names {path}, which does not exist"
+            named += 1
+    assert named >= 50
+
+
+def test_the_source_map_lists_every_module() -> None:
+    """Each directory of presence/ has a section in the source map with a row for each module (a new
+    module needs its row in docs/architecture.md), and every name it lists exists."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    source_map = text.split("\n## Source map\n", 1)[1].split("\n## ", 1)[0]
+    sections = dict(re.findall(r"^### `(presence/[^`]*)`\n(.*?)(?=^### |\Z)", source_map, re.M | re.S))
+    packages = {  # the directories with modules (gateway/lua/ is a package only to ship its scripts)
+        f"{d.relative_to(ROOT)}/" for d in (ROOT / "presence").rglob("*")
+        if d.is_dir() and any(p.name != "__init__.py" for p in d.glob("*.py"))
+    }
+    assert set(sections) == packages | {"presence/"}, "a package of presence/ without its section, or the reverse"
+    for directory, body in sections.items():
+        listed = {name.strip("` ") for row in re.findall(r"^\| (`[^|]+) \|", body, re.M) for name in row.split(",")}
+        for name in listed:
+            assert (ROOT / directory / name).exists(), f"the source map lists {directory}{name}"
+        here = ROOT / directory
+        wanted = {p.name for p in here.glob("*.py")} | {
+            f"{p.name}/" for p in here.iterdir() if p.is_dir() and p.name != "__pycache__"
+            and f"{p.relative_to(ROOT)}/" not in sections
+        }
+        wanted -= {"__init__.py"} if directory != "presence/" else set()
+        assert wanted <= listed, f"{directory}: not in the source map: {sorted(wanted - listed)}"

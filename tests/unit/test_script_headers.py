@@ -13,7 +13,7 @@ from presence.core import outcomes
 from presence.core.records import Snapshot
 from presence.gateway.keys import Keys
 from presence.gateway.replies import DECODERS
-from presence.gateway.scripts import Header, HeaderError, Record, load_scripts, parse_header
+from presence.gateway.scripts import Header, HeaderError, Record, declared_libraries, load_scripts, parse_header
 
 LIB = """-- lib.lua: helpers.
 -- Libraries: none
@@ -145,9 +145,9 @@ def _text(name: str) -> str:
 
 
 def test_each_script_runs_with_its_libraries_once_each_needs_first() -> None:
-    clock, library = _text("_clock"), _text("_lib")
+    clock, workspace, library = _text("_clock"), _text("_workspace"), _text("_lib")
     for name, script in SCRIPTS.items():
-        libs = {"renew": [], "announce": [clock], "census": [clock]}.get(name, [clock, library])
+        libs = {"renew": [], "announce": [clock], "census": [clock]}.get(name, [clock, workspace, library])
         assert script.source == "\n".join([*libs, _text(name)]), name
 
 
@@ -173,7 +173,17 @@ def test_each_body_reads_what_its_header_declares(name: str) -> None:
 
 
 def load_lib(name: str) -> Header:
-    return parse_header(name, _text(name), {"_clock": parse_header("_clock", _text("_clock"), {})})
+    """A library's header, read with the headers of the libraries it needs (and theirs)."""
+    needed: dict[str, Header] = {}
+
+    def collect(of: str) -> None:
+        for lib in declared_libraries(of, _text(of)):
+            if lib not in needed:
+                collect(lib)
+                needed[lib] = parse_header(lib, _text(lib), needed)
+
+    collect(name)
+    return parse_header(name, _text(name), needed)
 
 
 def test_each_script_replies_with_the_statuses_its_header_lists() -> None:
@@ -193,7 +203,7 @@ def test_each_status_is_its_reply_structs_name_in_snake_case() -> None:
         t for name, t in vars(outcomes).items()
         if isinstance(t, type) and issubclass(t, outcomes.Reply) and name[0] != "_" and t is not outcomes.Reply
     ]
-    assert len(replies) == 21  # the scripts' replies, and the touch script's per workspace (Touched)
+    assert len(replies) == 22  # the scripts' replies, and the touch script's per workspace (Touched)
     replies.append(Snapshot)
     for t in replies:
         assert t.__struct_config__.tag == re.sub(r"(?<!^)([A-Z])", r"_\1", t.__name__).lower()
@@ -201,9 +211,9 @@ def test_each_status_is_its_reply_structs_name_in_snake_case() -> None:
 
 def test_the_script_key_names_are_the_keys_python_has() -> None:
     keys = Keys("p")
-    assert set(load_lib("_lib").keys.names) == set(keys.workspace("w").by_name)
+    assert set(load_lib("_workspace").keys.names) == set(keys.workspace("w").by_name())
     (touched,) = SCRIPTS["touch"].header.keys.params
-    assert set(touched.fields) < set(keys.workspace("w").by_name)
+    assert set(touched.fields) < set(keys.workspace("w").by_name())
     for name in ("announce", "census"):
         assert SCRIPTS[name].header.keys.names == tuple(keys.registry.by_name), name
 

@@ -8,7 +8,7 @@ from importlib import resources
 
 from presence.gateway.scripts import load_scripts
 
-LIBRARIES = ("_clock.lua", "_lib.lua")
+LIBRARIES = ("_clock.lua", "_workspace.lua", "_lib.lua")
 
 
 def lua_files() -> dict[str, str]:

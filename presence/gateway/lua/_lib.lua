@@ -1,70 +1,47 @@
 -- _lib.lua: the workspace helpers (Redis scripts cannot import).
--- Libraries: _clock.lua
+-- Libraries: _clock.lua, _workspace.lua
 --
--- Every workspace script but touch acts on one workspace: its header cites these KEYS and the head
--- of its ARGV, `KEYS[1..8] - ... (_lib.lua)` and `ARGV[1..5] - ... (_lib.lua)`, its own arguments
--- follow from ARGV[6], and it starts with `local ws = workspace(KEYS, ARGV)`. touch refreshes many
--- workspaces in one call and builds the table itself, one per workspace, with the fields its
--- helpers read (see touch.lua). The keys share the hash tag {workspace} (one slot per call on
--- Redis Cluster):
--- KEYS[1] lease   - string: the lease itself: value = fence of the current grant, TTL = lease TTL
--- KEYS[2] holder  - hash: the announced holder {fence, user, name, tab, since, took}; outlives the
---                   lease key until a script notices the expiry and announces it (TTL: key idle
---                   time, refreshed by every grant and rejoin, and by renewals now and then)
--- KEYS[3] fence   - string: the last fence issued; TTL: key idle time, refreshed by every grant
--- KEYS[4] seq     - string: change sequence counter, seeded from TIME when missing; TTL: key idle
---                   time, refreshed by every change
--- KEYS[5] tabs    - zset: conn -> presence expiry (Redis time, ms); TTL: twice the presence TTL
--- KEYS[6] info    - hash: conn -> tab info JSON [user, name, tab, active, meta, server]; same TTL
--- KEYS[7] queue   - list: FIFO wait queue of conns; TTL: key idle time, refreshed when one joins it
--- KEYS[8] request - hash: the pending polite-handoff request {conn, user, name, message, deadline}
--- ARGV[1] channel      - the workspace's pub/sub channel
--- ARGV[2] publish      - the publish command: 'PUBLISH', or 'SPUBLISH' on Cluster
--- ARGV[3] lease_ttl_ms - the TTL of a grant or renewal the script makes
--- ARGV[4] scope        - the lease scope: 'user' or 'tab'
--- ARGV[5] key_idle_ms  - the key idle time
--- So no key outlives the workspace's last use by more than the key idle time
--- (PRESENCE_KEY_IDLE_DAYS): that is safe for the counters because of the fence rule in grant().
---
--- The helpers hold no state: all they act on is in `ws` (keys, channel, publish command, lease TTL,
--- scope) or in their arguments. ws.events collects the JSON of the events published so far, in
--- order, for the reply: {reply JSON, event JSON...}, the reply an object with its `status` (touch:
--- per workspace {missing, event JSON...}).
+-- The helpers hold no state: all they act on is in `ws` (the table _workspace.lua makes: keys,
+-- channel, publish command, lease TTL, scope, lock) or in their arguments. ws.events collects the
+-- JSON of the events published so far, in order, for the reply: {reply JSON, event JSON...}, the
+-- reply an object with its `status` (touch: per workspace {missing, event JSON...}). Every event
+-- about a named lock's lease, queue or request carries `lock`; the presence events (joined,
+-- status, left) do not.
 --
 -- The helpers (`ws` a workspace table, `h` a holder from holder(ws), `now` Redis time in ms):
---   workspace(keys, argv)            the table of a single-workspace script, no events yet
 --   counter(ws, key)                 INCR the seq counter, re-seeded from TIME when missing
 --   next_fence(ws)                   the fence of a new grant: max(last + 1, TIME in µs)
 --   holder(ws)                       the announced holder {fence, user, name, tab, since, took}, or false
 --   holder_json(h), person(h)        h as event JSON: the holder record; the person {id, name}
 --   matches(ws, h, user, tab)        is (user, tab) the holder, in ws.scope?
---   emit(ws, ev)                     give `ev` the next seq and the time, publish it, add it to ws.events
+--   emit(ws, ev)                     give `ev` the next seq, the time and ws's lock, publish it, add
+--                                    it to ws.events
 --   reply(ws, status, detail)        the script's reply: detail (a table or nil) with its status
 --   queue_map(ws)                    the queue as {conn = position}, or null
 --   request(ws)                      the pending request {conn, user, name, message, deadline}, or false
 --   request_json(r)                  a request as event JSON, null for none
---   prune(ws, now)                   drop expired presence entries: {conn = info} of those, any dropped?
---   emit_pruned(ws, removed)         announce pruned entries ('left')
+--   drop_conns(ws, conns)            take conns out of every named lock's queue and request
+--   emit_dropped(dropped, origin)    announce what drop_conns changed, one event per lock
+--   prune(ws, now)                   drop expired presence entries: {conn = info} of those, any
+--                                    dropped?, what that changed in the named locks
+--   emit_pruned(ws, removed, dropped) announce pruned entries ('left', then the named locks' events)
 --   live_tabs(ws, now)               prune (announced), then {conn = info JSON} of the live tabs
 --   holder_has_other_tab(ws, h, except, now)  has h a live tab besides the conn `except`?
 --   grant(ws, user, name, tab, force)         the new holder, or false when the lease is taken
+--   too_many(ws, limit)              would a grant of ws's named lock make more than limit held?
 --   live_info(ws, conn, now)         a live tab's decoded info, or nil
 --   handoff(ws, now)                 give the free lease to the requester or the first live waiter
 --   end_lease(ws, h, reason, origin, by, now) end h's lease, announce it, hand it on
 --   settle(ws)                       the holder, after announcing (and handing on) a silent expiry
---   snapshot(ws, now)                the whole workspace {seq, at, holder, ttl_ms, tabs, queue, request}
+--   orphan(ws)                       a lease key without its holder record: someone unknown, or false
+--   settle_locks(ws)                 settle every named lock: a list of {l = lock table, h = holder}
+--   snapshot(ws, now)                the whole workspace {seq, at, holder, ttl_ms, tabs, queue,
+--                                    request, locks}, locks = {lock = {holder, ttl_ms, queue, request}}
 --   keep_holder(ws)                  the lease's TTL was replaced: the holder record's is too
 --
 -- A lease that ends (released, expired, revoked, idle) goes at once to the pending handoff
 -- requester, else to the first live waiter of the queue: in the same script, so atomically.
 local unpack = unpack or table.unpack
-
-local function workspace(keys, argv)
-  return {lease = keys[1], holder = keys[2], fence = keys[3], seq = keys[4],
-          tabs = keys[5], info = keys[6], queue = keys[7], request = keys[8],
-          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), scope = argv[4],
-          idle = tonumber(argv[5]), events = {}}
-end
 
 local function time_us()
   local t = redis.call('TIME')
@@ -84,11 +61,11 @@ local function counter(ws, key)
   return n
 end
 
--- The fence rule: max(last fence + 1, Redis TIME in µs). The fence key may be lost (Redis restarted
--- without persistence), expired (idle), or behind (a replica promoted by a failover missed the last
--- grants): the clock still puts the new fence above every fence issued before, given Redis clocks
--- that agree within the time since that grant. The +1 keeps fences strictly increasing when grants
--- come faster than the clock's microseconds.
+-- The fence rule: max(last fence + 1, Redis TIME in µs), per lock (each has its own fence key). The
+-- fence key may be lost (Redis restarted without persistence), expired (idle), or behind (a replica
+-- promoted by a failover missed the last grants): the clock still puts the new fence above every
+-- fence issued before, given Redis clocks that agree within the time since that grant. The +1 keeps
+-- fences strictly increasing when grants come faster than the clock's microseconds.
 local function next_fence(ws)
   local fence = redis.call('INCR', ws.fence)
   local now = time_us()
@@ -121,12 +98,15 @@ end
 local function emit(ws, ev)
   ev.seq = str(counter(ws, ws.seq))
   ev.at = str(now_ms())
+  if ws.lock ~= '' then ev.lock = ws.lock end
   local msg = cjson.encode(ev)
   redis.call(ws.pubcmd, ws.channel, msg)
   ws.events[#ws.events + 1] = msg
 end
 
+-- A single-lock script replies last: its named lock leaves the locks set here once it has no keys.
 local function reply(ws, status, detail)
+  tidy(ws)
   detail = detail or {}
   detail.status = status  -- never an empty table, which cjson implementations encode as {} or []
   local out = {cjson.encode(detail)}
@@ -154,7 +134,39 @@ local function request_json(r)
   return {conn = r.conn, user = r.user, name = r.name, message = r.message, deadline = r.deadline}
 end
 
--- A dead tab also leaves the queue and withdraws its request: neither may outlive it.
+-- The named locks' side of a tab that is gone: it leaves each queue and withdraws its request.
+-- Returns, per named lock that changed, {l = lock table, dequeued, unrequested}.
+local function drop_conns(ws, conns)
+  local dropped = {}
+  for _, name in ipairs(lock_names(ws)) do
+    local l = lock_of(ws, name)
+    local dequeued, unrequested = false, false
+    local asking = redis.call('HGET', l.request, 'conn')
+    for i = 1, #conns do
+      if redis.call('LREM', l.queue, 0, conns[i]) > 0 then dequeued = true end
+      if asking == conns[i] then unrequested = true end
+    end
+    if unrequested then redis.call('DEL', l.request) end
+    if dequeued or unrequested then
+      dropped[#dropped + 1] = {l = l, dequeued = dequeued, unrequested = unrequested}
+    end
+  end
+  return dropped
+end
+
+-- One event per named lock: 'request_ended' (with the queue when it changed too) or 'dequeued'.
+-- No target: nobody is told 'declined' for a request whose tab is gone.
+local function emit_dropped(dropped, origin)
+  for _, d in ipairs(dropped) do
+    local ev = {kind = d.unrequested and 'request_ended' or 'dequeued', origin = origin}
+    if d.dequeued then ev.queue = queue_map(d.l) end
+    if d.unrequested then ev.request = cjson.null end
+    emit(d.l, ev)
+    tidy(d.l)
+  end
+end
+
+-- A dead tab also leaves the queues and withdraws its requests: none may outlive it.
 local function prune(ws, now)
   local removed, any = {}, false
   local dead = redis.call('ZRANGEBYSCORE', ws.tabs, '-inf', now)
@@ -165,11 +177,12 @@ local function prune(ws, now)
     if redis.call('HGET', ws.request, 'conn') == dead[i] then redis.call('DEL', ws.request) end
     any = true
   end
-  if any then redis.call('ZREMRANGEBYSCORE', ws.tabs, '-inf', now) end
-  return removed, any
+  if not any then return removed, false, {} end
+  redis.call('ZREMRANGEBYSCORE', ws.tabs, '-inf', now)
+  return removed, true, drop_conns(ws, dead)
 end
 
-local function emit_pruned(ws, removed)
+local function emit_pruned(ws, removed, dropped)
   local rm, who = {}, nil
   for conn, info in pairs(removed) do
     rm[conn] = 1
@@ -180,11 +193,12 @@ local function emit_pruned(ws, removed)
   end
   emit(ws, {kind = 'left', user = who or cjson.null, rm = rm, queue = queue_map(ws),
             request = request_json(request(ws))})
+  emit_dropped(dropped, '')
 end
 
 local function live_tabs(ws, now)
-  local removed, any = prune(ws, now)
-  if any then emit_pruned(ws, removed) end
+  local removed, any, dropped = prune(ws, now)
+  if any then emit_pruned(ws, removed, dropped) end
   local conns = redis.call('ZRANGE', ws.tabs, 0, -1)
   local tabs = {}
   if #conns > 0 then
@@ -226,6 +240,7 @@ local function grant(ws, user, name, tab, force)
   redis.call('HSET', ws.holder, 'fence', fence, 'user', user, 'name', name, 'tab', tab, 'since', since,
              'took', force and '1' or '0')
   redis.call('PEXPIRE', ws.holder, ws.idle)
+  note(ws)
   return {fence = fence, user = user, name = name, tab = tab, since = since}
 end
 
@@ -282,13 +297,61 @@ local function settle(ws)
   return h
 end
 
+-- A lease key without its holder record (evicted, or expired before the key): held by someone
+-- unknown. The scripts that act on a holder act on this one (a takeover replaces it, a request
+-- asks nobody and ends at its deadline), never on nothing.
+local function orphan(ws)
+  local fence = redis.call('GET', ws.lease)
+  if not fence then return false end
+  return {fence = fence, user = '', name = 'someone', tab = '', since = '0', took = false}
+end
+
+local function settle_locks(ws)
+  local out = {}
+  for _, name in ipairs(lock_names(ws)) do
+    local l = lock_of(ws, name)
+    out[#out + 1] = {l = l, h = settle(l)}
+    tidy(l)
+  end
+  return out
+end
+
+-- Counted only when the set could hold that many: a grant of a new named lock costs O(1) below
+-- the limit. The count settles each lock first, so an expiry nobody announced yet frees its place
+-- (and a handoff it makes takes it again, as it did before the expiry).
+local function too_many(ws, limit)
+  if ws.lock == '' or redis.call('SCARD', ws.locks) < limit then return false end
+  local held = 0
+  for _, name in ipairs(lock_names(ws)) do
+    if name ~= ws.lock then
+      local l = lock_of(ws, name)
+      settle(l)
+      tidy(l)
+      if redis.call('EXISTS', l.lease) == 1 then held = held + 1 end
+    end
+  end
+  return held >= limit
+end
+
+local function lock_record(l)
+  local h, q, r = holder(l), queue_map(l), request(l)
+  if not h and q == cjson.null and not r then return nil end
+  return {holder = h and holder_json(h) or cjson.null, ttl_ms = h and redis.call('PTTL', l.lease) or -2,
+          queue = q, request = request_json(r)}
+end
+
 local function snapshot(ws, now)
   local tabs = live_tabs(ws, now)
   local h = holder(ws)
+  local locks = {}
+  for _, name in ipairs(lock_names(ws)) do
+    locks[name] = lock_record(lock_of(ws, name))
+  end
   local seq = redis.call('GET', ws.seq) or '0'
   -- Read last: not before any event this script published (a replica tells a duplicate by it).
   return {seq = seq, at = str(now_ms()), holder = h and holder_json(h) or cjson.null,
           ttl_ms = h and redis.call('PTTL', ws.lease) or -2,
           tabs = next(tabs) ~= nil and tabs or cjson.null,
-          queue = queue_map(ws), request = request_json(request(ws))}
+          queue = queue_map(ws), request = request_json(request(ws)),
+          locks = next(locks) ~= nil and locks or cjson.null}
 end

@@ -6,14 +6,14 @@
 --              request ends unanswered. During the takeover cooldown that follows a takeover the
 --              lease is not forced away by this path either: the request ends with reason
 --              'cooldown' (the holder keeps the lease; the requester may ask again later).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..8] - the workspace keys (_lib.lua)
--- ARGV[1..5] - the workspace head (_lib.lua)
--- ARGV[6]    mode          - 'decline', 'cancel' or 'timeout'
--- ARGV[7]    target        - the holder's fence (decline) or the requester's conn (cancel, timeout)
--- ARGV[8]    may_take_over - '1' when the requester may take the lease over at timeout, else '0'
--- ARGV[9]    by            - JSON person who declined, or ''
--- ARGV[10]   cooldown_ms   - the takeover cooldown (0: none)
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
+-- ARGV[7]     mode          - 'decline', 'cancel' or 'timeout'
+-- ARGV[8]     target        - the holder's fence (decline) or the requester's conn (cancel, timeout)
+-- ARGV[9]     may_take_over - '1' when the requester may take the lease over at timeout, else '0'
+-- ARGV[10]    by            - JSON person who declined, or ''
+-- ARGV[11]    cooldown_ms   - the takeover cooldown (0: none)
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
 --   ended      {reason}               the request ended: declined, cancelled, timeout or cooldown
 --                                     (event 'request_ended')
@@ -22,9 +22,9 @@
 --   no_request {}                     no such request (already resolved)
 -- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
 local ws = workspace(KEYS, ARGV)
-local mode, arg, may_take, by, cooldown = ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
+local mode, arg, may_take, by, cooldown = ARGV[7], ARGV[8], ARGV[9] == '1', ARGV[10], tonumber(ARGV[11])
 local now = now_ms()
-local h = settle(ws)
+local h = settle(ws) or orphan(ws)  -- an orphaned lease is someone unknown's
 local r = request(ws)
 if not r then return reply(ws, 'no_request', nil) end
 local reason

@@ -1,29 +1,33 @@
--- join: a tab enters the workspace. Adds its presence entry, and when the tab belongs to the
--- holder (same user; same tab id in tab scope) replaces the lease TTL in the same step, so a
--- reload within the grace period keeps the lease and its fence.
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..8] - the workspace keys (_lib.lua)
--- ARGV[1..5] - the workspace head (_lib.lua)
--- ARGV[6]    conn            - conn
--- ARGV[7]    info            - tab info JSON [user, name, tab, active, meta, server]
--- ARGV[8]    user            - user id
--- ARGV[9]    tab             - tab id
--- ARGV[10]   presence_ttl_ms - the presence TTL
--- ARGV[11]   whole           - '1': answer with the whole workspace (the server has no copy of it
+-- join: a tab enters the workspace. Adds its presence entry, and replaces the TTL of every lease
+-- the tab belongs to the holder of (same user; same tab id in tab scope), the workspace's own and
+-- each named lock's, in the same step: a reload within the grace period keeps every lock it held,
+-- each with its fence.
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua), the first five the workspace's own lease's
+-- ARGV[1..6]  - the workspace head (_workspace.lua), lock ''
+-- ARGV[7]     conn            - conn
+-- ARGV[8]     info            - tab info JSON [user, name, tab, active, meta, server]
+-- ARGV[9]     user            - user id
+-- ARGV[10]    tab             - tab id
+-- ARGV[11]    presence_ttl_ms - the presence TTL
+-- ARGV[12]    whole           - '1': answer with the whole workspace (the server has no copy of it
 --                              yet), else ''
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
---   entered {rejoined, fence?, seq, snapshot?}  event 'joined' (after a 'left' for pruned tabs);
---                                               seq = the workspace's sequence number after this
---                                               join; snapshot (when asked) = the whole workspace
---                                               then {seq, at, holder, ttl_ms, tabs, queue, request}
--- A silent expiry noticed first is announced first: 'expired', then the handoff's events.
+--   entered {rejoined, fence?, locks?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
+--            tabs); rejoined and fence: the workspace's own lease; locks = {lock = fence} of the
+--            named locks rejoined (absent: none); seq = the workspace's sequence number after
+--            this join; snapshot (when asked) = the whole workspace then, as snapshot.lua's
+-- Silent expiries noticed first are announced first ('expired', then the handoff's events: the
+-- workspace's own lease's, then each named lock's), then pruned tabs ('left', then the named
+-- locks' queues and requests they left).
 local ws = workspace(KEYS, ARGV)
-local conn, info, user, tab, presence_ttl = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
-local whole = ARGV[11] == '1'
+local conn, info, user, tab, presence_ttl = ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
+local whole = ARGV[12] == '1'
 local now = now_ms()
 local h = settle(ws)
-local removed, any = prune(ws, now)
-if any then emit_pruned(ws, removed) end
+local named = settle_locks(ws)
+local removed, any, dropped = prune(ws, now)
+if any then emit_pruned(ws, removed, dropped) end
 redis.call('ZADD', ws.tabs, now + presence_ttl, conn)
 redis.call('HSET', ws.info, conn, info)
 redis.call('PEXPIRE', ws.tabs, presence_ttl * 2)
@@ -34,10 +38,19 @@ if h and matches(ws, h, user, tab) then
   keep_holder(ws)
   rejoined = true
 end
+local fences = {}
+for _, n in ipairs(named) do
+  if n.h and matches(n.l, n.h, user, tab) then
+    redis.call('PEXPIRE', n.l.lease, ws.ttl)
+    keep_holder(n.l)
+    fences[n.l.lock] = n.h.fence
+  end
+end
 local t = cjson.decode(info)
 emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
 -- The whole workspace costs what the workspace is: only a server that has no copy of it asks.
 local detail = {rejoined = rejoined, seq = redis.call('GET', ws.seq)}
 if whole then detail.snapshot = snapshot(ws, now) end
 if rejoined then detail.fence = h.fence end
+if next(fences) ~= nil then detail.locks = fences end
 return reply(ws, 'entered', detail)

@@ -1,14 +1,14 @@
 -- status: update a tab's presence info (active flag, meta).
--- Libraries: _clock.lua, _lib.lua
--- KEYS[1..8] - the workspace keys (_lib.lua)
--- ARGV[1..5] - the workspace head (_lib.lua)
--- ARGV[6]    conn - conn
--- ARGV[7]    info - tab info JSON [user, name, tab, active, meta, server]
+-- Libraries: _clock.lua, _workspace.lua, _lib.lua
+-- KEYS[1..10] - the workspace keys (_workspace.lua)
+-- ARGV[1..6]  - the workspace head (_workspace.lua)
+-- ARGV[7]     conn - conn
+-- ARGV[8]     info - tab info JSON [user, name, tab, active, meta, server]
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
 --   done {}  event 'status' (none when the entry is unchanged: nothing to tell anyone)
 --   gone {}  the tab has no presence entry (no events)
 local ws = workspace(KEYS, ARGV)
-local conn, info = ARGV[6], ARGV[7]
+local conn, info = ARGV[7], ARGV[8]
 local old = redis.call('HGET', ws.info, conn)
 if not old then return reply(ws, 'gone', nil) end
 if old == info then return reply(ws, 'done', nil) end
