@@ -5,6 +5,7 @@ tests/support (on the path through pyproject.toml's ``pythonpath``)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -35,6 +36,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _one_of_its_group_at_a_time(request: pytest.FixtureRequest,
+                                tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test of an ``xdist_group`` waits until no other test of its group runs on any worker: a
+    lock file per group, shared by the workers of one run. (pytest-xdist's own ``loadgroup`` keeps
+    a group on one worker, but not with every pytest: with pytest 9 it spreads them.)"""
+    mark = request.node.get_closest_marker("xdist_group")
+    if mark is None or "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    lock = tmp_path_factory.getbasetemp().parent / f"group-{mark.args[0]}.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")
