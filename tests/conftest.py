@@ -5,7 +5,6 @@ tests/support (on the path through pyproject.toml's ``pythonpath``)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import uuid
@@ -25,11 +24,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run long soak/chaos tests")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if "browser" in item.keywords:  # one Chromium at a time: its pages miss no ping on 2 cores
-            item.add_marker(pytest.mark.xdist_group("browser"))
+    if "PYTEST_XDIST_WORKER" in os.environ:  # the groups first: the longest units of work
+        order = [*dict.fromkeys(GROUPS.values()), None]
+        items.sort(key=lambda item: order.index(_group(item.nodeid)))
     if config.getoption("--runslow") or os.environ.get("PRESENCE_RUNSLOW"):
         return
     skip = pytest.mark.skip(reason="long test: run with --runslow")
@@ -38,20 +36,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _one_of_its_group_at_a_time(request: pytest.FixtureRequest,
-                                tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A test of an ``xdist_group`` waits until no other test of its group runs on any worker: a
-    lock file per group, shared by the workers of one run. (pytest-xdist's own ``loadgroup`` keeps
-    a group on one worker, but not with every pytest: with pytest 9 it spreads them.)"""
-    mark = request.node.get_closest_marker("xdist_group")
-    if mark is None or "PYTEST_XDIST_WORKER" not in os.environ:
-        yield
-        return
-    lock = tmp_path_factory.getbasetemp().parent / f"group-{mark.args[0]}.lock"
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        yield
+# Under pytest-xdist a test file runs on one worker (its module fixtures are started once), and the
+# files of one group run one after the other on one worker: the bench and the chaos soaks load both
+# cores themselves, and one Chromium at a time keeps its pages answering their pings on 2 cores.
+GROUPS = {"tests/system/test_bench.py": "cpu", "tests/system/test_chaos.py": "cpu", "tests/browser/": "browser"}
+
+
+def _group(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    return next((group for prefix, group in GROUPS.items() if path.startswith(prefix)), None)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Units of work handed out in the order collected (the groups first), a unit at a time to the
+    worker about to run out."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileAndGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid) or nodeid.split("::", 1)[0]
+
+    config.option.loadscopereorder = False  # by our order, not by the number of tests
+    return ByFileAndGroup(config, log)
 
 
 @pytest.fixture(scope="session")

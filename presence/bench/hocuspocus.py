@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .procs import HttpProc, free_port
+from .ports import free_port
+from .procs import HttpProc
 
 # What the issue measured: @hocuspocus/server 4.7 with its Redis extension; the provider and Yjs
 # are what a browser page runs, ws stands in for the browser's WebSocket in Node.

@@ -23,8 +23,9 @@ import redis
 from redis.crc import key_slot
 
 from presence.bench import procs as harness
-from presence.bench.procs import PORTS, Ports, ProcessExited, ServerProcess, Supervisor, bindable, wait_until
-from presence.bench.procs import free_port as free_port
+from presence.bench.ports import PORTS, Ports, bindable
+from presence.bench.ports import free_port as free_port
+from presence.bench.procs import ProcessExited, ServerProcess, Supervisor, wait_until
 
 __all__ = ["LocalRedisCluster", "ProcessExited", "RedisServer", "ServerProcess", "Supervisor", "TlsFiles",
            "TlsRedisServer", "free_port", "spread", "wait_until"]

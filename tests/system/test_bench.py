@@ -21,8 +21,6 @@ from presence.bench.harness import Plan
 from presence.bench.peer import PeerPlan, compare, last_seen
 from presence.bench.run import output
 
-pytestmark = pytest.mark.xdist_group("cpu")  # the bench loads both cores: never beside the other such tests
-
 
 def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

@@ -58,8 +58,6 @@ from ha_procs import SentinelGroup
 from procs import RedisServer, ServerProcess
 from tcpproxy import TcpProxy
 
-pytestmark = pytest.mark.xdist_group("cpu")  # the soaks load both cores: never beside the other such tests
-
 TTL_MS = 2000
 ENV = {
     "PRESENCE_DEV": "1",  # dev tokens on a real Redis
