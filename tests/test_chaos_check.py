@@ -10,6 +10,7 @@ from chaos_check import Report, check, lease_history, windows
 from chaos_observer import FailoverObserver, Observer
 
 HISTORY = Path(__file__).parent / "histories" / "sentinel-lost-grant.json"
+NAMED_LOCKS = Path(__file__).parent / "histories" / "named-locks.json"
 
 
 class _FakeObserver(Observer):
@@ -359,3 +360,46 @@ def test_checker_says_when_the_observer_missed_events_across_failovers() -> None
     report = check(logs, observer, end, notify_bound=3.0, final_holders=final)
     assert report.violations[0] == "w1: the observer missed events before seq [1796668729961064] (cannot judge)"
     assert "which Redis never granted to bob (granted to nobody)" in report.violations[1]
+
+
+def _recorded_named_locks() -> tuple[dict[tuple[str, str, str], list[dict[str, object]]],
+                                     list[tuple[float, dict[str, object]]], float, dict[tuple[str, str], int | None]]:
+    """The recorded run with named locks (tests/histories/named-locks.json, its "about" tells what
+    happened): logs, events, end time and each lock's fence at the end."""
+    doc = json.loads(NAMED_LOCKS.read_text())
+    logs = {(ws, user, tab): log for (ws, user, tab), log in doc["logs"]}
+    return logs, [(t, e) for t, e in doc["events"]], doc["end_time"], {("w2", k): v for k, v in doc["final"].items()}
+
+
+def test_checker_on_a_recorded_run_with_named_locks() -> None:
+    logs, events, end, final = _recorded_named_locks()
+    report = check(logs, _FakeObserver({"w2": events}), end, notify_bound=3.0, final_holders=final)
+    assert report.violations == []
+    assert all(report.grants_by_lock[lock] > 10 for lock in ("", "title", "cell:B7")), report.grants_by_lock
+    # Different users held different locks at the same time, often:
+    held = [w for (ws, user, tab), log in logs.items() for w in windows(log, ws, user, tab, end) if w.end > w.start]
+    apart = [(a, b) for a in held for b in held if a.lock < b.lock and a.user != b.user
+             and a.start < b.end and b.start < a.end]
+    assert len(apart) > 20
+    # ... which, were they one lease, would be overlaps; and each lock's holder records would not
+    # follow one another.
+    def one(m: dict[str, object]) -> dict[str, object]:
+        ttls = m.get("ttls")
+        if isinstance(ttls, dict) and m.get("ttl_ms") is None:  # a named lock's time left as the own lease's
+            m = {**m, "ttl_ms": max(ttls.values())}
+        return {k: v for k, v in m.items() if k != "lock"}
+    merged = check({k: [one(m) for m in log] for k, log in logs.items()},
+                   _FakeObserver({"w2": [(t, one(e)) for t, e in events]}), end, notify_bound=3.0,
+                   final_holders={("w2", ""): final[("w2", "")]})
+    assert any(v.startswith("w2: overlap") for v in merged.violations), merged.violations
+    assert any(v.startswith("w2: seq ") and "was the holder" in v for v in merged.violations), merged.violations
+
+
+def test_checker_on_a_recorded_run_flags_a_fence_told_on_another_lock() -> None:
+    logs, events, end, final = _recorded_named_locks()
+    log = logs[("w2", "hal", "hal-1")]
+    i, told = next((i, m) for i, m in enumerate(log) if m["type"] == "acquired" and m.get("lock") == "title")
+    log[i] = {**told, "lock": "cell:B7"}
+    report = check(logs, _FakeObserver({"w2": events}), end, notify_bound=3.0, final_holders=final)
+    assert report.violations == [f"w2[cell:B7]: hal-1 held fence {told['fence']}, which Redis never granted to hal "
+                                 "(granted to nobody)"]
