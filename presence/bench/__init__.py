@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 # "idle" also measures the storm
-FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch")
+FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch", "metas")
 PEERS = ("hocuspocus",)  # --peer: the comparison's figure is "peer"
 
 
