@@ -35,9 +35,11 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {
         "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch", "restart",
-        "metas",
+        "metas", "locks",
     }
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+    assert {r["figure"] for r in report["rows"]} == {
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+    }
     watch = report["figures"]["watch"]
     assert watch["deliveries"] == watch["expected"] > 0  # every lease change reached every watcher
     for row in report["rows"]:
@@ -85,6 +87,25 @@ def test_meta_fanout_reports_its_figures_and_every_tab_ends_with_the_last_metas(
     assert len(rows) == 6 and all(r["ours"] and r["baseline"] for r in rows)
     assert [r["met"] for r in rows if r["name"].endswith("final metas exact")] == [True]
     assert stdout.count("meta fan-out") == len(rows)
+
+
+def test_named_locks_report_round_trips_per_tick_and_keep_every_lock(tmp_path: Path) -> None:
+    report, stdout = _bench_only("locks", tmp_path)
+    f = report["figures"]["locks"]
+    n = f["plan"]["locks"]
+    # Correctness: every lock granted is still held with its fence after the renewal ticks.
+    assert f["kept"] == {"held": n, "granted": n, "same_fence": n}
+    for window in (f["one"], f["many"]):  # each tick renewed its locks in one batch
+        assert window["ticks"] >= 1 and window["batches_per_tick"] > 0 and window["round_trips_per_tick"] > 0
+        assert window["scripts_per_tick"] > 0
+    # Redis does more work per tick for 100 locks (the script touches each), in as many calls.
+    assert f["many"]["redis_commands_per_tick"] > f["one"]["redis_commands_per_tick"]
+    for side in ("lock", "lease"):
+        assert f[side]["n"] == f["plan"]["samples"] and f[side]["p50"] > 0
+    rows = [r for r in report["rows"] if r["figure"] == "13"]
+    assert len(rows) == 4 and all(r["ours"] and r["baseline"] for r in rows)
+    assert rows[1]["met"] is True  # the locks kept
+    assert sum(1 for line in stdout.splitlines() if line.startswith("13 ")) == len(rows)
 
 
 def test_a_meta_counts_as_shown_when_its_cursor_or_a_later_one_is() -> None:

@@ -35,7 +35,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 # "idle" also measures the storm
-FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch", "metas")
+FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch", "metas",
+           "locks")
 PEERS = ("hocuspocus",)  # --peer: the comparison's figure is "peer"
 
 
