@@ -4,8 +4,9 @@
 // every save carries the fence of the lease it was typed under, and the server refuses a save whose
 // fence no longer holds the lease or is older than the last one saved. A refused text is kept here.
 import { PresenceClient } from "/static/presence.js";
-
-const WORKSPACE_RE = /^[A-Za-z0-9._~:@\/-]{1,200}$/;
+import {
+  colourOf, connectShowing, demoToken, errorText, showConnection, startFromQuery, time,
+} from "/static/demo-page.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -59,9 +60,6 @@ const ui = {
   grantedBy: "",
   problem: "",              // why the last choice in the banner (take over, ask, wait) failed
 };
-
-const time = (/** @type {number} */ ms = Date.now()) =>
-  new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 /** @param {string} text */
 function say(text) {
@@ -136,10 +134,7 @@ const docUrl = () => `/demo/docs/${encodeURIComponent(client?.workspace ?? "").r
 /** @param {Person} who */
 async function tokenFor(who) {
   if (saveToken.user !== who.id || Date.now() - saveToken.at > 30 * 60 * 1000) {
-    const q = new URLSearchParams({ user: who.id, name: who.name });
-    const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
-    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-    saveToken = { value: (await res.json()).token, user: who.id, at: Date.now() };
+    saveToken = { value: await demoToken(who.id, who.name), user: who.id, at: Date.now() };
   }
   return saveToken.value;
 }
@@ -381,12 +376,6 @@ function renderCountdown() {
 }
 setInterval(renderCountdown, 200);
 
-/** @param {string} status @param {string} text */
-function setStatus(status, text) {
-  el.status.dataset.status = status;
-  el.status.textContent = text;
-}
-
 // ---- client wiring --------------------------------------------------------------------------------
 
 /** @param {{user: string, name: string, workspace: string}} who */
@@ -395,13 +384,7 @@ async function join(who) {
   Object.assign(ui, { readOnly: false, readOnlyFor: "", notice: "", askOpen: false, waiting: false, lastHolder: "",
     docHolder: "", asking: null, prompt: null, grantedBy: "", problem: "" });
   say("");
-  const token = async () => {
-    const q = new URLSearchParams({ user: who.user, name: who.name });
-    const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
-    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-    return (await res.json()).token;
-  };
-  const c = new PresenceClient({ workspace: who.workspace, token });
+  const c = new PresenceClient({ workspace: who.workspace, token: () => demoToken(who.user, who.name) });
   client = c;
   doc = null;
   Object.assign(draft, { dirty: false, fence: null });
@@ -414,14 +397,7 @@ async function join(who) {
   });
 
   on("connection", (d) => {
-    const why = d.code ? ` (${d.code}${d.reason ? ` ${d.reason}` : ""})` : d.reason ? ` (${d.reason})` : "";
-    const text = {
-      connecting: "Connecting…",
-      open: `Connected as ${c.user?.name}`,
-      reconnecting: `Reconnecting in ${((d.delay ?? 0) / 1000).toFixed(1)} s${why}`,
-      closed: `Disconnected${why}`,
-    }[/** @type {"connecting"|"open"|"reconnecting"|"closed"} */ (d.status)];
-    setStatus(d.status, text);
+    showConnection(el.status, d, c.user?.name);
     render();
   });
   on("state", (/** @type {import("/static/presence.js").State} */ s) => {
@@ -515,16 +491,10 @@ async function join(who) {
     }
     render();
   });
-  on("error", (d) => say(d.code === "token_failed"
-    ? `Could not get a token from the server (${d.message}); retrying by itself.`
-    : `Problem: ${d.message || d.code}`));
+  on("error", (d) => say(errorText(d)));
 
   render();
-  try {
-    await c.connect();
-  } catch (err) {
-    if (client === c) setStatus("closed", `Cannot connect: ${/** @type {Error} */ (err).message}`);
-  }
+  await connectShowing(c, el.status, () => client === c);
 }
 
 /**
@@ -615,23 +585,4 @@ el.dismiss.addEventListener("click", () => {
   render();
 });
 
-el.form.addEventListener("submit", (e) => {
-  e.preventDefault();
-  const who = { user: el.user.value.trim(), name: el.name.value.trim(), workspace: el.workspace.value.trim() };
-  if (!WORKSPACE_RE.test(who.workspace)) {
-    say("Document ids use letters, digits and . _ ~ : @ / - (at most 200).");
-    return;
-  }
-  const url = new URL(location.href);
-  for (const [k, v] of Object.entries(who)) url.searchParams.set(k, v);
-  history.replaceState(null, "", url);
-  join(who);
-});
-
-// Start at once: query parameters, or a random demo user.
-const params = new URLSearchParams(location.search);
-const suffix = Math.random().toString(36).slice(2, 6);
-el.user.value = params.get("user") || `guest-${suffix}`;
-el.name.value = params.get("name") || params.get("user") || `Guest ${suffix.toUpperCase()}`;
-el.workspace.value = params.get("workspace") || "doc-1";
-el.form.requestSubmit();
+startFromQuery(el, { defaultWorkspace: "doc-1", what: "Document", say, join });
