@@ -7,6 +7,7 @@ import { PresenceClient } from "/static/presence.js";
 import {
   colourOf, connectShowing, demoToken, errorText, showConnection, startFromQuery, time,
 } from "/static/demo-page.js";
+import { caretMeta, caretsOf, drawCarets } from "/static/demo-carets.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -20,7 +21,8 @@ const el = {
   readonly: /** @type {HTMLButtonElement} */ ($("readonly")), dismiss: /** @type {HTMLButtonElement} */ ($("dismiss")),
   holder: $("holder"), edit: /** @type {HTMLButtonElement} */ ($("edit")),
   done: /** @type {HTMLButtonElement} */ ($("done")), countdown: $("countdown"),
-  editor: /** @type {HTMLTextAreaElement} */ ($("editor")), message: $("message"), viewers: $("viewers"),
+  editor: /** @type {HTMLTextAreaElement} */ ($("editor")), carets: $("carets"), message: $("message"),
+  viewers: $("viewers"),
   live: $("live"), queue: $("queue"), saved: $("saved"),
   // text the server refused, kept apart
   kept: $("kept"), keptWhy: $("kept-why"), keptText: /** @type {HTMLTextAreaElement} */ ($("kept-text")),
@@ -159,6 +161,7 @@ async function refreshDoc(force = false) {
     draft.dirty = false;
   }
   renderDoc();
+  renderCarets();
 }
 
 /**
@@ -349,6 +352,8 @@ function render() {
   el.viewers.replaceChildren(...(c?.state?.viewers ?? []).map((v) => {
     const li = document.createElement("li");
     const name = document.createElement("span");
+    name.className = "who"; // in the colour of the caret
+    name.style.setProperty("--who", colourOf(v.user.id));
     name.textContent = v.user.id === me?.id ? `${v.user.name} (you)` : v.user.name;
     const tag = document.createElement("span");
     const editing = holder?.user.id === v.user.id;
@@ -361,6 +366,8 @@ function render() {
     return li;
   }));
   renderCountdown();
+  shareCaret(); // (the editor may have just been disabled: then there is no caret to share)
+  renderCarets();
 }
 
 function renderCountdown() {
@@ -378,6 +385,30 @@ setInterval(renderCountdown, 200);
 
 // ---- client wiring --------------------------------------------------------------------------------
 
+// ---- carets: each tab shares its caret as its presence meta, {cursor, selection} --------------------------
+
+/** The meta this tab shared last, as JSON: only a move is sent. */
+let sharedCaret = "null";
+
+/** Every key, click and selection change may call this: the client sends at most one `status` per 50 ms. */
+function shareCaret() {
+  const meta = caretMeta(el.editor);
+  const json = JSON.stringify(meta);
+  if (!client || json === sharedCaret) return;
+  sharedCaret = json;
+  client.setMeta(meta);
+}
+for (const type of ["focus", "blur", "select", "input", "keyup", "mouseup"]) el.editor.addEventListener(type, shareCaret);
+document.addEventListener("selectionchange", shareCaret);
+
+function renderCarets() {
+  const me = client?.user?.id;
+  drawCarets(el.carets, el.editor, caretsOf(client?.state?.viewers ?? [], client?.conn ?? null),
+    (user) => (user.id === me ? "You (another tab)" : user.name));
+}
+el.editor.addEventListener("scroll", renderCarets);
+new ResizeObserver(renderCarets).observe(el.editor);
+
 /** @param {{user: string, name: string, workspace: string}} who */
 async function join(who) {
   client?.close();
@@ -386,6 +417,7 @@ async function join(who) {
   say("");
   const c = new PresenceClient({ workspace: who.workspace, token: () => demoToken(who.user, who.name) });
   client = c;
+  sharedCaret = "null";
   doc = null;
   Object.assign(draft, { dirty: false, fence: null });
   Object.assign(kept, { text: "", fence: null, why: "" });

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATIC_FILES = [
     "presence.js", "presence.d.ts", "react.js", "react.d.ts", "package.json", "demo.html", "demo.css", "demo.js",
     "dashboard.html", "dashboard.css", "dashboard.js", "demo-list.html", "demo-list.js", "demo-form.html",
-    "demo-form.js", "demo-page.js",
+    "demo-form.js", "demo-page.js", "demo-carets.js",
 ]
 # What only the npm package ships besides them.
 NPM_ONLY = ["README.md", "LICENSE"]
