@@ -179,7 +179,7 @@ function renderWorkspaces() {
     const h = w.holder;
     return el("tr", { dataset: { workspace: w.workspace }, class: h ? "held" : "" },
       el("td", { class: "mono" }, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showDetail(w.workspace); } }, w.workspace)),
-      el("td", {}, h ? who(h.user) : el("span", { class: "muted" }, "free")),
+      el("td", {}, h ? who(h.user) : el("span", { class: "muted" }, "free"), lockCount(w)),
       el("td", { class: "num mono" }, h ? h.fence : ""),
       el("td", { class: "held-for", dataset: h ? { since: h.held_ms } : {} }, h ? duration(h.held_ms) : ""),
       el("td", {}, h && w.ttl_ms !== null
@@ -189,7 +189,7 @@ function renderWorkspaces() {
       el("td", {}, w.viewers.map((v) => el("span", { class: v.active ? "chip" : "chip idle", title: `${v.tabs} tab(s)` }, v.user.name))),
       el("td", { class: "num" }, w.tabs),
       el("td", { class: "mono small" }, w.servers.join(" ")),
-      el("td", {}, h ? el("button", { class: "danger small release", type: "button", onclick: () => confirmRelease(w) }, "Force release") : ""),
+      el("td", {}, h ? el("button", { class: "danger small release", type: "button", onclick: () => confirmRelease(w.workspace, "", h) }, "Force release") : ""),
     );
   }));
   tickCountdowns();
@@ -292,24 +292,39 @@ function toast(text, bad) {
   toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
 }
 
+/** " · 2 named locks": how many named locks of the workspace are held (they are listed in its detail). */
+function lockCount(w) {
+  const n = Object.keys(w.locks || {}).length;
+  return n ? el("span", { class: "muted small locks" }, ` · ${n} named lock${n === 1 ? "" : "s"}`) : "";
+}
+
+/** What a lease is called in messages: the workspace's own, or one of its named locks. */
+function leaseName(workspace, lock) {
+  return lock ? `lock “${lock}” of “${workspace}”` : `“${workspace}”`;
+}
+
 let pending = null;
-function confirmRelease(w) {
-  pending = w.workspace;
+function confirmRelease(workspace, lock, holder) {
+  pending = { workspace, lock };
   $("confirm-text").textContent =
-    `Take the lease of “${w.workspace}” away from ${who(w.holder.user)} (fence ${w.holder.fence})? ` +
+    `Take the lease of ${leaseName(workspace, lock)} away from ${who(holder.user)} (fence ${holder.fence})? ` +
     "Their tabs are told at once that the lease was revoked.";
   $("confirm-reason").value = "";
   $("confirm").showModal();
 }
 
 $("confirm").addEventListener("close", async () => {
-  const workspace = pending;
+  const target = pending;
   pending = null;
-  if ($("confirm").returnValue !== "ok" || !workspace) return;
+  if ($("confirm").returnValue !== "ok" || !target) return;
+  const { workspace, lock } = target;
   const reason = $("confirm-reason").value.trim();
-  const r = await api("POST", `/admin/api/workspaces/${encodeURIComponent(workspace)}/release`, { reason });
-  if (r.ok) toast(`Released “${workspace}” (fence ${r.data.fence}).`);
-  else toast(`Could not release “${workspace}”: ${r.data.error || r.status}`, true);
+  const path = `/admin/api/workspaces/${encodeURIComponent(workspace)}` +
+    (lock ? `/locks/${encodeURIComponent(lock)}/release` : "/release");
+  const r = await api("POST", path, { reason });
+  if (r.ok) toast(`Released ${leaseName(workspace, lock)} (fence ${r.data.fence}).`);
+  else toast(`Could not release ${leaseName(workspace, lock)}: ${r.data.error || r.status}`, true);
+  if (r.ok && lock && $("detail").open) showDetail(workspace);
 });
 
 async function showDetail(workspace) {
@@ -318,6 +333,17 @@ async function showDetail(workspace) {
   const w = r.data.workspace;
   $("detail-title").textContent = w.holder
     ? `${workspace} · held by ${who(w.holder.user)} (fence ${w.holder.fence})` : `${workspace} · free`;
+  const locks = Object.entries(w.locks || {});
+  $("detail-locks").hidden = locks.length === 0;
+  $("detail-locks").tBodies[0].replaceChildren(...locks.map(([lock, l]) => el("tr", { dataset: { lock } },
+    el("td", { class: "mono" }, lock),
+    el("td", {}, who(l.holder.user)),
+    el("td", { class: "num mono" }, l.holder.fence),
+    el("td", {}, duration(l.holder.held_ms)),
+    el("td", {}, l.ttl_ms === null ? "" : duration(l.ttl_ms)),
+    el("td", {}, el("button", { class: "danger small release", type: "button",
+      onclick: () => confirmRelease(workspace, lock, l.holder) }, "Force release")),
+  )));
   $("detail-tabs").tBodies[0].replaceChildren(...w.tab_list.map((t) => el("tr", {},
     el("td", { class: "mono small" }, t.conn),
     el("td", {}, who(t.user)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 Msg = dict[str, Any]
-STATE_FIELDS = ("workspace", "seq", "holder", "viewers", "queue", "request")
+STATE_FIELDS = ("workspace", "seq", "holder", "viewers", "queue", "request", "locks")
 
 
 def apply_update(state: Msg, update: Msg) -> Msg:
@@ -22,6 +22,9 @@ def apply_update(state: Msg, update: Msg) -> Msg:
     for v in [*update.get("joined", []), *update.get("viewers", [])]:
         viewers[v["user"]["id"]] = v
     new["viewers"] = sorted(viewers.values(), key=lambda v: (v["user"]["name"], v["user"]["id"]))
+    if "locks" in update:  # the named locks that changed: a holder, or null when freed
+        locks = {**(state.get("locks") or {}), **update["locks"]}
+        new["locks"] = {lock: h for lock, h in sorted(locks.items()) if h is not None} or None
     if update.get("change") is not None:
         new["change"] = update["change"]
     return new

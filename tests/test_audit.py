@@ -59,6 +59,16 @@ async def test_lease_changes_are_recorded_with_their_fields(hub: Server) -> None
     assert r["user"] == "bob" and r["fence"] == t["fence"] and r["reason"] == "released"
     assert 0 <= r["held_ms"] - (r["at"] - t["at"]) <= 1  # type: ignore[operator]
     assert all(isinstance(e["at"], int) and e["at"] > 1_600_000_000_000 for e in log)
+    assert all("lock" not in e for e in log)  # the workspace's own lease
+
+
+async def test_a_named_locks_changes_are_recorded_with_the_lock(hub: Server) -> None:
+    lease = hub.leases
+    got = await lease.acquire("doc-3", "alice", "Alice", "tab-a", "srv1-1", lock="title")
+    await lease.release("doc-3", got.reply.fence, "released", "srv1-1", lock="title")  # type: ignore[union-attr]
+    log = await entries(hub)
+    assert [(e["kind"], e.get("lock")) for e in log] == [("acquired", "title"), ("released", "title")]
+    assert log[0]["fence"] == got.reply.fence  # type: ignore[union-attr]
 
 
 async def test_expiry_and_revocation_are_recorded(hub: Server) -> None:

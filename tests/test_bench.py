@@ -81,7 +81,8 @@ def test_peer_comparison_measures_both_servers_at_every_size(tmp_path: Path) -> 
     for size in peer["sizes"]:
         for side in ("presence", "hocuspocus"):
             joined = size[side]
-            assert joined["all_seen_s"] > 0 and joined["clients_cpu_ms_per_join"] > 0, (side, joined)
+            # The clients' CPU is context, read in clock ticks (10 ms): a small run may read 0.
+            assert joined["all_seen_s"] > 0 and joined["clients_cpu_ms_per_join"] >= 0, (side, joined)
             # every client heard of every other one: some bytes per other client at least
             assert joined["bytes_per_client"] > 10 * size["clients"], (side, joined)
     changes = peer["plan"]["changes"]

@@ -2,7 +2,7 @@
 
 The property: after the snapshot of ``welcome``, a tab that applies every ``update`` in order holds
 exactly the state a new tab is given at that sequence number, whatever happened in between (joins,
-leaves, status changes, acquires, waiting in line, takeovers, releases, handoff requests and
+leaves, status changes, acquires, waiting in line, takeovers, releases, named locks, handoff requests and
 declines), on both server processes.
 """
 
@@ -29,7 +29,7 @@ OPS = st.lists(
     st.one_of(
         st.tuples(st.just("join"), st.integers(0, len(USERS) - 1), st.integers(0, 1)),
         st.tuples(st.sampled_from(["leave", "acquire", "wait", "takeover", "release", "request", "decline",
-                                   "active", "idle", "meta"]), st.integers(0, 99), st.just(0)),
+                                   "active", "idle", "meta", "lock", "unlock"]), st.integers(0, 99), st.just(0)),
     ),
     min_size=1, max_size=25,
 )
@@ -57,6 +57,8 @@ async def _run(urls: list[str], ops: list[tuple[str, int, int]]) -> None:
                 await _status(tab, meta={"cursor": a})
             elif kind == "wait":
                 await tab.request("acquire", wait=True)
+            elif kind in ("lock", "unlock"):  # a named lock of the workspace
+                await tab.request("acquire" if kind == "lock" else "release", lock=f"cell:{a % 3}")
             else:
                 await tab.request(kind)
         # A new tab's snapshot: the watchers must reach the same state by their updates alone.

@@ -146,7 +146,7 @@ def _server_tab(
     output = Output(_NoSocket(), conn)
     output.start()
     identity = Identity(Person(user, user.title()), None, True)
-    return kind(output, Credential(identity, output, hub.endpoint.verifier), ws, tab_id)
+    return kind(output, Credential(identity, output, hub.endpoint.parts.verifier), ws, tab_id)
 
 
 @pytest.fixture

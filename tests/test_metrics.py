@@ -51,21 +51,26 @@ async def test_metrics_follow_tabs_and_leases(servers: Cluster, tabs: list[Tab])
     s = await scrape(a)
     assert value(s, "presence_connections") == 2 and value(s, "presence_workspaces") == 1
     assert value(s, "presence_leases_held") == 1
-    assert value(s, "presence_lease_events_total", kind="acquired") == 1
+    assert value(s, "presence_lease_events_total", kind="acquired", lease="workspace") == 1
     assert value(s, "presence_acquire_seconds_count", op="acquire", result="granted") == 1
     assert value(s, "presence_acquire_seconds_count", op="acquire", result="busy") == 1
     assert value(s, "presence_messages_in_total", type="acquire") == 2
     assert value(s, "presence_messages_out_total", type="welcome") == 2
     assert value(s, "presence_redis_seconds_count", op="acquire") >= 2
+    await alice.request("acquire", lock="title")  # a named lock: counted apart
+    s = await scrape(a)
+    assert value(s, "presence_lease_events_total", kind="acquired", lease="named") == 1
+    assert value(s, "presence_lease_events_total", kind="acquired", lease="workspace") == 1
+    assert value(s, "presence_leases_held") == 2
 
     await bob.request("takeover")
     await alice.expect("released", lambda m: m["reason"] == "taken_over")
     await bob.send({"type": "hello"})  # a bad frame, answered with error{bad_message}
     await bob.expect("error", lambda m: m["code"] == "bad_message")
     s = await scrape(a)
-    assert value(s, "presence_lease_events_total", kind="taken_over") == 1
+    assert value(s, "presence_lease_events_total", kind="taken_over", lease="workspace") == 1
     assert value(s, "presence_errors_total", code="bad_message") == 1
-    assert value(s, "presence_leases_held") == 1  # bob's now, still on this process
+    assert value(s, "presence_leases_held") == 2  # bob's now (and alice's named lock), still on this process
 
     # Ticks and renewals happen on the heartbeat (300 ms in tests).
     deadline = time.monotonic() + 5
@@ -77,7 +82,8 @@ async def test_metrics_follow_tabs_and_leases(servers: Cluster, tabs: list[Tab])
     await bob.close()
     await alice.close()
     deadline = time.monotonic() + 5
-    while value(s, "presence_connections") != 0 or value(s, "presence_lease_events_total", kind="expired") < 1:
+    while (value(s, "presence_connections") != 0
+           or value(s, "presence_lease_events_total", kind="expired", lease="workspace") < 1):
         assert time.monotonic() < deadline, f"connections {value(s, 'presence_connections')}, no expiry"
         await asyncio.sleep(0.1)
         s = await scrape(a)  # bob's lease ends after the grace period (600 ms)
@@ -92,8 +98,8 @@ async def test_each_process_counts_only_its_own_changes(servers: Cluster, tabs: 
     await t.request("acquire")
     await watcher.expect("state", lambda m: m["holder"] is not None)
     sa, sb = await scrape(a), await scrape(b)
-    assert value(sb, "presence_lease_events_total", kind="acquired") == 1
-    assert value(sa, "presence_lease_events_total", kind="acquired") == 0  # it only heard of it
+    assert value(sb, "presence_lease_events_total", kind="acquired", lease="workspace") == 1
+    assert value(sa, "presence_lease_events_total", kind="acquired", lease="workspace") == 0  # it only heard of it
     assert value(sa, "presence_leases_held") == 0 and value(sb, "presence_leases_held") == 1
 
 

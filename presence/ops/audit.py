@@ -62,6 +62,8 @@ def entry(event: Event, workspace: str, server: str) -> dict[str, str] | None:
     if not isinstance(event, LeaseEvent):
         return None
     e = {"kind": event.kind, "workspace": workspace, "at": str(event.at), "server": server}
+    if event.lock:
+        e["lock"] = event.lock  # a named lock's change (none: the workspace's own lease)
     new, prev = event.holder, event.prev
     subject = new if new is not None else prev
     if subject is not None:

@@ -53,7 +53,7 @@ class _ProcessState(Collector):
         yield GaugeMetricFamily("presence_connections", "Open tab connections on this process", c.connections)
         yield GaugeMetricFamily("presence_workspaces", "Workspaces with a tab on this process", c.workspaces)
         yield GaugeMetricFamily(
-            "presence_leases_held", "Workspaces whose lease is held by a tab on this process", c.leases
+            "presence_leases_held", "Leases (workspaces' own and named locks) held by a tab on this process", c.leases
         )
         yield GaugeMetricFamily("presence_ready", "1 when Redis, scripts and pub/sub are up", int(self.ready()))
         info = GaugeMetricFamily("presence_server", "This process (value 1)", labels=["server", "version"])
@@ -109,7 +109,8 @@ class Metrics:
         )
         self.lease_events = PromCounter(
             "presence_lease_events", "Lease changes made by this process's scripts, by kind "
-            "(acquired, released, taken_over, expired, revoked, idle)", ["kind"], registry=r,
+            "(acquired, released, taken_over, expired, revoked, idle) and by lease (workspace: a "
+            "workspace's own lease; named: a named lock)", ["kind", "lease"], registry=r,
         )
         self.errors = PromCounter("presence_errors", "error messages sent to tabs, by code", ["code"], registry=r)
         self.closes = PromCounter(
@@ -121,8 +122,9 @@ class Metrics:
         self.audit_dropped = PromCounter(
             "presence_audit_dropped", "Audit entries dropped because the buffer was full", registry=r
         )
-        for kind in LEASE_KINDS:
-            self.lease_events.labels(kind)  # present at 0 from the start: rate() needs a baseline
+        for kind in LEASE_KINDS:  # present at 0 from the start: rate() needs a baseline
+            for lease in ("workspace", "named"):
+                self.lease_events.labels(kind, lease)
         # Plain copies for the dashboard (see summary): cheap to read, no registry walk.
         self.event_counts: Counter[str] = Counter()
         self.acquire_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -156,7 +158,7 @@ class Metrics:
     def on_events(self, workspace: str, events: Sequence[Event]) -> None:
         for event in events:
             if event.lease:
-                self.lease_events.labels(event.kind).inc()
+                self.lease_events.labels(event.kind, "named" if event.lock else "workspace").inc()
                 self.event_counts[event.kind] += 1
 
     # -- reading ----------------------------------------------------------------------------

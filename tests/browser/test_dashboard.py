@@ -227,3 +227,45 @@ async def test_dashboard_marks_a_service_holder_until_the_service_releases(
         assert "service" not in await row.inner_text() and "⚙" not in await row.inner_text()
         await context.close()
     assert errors == [], errors
+
+
+async def test_dashboard_lists_named_locks_and_force_releases_one(
+    servers: Cluster, browser: Browser, tabs: list[Tab]
+) -> None:
+    """A workspace's named locks: counted in its row, listed in its detail with holder and fence,
+    and force-released one by one; the workspace's own lease and the other lock stay."""
+    a = await servers.server_async("a", PRESENCE_ADMIN_TOKEN=ADMIN)
+    alice = await Tab(a.ws_url, "alice", "board-9").connect()
+    bob = await Tab(a.ws_url, "bob", "board-9").connect()
+    tabs += [alice, bob]
+    title = (await alice.request("acquire", lock="title"))["fence"]
+    await bob.request("acquire", lock="card-31")
+    own = (await bob.request("acquire"))["fence"]
+
+    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+    page = await context.new_page()
+    errors = watch_errors(page)
+    await page.goto(a.http_url + "/dashboard")
+    await page.fill("#token", ADMIN)
+    await page.click("#login-submit")
+    row = page.locator('tr[data-workspace="board-9"]')
+    await expect(row).to_contain_text("2 named locks")
+    await row.locator("a").click()
+    await page.wait_for_selector("#detail[open]")
+    locks = page.locator("#detail-locks tbody tr")
+    await expect(locks).to_have_count(2)
+    title_row = page.locator('#detail-locks tr[data-lock="title"]')
+    assert "Alice" in await title_row.inner_text() and str(title) in await title_row.inner_text()
+    await title_row.locator("button.release").click()
+    await page.wait_for_selector("#confirm[open]")
+    assert "title" in (await page.text_content("#confirm-text") or "")
+    await page.click("#confirm-ok")
+    released = await alice.expect("released", lambda m: m.get("lock") == "title", timeout=5)
+    assert released["reason"] == "revoked"
+    await expect(locks).to_have_count(1)  # the detail is read again
+    assert bob.of("released") == []  # bob's lock and bob's lease stay
+    await page.click("#detail button[value=close]")
+    await expect(row).to_contain_text("1 named lock")
+    assert str(own) in await row.inner_text()
+    await context.close()
+    assert errors == [], errors
