@@ -157,6 +157,7 @@ def test_a_reload_keeps_the_field_and_its_lock(servers: Cluster, new_page: NewPa
     alice = open_form(new_page("alice"), server.http_url, "alice", "Alice", "form-3")
     bob = open_form(new_page("bob"), server.http_url, "bob", "Bob", "form-3")
     field(bob, "title").click()
+    expect(field(bob, "title")).to_be_editable()  # (keys pressed before the lock is granted do nothing)
     field(bob, "title").press_sequentially("Kept across a reload")
     expect(status(alice, "title")).to_have_text("Bob is editing Title.")
     expect(row(alice, "title").locator(".here .who")).to_have_text(["Bob"])
