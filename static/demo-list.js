@@ -1,6 +1,7 @@
 // @ts-check
 // The demo's list page: twenty documents with live badges, from one LeaseWatcher connection.
 import { LeaseWatcher } from "/static/presence.js";
+import { demoToken } from "/static/demo-page.js";
 
 const DOCUMENTS = Array.from({ length: 20 }, (_, i) => `doc-${i + 1}`);
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -52,14 +53,7 @@ function show(id, lease) {
   row.viewers.textContent = lease.viewers === 0 ? "" : lease.viewers === 1 ? "1 person" : `${lease.viewers} people`;
 }
 
-const token = async () => {
-  const q = new URLSearchParams({ user, name: user });
-  const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
-  if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-  return (await res.json()).token;
-};
-
-const watcher = new LeaseWatcher({ token, workspaces: DOCUMENTS });
+const watcher = new LeaseWatcher({ token: () => demoToken(user, user), workspaces: DOCUMENTS });
 watcher.addEventListener("lease", (e) => show(e.detail.workspace, e.detail));
 watcher.addEventListener("leases", (e) => { for (const id of DOCUMENTS) show(id, e.detail.leases.get(id)); });
 watcher.addEventListener("connection", (e) => {

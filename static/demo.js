@@ -4,8 +4,10 @@
 // every save carries the fence of the lease it was typed under, and the server refuses a save whose
 // fence no longer holds the lease or is older than the last one saved. A refused text is kept here.
 import { PresenceClient } from "/static/presence.js";
-
-const WORKSPACE_RE = /^[A-Za-z0-9._~:@\/-]{1,200}$/;
+import {
+  colourOf, connectShowing, demoToken, errorText, showConnection, startFromQuery, time,
+} from "/static/demo-page.js";
+import { caretMeta, caretsOf, drawCarets } from "/static/demo-carets.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -19,7 +21,8 @@ const el = {
   readonly: /** @type {HTMLButtonElement} */ ($("readonly")), dismiss: /** @type {HTMLButtonElement} */ ($("dismiss")),
   holder: $("holder"), edit: /** @type {HTMLButtonElement} */ ($("edit")),
   done: /** @type {HTMLButtonElement} */ ($("done")), countdown: $("countdown"),
-  editor: /** @type {HTMLTextAreaElement} */ ($("editor")), message: $("message"), viewers: $("viewers"),
+  editor: /** @type {HTMLTextAreaElement} */ ($("editor")), carets: $("carets"), message: $("message"),
+  viewers: $("viewers"),
   live: $("live"), queue: $("queue"), saved: $("saved"),
   // text the server refused, kept apart
   kept: $("kept"), keptWhy: $("kept-why"), keptText: /** @type {HTMLTextAreaElement} */ ($("kept-text")),
@@ -59,9 +62,6 @@ const ui = {
   grantedBy: "",
   problem: "",              // why the last choice in the banner (take over, ask, wait) failed
 };
-
-const time = (/** @type {number} */ ms = Date.now()) =>
-  new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 /** @param {string} text */
 function say(text) {
@@ -136,10 +136,7 @@ const docUrl = () => `/demo/docs/${encodeURIComponent(client?.workspace ?? "").r
 /** @param {Person} who */
 async function tokenFor(who) {
   if (saveToken.user !== who.id || Date.now() - saveToken.at > 30 * 60 * 1000) {
-    const q = new URLSearchParams({ user: who.id, name: who.name });
-    const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
-    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-    saveToken = { value: (await res.json()).token, user: who.id, at: Date.now() };
+    saveToken = { value: await demoToken(who.id, who.name), user: who.id, at: Date.now() };
   }
   return saveToken.value;
 }
@@ -164,6 +161,7 @@ async function refreshDoc(force = false) {
     draft.dirty = false;
   }
   renderDoc();
+  renderCarets();
 }
 
 /**
@@ -354,6 +352,8 @@ function render() {
   el.viewers.replaceChildren(...(c?.state?.viewers ?? []).map((v) => {
     const li = document.createElement("li");
     const name = document.createElement("span");
+    name.className = "who"; // in the colour of the caret
+    name.style.setProperty("--who", colourOf(v.user.id));
     name.textContent = v.user.id === me?.id ? `${v.user.name} (you)` : v.user.name;
     const tag = document.createElement("span");
     const editing = holder?.user.id === v.user.id;
@@ -366,6 +366,8 @@ function render() {
     return li;
   }));
   renderCountdown();
+  shareCaret(); // (the editor may have just been disabled: then there is no caret to share)
+  renderCarets();
 }
 
 function renderCountdown() {
@@ -381,13 +383,31 @@ function renderCountdown() {
 }
 setInterval(renderCountdown, 200);
 
-/** @param {string} status @param {string} text */
-function setStatus(status, text) {
-  el.status.dataset.status = status;
-  el.status.textContent = text;
-}
-
 // ---- client wiring --------------------------------------------------------------------------------
+
+// ---- carets: each tab shares its caret as its presence meta, {cursor, selection} --------------------------
+
+/** The meta this tab shared last, as JSON: only a move is sent. */
+let sharedCaret = "null";
+
+/** Every key, click and selection change may call this: the client sends at most one `status` per 50 ms. */
+function shareCaret() {
+  const meta = caretMeta(el.editor);
+  const json = JSON.stringify(meta);
+  if (!client || json === sharedCaret) return;
+  sharedCaret = json;
+  client.setMeta(meta);
+}
+for (const type of ["focus", "blur", "select", "input", "keyup", "mouseup"]) el.editor.addEventListener(type, shareCaret);
+document.addEventListener("selectionchange", shareCaret);
+
+function renderCarets() {
+  const me = client?.user?.id;
+  drawCarets(el.carets, el.editor, caretsOf(client?.state?.viewers ?? [], client?.conn ?? null),
+    (user) => (user.id === me ? "You (another tab)" : user.name));
+}
+el.editor.addEventListener("scroll", renderCarets);
+new ResizeObserver(renderCarets).observe(el.editor);
 
 /** @param {{user: string, name: string, workspace: string}} who */
 async function join(who) {
@@ -395,14 +415,9 @@ async function join(who) {
   Object.assign(ui, { readOnly: false, readOnlyFor: "", notice: "", askOpen: false, waiting: false, lastHolder: "",
     docHolder: "", asking: null, prompt: null, grantedBy: "", problem: "" });
   say("");
-  const token = async () => {
-    const q = new URLSearchParams({ user: who.user, name: who.name });
-    const res = await fetch(`/demo/token?${q}`, { cache: "no-store" });
-    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-    return (await res.json()).token;
-  };
-  const c = new PresenceClient({ workspace: who.workspace, token });
+  const c = new PresenceClient({ workspace: who.workspace, token: () => demoToken(who.user, who.name) });
   client = c;
+  sharedCaret = "null";
   doc = null;
   Object.assign(draft, { dirty: false, fence: null });
   Object.assign(kept, { text: "", fence: null, why: "" });
@@ -414,14 +429,7 @@ async function join(who) {
   });
 
   on("connection", (d) => {
-    const why = d.code ? ` (${d.code}${d.reason ? ` ${d.reason}` : ""})` : d.reason ? ` (${d.reason})` : "";
-    const text = {
-      connecting: "Connecting…",
-      open: `Connected as ${c.user?.name}`,
-      reconnecting: `Reconnecting in ${((d.delay ?? 0) / 1000).toFixed(1)} s${why}`,
-      closed: `Disconnected${why}`,
-    }[/** @type {"connecting"|"open"|"reconnecting"|"closed"} */ (d.status)];
-    setStatus(d.status, text);
+    showConnection(el.status, d, c.user?.name);
     render();
   });
   on("state", (/** @type {import("/static/presence.js").State} */ s) => {
@@ -515,16 +523,10 @@ async function join(who) {
     }
     render();
   });
-  on("error", (d) => say(d.code === "token_failed"
-    ? `Could not get a token from the server (${d.message}); retrying by itself.`
-    : `Problem: ${d.message || d.code}`));
+  on("error", (d) => say(errorText(d)));
 
   render();
-  try {
-    await c.connect();
-  } catch (err) {
-    if (client === c) setStatus("closed", `Cannot connect: ${/** @type {Error} */ (err).message}`);
-  }
+  await connectShowing(c, el.status, () => client === c);
 }
 
 /**
@@ -615,23 +617,4 @@ el.dismiss.addEventListener("click", () => {
   render();
 });
 
-el.form.addEventListener("submit", (e) => {
-  e.preventDefault();
-  const who = { user: el.user.value.trim(), name: el.name.value.trim(), workspace: el.workspace.value.trim() };
-  if (!WORKSPACE_RE.test(who.workspace)) {
-    say("Document ids use letters, digits and . _ ~ : @ / - (at most 200).");
-    return;
-  }
-  const url = new URL(location.href);
-  for (const [k, v] of Object.entries(who)) url.searchParams.set(k, v);
-  history.replaceState(null, "", url);
-  join(who);
-});
-
-// Start at once: query parameters, or a random demo user.
-const params = new URLSearchParams(location.search);
-const suffix = Math.random().toString(36).slice(2, 6);
-el.user.value = params.get("user") || `guest-${suffix}`;
-el.name.value = params.get("name") || params.get("user") || `Guest ${suffix.toUpperCase()}`;
-el.workspace.value = params.get("workspace") || "doc-1";
-el.form.requestSubmit();
+startFromQuery(el, { defaultWorkspace: "doc-1", what: "Document", say, join });

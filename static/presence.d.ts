@@ -333,6 +333,9 @@ export declare class PresenceClient extends EventTarget {
   /** Sent as `tab` in hello; kept in sessionStorage so a reload reuses it. */
   tabId: string;
   readonly workspace: string;
+  /** This tab's connection id (the latest welcome's `conn`), as in viewers' `presence[].conn`: tells this
+   *  tab's own meta from the others'. A new one after each reconnect; null before the first welcome. */
+  readonly conn: string | null;
   /** True while we hold the lease and its local deadline has not passed, connected or not. */
   readonly canEdit: boolean;
   /** Milliseconds left to the local lease deadline (0 when not holding). */

@@ -652,6 +652,12 @@ export class PresenceClient extends EventTarget {
   }
 
   get workspace() { return this.#workspace; }
+  /**
+   * This tab's connection id (the latest welcome's `conn`): its entry in a viewer's `presence`, so a page can
+   * tell its own meta from the others' (a new one after each reconnect); null before the first welcome.
+   * @returns {string|null}
+   */
+  get conn() { return this.#welcome?.conn ?? null; }
   /** @returns {boolean} we believe we hold the workspace's lease */
   /** @type {boolean} the token is read-only (claim `lease: false`): it sees presence, holds no lease */
   readOnly = false;

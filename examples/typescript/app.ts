@@ -168,7 +168,8 @@ client.addEventListener("custom", (e: Event) => console.log(e.type));
 async function edit(): Promise<void> {
   const welcome: WelcomeMessage = await client.connect();
   console.log(welcome.conn, welcome.user.name, welcome.scope, welcome.heartbeat_ms, welcome.lease_ttl_ms,
-              welcome.state.seq, client.user?.name, client.connected, client.tabId, client.workspace);
+              welcome.state.seq, client.user?.name, client.connected, client.tabId, client.workspace,
+              client.conn?.length);
 
   const r: AcquireResult = await client.acquire();
   // @ts-expect-error: no fence before knowing it was acquired

@@ -18,6 +18,12 @@ and measures:
 11. a rolling restart under load: ``serve --workers 2`` with the storm's tabs and leases, busy
     loops on the cores, SIGTERM to one worker: leases rejoined with their fence, time until the
     last tab is back, CPU per rejoin (figure 6 is the same storm on a quiet machine).
+12. presence meta fan-out: tabs in one workspace on two processes (in a farm process of their own),
+    some sending metas at 60 Hz: server CPU per meta, each tab's update rate, send to the last tab
+    p50/p99, Redis commands per meta, every tab ending with exactly the last metas; vs the same
+    tabs idle.
+13. named locks: Redis round trips per renewal tick with 100 locks held in one workspace vs 1, every
+    lock kept with its fence; a named lock's acquire round trip vs the workspace's lease.
 
 With ``--peer hocuspocus`` it also measures a peer server on one workload, side by side: N clients
 joining one workspace, a fan-out of presence changes, an idle window (see presence/bench/peer.py).
@@ -35,7 +41,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 # "idle" also measures the storm
-FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch")
+FIGURES = ("acquire", "takeover", "renewal", "idle", "restart", "free", "room", "status", "wait", "watch", "metas",
+           "locks")
 PEERS = ("hocuspocus",)  # --peer: the comparison's figure is "peer"
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from . import peer, peertable, report
+from . import locks, metas, peer, peertable, report
 from .durability import wait_cost
 from .harness import Bench, Plan, timings
+from .locks import LockPlan, named_locks
+from .metas import MetaPlan, meta_fanout
 from .procs import RedisServer, fd_limit, raise_fd_limit
 from .restart import restart_under_load
 from .rooms import big_rooms, status_storms
@@ -54,7 +56,9 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
     try:
         async with deadline:
             await bench.farm.start()
-            await measure(bench, only, figures, WatchPlan.quick() if quick else WatchPlan.full())
+            sizes = ((WatchPlan.quick(), MetaPlan.quick(), LockPlan.quick()) if quick
+                     else (WatchPlan.full(), MetaPlan.full(), LockPlan.full()))
+            await measure(bench, only, figures, *sizes)
             if args.peer:
                 _log(f"the peer comparison: presence and {args.peer} on one workload")
                 figures["peer"] = await peer.from_args(args, plan, _log)
@@ -78,7 +82,7 @@ async def run(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
 
 
 def output(result: dict[str, Any], args: argparse.Namespace) -> None:
-    rows = report.rows(result["figures"])
+    rows = [*report.rows(result["figures"]), *metas.rows(result["figures"]), *locks.rows(result["figures"])]
     result["rows"] = [r.as_dict() for r in rows]
     load = result["load_average"]
     print(f"\npresence bench ({result['mode']}), {result['seconds']:.0f} s, load average "
@@ -101,7 +105,8 @@ def output(result: dict[str, Any], args: argparse.Namespace) -> None:
         report.chart(rows, args.chart)
 
 
-async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: WatchPlan | None = None) -> None:
+async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: WatchPlan | None = None,
+                  meta: MetaPlan | None = None, lock: LockPlan | None = None) -> None:
     plan = b.plan
     if only & {"acquire", "takeover"}:
         _log("starting two servers and the bare server")
@@ -143,6 +148,16 @@ async def measure(b: Bench, only: set[str], figures: dict[str, Any], watch: Watc
         _log(f"10. {w.watchers} watchers of {w.per_watcher} workspaces each on two servers, "
              f"{w.rate:g} lease changes/s")
         figures["watch"] = await watch_fanout(b, w)
+    if "metas" in only:
+        m = meta or MetaPlan.full()
+        _log(f"12. meta fan-out: {m.tabs} tabs in one workspace on two servers, {m.senders} sending metas at "
+             f"{m.hz:g} Hz for {m.seconds:g} s")
+        figures["metas"] = await meta_fanout(b, m)
+    if "locks" in only:
+        k = lock or LockPlan.full()
+        _log(f"13. {k.locks} named locks in one workspace: Redis round trips per tick, acquire round trip "
+             f"vs the lease, {k.samples} samples each")
+        figures["locks"] = await named_locks(b, k)
 
 
 def _loadavg() -> float:

@@ -123,15 +123,16 @@ class Holding:
             hold.fence, hold.pending = fence, None
         return waiting
 
-    def welcomed(self, m: Member) -> tuple[list[str], list[Effect]]:
-        """``m`` joined: the locks it holds (told so with its welcome), and the effects. A lease
-        waiting for the replicas is told with its other tabs'; with PRESENCE_REDIS_WAIT_REPLICAS, a
-        lease no tab here was told of yet (its grant came from another process, which may not
-        have confirmed it on the replicas) is confirmed first, as a handoff is."""
+    def welcomed(self, m: Member, rejoined: dict[str, int]) -> tuple[list[str], list[Effect]]:
+        """``m`` joined, and its join rejoined ``rejoined`` (lock -> fence, by Redis): the locks
+        it holds (told so with its welcome), and the effects. A lease waiting for the replicas is
+        told with its other tabs'; with PRESENCE_REDIS_WAIT_REPLICAS, a lease no tab here was told
+        of yet (its grant came from another process, which may not have confirmed it on the
+        replicas) is confirmed first, as a handoff is."""
         told: list[str] = []
         effects: list[Effect] = []
         for lock, holder in self.replica.held().items():
-            if not self.holds(m, holder):
+            if not self.holds(m, holder) or rejoined.get(lock) != holder.fence:
                 continue
             hold = m.change(lock)
             if holder.fence == self.replicating.get(lock):

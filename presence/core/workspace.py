@@ -125,13 +125,16 @@ class Workspace(LeaseRequests):
         self._catch_up(outcome, now)
         c = self._c
         m = c.members[conn]
-        told, confirming = c.holding.welcomed(m)
-        for effect in confirming:
-            c.add(effect)
+        # The leases Redis says this join rejoined (their TTLs replaced): only those are the tab's
+        # to be told of. This process's copy may name a holder whose lease already ended (the
+        # copy not caught up after a stall): that is no grant to tell anyone.
         rejoined = dict(outcome.reply.locks or {})
         if outcome.reply.rejoined and outcome.reply.fence is not None:
             rejoined[""] = outcome.reply.fence
-        for lock, fence in rejoined.items():  # their TTLs were replaced by this join
+        told, confirming = c.holding.welcomed(m, rejoined)
+        for effect in confirming:
+            c.add(effect)
+        for lock, fence in rejoined.items():
             if m.hold(lock).fence == fence:
                 c.confirm(lock, fence, outcome.sent_at, now)
         m.welcomed = True

@@ -3,9 +3,10 @@
 A watcher (one ``/ws`` connection of a list page) watches up to 500 workspaces. Each watched
 workspace is kept here once, however many watchers watch it: the process subscribes to its
 channel (the same subscription tabs use, shared through :mod:`presence.engine.channels`), reads
-it once with the snapshot script, then follows the events published on the channel with the same
-:class:`~presence.core.follower.Follower` the workspace cores use (events heard while a read is in
-flight are kept and applied after it; a gap or a lost subscription re-reads). After each event
+it once with the snapshot script, then follows the events published on the channel through its
+core (:class:`~presence.core.watched.Watched`, following them as the workspace cores do: events
+heard while a read is in flight are kept and applied after it; a gap or a lost subscription
+re-reads). After each event
 the holder and the number of viewing users are compared with what the watchers were last told; a
 difference is sent to every watcher of that workspace as one ``lease`` frame, encoded once.
 
@@ -23,14 +24,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..core.events import Event
-from ..core.follower import Follower
 from ..core.records import Snapshot
-from ..core.replica import Applied, Replica
+from ..core.replica import Applied
+from ..core.watched import Watched
 from ..errors import StoreUnavailable, TooManyWatched, Unavailable
 from ..gateway.keys import Keys
 from ..gateway.leases import LeaseScripts
 from ..tasks import TaskSet
-from ..wire.watch import Lease, WatchedLease, WatchHolder, encode
+from ..wire.watch import Lease, WatchedLease, encode
 from .channels import Share
 
 log = logging.getLogger("presence.watchers")
@@ -49,18 +50,11 @@ class Entry:
 
     workspace: str
     channel: str
-    follower: Follower
+    core: Watched
     watchers: set[Recipient] = field(default_factory=set)
     shown: WatchedLease | None = None  # what its watchers were last told; None until first read
     reading: asyncio.Future[None] | None = None  # the first read, while in flight
     rereading: bool = False
-
-
-def lease_of(replica: Replica) -> WatchedLease:
-    """Holder and viewing users of a replica, as watchers are told them."""
-    h = replica.holder
-    holder = None if h is None else WatchHolder(h.person, h.since)
-    return WatchedLease(holder, len({info.user for info in replica.tabs.values()}))
 
 
 class WatchIndex:
@@ -140,7 +134,7 @@ class WatchIndex:
 
     def _new_entry(self, workspace: str) -> Entry:
         channel = self.keys.workspace(workspace).channel
-        entry = Entry(workspace, channel, Follower(Replica(workspace)))
+        entry = Entry(workspace, channel, Watched(workspace))
         entry.reading = asyncio.get_running_loop().create_future()
         self._entries[workspace] = entry
         self._by_channel[channel] = entry
@@ -175,7 +169,7 @@ class WatchIndex:
         entry = self._by_channel.get(channel)
         if entry is None:
             return
-        result = entry.follower.take(event, from_reply=False)
+        result = entry.core.take(event)
         if result is Applied.GAP:
             self._reread(entry)
         elif result is Applied.APPLIED:
@@ -184,20 +178,18 @@ class WatchIndex:
     def on_resubscribed(self, channel: str) -> None:
         entry = self._by_channel.get(channel)
         if entry is not None:
-            entry.follower.want()
+            entry.core.want()
             self._reread(entry)
 
     def _adopt(self, entry: Entry, snapshot: Snapshot) -> None:
         """After a read: adopt it, apply what was heard meanwhile, tell what changed."""
-        _, later = entry.follower.reset(snapshot, force=True)
-        for event in later:
-            entry.follower.take(event, from_reply=False)
+        entry.core.adopt(snapshot)
         self._tell(entry)
-        if entry.follower.stale:  # a gap among those, or too many to keep: read again
+        if entry.core.stale:  # a gap among those, or too many to keep: read again
             self._reread(entry)
 
     def _tell(self, entry: Entry) -> None:
-        now = lease_of(entry.follower.replica)
+        now = entry.core.lease()
         if now == entry.shown:
             return
         first = entry.shown is None
@@ -212,7 +204,7 @@ class WatchIndex:
         if entry.rereading or entry.reading is not None or self._entries.get(entry.workspace) is not entry:
             return  # a read is in flight already (its follower keeps what comes meanwhile)
         entry.rereading = True
-        entry.follower.want()
+        entry.core.want()
         self.tasks.spawn(self._read(entry), name=f"watch read {entry.workspace}")
 
     async def _read(self, entry: Entry) -> None:

@@ -1,18 +1,21 @@
-"""Dev mode's own routes: a start page at ``/``, the demo editor, demo tokens and the demo's documents.
+"""Dev mode's own routes: a start page at ``/``, the demo pages, demo tokens and the demo's documents.
 
 None of them exists outside dev mode (404). The documents stand in for an app backend: the text of
 each demo document is kept in this process's memory, and a save is accepted only with the fence
 that holds the lease now and only if no newer fence has saved since, the checks a real backend
-makes (docs/guide.md, "Fences"), so a tab that lost the lease is refused and told why.
+makes (docs/guide.md, "Fences"), so a tab that lost the lease is refused and told why. With
+``?lock=`` a document is one part of a workspace (a field of the demo form), saved under the fence
+of that named lock instead of the workspace's lease.
 
 | method, path | |
 |---|---|
 | GET / | a start page: the demo, the dashboard, the API description |
 | GET /demo | the demo editor (``static/demo.html``) |
 | GET /demo/list | twenty documents with live badges (``static/demo-list.html``, one LeaseWatcher) |
+| GET /demo/form | a form of four fields, each its own named lock (``static/demo-form.html``) |
 | GET /demo/token?user=&name=&read_only= | a demo token signed with the public dev key (``read_only=1``: read-only) |
-| GET /demo/docs/{id} | ``{workspace, text, fence, saved_by, saved_at_ms, version}`` |
-| PUT /demo/docs/{id} | ``Authorization: Bearer <token>``, ``{text, fence}``: 200 saved, 409 refused (why) |
+| GET /demo/docs/{id}[?lock=] | ``{workspace, text, fence, saved_by, saved_at_ms, version}`` (and ``lock``) |
+| PUT /demo/docs/{id}[?lock=] | ``Authorization: Bearer <token>``, ``{text, fence}``: 200 saved, 409 refused (why) |
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..core.records import HolderRecord
 from ..errors import BadToken, CloseError, StoreUnavailable
 from ..gateway.leases import LeaseScripts
 from ..settings import Settings
-from ..wire.messages import SERVICE_PREFIX, Person, valid_workspace
+from ..wire.messages import LOCK_RE, SERVICE_PREFIX, Person, valid_workspace
 from .headers import PAGE_HEADERS
 
 MAX_DOCUMENTS = 1000  # the least recently saved or read go first: a dev server's memory stays small
@@ -59,32 +62,47 @@ _save_body = msgspec.json.Decoder(SaveBody)
 
 
 class Documents:
-    """The demo's documents: text saved under the lease's fence, in memory, bounded."""
+    """The demo's documents: text saved under the fence of the lease (or of a named lock), in memory,
+    bounded. A document is ``(workspace, lock)``; lock "" is the whole workspace's."""
 
     def __init__(self, settings: Settings, leases: LeaseScripts) -> None:
         self.key = settings.signing_key
         self.leases = leases
-        self.docs: OrderedDict[str, Saved] = OrderedDict()
+        self.docs: OrderedDict[tuple[str, str], Saved] = OrderedDict()
 
-    def _view(self, workspace: str) -> dict[str, object]:
-        doc = self.docs.get(workspace)
+    def _view(self, key: tuple[str, str]) -> dict[str, object]:
+        workspace, lock = key
+        named: dict[str, object] = {"lock": lock} if lock else {}
+        doc = self.docs.get(key)
         if doc is None:
-            return {"workspace": workspace, "text": "", "fence": None, "saved_by": None, "saved_at_ms": None,
+            return {"workspace": workspace, **named, "text": "", "fence": None, "saved_by": None, "saved_at_ms": None,
                     "version": 0}
-        self.docs.move_to_end(workspace)
-        return {"workspace": workspace, "text": doc.text, "fence": doc.fence, "saved_by": msgspec.to_builtins(doc.by),
-                "saved_at_ms": doc.at_ms, "version": doc.version}
+        self.docs.move_to_end(key)
+        return {"workspace": workspace, **named, "text": doc.text, "fence": doc.fence,
+                "saved_by": msgspec.to_builtins(doc.by), "saved_at_ms": doc.at_ms, "version": doc.version}
+
+    @staticmethod
+    def _document(request: Request) -> tuple[str, str] | Response:
+        """The ``(workspace, lock)`` a request is about, or the 400 answer."""
+        workspace = str(request.path_params["workspace"])
+        if not valid_workspace(workspace):
+            return JSONResponse({"error": "invalid workspace id"}, status_code=400)
+        lock = request.query_params.get("lock", "")
+        if lock and LOCK_RE.fullmatch(lock) is None:
+            return JSONResponse({"error": "lock ids are 1-64 characters of A-Z a-z 0-9 . _ : -"}, status_code=400)
+        return workspace, lock
 
     async def read(self, request: Request) -> Response:
-        workspace = str(request.path_params["workspace"])
-        if not valid_workspace(workspace):
-            return JSONResponse({"error": "invalid workspace id"}, status_code=400)
-        return JSONResponse(self._view(workspace), headers={"Cache-Control": "no-store"})
+        key = self._document(request)
+        if isinstance(key, Response):
+            return key
+        return JSONResponse(self._view(key), headers={"Cache-Control": "no-store"})
 
     async def save(self, request: Request) -> Response:
-        workspace = str(request.path_params["workspace"])
-        if not valid_workspace(workspace):
-            return JSONResponse({"error": "invalid workspace id"}, status_code=400)
+        key = self._document(request)
+        if isinstance(key, Response):
+            return key
+        workspace, lock = key
         header = request.headers.get("authorization", "")
         try:
             if not header.lower().startswith("bearer "):
@@ -100,15 +118,15 @@ class Documents:
         if len(body.text) > MAX_TEXT:
             return JSONResponse({"error": f"a demo document holds at most {MAX_TEXT} characters"}, status_code=413)
         try:
-            holder = (await self.leases.read(workspace)).holder
+            holder = (await self.leases.read(workspace)).lock(lock).holder
         except StoreUnavailable:
             return JSONResponse({"error": "Redis unavailable, retry later"}, status_code=503)
         # No await from here on: the check and the write are one step (a conditional write).
-        refused = self._refusal(workspace, body.fence, identity.user, holder)
+        refused = self._refusal(key, body.fence, identity.user, holder)
         if refused is not None:
             return JSONResponse({"saved": False, **refused}, status_code=409)
-        previous = self.docs.pop(workspace, None)
-        self.docs[workspace] = doc = Saved(
+        previous = self.docs.pop(key, None)
+        self.docs[key] = doc = Saved(
             body.text, body.fence, identity.user, int(time.time() * 1000), (previous.version if previous else 0) + 1
         )
         while len(self.docs) > MAX_DOCUMENTS:
@@ -116,13 +134,14 @@ class Documents:
         return JSONResponse({"saved": True, "fence": doc.fence, "version": doc.version, "saved_at_ms": doc.at_ms})
 
     def _refusal(
-        self, workspace: str, fence: int, user: Person, holder: HolderRecord | None
+        self, key: tuple[str, str], fence: int, user: Person, holder: HolderRecord | None
     ) -> dict[str, object] | None:
         """Why a save with ``fence`` is refused, or None. A newer fence that saved comes first: it is
         the story the writer needs ("Bob saved after you"); then the lease itself. The messages are for
         people (the demo shows them), so they speak of versions and leases, never of fence numbers: the
         fences are in the other fields, for programs."""
-        doc = self.docs.get(workspace)
+        lease = f"lock on {key[1]}" if key[1] else "lease"
+        doc = self.docs.get(key)
         if doc is not None and doc.fence > fence:
             return {
                 "reason": "saved_after", "by": msgspec.to_builtins(doc.by), "fence": doc.fence, "at_ms": doc.at_ms,
@@ -130,11 +149,11 @@ class Documents:
             }
         if holder is None:
             return {"reason": "not_holder", "by": None, "fence": None,
-                    "message": "your edit lease has ended and nobody holds it now"}
+                    "message": f"your edit {lease} has ended and nobody holds it now"}
         if holder.fence != fence or holder.user != user.id:
             who = "you, with a newer lease" if holder.user == user.id else holder.name
             return {"reason": "not_holder", "by": msgspec.to_builtins(holder.person), "fence": holder.fence,
-                    "message": f"{who} took the lease after you"}
+                    "message": f"{who} took the {lease} after you"}
         return None
 
 
@@ -148,6 +167,8 @@ with a public key and anyone can mint them. Fine on your machine; never expose i
 <ul>
 <li><a href="/demo">The demo editor</a>: open it in two windows (or two browsers) and edit one document
 from both; take over, ask for it, wait in line, and watch a stale save get refused.</li>
+<li><a href="/demo/form">The demo form</a>: four fields, each a lock of its own: while Bob edits the
+title, Alice edits the notes, and each sees where the other is.</li>
 <li><a href="/demo/list">The documents list</a>: who is editing which document, live, over one connection.</li>
 <li><a href="/dashboard">The operators' dashboard</a>: {dashboard}</li>
 <li><a href="/metrics">Prometheus metrics</a>, <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
@@ -167,8 +188,9 @@ class DevRoutes:
         only = self._dev_only
         return [
             Route("/", only(self.start)),
-            Route("/demo", only(self.demo)),
-            Route("/demo/list", only(self.demo_list)),
+            Route("/demo", only(self._page("demo.html"))),
+            Route("/demo/list", only(self._page("demo-list.html"))),
+            Route("/demo/form", only(self._page("demo-form.html"))),
             Route("/demo/token", only(self.token)),
             Route("/demo/docs/{workspace:path}", only(self.documents.read), methods=["GET"]),
             Route("/demo/docs/{workspace:path}", only(self.documents.save), methods=["PUT"]),
@@ -190,11 +212,13 @@ class DevRoutes:
         page = START_PAGE.format(version=html.escape(__version__), dashboard=dashboard)
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    async def demo(self, request: Request) -> Response:
-        return FileResponse(self.files / "demo.html", headers=PAGE_HEADERS)
+    def _page(self, name: str) -> Callable[[Request], Awaitable[Response]]:
+        """A demo page: one file of static/, with the pages' headers."""
 
-    async def demo_list(self, request: Request) -> Response:
-        return FileResponse(self.files / "demo-list.html", headers=PAGE_HEADERS)
+        async def page(request: Request) -> Response:
+            return FileResponse(self.files / name, headers=PAGE_HEADERS)
+
+        return page
 
     async def token(self, request: Request) -> Response:
         user = request.query_params.get("user", "").strip()[:64]

@@ -112,3 +112,16 @@ test("viewers' presence arrives in the welcome and in updates, as part of each v
     ["u1", [{ field: "title" }, null]], ["u2", [{ cursor: 5 }]],
   ]);
 });
+
+test("client.conn names this tab's own presence entry, anew after each reconnect", async () => {
+  const { client, clock, sockets } = makeClient();
+  assert.equal(client.conn, null);
+  const p = client.connect();
+  const ws = await accept(sockets, welcome({ conn: "s1-7" }));
+  await p;
+  assert.equal(client.conn, "s1-7");
+  ws.serverClose(1006);
+  clock.advance(0);
+  await accept(sockets, welcome({ conn: "s2-3" }));
+  assert.equal(client.conn, "s2-3");
+});

@@ -1,9 +1,12 @@
 """A chaos-soak client: one browser tab (user, workspace, tab id) that reconnects across servers and
-keeps one message log across its connections, for ``chaos_check``.
+keeps one message log across its connections, for ``chaos_check``. It acquires, takes over and
+releases the workspace's locks it is given (``""``: the workspace's own lease, or named locks),
+each on its own, and may hold several at once.
 
 Every received message is logged with its receipt time (``_t``, monotonic). The client adds two
-marks of its own: ``_release_sent`` when it asks to release (it stops editing then), and
-``_closed`` with ``voluntary`` when a connection ends (true: the tab closed it itself).
+marks of its own: ``_release_sent`` with ``lock`` when it asks to release a lock (it stops editing
+under it then), and ``_closed`` with ``voluntary`` when a connection ends (true: the tab closed it
+itself).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import websockets
@@ -29,12 +32,14 @@ _ids = itertools.count(1)
 
 
 class ChaosClient:
-    def __init__(self, user: str, workspace: str, tab: str, urls: Callable[[], list[str]], rng: random.Random) -> None:
+    def __init__(self, user: str, workspace: str, tab: str, urls: Callable[[], list[str]], rng: random.Random,
+                 locks: Sequence[str] = ("",)) -> None:
         self.user = user
         self.workspace = workspace
         self.tab = tab
         self.urls = urls
         self.rng = rng
+        self.locks = list(locks)
         self.log: list[Msg] = []
         self.ops: Counter[str] = Counter()
         self.ws: ClientConnection | None = None
@@ -47,15 +52,16 @@ class ChaosClient:
     def connected(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
-    @property
-    def holding(self) -> bool:
-        """What the client believes (its last acquired/released), ignoring deadlines."""
+    def holding(self) -> list[str]:
+        """The locks the client believes it holds (its last acquired/released of each), ignoring
+        deadlines."""
+        last: dict[str, bool] = {}
         for m in reversed(self.log):
-            if m["type"] in ("acquired",):
-                return True
-            if m["type"] in ("released", "_release_sent"):
-                return False
-        return False
+            if m["type"] in ("acquired", "released", "_release_sent"):
+                last.setdefault(m.get("lock") or "", m["type"] == "acquired")
+                if len(last) == len(self.locks):
+                    break
+        return [lock for lock in self.locks if last.get(lock)]
 
     def mark(self, kind: str, **fields: Any) -> None:
         self.log.append({"type": kind, "_t": time.monotonic(), **fields})
@@ -107,17 +113,19 @@ class ChaosClient:
                     fut.cancel()
             self._replies.clear()
 
-    async def request(self, kind: str, timeout: float = 2.0) -> Msg | None:
+    async def request(self, kind: str, lock: str = "", timeout: float = 2.0) -> Msg | None:
         if self.ws is None or not self.connected:
             return None
         rid = next(_ids)
         fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._replies[rid] = fut
         if kind == "release":
-            self.mark("_release_sent")
+            self.mark("_release_sent", lock=lock)
         self.ops[kind] += 1
+        if lock:
+            self.ops[f"{kind} named"] += 1
         try:
-            await self.ws.send(json.dumps({"type": kind, "id": rid}))
+            await self.ws.send(json.dumps({"type": kind, "id": rid, **({"lock": lock} if lock else {})}))
             async with asyncio.timeout(timeout):
                 return await fut
         except (TimeoutError, asyncio.CancelledError, websockets.WebSocketException, OSError):
@@ -157,12 +165,12 @@ class ChaosClient:
                 continue
             r = rng.random()
             if r < 0.35:
-                await self.request("acquire")
+                await self.request("acquire", rng.choice(self.locks))
             elif r < 0.43:
-                await self.request("takeover")
+                await self.request("takeover", rng.choice(self.locks))
             elif r < 0.60:
-                if self.holding:
-                    await self.request("release")
+                if held := self.holding():
+                    await self.request("release", rng.choice(held))
             elif r < 0.65:
                 self.ops["close"] += 1
                 await self.drop(voluntary=True)

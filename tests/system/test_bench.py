@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paths import ROOT
 
 from presence.bench import hocuspocus
 from presence.bench.harness import Plan
+from presence.bench.metafarm import first_shown
 from presence.bench.peer import PeerPlan, compare, last_seen
 from presence.bench.run import output
 
@@ -33,8 +35,11 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert set(report["figures"]) == {
         "acquire", "idle", "renewal", "takeover", "free", "storm", "room", "status", "wait", "watch", "restart",
+        "metas", "locks",
     }
-    assert {r["figure"] for r in report["rows"]} == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
+    assert {r["figure"] for r in report["rows"]} == {
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+    }
     watch = report["figures"]["watch"]
     assert watch["deliveries"] == watch["expected"] > 0  # every lease change reached every watcher
     for row in report["rows"]:
@@ -53,6 +58,61 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     assert done.stdout.count("\n") >= len(report["rows"]) + 2
     if "--chart" in cmd:
         assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def _bench_only(figures: str, tmp_path: Path) -> tuple[dict[str, Any], str]:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "presence", "bench", "--quick", "--only", figures, "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert set(report["figures"]) == set(figures.split(","))
+    return report, done.stdout
+
+
+def test_meta_fanout_reports_its_figures_and_every_tab_ends_with_the_last_metas(tmp_path: Path) -> None:
+    report, stdout = _bench_only("metas", tmp_path)
+    f = report["figures"]["metas"]
+    plan = f["plan"]
+    assert f["sent"] == plan["senders"] * int(plan["hz"] * plan["seconds"])
+    # Correctness, not timing: every tab (and a new tab's snapshot on each server) shows exactly each
+    # sender's last meta, every meta reached every other tab (itself or a later one), no error.
+    assert f["correct"] and f["missed"] == 0 and f["sender_errors"] == 0
+    assert f["final_exact"] == f["final_pairs"] == plan["tabs"] * plan["senders"]
+    assert f["new_tab_exact"] == f["new_tab_pairs"] == 2 * plan["senders"]
+    assert f["latency"]["n"] == f["sent"] and f["latency"]["p99"] > 0
+    assert f["cpu_us_per_meta"] > 0 and f["redis_commands_per_meta"] > 0 and f["evalsha_per_meta"] > 0
+    assert f["update_rate"]["max"] > 0 and f["idle"]["seconds"] > 0
+    rows = [r for r in report["rows"] if r["figure"] == "12"]
+    assert len(rows) == 6 and all(r["ours"] and r["baseline"] for r in rows)
+    assert [r["met"] for r in rows if r["name"].endswith("final metas exact")] == [True]
+    assert stdout.count("meta fan-out") == len(rows)
+
+
+def test_named_locks_report_round_trips_per_tick_and_keep_every_lock(tmp_path: Path) -> None:
+    report, stdout = _bench_only("locks", tmp_path)
+    f = report["figures"]["locks"]
+    n = f["plan"]["locks"]
+    # Correctness: every lock granted is still held with its fence after the renewal ticks.
+    assert f["kept"] == {"held": n, "granted": n, "same_fence": n}
+    for window in (f["one"], f["many"]):  # each tick renewed its locks in one batch
+        assert window["ticks"] >= 1 and window["batches_per_tick"] > 0 and window["round_trips_per_tick"] > 0
+        assert window["scripts_per_tick"] > 0
+    # Redis does more work per tick for 100 locks (the script touches each), in as many calls.
+    assert f["many"]["redis_commands_per_tick"] > f["one"]["redis_commands_per_tick"]
+    for side in ("lock", "lease"):
+        assert f[side]["n"] == f["plan"]["samples"] and f[side]["p50"] > 0
+    rows = [r for r in report["rows"] if r["figure"] == "13"]
+    assert len(rows) == 4 and all(r["ours"] and r["baseline"] for r in rows)
+    assert rows[1]["met"] is True  # the locks kept
+    assert sum(1 for line in stdout.splitlines() if line.startswith("13 ")) == len(rows)
+
+
+def test_a_meta_counts_as_shown_when_its_cursor_or_a_later_one_is() -> None:
+    # Cursor 2 was superseded within the meta interval: cursor 3's arrival shows it too.
+    moves = [(1.0, 1), (1.2, 3), (1.3, 4)]
+    assert first_shown(moves, 5) == [1.0, 1.2, 1.2, 1.3, None]  # cursor 5 never arrived
+    assert first_shown([(1.0, 2), (1.1, 1), (1.5, 3)], 3) == [1.0, 1.0, 1.5]  # never back in time
 
 
 # -- the peer comparison (presence bench --peer hocuspocus) ------------------------------------

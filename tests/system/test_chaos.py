@@ -1,11 +1,13 @@
 """Chaos soak: many tabs on two ``presence serve`` processes doing random acquire, takeover,
-release, close, crash and reconnect for a bounded time, while faults are injected one after the
+release, close, crash and reconnect for a bounded time, on each workspace's own lease and on two
+of its named locks (``LOCKS``; a tab may hold several), while faults are injected one after the
 other: pub/sub connections killed, a server's link to Redis slowed down, cut or black-holed
 (through ``tcpproxy``), a server paused with SIGSTOP for longer than the lease TTL, a server
 SIGKILLed and restarted.
 
 Every message each tab receives is recorded with its receipt time, and an observer on a connection
-no fault touches records what Redis did. ``chaos_check.check`` then judges the run:
+no fault touches records what Redis did. ``chaos_check.check`` then judges the run, each lock of
+each workspace on its own (windows on two locks of one workspace never conflict):
 
 - a tab's **validity window** for a fence opens when it receives ``acquired`` and closes at the
   first of: receiving ``released``; sending ``release`` or closing the tab itself; its local
@@ -15,7 +17,7 @@ no fault touches records what Redis did. ``chaos_check.check`` then judges the r
   Redis at once (takeover; release by another tab of the same user) where the old holder cannot
   know first - then the newcomer's fence must be higher. In scope ``user`` a user's tabs share
   one grant, so they are never compared with each other;
-- fences strictly increase per workspace (in Redis order);
+- fences strictly increase per lock (in Redis order);
 - every holder whose lease Redis ended stopped holding within TTL + 1 s of it (it was told, or its
   deadline passed: nobody keeps a lost lease silently), and windows still open at the end are of
   the fence Redis still holds.
@@ -58,6 +60,12 @@ from ha_procs import SentinelGroup
 from procs import RedisServer, ServerProcess
 from tcpproxy import TcpProxy
 
+from presence.gateway.keys import lease_key
+
+# A violation is never run again (the suite's reruns are for timing tests on a loaded machine):
+# a soak that passes on its second try may have found a real one the first time.
+pytestmark = pytest.mark.flaky(reruns=0)
+
 TTL_MS = 2000
 ENV = {
     "PRESENCE_DEV": "1",  # dev tokens on a real Redis
@@ -75,6 +83,7 @@ WAIT_REPLICAS = int(os.environ.get("PRESENCE_REDIS_WAIT_REPLICAS", "0"))
 WAIT_ENV = {"PRESENCE_REDIS_WAIT_REPLICAS": str(WAIT_REPLICAS),
             "PRESENCE_REDIS_WAIT_TIMEOUT_MS": os.environ.get("PRESENCE_REDIS_WAIT_TIMEOUT_MS", "300")}
 WORKSPACES = ["w0", "w1", "w2"]
+LOCKS = ["", "title", "cell:B7"]  # each workspace's own lease and two named locks
 # (user, workspace, tab): some users have two tabs in one workspace (they share one grant).
 CLIENTS = [
     ("ann", "w0", "ann-1"), ("ann", "w0", "ann-2"), ("bob", "w0", "bob-1"), ("cat", "w0", "cat-1"),
@@ -197,12 +206,14 @@ def _write_dump(directory: str, seed: int, history: dict[str, object]) -> None:
         json.dump(history, f)
 
 
-def lease_fences(redis_server: RedisServer, prefix: str) -> dict[str, int | None]:
+def lease_fences(redis_server: RedisServer, prefix: str) -> dict[tuple[str, str], int | None]:
+    """The fence each lock's lease key holds (None: free), by (workspace, lock)."""
     r = redis_server.client()
-    out: dict[str, int | None] = {}
+    out: dict[tuple[str, str], int | None] = {}
     for ws in WORKSPACES:
-        value = r.get(f"{prefix}:{{{ws}}}:lease")
-        out[ws] = int(value) if value is not None else None
+        for lock in LOCKS:
+            value = r.get(lease_key(prefix, ws, lock))
+            out[(ws, lock)] = int(value) if value is not None else None
     return out
 
 
@@ -252,7 +263,7 @@ async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, second
     rng = random.Random(seed)
     observer: Observer
     faults: Faults
-    clients = [ChaosClient(u, ws, tab, lambda: [n.proc.ws_url for n in nodes], random.Random(rng.random()))
+    clients = [ChaosClient(u, ws, tab, lambda: [n.proc.ws_url for n in nodes], random.Random(rng.random()), LOCKS)
                for u, ws, tab in CLIENTS]
     if group is not None:
         observer = watcher = await FailoverObserver(list(group.nodes), prefix).start()
@@ -295,7 +306,8 @@ async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, second
     )
     print(figures)
     if dump := os.environ.get("PRESENCE_CHAOS_DUMP"):
-        history = {"seed": seed, "report": str(report), "end_time": end_time, "final": final,
+        history = {"seed": seed, "report": str(report), "end_time": end_time,
+                   "final": [[list(k), v] for k, v in final.items()],
                    "faults": faults.timeline, "links": getattr(observer, "links", []), "events": observer.events,
                    "logs": [[list(k), v] for k, v in logs.items()],
                    "servers": {n.proc.name: str(n.proc.log_path) for n in nodes}}
@@ -303,6 +315,7 @@ async def soak(nodes: list[Node], redis_server: RedisServer, prefix: str, second
     if path := os.environ.get("PRESENCE_CHAOS_REPORT"):
         await asyncio.to_thread(_append, path, figures + "\n")
     assert report.grants > 10, figures  # the run did something
+    assert all(report.grants_by_lock.get(lock) for lock in LOCKS), figures  # on every lock
     assert sum(faults.count.values()) >= 3, figures
     assert not report.violations, figures
 
@@ -355,7 +368,7 @@ async def test_chaos_soak_with_sentinel_failovers_long(
 
 
 def test_redis_key_layout_assumed_by_the_soak(prefix: str) -> None:
-    """The soak reads each workspace's lease key (docs/architecture.md: ``<prefix>:{ws}:lease``) at the end."""
-    from presence.gateway.keys import WorkspaceKeys
-
-    assert WorkspaceKeys.of(prefix, "w0").lease == f"{prefix}:{{w0}}:lease"
+    """The soak reads each lock's lease key at the end (docs/architecture.md: ``<prefix>:{ws}:lease``,
+    a named lock's ``<prefix>:{ws}:lock:<lock>:lease``)."""
+    assert lease_key(prefix, "w0") == f"{prefix}:{{w0}}:lease"
+    assert lease_key(prefix, "w0", "cell:B7") == f"{prefix}:{{w0}}:lock:cell:B7:lease"

@@ -16,9 +16,8 @@ from servers import CLUSTER, Cluster
 from watchclient import Watcher
 from wsclient import Tab, open_tab
 
-from presence.core.follower import Follower
-from presence.core.replica import Applied, Replica
-from presence.engine.watchers import lease_of
+from presence.core.replica import Applied
+from presence.core.watched import Watched
 from presence.fencing import LeaseBusy, LeaseLost, ServiceLease
 from presence.gateway.gateway import Gateway
 from presence.gateway.keys import Keys
@@ -304,21 +303,18 @@ async def test_a_workspace_nobody_used_yet_applies_its_first_event(redis_server:
     await gateway.start()
     scripts = LeaseScripts(gateway, settings, Keys(settings.key_prefix))
     try:
-        follower = Follower(Replica("fresh"))
-        replica = follower.replica
+        watched = Watched("fresh")
         snapshot = await scripts.read("fresh")
         assert snapshot.seq == 0
-        follower.reset(snapshot, force=True)
+        watched.adopt(snapshot)
         acquired = await scripts.acquire("fresh", "svc:job", "Job", "svc:job", "")
         released = await scripts.release("fresh", None)
-        assert [follower.take(e, from_reply=False) for e in acquired.events] == [Applied.APPLIED]
-        assert replica.seq == acquired.events[0].seq and replica.holder is not None
-        assert replica.holder.user == "svc:job"
-        assert lease_of(replica).holder is not None
-        assert all(follower.take(e, from_reply=False) is Applied.APPLIED for e in released.events)
-        assert replica.holder is None and replica.seq == released.events[-1].seq
-        never_read = Follower(Replica("other"))  # unread: kept for after its first read, as ever
-        assert never_read.take(acquired.events[0], from_reply=False) is Applied.STALE
-        assert never_read.replica.seq == 0
+        assert [watched.take(e) for e in acquired.events] == [Applied.APPLIED]
+        holder = watched.lease().holder
+        assert holder is not None and holder.user.id == "svc:job"
+        assert all(watched.take(e) is Applied.APPLIED for e in released.events)
+        assert watched.lease().holder is None and not watched.stale
+        never_read = Watched("other")  # unread: kept for after its first read, as ever
+        assert never_read.take(acquired.events[0]) is Applied.STALE
     finally:
         await gateway.close()

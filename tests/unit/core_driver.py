@@ -69,7 +69,8 @@ class Driver:
         self.seq += 1
         event = self.joined_event(conn, user, tab)
         snapshot = self.snapshot() if self.core.unread else None
-        reply = Entered(rejoined=rejoined, seq=self.seq, snapshot=snapshot)
+        fence = self.holder.fence if rejoined and self.holder is not None else None
+        reply = Entered(rejoined=rejoined, seq=self.seq, snapshot=snapshot, fence=fence)
         return self.take(self.core.joined(conn, outcome(reply, event), now))
 
     def joined_event(self, conn: str, user: Person, tab: str) -> Event:

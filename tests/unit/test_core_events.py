@@ -311,3 +311,14 @@ def test_with_wait_replicas_a_rejoined_lease_no_tab_here_knows_is_confirmed_befo
     # A second tab of the user joins: the lease is confirmed here already, told with its welcome.
     effects = d.join("c2", ALICE, rejoined=True, now=2.0)
     assert Replicate(7) not in effects and [m.fence for m in sent(effects, "c2", Acquired)] == [7]
+
+
+def test_a_join_is_told_only_the_leases_redis_says_it_rejoined_not_what_a_stale_copy_names() -> None:
+    """After a stall this process's copy may still name a holder whose lease ended in Redis: a tab
+    of that user joining now is not told it holds it (its join script did not rejoin it)."""
+    d = Driver()
+    d.join("c1", ALICE)
+    d.publish(LeaseGranted(seq=d.next_seq(), holder=holder(ALICE, "t-c1", 7), ttl_ms=1500, user=ALICE))
+    d.fire(Timer.DEADLINE, now=2.0)  # not renewed in time: c1 told lost; the copy still names alice
+    effects = d.join("c2", ALICE, rejoined=False, now=2.05)
+    assert sent(effects, "c2", Acquired) == [] and d.core.renewals(["c2"]) == {}

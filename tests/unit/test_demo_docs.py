@@ -35,15 +35,16 @@ class Writer:
         self.ws.send_json({"type": "hello", "token": self.token, "workspace": workspace, "tab": f"{user}-tab"})
         assert self.ws.receive_json()["type"] == "welcome"
 
-    def ask(self, kind: str) -> int:
-        self.ws.send_json({"type": kind, "id": 1})
+    def ask(self, kind: str, lock: str = "") -> int:
+        self.ws.send_json({"type": kind, "id": 1, **({"lock": lock} if lock else {})})
         while (m := self.ws.receive_json()).get("id") != 1:
             pass
         assert m["type"] == "acquired", m
         return int(m["fence"])
 
-    def save(self, text: str, fence: int, **kw: Any) -> Any:
+    def save(self, text: str, fence: int, lock: str = "", **kw: Any) -> Any:
         return self.app.put(f"/demo/docs/{self.workspace}", json={"text": text, "fence": fence},
+                            params={"lock": lock} if lock else None,
                             headers={"Authorization": f"Bearer {self.token}"}, **kw)
 
     def close(self) -> None:
@@ -90,6 +91,40 @@ def test_saves_carry_the_fence_and_stale_ones_are_told_why(app: TestClient) -> N
         while bob.ws.receive_json().get("type") != "released":
             pass
         assert bob.save("after release", b).json()["message"] == "your edit lease has ended and nobody holds it now"
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_field_is_saved_under_the_fence_of_its_own_named_lock(app: TestClient) -> None:
+    alice, bob = Writer(app, "alice"), Writer(app, "bob")
+    try:
+        title = alice.ask("acquire", lock="title")
+        assert alice.save("Q3 plan", title, lock="title").json()["saved"] is True
+        seen = app.get("/demo/docs/doc-1", params={"lock": "title"}).json()
+        assert (seen["lock"], seen["text"], seen["fence"]) == ("title", "Q3 plan", title)
+        assert seen["saved_by"] == {"id": "alice", "name": "Alice"}
+        # each field is a document of its own, and none is the workspace's
+        assert app.get("/demo/docs/doc-1").json()["version"] == 0
+        assert "lock" not in app.get("/demo/docs/doc-1").json()
+        assert app.get("/demo/docs/doc-1", params={"lock": "notes"}).json()["text"] == ""
+        # a fence of one lock does not write another, nor the workspace's document
+        refused = alice.save("notes", title, lock="notes").json()
+        assert refused["message"] == "your edit lock on notes has ended and nobody holds it now"
+        assert alice.save("whole", title).json()["reason"] == "not_holder"
+        # while Alice has the title, Bob holds the notes: both save at once
+        notes = bob.ask("acquire", lock="notes")
+        assert bob.save("Ask Carol", notes, lock="notes").status_code == 200
+        assert alice.save("Q3 plan, v2", title, lock="title").status_code == 200
+        # Bob takes the title over: Alice is refused and told why
+        taken = bob.ask("takeover", lock="title")
+        assert taken > title
+        refused = alice.save("Q3 plan, v3", title, lock="title").json()
+        assert (refused["reason"], refused["fence"]) == ("not_holder", taken)
+        assert refused["message"] == "Bob took the lock on title after you"
+        assert app.get("/demo/docs/doc-1", params={"lock": "title"}).json()["text"] == "Q3 plan, v2"
+        assert app.get("/demo/docs/doc-1", params={"lock": "bad lock"}).status_code == 400
+        assert bob.save("x", taken, lock="x" * 65).status_code == 400
     finally:
         alice.close()
         bob.close()

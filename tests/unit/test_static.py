@@ -66,9 +66,22 @@ def test_demo_page_is_html_and_not_cached_in_dev_mode(client: TestClient) -> Non
     assert 'src="/static/demo.js"' in r.text
 
 
+@pytest.mark.parametrize(("path", "script"), [
+    ("/demo/form", "/static/demo-form.js"), ("/demo/list", "/static/demo-list.js"),
+])
+def test_the_other_demo_pages_are_served_in_dev_mode(client: TestClient, path: str, script: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert f'src="{script}"' in r.text
+    assert f'href="{path}"' in client.get("/").text  # the start page links it
+
+
 def test_demo_is_not_served_outside_dev_mode() -> None:
     app_client = TestClient(create_app(Settings(secret="s" * 40)))
     assert app_client.get("/demo").status_code == 404
+    assert app_client.get("/demo/form").status_code == 404
     assert app_client.get("/static/presence.js").status_code == 200
 
 
