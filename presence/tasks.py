@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -47,6 +46,26 @@ class TaskSet:
                 log.error("task %s did not stop within %.1fs of cancellation", t.get_name(), timeout)
 
 
+async def cancel_and_wait(task: asyncio.Task[Any], timeout: float = 5.0) -> bool:
+    """Cancel ``task`` and wait for it to end, at most ``timeout`` seconds; whether it ended.
+
+    The cancellation is delivered again every half second: Python 3.11's ``asyncio.wait_for``
+    (which redis-py wraps around socket reads) can swallow one that arrives just as the inner
+    call completes, and a loop that swallowed it would run on, and a shutdown awaiting it would
+    hang for ever. What the task raised was logged where it happened; it ends here quietly."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.5, max(0.0, deadline - loop.time())))
+        if not task.done() and loop.time() >= deadline:
+            log.error("task %s did not stop within %.1fs of cancellation", task.get_name(), timeout)
+            return False
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure was reported when it happened
+    return True
+
+
 class Service:
     """One long-running background coroutine (``run``) with a fixed lifecycle.
 
@@ -74,6 +93,4 @@ class Service:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

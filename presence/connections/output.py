@@ -21,7 +21,6 @@ Two guards keep a stuck peer from costing more than a bounded time:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Protocol
@@ -29,6 +28,7 @@ from typing import Protocol
 import msgspec
 
 from ..errors import Overloaded
+from ..tasks import cancel_and_wait
 from ..telemetry import NO_TELEMETRY, Telemetry
 from ..wire import messages
 from ..wire.messages import Acquired, Ping, ServerMessage
@@ -239,6 +239,4 @@ class Output:
         """
         for task in (self._writer, self._closer):
             if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await cancel_and_wait(task)

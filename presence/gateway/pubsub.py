@@ -30,12 +30,12 @@ A transport reports only through the :class:`Listener` it is given; it never see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import StoreUnavailable
+from ..tasks import cancel_and_wait
 from .classic import ClassicTransport
 from .sharded import ShardedTransport
 from .transport import Listener, Transport
@@ -102,10 +102,7 @@ class Subscriptions:
         self._stopped = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # A crash was logged when it happened; shutdown goes on regardless.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)  # a crash was logged when it happened
         self._connected = False
         self._active.clear()
         for waiters in self._waiters.values():
