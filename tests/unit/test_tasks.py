@@ -4,6 +4,7 @@ shutdown never waits on one for ever."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from presence.tasks import cancel_and_wait
 
@@ -32,10 +33,8 @@ async def test_a_task_that_never_stops_is_given_up_on_after_the_timeout() -> Non
 
     async def stubborn() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                pass
 
     task = asyncio.get_running_loop().create_task(stubborn())
     await asyncio.sleep(0)
