@@ -4,7 +4,7 @@ It starts its own redis-server (or uses ``--redis-url``, which must be on this m
 ``presence serve`` processes, a bare server on the same uvicorn/Starlette stack and a tab farm,
 and measures:
 
-1. acquire round trip over the WebSocket vs the floor (WS echo + the same script from redis-py);
+1. acquire round trip over the WebSocket vs the floor (WS echo + a minimal script from redis-py);
 2. idle cost of N tabs vs a bare server that only pings them (CPU, memory, Redis round trips);
 3. renewing many held leases: one batched tick vs one ``Lock.extend`` per lease;
 4. takeover notice to a tab on another process vs a raw PUBLISH-to-subscriber hop;

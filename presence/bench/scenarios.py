@@ -18,48 +18,88 @@ import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
 from ..core.outcomes import AcquireReply, Granted, Outcome, Rejoined
-from .harness import GAP_S, HOST, Bench, Plan, acquire_round_trips, summary, timings
+from .harness import GAP_S, HOST, Bench, Plan, summary, timings
 from .procs import BareProc, Proc, ServerProcess
 from .wsclient import Message, WsClient
 
 # -- 1. acquire round trip -----------------------------------------------------------------------
 
 
+# The floor's Lua part: the least a script call through redis-py can be (Redis runs no command).
+_MINIMAL_SCRIPT = "return 1"
+_CHUNK = 100  # samples of each kind in a row; the kinds take turns, so a burst of load hits all of them
+
+
 async def acquire_latency(b: Bench, server: ServerProcess, bare: BareProc) -> dict[str, Any]:
+    """The acquire round trip against its floor: a WebSocket echo on the same uvicorn + Starlette
+    stack plus ``EVALSHA`` of a script that only returns, from redis-py with the server's client
+    options. Also our own acquire script from redis-py (``script``), the floor this figure used to
+    have. The four kinds of sample take turns in chunks, so each meets the machine's load alike."""
     n = b.plan.samples
     warm = max(20, n // 20)
-    ours = await acquire_round_trips(b, server, "lat", "bench-latency", n)
-
+    tab = await b.tab(server, "lat", "bench-latency")
     echo_client = await WsClient.connect(HOST, bare.port, "/echo")
-    echo: list[float] = []
-    for i in range(warm + n):
-        started = time.perf_counter()
-        await echo_client.request({"type": "acquire", "id": i})
-        if i >= warm:
-            echo.append(time.perf_counter() - started)
-        await asyncio.sleep(GAP_S)
-    echo_client.close()
-
     lease = b.lease_scripts("floor")
-    lua: list[float] = []
+    took: dict[str, list[float]] = {"ours": [], "echo": [], "lua": [], "script": []}
     try:
         await lease.gateway.start()
-        for i in range(warm + n):
+        client = lease.gateway.client  # a redis-py client built as the server builds its own
+        sha = await client.script_load(_MINIMAL_SCRIPT)
+        seq = 0
+
+        async def ours() -> float:
+            started = time.perf_counter()
+            reply = await tab.request({"type": "acquire", "id": seq})
+            elapsed = time.perf_counter() - started
+            if reply["type"] != "acquired":
+                raise RuntimeError(f"acquire answered {reply}")
+            await tab.request({"type": "release", "id": -1 - seq})
+            return elapsed
+
+        async def echo() -> float:
+            started = time.perf_counter()
+            await echo_client.request({"type": "acquire", "id": seq})
+            return time.perf_counter() - started
+
+        async def lua() -> float:
+            started = time.perf_counter()
+            if await client.evalsha(sha, 0) != 1:
+                raise RuntimeError("the minimal script did not return 1")
+            return time.perf_counter() - started
+
+        async def script() -> float:
             started = time.perf_counter()
             out = await lease.acquire("bench-floor", "lat", "Lat", "t", "c")
-            took = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
             await lease.release("bench-floor", _fence(out))
-            if i >= warm:
-                lua.append(took)
-            await asyncio.sleep(GAP_S)
+            return elapsed
+
+        kinds = {"ours": ours, "echo": echo, "lua": lua, "script": script}
+        order = list(kinds)
+        for start in range(0, warm + n, _CHUNK):
+            order = order[1:] + order[:1]  # which kind goes first rotates
+            for kind in order:
+                for i in range(start, min(warm + n, start + _CHUNK)):
+                    seq += 1
+                    elapsed = await kinds[kind]()
+                    if i >= warm:
+                        took[kind].append(elapsed)
+                    await asyncio.sleep(GAP_S)
     finally:
+        tab.close()
+        echo_client.close()
         await lease.gateway.close()
-    # The floor's distribution: an echo and a script call of the same run, paired at random.
-    random.shuffle(lua)
-    floor = [e + s for e, s in zip(echo, lua, strict=True)]
-    o, f = summary(ours), summary(floor)
-    return {"ours": o, "floor": f, "echo": summary(echo), "lua": summary(lua),
-            "ratio_p50": o["p50"] / f["p50"], "ratio_p99": o["p99"] / f["p99"]}
+
+    def paired(parts: list[float]) -> list[float]:
+        # A floor's distribution: an echo and a script call of the same run, paired at random.
+        shuffled = random.sample(parts, len(parts))
+        return [e + s for e, s in zip(took["echo"], shuffled, strict=True)]
+
+    o, f, sf = summary(took["ours"]), summary(paired(took["lua"])), summary(paired(took["script"]))
+    return {"ours": o, "floor": f, "echo": summary(took["echo"]), "lua": summary(took["lua"]),
+            "script": summary(took["script"]), "script_floor": sf,
+            "ratio_p50": o["p50"] / f["p50"], "ratio_p99": o["p99"] / f["p99"],
+            "script_ratio_p50": o["p50"] / sf["p50"], "script_ratio_p99": o["p99"] / sf["p99"]}
 
 
 # -- 2. idle cost, and 6. reconnect storm --------------------------------------------------------

@@ -45,7 +45,16 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
     for row in report["rows"]:
         assert row["ours"] and row["baseline"], row
     figures = report["figures"]
-    assert figures["acquire"]["ours"]["n"] == report["plan"]["samples"]
+    acquire, samples = figures["acquire"], report["plan"]["samples"]
+    # Every kind of sample taken as often: ours, and the floor's parts (the echo, the minimal
+    # script), and our own acquire script from redis-py as context.
+    assert [acquire[k]["n"] for k in ("ours", "echo", "lua", "script", "floor", "script_floor")] == [samples] * 6
+    assert acquire["floor"]["p50"] > acquire["echo"]["p50"]
+    assert acquire["ratio_p50"] == acquire["ours"]["p50"] / acquire["floor"]["p50"]
+    assert [r["name"] for r in report["rows"] if r["figure"] == "1"] == [
+        "acquire round trip p50", "acquire round trip p99",
+        "acquire round trip vs echo + our script, p50", "acquire round trip vs echo + our script, p99",
+    ]
     assert figures["storm"]["ours_connected"] == report["plan"]["tabs"]
     assert figures["storm"]["leases_lost"] == 0  # a correctness check, not a timing one
     restart = figures["restart"]  # the same under load, over two workers, one stopped
