@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -40,6 +41,35 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TICK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+
+class _Children:
+    """A labelled metric's children by their label values. prometheus_client's ``labels()`` checks
+    the values and takes a lock on every call, a few microseconds that every request paid several
+    times; the values here come from small fixed sets (script names, message types, codes)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+_TYPE_NAMES: dict[type, str] = {}
+
+
+def _type_name(message: ServerMessage) -> str:
+    """A message's type label, lowercased once per type."""
+    t = type(message)
+    name = _TYPE_NAMES.get(t)
+    if name is None:
+        name = _TYPE_NAMES[t] = t.__name__.lower()
+    return name
 
 
 class _ProcessState(Collector):
@@ -122,9 +152,12 @@ class Metrics:
         self.audit_dropped = PromCounter(
             "presence_audit_dropped", "Audit entries dropped because the buffer was full", registry=r
         )
+        self._acquire_seconds, self._redis_seconds = _Children(self.acquire_seconds), _Children(self.redis_seconds)
+        self._lease_events, self._errors = _Children(self.lease_events), _Children(self.errors)
+        self._messages_in, self._messages_out = _Children(self.messages_in), _Children(self.messages_out)
         for kind in LEASE_KINDS:  # present at 0 from the start: rate() needs a baseline
             for lease in ("workspace", "named"):
-                self.lease_events.labels(kind, lease)
+                self._lease_events(kind, lease)
         # Plain copies for the dashboard (see summary): cheap to read, no registry walk.
         self.event_counts: Counter[str] = Counter()
         self.acquire_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -132,11 +165,11 @@ class Metrics:
     # -- telemetry --------------------------------------------------------------------------
 
     def lease_request(self, op: str, result: str, seconds: float) -> None:
-        self.acquire_seconds.labels(op, result).observe(seconds)
+        self._acquire_seconds(op, result).observe(seconds)
         self.acquire_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def redis_latency(self, op: str, seconds: float) -> None:
-        self.redis_seconds.labels(op).observe(seconds)
+        self._redis_seconds(op).observe(seconds)
 
     def tick(self, seconds: float) -> None:
         self.tick_seconds.observe(seconds)
@@ -145,12 +178,12 @@ class Metrics:
         self.renew_seconds.observe(seconds)
 
     def message_in(self, kind: str) -> None:
-        self.messages_in.labels(kind).inc()
+        self._messages_in(kind).inc()
 
     def message_out(self, message: ServerMessage, count: int = 1) -> None:
-        self.messages_out.labels(type(message).__name__.lower()).inc(count)
+        self._messages_out(_type_name(message)).inc(count)
         if isinstance(message, Error):
-            self.errors.labels(message.code).inc(count)
+            self._errors(message.code).inc(count)
 
     def closed(self, code: int) -> None:
         self.closes.labels(str(code)).inc()
@@ -158,7 +191,7 @@ class Metrics:
     def on_events(self, workspace: str, events: Sequence[Event]) -> None:
         for event in events:
             if event.lease:
-                self.lease_events.labels(event.kind, "named" if event.lock else "workspace").inc()
+                self._lease_events(event.kind, "named" if event.lock else "workspace").inc()
                 self.event_counts[event.kind] += 1
 
     # -- reading ----------------------------------------------------------------------------
