@@ -157,6 +157,11 @@ class Link:
             msg = await pubsub.get_message(timeout=1.0)
             raise_if_cancelled()
             if msg is not None:
+                # A script publishes its event before Redis writes the script's reply: both come
+                # in the same turn of the loop, the event first. Yield once, so the task waiting for
+                # that reply applies it and answers its tab before the event is handled (then it
+                # finds itself applied already); the events keep their order (one reader).
+                await asyncio.sleep(0)
                 self._handle(msg["type"], msg["channel"], msg["data"])
 
     def _handle(self, kind: str, channel: str, data: Any) -> None:

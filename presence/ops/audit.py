@@ -179,6 +179,9 @@ class AuditLog(Service):
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                # What woke us was a script's events, whose reply is on its way to a tab in this
+                # same turn of the loop: let it go out first, the entries follow in the next turn.
+                await asyncio.sleep(0)
                 continue
             # Take the batch out of the buffer first: overflow while we wait must not drop it.
             batch = [self.buffer.popleft() for _ in range(min(BATCH, len(self.buffer)))]
