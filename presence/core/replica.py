@@ -8,6 +8,7 @@ that went back (a failover promoted a replica that missed the last changes) is a
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, field
 
@@ -74,6 +75,10 @@ class Replica:
         self.leases: dict[str, Lease] = {"": Lease()}
         self._users: dict[str, dict[str, TabInfo]] = {}  # user -> conn -> entry
         self._viewers: dict[str, Viewer] = {}  # user -> entry, kept with _users
+        # The viewers in ``state.viewers``' order and their sort keys, kept with _viewers: every
+        # welcome shows them all, and sorting a big room for each join cost more than the join.
+        self._order: list[tuple[str, str]] = []
+        self._sorted: list[Viewer] = []
         self.touched: set[str] = set()
         self.locks_changed: set[str] = set()
         self.queue_changed = False
@@ -133,10 +138,22 @@ class Replica:
     def _touch(self, user: str) -> None:
         self.touched.add(user)
         viewer = rules.viewer(self._users.get(user, {}))
-        if viewer is None:
-            self._viewers.pop(user, None)
-        else:
+        old = self._viewers.pop(user, None) if viewer is None else self._viewers.get(user)
+        if viewer is not None:
             self._viewers[user] = viewer
+        order, ranked = self._order, self._sorted
+        if old is not None:
+            key = rules.name_key(old)
+            i = bisect.bisect_left(order, key)
+            if viewer is not None and rules.name_key(viewer) == key:
+                ranked[i] = viewer  # same place: only its tabs changed
+                return
+            del order[i], ranked[i]
+        if viewer is not None:
+            key = rules.name_key(viewer)
+            i = bisect.bisect_left(order, key)
+            order.insert(i, key)
+            ranked.insert(i, viewer)
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -147,7 +164,7 @@ class Replica:
         if not back and (snapshot.seq < self.seq or (snapshot.seq == self.seq and not force)):
             return False
         self.seq, self.at = snapshot.seq, snapshot.at
-        self.tabs, self._users, self._viewers = {}, {}, {}
+        self.tabs, self._users, self._viewers, self._order, self._sorted = {}, {}, {}, [], []
         for conn, raw in (snapshot.tabs or {}).items():
             if (info := decode_info(raw)) is not None:
                 self._put(conn, info)
@@ -217,7 +234,7 @@ class Replica:
         return out
 
     def viewers(self) -> list[Viewer]:
-        return rules.by_name(self._viewers.values())
+        return list(self._sorted)
 
     def waiting(self, lock: str = "") -> list[Person]:
         """Users in the wait queue of ``lock``, first in line first (a user once, at their best place)."""

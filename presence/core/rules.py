@@ -41,9 +41,14 @@ def viewer(infos: Mapping[str, TabInfo]) -> Viewer | None:
     return None if person is None else Viewer(person, len(tab_ids), active, presence)
 
 
+def name_key(viewer: Viewer) -> tuple[str, str]:
+    """What ``state.viewers`` is sorted by: display name, then id (ids are unique: so are keys)."""
+    return viewer.user.name, viewer.user.id
+
+
 def by_name(viewers: Iterable[Viewer]) -> list[Viewer]:
     """The order of ``state.viewers``: by display name, then id."""
-    return sorted(viewers, key=lambda v: (v.user.name, v.user.id))
+    return sorted(viewers, key=name_key)
 
 
 def viewers(infos: Mapping[str, TabInfo]) -> list[Viewer]:

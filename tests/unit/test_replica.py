@@ -4,8 +4,11 @@ pub/sub) stays a duplicate. Redis time (``at``) tells the two apart."""
 
 from __future__ import annotations
 
-from presence.core.events import TabJoined
-from presence.core.records import Snapshot
+import random
+
+from presence.core import rules
+from presence.core.events import StatusChanged, TabJoined, TabLeft
+from presence.core.records import Snapshot, TabInfo, encode_info
 from presence.core.replica import Applied, Replica, went_back
 from presence.wire.messages import Person
 
@@ -50,3 +53,35 @@ def test_an_older_read_is_refused_a_later_read_of_a_history_that_went_back_is_ad
     assert r.seq == 11
     assert r.reset(Snapshot(seq=6, holder=None, ttl_ms=-2, at=T0 + 4000))  # after a failover
     assert r.seq == 6
+
+
+def test_the_viewers_stay_sorted_by_name_then_id_through_joins_renames_status_and_leaves() -> None:
+    # The replica keeps state.viewers sorted as tabs come and go (a welcome shows them all): the
+    # order must equal a fresh sort after every change, a user with two tabs listed once.
+    rnd = random.Random(7)
+    r = Replica("doc")
+    r.reset(Snapshot(seq=1, holder=None, ttl_ms=-2, at=T0))
+    seq, conns = 1, dict[str, str]()  # conn -> user
+    names = ["Ann", "Bob", "bob", "Cy", "Ann"]  # equal names: ordered by id
+    for step in range(600):
+        seq += 1
+        user = f"u{rnd.randrange(12)}"
+        if conns and rnd.random() < 0.35:
+            conn = rnd.choice(sorted(conns))
+            del conns[conn]
+            event: TabJoined | StatusChanged | TabLeft = TabLeft(seq=seq, at=T0, rm={conn: 1})
+        else:
+            conn = rnd.choice([c for c, u in conns.items() if u == user] or [f"c{step}"])
+            conns[conn] = user
+            # A user's name may change with a new token: the entry moves to its new place.
+            info = TabInfo(user, rnd.choice(names), f"t{step}", rnd.random() < 0.5, None, "s")
+            kind = StatusChanged if rnd.random() < 0.5 else TabJoined
+            event = kind(seq=seq, at=T0, user=Person(user, info.name), add={conn: encode_info(info)})
+        assert r.apply(event) is Applied.APPLIED
+        shown = r.viewers()
+        assert shown == rules.by_name(rules.viewers(r.tabs)), step
+        assert sorted(v.user.id for v in shown) == sorted(set(conns.values()))
+    # A re-read starts the order afresh.
+    zed = encode_info(TabInfo("z", "Zed", "t", True, None, "s"))
+    assert r.reset(Snapshot(seq=seq + 1, holder=None, ttl_ms=-2, at=T0, tabs={"x": zed}))
+    assert [v.user.id for v in r.viewers()] == ["z"]
