@@ -167,8 +167,8 @@ def machine(redis_version: str) -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kib / 2**20, 1),
             "platform": platform.platform(), "python": sys.version.split()[0], "redis": redis_version,
-            "redis_py": version("redis"), "uvicorn": version("uvicorn"), "starlette": version("starlette"),
-            "websockets": version("websockets"), "uvloop": version("uvloop")}
+            "redis_py": version("redis"), "hiredis": version("hiredis"), "uvicorn": version("uvicorn"),
+            "starlette": version("starlette"), "websockets": version("websockets"), "uvloop": version("uvloop")}
 
 
 def chart(rs: list[Row], path: str) -> None:
