@@ -30,26 +30,29 @@ local removed, any, dropped = prune(ws, now)
 if any then emit_pruned(ws, removed, dropped) end
 redis.call('ZADD', ws.tabs, now + presence_ttl, conn)
 redis.call('HSET', ws.info, conn, info)
-redis.call('PEXPIRE', ws.tabs, presence_ttl * 2)
-redis.call('PEXPIRE', ws.info, presence_ttl * 2)
+local kept = str(presence_ttl * 2)
+redis.call('PEXPIRE', ws.tabs, kept)
+redis.call('PEXPIRE', ws.info, kept)
 local rejoined = false
 if h and matches(ws, h, user, tab) then
-  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  redis.call('PEXPIRE', ws.lease, ws.px)
   keep_holder(ws)
   rejoined = true
 end
 local fences = {}
 for _, n in ipairs(named) do
   if n.h and matches(n.l, n.h, user, tab) then
-    redis.call('PEXPIRE', n.l.lease, ws.ttl)
+    redis.call('PEXPIRE', n.l.lease, ws.px)
     keep_holder(n.l)
     fences[n.l.lock] = n.h.fence
   end
 end
 local t = cjson.decode(info)
-emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
+local joined = {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn}
+emit(ws, joined)
 -- The whole workspace costs what the workspace is: only a server that has no copy of it asks.
-local detail = {rejoined = rejoined, seq = redis.call('GET', ws.seq)}
+-- The seq after this join is the joined event's: nothing published since.
+local detail = {rejoined = rejoined, seq = joined.seq}
 if whole then detail.snapshot = snapshot(ws, now) end
 if rejoined then detail.fence = h.fence end
 if next(fences) ~= nil then detail.locks = fences end
