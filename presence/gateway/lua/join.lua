@@ -12,6 +12,7 @@
 -- ARGV[11]    presence_ttl_ms - the presence TTL
 -- ARGV[12]    whole           - '1': answer with the whole workspace (the server has no copy of it
 --                              yet), else ''
+-- ARGV[13]    name            - user name (info's, passed apart: no JSON to decode)
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
 --   entered {rejoined, fence?, locks?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
 --            tabs); rejoined and fence: the workspace's own lease; locks = {lock = fence} of the
@@ -22,7 +23,7 @@
 -- locks' queues and requests they left).
 local ws = workspace(KEYS, ARGV)
 local conn, info, user, tab, presence_ttl = ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
-local whole = ARGV[12] == '1'
+local whole, name = ARGV[12] == '1', ARGV[13]
 local now = now_ms()
 local h = settle(ws)
 local named = settle_locks(ws)
@@ -47,8 +48,7 @@ for _, n in ipairs(named) do
     fences[n.l.lock] = n.h.fence
   end
 end
-local t = cjson.decode(info)
-local joined = {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn}
+local joined = {kind = 'joined', user = {id = user, name = name}, add = {[conn] = info}, origin = conn}
 emit(ws, joined)
 -- The whole workspace costs what the workspace is: only a server that has no copy of it asks.
 -- The seq after this join is the joined event's: nothing published since.
