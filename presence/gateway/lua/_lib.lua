@@ -118,10 +118,12 @@ local function queue_map(ws)
   return m
 end
 
+-- The conn first, as holder() reads the fence: most reads find no request.
 local function request(ws)
-  local r = redis.call('HMGET', ws.request, 'conn', 'user', 'name', 'message', 'deadline')
-  if not r[1] then return false end
-  return {conn = r[1], user = r[2], name = r[3], message = r[4], deadline = r[5]}
+  local conn = redis.call('HGET', ws.request, 'conn')
+  if not conn then return false end
+  local r = redis.call('HMGET', ws.request, 'user', 'name', 'message', 'deadline')
+  return {conn = conn, user = r[1], name = r[2], message = r[3], deadline = r[4]}
 end
 
 local function request_json(r)
