@@ -41,8 +41,6 @@
 --
 -- A lease that ends (released, expired, revoked, idle) goes at once to the pending handoff
 -- requester, else to the first live waiter of the queue: in the same script, so atomically.
-local unpack = unpack or table.unpack
-
 -- The seq counter: when missing (lost, or expired after the key idle time) it restarts from Redis
 -- TIME in microseconds, above anything it held before (it grows by far less than a million a
 -- second). One that went back (a failover to a replica that missed the last changes) is caught
@@ -199,9 +197,14 @@ local function live_tabs(ws, now)
   local conns = redis.call('ZRANGE', ws.tabs, 0, -1)
   local tabs = {}
   if #conns > 0 then
-    local infos = redis.call('HMGET', ws.info, unpack(conns))
+    -- The whole hash in one pass, not an HMGET naming every conn: Redis keeps a hash of up to
+    -- hash-max-listpack-entries fields as a list, and would search it once per conn named.
+    local all = redis.call('HGETALL', ws.info)
+    local infos = {}
+    for i = 1, #all, 2 do infos[all[i]] = all[i + 1] end
     for i = 1, #conns do
-      if infos[i] then tabs[conns[i]] = infos[i] end
+      local info = infos[conns[i]]
+      if info then tabs[conns[i]] = info end
     end
   end
   return tabs
