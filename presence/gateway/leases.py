@@ -241,7 +241,7 @@ class LeaseScripts:
         """Enter a tab; with ``whole``, the reply carries the whole workspace (a snapshot)."""
         return await self._run(
             r.JOIN, workspace, conn=conn, info=encode_info(info), user=info.user, tab=info.tab,
-            presence_ttl_ms=self.settings.presence_ttl_ms, whole="1" if whole else "",
+            presence_ttl_ms=self.settings.presence_ttl_ms, whole="1" if whole else "", name=info.name,
         )
 
     async def leave(self, workspace: str, conn: str, clean: bool) -> Outcome[o.LeaveReply]:
@@ -250,7 +250,7 @@ class LeaseScripts:
         )
 
     async def status(self, workspace: str, conn: str, info: TabInfo) -> Outcome[o.StatusReply]:
-        return await self._run(r.STATUS, workspace, conn=conn, info=encode_info(info))
+        return await self._run(r.STATUS, workspace, conn=conn, info=encode_info(info), user=info.user, name=info.name)
 
     async def snapshot(self, workspace: str) -> Outcome[Snapshot]:
         """Read the whole workspace (after announcing a silent expiry and pruning dead tabs)."""

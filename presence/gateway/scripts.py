@@ -1,12 +1,19 @@
 """Scripts: the Lua scripts of ``presence/gateway/lua/``, loaded once with their SHA1.
 
-Redis scripts cannot import, so libraries are prepended as source: one script is its libraries
-(and theirs, each once, needs first) followed by its body. What a script takes is declared once,
-in its header (the comment block it starts with), and read from there:
+Redis scripts cannot import, so libraries are prepended as source: one script is the definitions
+of its libraries (and of theirs) that it uses, directly or through another definition, in the
+order the libraries define them (a library's after those of the libraries it needs), followed by
+its body. Only those: Redis runs a script's whole text on every call, and each ``local function``
+it passes makes a closure, so a definition the script never calls costs every call for nothing. A
+library is its header, then definitions only (top-level ``local`` statements); what a definition
+or body uses is every name its code mentions (comments, strings, fields and table keys aside).
+
+What a script takes is declared once, in its header (the comment block it starts with), and read
+from there:
 
 .. code-block:: lua
 
-    -- Libraries: _clock.lua, _workspace.lua   what is prepended ('none': nothing)
+    -- Libraries: _clock.lua, _workspace.lua   where its definitions come from ('none': nowhere)
     -- KEYS[1..10] - the workspace keys (_workspace.lua)  a library's declarations, by reference
     -- ARGV[7]    user - user id                      one argument, by name
     -- ARGV[4..]  workspaces - ...                    the rest: a list
@@ -229,6 +236,96 @@ def _params(name: str, kind: str, lines: Sequence[str], libraries: Mapping[str, 
 
 
 @dataclass(frozen=True, slots=True)
+class Definition:
+    """One top-level ``local`` statement of a library (its comments before it included): the names
+    it defines and the names its code mentions."""
+
+    text: str
+    defines: tuple[str, ...]
+    mentions: frozenset[str]
+
+
+_LOCAL = re.compile(r"^local\s+(?:function\s+(\w+)\s*\(|(\w+(?:\s*,\s*\w+)*)\s*(?:=|$))")
+_TOKEN = re.compile(
+    r"""(?P<skip>--\[(?P<c>=*)\[.*?\](?P=c)\]|--[^\n]*|\[(?P<s>=*)\[.*?\](?P=s)\]
+          |'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|\d[\w.]*)
+      |(?P<name>[A-Za-z_]\w*)
+      |(?P<punct>==|~=|<=|>=|\.\.\.|\.\.|[{}.:=])
+      |\S""",
+    re.S | re.X,
+)
+
+
+_KEYWORDS = frozenset((
+    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if", "in", "local", "nil", "not", "or",
+    "repeat", "return", "then", "true", "until", "while",
+))
+
+
+def mentions(code: str) -> frozenset[str]:
+    """The names Lua ``code`` mentions: not in comments or strings, not a field (``x.name``,
+    ``x:name``) nor a table key (``{name = ...}``)."""
+    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code) if m.lastgroup != "skip"]
+    out: set[str] = set()
+    depth = 0
+    for i, (kind, tok) in enumerate(tokens):
+        if kind == "punct":
+            depth += {"{": 1, "}": -1}.get(tok, 0)
+        elif kind == "name":
+            after = tokens[i - 1][1] if i else ""
+            before = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+            if after not in (".", ":") and not (depth > 0 and before == "="):
+                out.add(tok)
+    return frozenset(out - _KEYWORDS)
+
+
+def definitions(name: str, text: str) -> list[Definition]:
+    """The top-level ``local`` statements of library ``name``.lua, in order, each with the comments
+    before it; a ``HeaderError`` when the library has code outside them (it defines, it runs
+    nothing)."""
+    lines = text.splitlines()
+    head = len(_header_lines(text))
+    starts = [i for i, line in enumerate(lines) if _LOCAL.match(line)]
+    stray = [line for line in lines[head : starts[0] if starts else None] if line.strip() and not line.startswith("--")]
+    if stray:
+        raise HeaderError(f"{name}.lua: a library holds definitions only (top-level 'local'), not {stray[0]!r}")
+    out = []
+    begin = head
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        while end - 1 > start and (lines[end - 1].startswith("--") or not lines[end - 1].strip()):
+            end -= 1  # the comments before the next definition are the next one's
+        m = _LOCAL.match(lines[start])
+        assert m is not None
+        defines = (m.group(1),) if m.group(1) else tuple(v.strip() for v in m.group(2).split(","))
+        out.append(Definition("\n".join(lines[begin:end]), defines, mentions("\n".join(lines[start:end]))))
+        begin = end
+    return out
+
+
+def link(name: str, body: str, libraries: Sequence[tuple[str, list[Definition]]]) -> str:
+    """Script ``name``'s source: the definitions of ``libraries`` (in order: each after those it
+    needs) that its body uses, directly or through another definition, in their order, then the
+    body."""
+    by_name: dict[str, Definition] = {}
+    for lib, defs in libraries:
+        for d in defs:
+            for n in d.defines:
+                if n in by_name:
+                    raise HeaderError(f"{name}.lua: {n} is defined twice in its libraries ({lib}.lua and another)")
+                by_name[n] = d
+    used: set[int] = set()
+    todo = [n for n in mentions(body) if n in by_name]
+    while todo:
+        d = by_name[todo.pop()]
+        if id(d) not in used:
+            used.add(id(d))
+            todo += [n for n in d.mentions if n in by_name]
+    parts = [d.text for _, defs in libraries for d in defs if id(d) in used]
+    return "\n".join([*parts, body])
+
+
+@dataclass(frozen=True, slots=True)
 class Script:
     name: str
     source: str
@@ -265,11 +362,16 @@ def load_scripts(texts: Mapping[str, str] | None = None) -> dict[str, Script]:
             headers[name] = parse_header(name, texts[name], headers)
         return headers[name]
 
+    defined: dict[str, list[Definition]] = {}
     scripts = {}
     for name in sorted(texts):
         if not name.startswith("_"):
             h = header(name)
-            source = "\n".join([*(texts[lib] for lib in _closure(h.libraries, headers)), texts[name]])
+            libs = _closure(h.libraries, headers)
+            for lib in libs:
+                if lib not in defined:
+                    defined[lib] = definitions(lib, texts[lib])
+            source = link(name, texts[name], [(lib, defined[lib]) for lib in libs])
             scripts[name] = Script(name, source, hashlib.sha1(source.encode()).hexdigest(), h)
     return scripts
 

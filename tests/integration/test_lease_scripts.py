@@ -10,7 +10,7 @@ from redis.crc import key_slot
 from script_support import GRACE, TTL, expiry, info, published, subscribed
 
 from presence.core.events import decode_event
-from presence.core.records import TabInfo
+from presence.core.records import TabInfo, encode_info
 from presence.gateway.leases import LeaseScripts
 from presence.settings import Settings
 
@@ -269,6 +269,22 @@ async def test_touch_refreshes_prunes_and_reports_missing(lease: LeaseScripts) -
     assert [e.kind for e in t.events] == ["left"]
     assert t.events[0].rm == {"c2": 1}
     assert await lease.gateway.client.zrange(tabs, 0, -1) == ["c1"]
+
+
+async def test_a_snapshot_lists_the_live_tabs_that_have_an_entry(lease: LeaseScripts) -> None:
+    """A snapshot's tabs are the live tabs with a presence entry, each with its entry: neither a
+    live tab without one nor an entry without a live tab; in a workspace of a few hundred tabs, so
+    the entries are read as Redis keeps both a small and a large hash."""
+    for i in range(300):
+        await lease.join("doc", f"c{i}", info(f"u{i}"))
+    client = lease.gateway.client
+    k = lease.keys.workspace("doc")
+    now = await lease.gateway.redis_time_ms()
+    await client.zadd(k.tabs, {"no-entry": now + 3_600_000, "c9": 1})  # c9 died long ago: pruned
+    await client.hset(k.info, "no-tab", encode_info(info("ghost")))
+    tabs = (await lease.read("doc")).tabs
+    assert tabs is not None and set(tabs) == {f"c{i}" for i in range(300)} - {"c9"}
+    assert all(tabs[f"c{i}"] == encode_info(info(f"u{i}")) for i in (0, 150, 299))
 
 
 def _same_slot(workspace: str) -> str:

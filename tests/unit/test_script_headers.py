@@ -13,7 +13,16 @@ from presence.core import outcomes
 from presence.core.records import Snapshot
 from presence.gateway.keys import Keys
 from presence.gateway.replies import DECODERS
-from presence.gateway.scripts import Header, HeaderError, Record, declared_libraries, load_scripts, parse_header
+from presence.gateway.scripts import (
+    Header,
+    HeaderError,
+    Record,
+    declared_libraries,
+    definitions,
+    load_scripts,
+    mentions,
+    parse_header,
+)
 
 LIB = """-- lib.lua: helpers.
 -- Libraries: none
@@ -121,18 +130,40 @@ def test_only_the_header_is_read() -> None:
 
 
 def test_libraries_come_once_each_after_the_libraries_they_need() -> None:
+    """A script gets the definitions it uses, directly or through another, each once, in the order
+    of its libraries (each after those it needs); none it does not use."""
     texts = {
-        "_a": "-- Libraries: _b.lua\nA", "_b": "-- Libraries: _c.lua\nB", "_c": "-- Libraries: none\nC",
-        "s": "-- Libraries: _c.lua, _a.lua\nS", "t": "-- Libraries: none\nT",
+        "_a": "-- Libraries: _b.lua\nlocal function a() return b() end",
+        "_b": "-- Libraries: _c.lua\n\n-- b's comment\nlocal function b() return c() end\nlocal function unused() end",
+        "_c": "-- Libraries: none\nlocal function c() end\nlocal x, y = 1, 2",
+        "s": "-- Libraries: _c.lua, _a.lua\nreturn a() + y", "t": "-- Libraries: none\nT",
     }
     scripts = load_scripts(texts)
     assert set(scripts) == {"s", "t"}
-    assert [line for line in scripts["s"].source.splitlines() if not line.startswith("--")] == ["C", "B", "A", "S"]
+    assert [line for line in scripts["s"].source.splitlines() if line and not line.startswith("--")] == [
+        "local function c() end", "local x, y = 1, 2", "local function b() return c() end",
+        "local function a() return b() end", "return a() + y",
+    ]
+    assert "-- b's comment" in scripts["s"].source
     assert scripts["t"].source == texts["t"]
     with pytest.raises(HeaderError, match=r"no library _x\.lua"):
         load_scripts({"s": "-- Libraries: _x.lua\n"})
     with pytest.raises(HeaderError, match="needs itself: s -> _a -> _b -> _a"):
         load_scripts({"s": "-- Libraries: _a.lua\n", "_a": "-- Libraries: _b.lua\n", "_b": "-- Libraries: _a.lua\n"})
+    with pytest.raises(HeaderError, match="definitions only"):
+        load_scripts({"s": "-- Libraries: _a.lua\n", "_a": "-- Libraries: none\nredis.call('TIME')\n"})
+    with pytest.raises(HeaderError, match="f is defined twice"):
+        load_scripts({"s": "-- Libraries: _a.lua, _b.lua\nf()", "_a": "-- Libraries: none\nlocal function f() end",
+                      "_b": "-- Libraries: none\nlocal function f() end"})
+
+
+def test_a_name_in_a_comment_string_field_or_table_key_is_no_use() -> None:
+    code = """-- holder() in a comment
+local h = redis.call('HGET', ws.holder, 'request') .. "grant"
+local t = {person = 1, [emit] = 2, x = reply(ws)}
+--[[ settle() ]] local n = ws:note() == queue_map
+"""
+    assert mentions(code) == {"h", "redis", "ws", "t", "emit", "reply", "n", "queue_map"}
 
 
 # -- the real scripts -------------------------------------------------------------------------------
@@ -144,11 +175,21 @@ def _text(name: str) -> str:
     return resources.files("presence.gateway.lua").joinpath(f"{name}.lua").read_text()
 
 
-def test_each_script_runs_with_its_libraries_once_each_needs_first() -> None:
-    clock, workspace, library = _text("_clock"), _text("_workspace"), _text("_lib")
+def test_each_script_runs_with_the_library_definitions_it_uses_once_each() -> None:
+    """Each script is the definitions of its libraries that it uses (directly or through another
+    definition), each once, in the libraries' order, then its body; nothing it does not use."""
     for name, script in SCRIPTS.items():
-        libs = {"renew": [], "announce": [clock], "census": [clock]}.get(name, [clock, workspace, library])
-        assert script.source == "\n".join([*libs, _text(name)]), name
+        libs = {"renew": (), "announce": ("_clock",), "census": ("_clock",)}.get(name, ("_clock", "_workspace", "_lib"))
+        order = [d for lib in libs for d in definitions(lib, _text(lib))]
+        defined = {n for d in order for n in d.defines}
+        body = _text(name)
+        assert script.source.endswith(body), name
+        linked = [d for d in order if d.text in script.source.removesuffix(body)]
+        assert "\n".join([*(d.text for d in linked), body]) == script.source, name
+        needed = {n for n in mentions(body) if n in defined}
+        for d in linked:
+            needed |= {n for n in d.mentions if n in defined}
+        assert {n for d in linked for n in d.defines} == needed, name
 
 
 def _literal_indices(kind: str, body: str) -> set[int]:

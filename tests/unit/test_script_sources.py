@@ -38,8 +38,9 @@ def test_no_script_binds_workspace_state_in_globals() -> None:
 
 
 def test_libraries_hold_no_state() -> None:
-    """The libraries define functions only (and an alias of a Lua built-in): a helper reads the
-    workspace from its arguments, never from KEYS or ARGV or from a library variable."""
+    """The libraries define functions only: a helper reads the workspace from its arguments, never
+    from KEYS or ARGV or from a library variable. The one variable is _clock.lua's Redis time, read
+    once per call (each call runs the library anew)."""
     files = lua_files()
     for lib in LIBRARIES:
         code = [line.split("--")[0].rstrip() for line in files[lib].splitlines()]
@@ -47,4 +48,14 @@ def test_libraries_hold_no_state() -> None:
         top_level = [line for line in code if line[:1] not in ("", " ") and line != "end"]
         assert top_level, lib
         for line in top_level:
-            assert re.match(r"local function \w+\(", line) or line == "local unpack = unpack or table.unpack", line
+            clock = (lib, line) == ("_clock.lua", "local clock_ms, clock_us")
+            assert re.match(r"local function \w+\(", line) or clock, line
+
+
+def test_a_script_reads_the_time_once() -> None:
+    """TIME is read by _clock.lua's read_clock only, and only while this call has not read it."""
+    for script in load_scripts().values():
+        assert script.source.count("redis.call('TIME')") == (1 if "read_clock()" in script.source else 0), script.name
+    clock = lua_files()["_clock.lua"]
+    assert clock.count("if not clock_ms then read_clock() end") == 1
+    assert clock.count("if not clock_us then read_clock() end") == 1

@@ -43,11 +43,14 @@
 --   lock_of(ws, name)       the table of another named lock of ws's workspace (events shared)
 --   lock_names(ws)          the named locks in the locks set, sorted
 --   note(ws), tidy(ws)      add ws's named lock to the locks set; drop it once it has no keys
+-- ttl is the lease TTL as a number (for replies and events), px the same as the script got it,
+-- for Redis: a number passed to redis.call is formatted again on every call, a string is not. idle
+-- (the key idle time) is only ever passed to Redis.
 local function workspace(keys, argv)
   return {lease = keys[1], holder = keys[2], fence = keys[3], queue = keys[4], request = keys[5],
           seq = keys[6], tabs = keys[7], info = keys[8], locks = keys[9], lock_base = keys[10],
-          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), scope = argv[4],
-          idle = tonumber(argv[5]), lock = argv[6], events = {}}
+          channel = argv[1], pubcmd = argv[2], ttl = tonumber(argv[3]), px = argv[3], scope = argv[4],
+          idle = argv[5], lock = argv[6], events = {}}
 end
 
 -- The key names of a named lock: keys.py's LockKeys writes the same ones.

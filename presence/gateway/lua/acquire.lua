@@ -23,7 +23,7 @@ local limit = tonumber(ARGV[12])
 local h = settle(ws)
 if h then
   if matches(ws, h, user, tab) then
-    redis.call('PEXPIRE', ws.lease, ws.ttl)
+    redis.call('PEXPIRE', ws.lease, ws.px)
     keep_holder(ws)
     redis.call('LREM', ws.queue, 0, origin)
     return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})

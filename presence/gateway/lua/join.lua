@@ -12,6 +12,7 @@
 -- ARGV[11]    presence_ttl_ms - the presence TTL
 -- ARGV[12]    whole           - '1': answer with the whole workspace (the server has no copy of it
 --                              yet), else ''
+-- ARGV[13]    name            - user name (info's, passed apart: no JSON to decode)
 -- Returns {reply JSON, event JSON...}, the events in the order published; the replies, by status:
 --   entered {rejoined, fence?, locks?, seq, snapshot?}  event 'joined' (after a 'left' for pruned
 --            tabs); rejoined and fence: the workspace's own lease; locks = {lock = fence} of the
@@ -22,7 +23,7 @@
 -- locks' queues and requests they left).
 local ws = workspace(KEYS, ARGV)
 local conn, info, user, tab, presence_ttl = ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
-local whole = ARGV[12] == '1'
+local whole, name = ARGV[12] == '1', ARGV[13]
 local now = now_ms()
 local h = settle(ws)
 local named = settle_locks(ws)
@@ -30,26 +31,28 @@ local removed, any, dropped = prune(ws, now)
 if any then emit_pruned(ws, removed, dropped) end
 redis.call('ZADD', ws.tabs, now + presence_ttl, conn)
 redis.call('HSET', ws.info, conn, info)
-redis.call('PEXPIRE', ws.tabs, presence_ttl * 2)
-redis.call('PEXPIRE', ws.info, presence_ttl * 2)
+local kept = str(presence_ttl * 2)
+redis.call('PEXPIRE', ws.tabs, kept)
+redis.call('PEXPIRE', ws.info, kept)
 local rejoined = false
 if h and matches(ws, h, user, tab) then
-  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  redis.call('PEXPIRE', ws.lease, ws.px)
   keep_holder(ws)
   rejoined = true
 end
 local fences = {}
 for _, n in ipairs(named) do
   if n.h and matches(n.l, n.h, user, tab) then
-    redis.call('PEXPIRE', n.l.lease, ws.ttl)
+    redis.call('PEXPIRE', n.l.lease, ws.px)
     keep_holder(n.l)
     fences[n.l.lock] = n.h.fence
   end
 end
-local t = cjson.decode(info)
-emit(ws, {kind = 'joined', user = {id = t[1], name = t[2]}, add = {[conn] = info}, origin = conn})
+local joined = {kind = 'joined', user = {id = user, name = name}, add = {[conn] = info}, origin = conn}
+emit(ws, joined)
 -- The whole workspace costs what the workspace is: only a server that has no copy of it asks.
-local detail = {rejoined = rejoined, seq = redis.call('GET', ws.seq)}
+-- The seq after this join is the joined event's: nothing published since.
+local detail = {rejoined = rejoined, seq = joined.seq}
 if whole then detail.snapshot = snapshot(ws, now) end
 if rejoined then detail.fence = h.fence end
 if next(fences) ~= nil then detail.locks = fences end

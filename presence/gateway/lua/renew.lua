@@ -18,9 +18,9 @@
 -- Returns a string with one character per lease: '1' renewed, '0' not ours any more (expired or
 -- replaced). One string and one argument for all fences, not one value each: for 10,000 leases
 -- that halves what the client packs and leaves it one reply to parse instead of 10,000.
-local ttl = tonumber(ARGV[1])
-local idle = tonumber(ARGV[3])
-local stride = idle > 0 and 4 or 1
+-- The TTLs go to Redis as the strings they came as: a Lua number is formatted again on every call.
+local ttl, idle = ARGV[1], ARGV[3]
+local stride = tonumber(idle) > 0 and 4 or 1
 local out = {}
 local i = 0
 for fence in string.gmatch(ARGV[2], '[^,]+') do
@@ -28,7 +28,7 @@ for fence in string.gmatch(ARGV[2], '[^,]+') do
   local at = stride * (i - 1)
   if redis.call('GET', KEYS[at + 1]) == fence then
     redis.call('PEXPIRE', KEYS[at + 1], ttl)
-    if idle > 0 then
+    if stride == 4 then
       redis.call('PEXPIRE', KEYS[at + 2], idle)
       redis.call('PEXPIRE', KEYS[at + 3], idle)
       redis.call('PEXPIRE', KEYS[at + 4], idle)

@@ -35,7 +35,7 @@ if not h then
   return reply(ws, 'granted', {fence = g.fence, ttl_ms = ws.ttl})
 end
 if matches(ws, h, user, tab) then
-  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  redis.call('PEXPIRE', ws.lease, ws.px)
   keep_holder(ws)
   return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end

@@ -23,7 +23,7 @@ local user, name, tab, origin, cooldown = ARGV[7], ARGV[8], ARGV[9], ARGV[10], t
 local limit = tonumber(ARGV[12])
 local h = settle(ws) or orphan(ws)  -- an orphaned lease is someone unknown's
 if h and matches(ws, h, user, tab) then
-  redis.call('PEXPIRE', ws.lease, ws.ttl)
+  redis.call('PEXPIRE', ws.lease, ws.px)
   keep_holder(ws)
   return reply(ws, 'rejoined', {fence = h.fence, ttl_ms = ws.ttl})
 end

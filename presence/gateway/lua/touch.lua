@@ -18,7 +18,7 @@
 local presence_ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
-local idle = tonumber(ARGV[3])
+local idle = ARGV[3]
 local a = 4
 for w = 1, #KEYS / 7 do
   local k = 7 * (w - 1)
