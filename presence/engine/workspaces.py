@@ -38,7 +38,7 @@ from ..core.effects import (
 )
 from ..core.events import Event
 from ..core.member import Member
-from ..core.outcomes import Outcome
+from ..core.outcomes import Entered, Outcome
 from ..core.policy import Policy
 from ..core.workspace import Workspace
 from ..errors import Overloaded, StoreUnavailable
@@ -148,7 +148,7 @@ class Workspaces:
         core.enter(Member(tab.conn, tab.user, tab.tab_id, may_take_over=tab.may_take_over, read_only=read_only))
         try:
             await self.channels.subscribe(local.channel, timeout=self.policy.heartbeat_ms / 1000)
-            out = await self.leases.join(tab.workspace, tab.conn, core.info(tab.conn), whole=core.unread)
+            out = await self._join_script(local, tab)
         except BaseException as exc:
             self._forget(local, tab.conn)
             if isinstance(exc, StoreUnavailable):
@@ -159,6 +159,21 @@ class Workspaces:
         except Exception:
             await self.leave(tab, clean=False)  # the Redis presence entry too: no ghost is left
             raise
+
+    async def _join_script(self, local: Local, tab: TabOutbox) -> Outcome[Entered]:
+        """Tab ``tab``'s join script. The first join of a workspace this process has no copy of
+        asks for the whole workspace with its reply; the joins that come while it runs wait for it
+        (their scripts then carry only their own changes). Should it fail, the next one asks."""
+        while local.core.unread and local.reading is not None:
+            await local.reading.wait()  # an Event: a waiter cancelled (its tab gone) cancels nothing else
+        if not local.core.unread:
+            return await self.leases.join(tab.workspace, tab.conn, local.core.info(tab.conn), whole=False)
+        local.reading = reading = asyncio.Event()
+        try:
+            return await self.leases.join(tab.workspace, tab.conn, local.core.info(tab.conn), whole=True)
+        finally:
+            local.reading = None
+            reading.set()
 
     async def leave(self, tab: TabOutbox, clean: bool) -> None:
         local = self._locals.get(tab.workspace)
