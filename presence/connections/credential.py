@@ -42,6 +42,8 @@ class Verifier:
 
 class Credential:
     """Lifecycle: ``start()`` arms the expiry; ``refresh`` moves it; ``stop()`` disarms it."""
+    __slots__ = ("_timer", "identity", "output", "verifier", "workspace")
+
 
     def __init__(self, identity: Identity, output: Output, verifier: Verifier, workspace: str | None = None) -> None:
         self.identity = identity

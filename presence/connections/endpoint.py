@@ -57,7 +57,6 @@ class Endpoint:
             transport=websocket.scope.get(TRANSPORT_SCOPE_KEY), telemetry=self.telemetry,
         )
         logctx.conn_id.set(output.conn)  # this connection's task: every later log line carries it
-        output.start()
         self.live.add(output)
         try:
             await Session(self.parts, websocket, output).run()

@@ -16,6 +16,8 @@ MAX_N = 2**31 - 1  # ping numbers stay small integers in every JSON implementati
 
 class Keepalive:
     """``last_seen``: monotonic time of the start, or of the last pong that counted."""
+    __slots__ = ("answered", "last_seen", "ping_n")
+
 
     def __init__(self) -> None:
         self.ping_n = 0  # the latest ping's number; 0: none sent yet

@@ -10,6 +10,8 @@ from collections import deque
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; a message costs one token or more."""
 
+    __slots__ = ("burst", "rate", "tokens", "updated")
+
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
@@ -29,14 +31,19 @@ class TokenBucket:
 class WindowCounter:
     """Counts events in the last ``window`` seconds; ``hit`` says whether ``limit`` is now exceeded."""
 
+    __slots__ = ("_times", "limit", "window")
+
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._times: deque[float] = deque(maxlen=limit + 1)
+        self._times: deque[float] | None = None  # made at the first hit: most connections never have one
 
     def hit(self) -> bool:
         now = time.monotonic()
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
-        return len(self._times) > self.limit
+        times = self._times
+        if times is None:
+            times = self._times = deque(maxlen=self.limit + 1)
+        times.append(now)
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return len(times) > self.limit

@@ -1,16 +1,20 @@
 """Output: one connection's outgoing frames, from its upgrade to its close.
 
-Nothing ever awaits a client's socket except the output's own writer task: ``send`` only
-enqueues, and a connection whose backlog outgrows its bounds (a client that stopped reading) is
-closed with 1013 without slowing anyone else down. The backlog is what waits in the queue plus
-what the server holds below ASGI for the peer (:mod:`~presence.connections.transport`), at most
-``PRESENCE_SEND_BUFFER_BYTES`` bytes and ``PRESENCE_SEND_QUEUE_SIZE`` messages. A message is
-always taken when nothing waits, whatever its size: the bound is on the backlog.
+Nothing ever awaits a client's socket but the output's own writer task. A message goes straight
+to the socket when nothing waits before it and the server takes it at once
+(:meth:`~presence.connections.transport.Transport.write`: the connection open, its write buffer
+empty); otherwise it is queued, and a writer task sends the queue in order. The writer runs only
+while something is queued: an idle connection holds neither a queue nor a task. A connection
+whose backlog outgrows its bounds (a client that stopped reading) is closed with 1013 without slowing anyone else down.
+The backlog is what waits in the queue plus what the server holds below ASGI for the peer
+(:mod:`~presence.connections.transport`), at most ``PRESENCE_SEND_BUFFER_BYTES`` bytes and
+``PRESENCE_SEND_QUEUE_SIZE`` messages. A message is always taken when nothing waits, whatever
+its size: the bound is on the backlog.
 
 Two guards keep a stuck peer from costing more than a bounded time:
 
-- a message that carries a lease's time left (``acquired``, ``ping``) is stamped when the writer
-  sends it, not when it was queued: time spent waiting behind a slow socket (or in a paused
+- a message that carries a lease's time left (``acquired``, ``ping``) and has to wait is stamped
+  when the writer sends it, not when it was queued: time spent waiting behind a slow socket (or in a paused
   process) is taken off, so a client is never told it holds a lease for longer than the server knows;
 - once a close is requested, the peer has ``close_timeout`` seconds to complete the closing
   handshake; after that the connection is aborted (a close frame can be stuck behind a full
@@ -31,6 +35,7 @@ from ..errors import Overloaded
 from ..tasks import cancel_and_wait
 from ..telemetry import NO_TELEMETRY, Telemetry
 from ..wire import messages
+from ..wire.frames import text_frame
 from ..wire.messages import Acquired, Ping, ServerMessage
 from .transport import Transport
 
@@ -84,6 +89,11 @@ class Output:
     """``name`` labels its log lines (the connection id, then who it turned out to be).
     ``closing``: set once a close was requested; nothing is sent after that."""
 
+    __slots__ = (
+        "_backlog", "_buffer_bytes", "_close_timeout", "_closer", "_dead", "_queue", "_queue_size", "_telemetry",
+        "_transport", "_watchdog", "_writer", "_writing", "close_sent", "closing", "conn", "name", "socket",
+    )
+
     def __init__(
         self, socket: Socket, conn: str, *, queue_size: int = 256, buffer_bytes: int = 1 << 20,
         transport: Transport | None = None, close_timeout: float = CLOSE_TIMEOUT_S,
@@ -94,18 +104,20 @@ class Output:
         self.name = conn
         self.closing: Closing | None = None
         self.close_sent = False
-        self._queue: deque[tuple[str | _Timed, int]] = deque()
+        # Made when something has to wait, dropped when the writer is done with it: an idle
+        # connection holds no queue and no task (a deque and a task cost over a KiB each).
+        self._queue: deque[tuple[str | _Timed, int]] | None = None
         self._backlog = 0  # bytes queued, and of the message being handed to the server
         self._queue_size = queue_size
         self._buffer_bytes = buffer_bytes
         self._transport = transport
         self._close_timeout = close_timeout
         self._telemetry = telemetry
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # runs while something is queued or being sent
         self._closer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._writing = False  # the writer is handing a message to the server
+        self._dead = False  # a send failed or the connection is over: no writer starts again
 
     def __repr__(self) -> str:
         return self.name
@@ -115,50 +127,63 @@ class Output:
         """Bytes waiting for the peer: queued here, and held by the server below ASGI."""
         return self._backlog + (self._transport.buffered() if self._transport is not None else 0)
 
-    def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"writer {self.conn}")
-        self._writer.add_done_callback(self._writer_done)
-
     def send(self, message: ServerMessage) -> None:
-        """Queue a message; never blocks. A backlog over the bounds closes the connection with 1013."""
+        """Send or queue a message; never blocks. A backlog over the bounds closes the connection with 1013."""
         if self.closing is not None:
             return
+        text = messages.encode(message)
+        if self._write_now(text, None):
+            self._telemetry.message_out(message)
+            return
+        item: str | _Timed = text
         if isinstance(message, Acquired | Ping) and (message.ttl_ms is not None or (isinstance(message, Ping)
                                                      and message.ttls)):
-            timed = _Timed(message, asyncio.get_running_loop().time())
-            queued = self._enqueue(timed, size(messages.encode(message)))
-        else:
-            text = messages.encode(message)
-            queued = self._enqueue(text, size(text))
-        if queued:
+            item = _Timed(message, asyncio.get_running_loop().time())  # its lease times count down while it waits
+        if self._enqueue(item, size(text)):
             self._telemetry.message_out(message)
 
     def send_frame(self, text: str, frame: bytes | None = None) -> bool:
-        """Send a message already encoded (counted by whoever encoded it): ``frame`` (its whole
-        WebSocket frame) straight to the socket when nothing waits before it, else ``text``
-        through the queue. True if sent or queued."""
-        idle = self.closing is None and not self._queue and not self._writing
-        if frame is not None and idle and self._transport is not None and self._transport.write(frame):
-            return True
-        return self._enqueue(text, size(text))
+        """Send a message already encoded (counted by whoever encoded it): ``frame`` is its whole
+        WebSocket frame, if the caller has it. True if sent or queued."""
+        if self.closing is not None:
+            return False
+        return self._write_now(text, frame) or self._enqueue(text, size(text))
+
+    def _write_now(self, text: str, frame: bytes | None) -> bool:
+        """Straight to the socket when nothing waits before it (no writer: nothing queued or being
+        sent) and the server takes it at once (:meth:`Transport.write`); False: it has to wait."""
+        transport = self._transport
+        if self._writer is not None or self._dead or transport is None:
+            return False
+        return transport.write(text_frame(text.encode()) if frame is None else frame)
 
     def _enqueue(self, item: str | _Timed, nbytes: int) -> bool:
         if self.closing is not None:
             return False
         waiting = self.buffered
-        if waiting and (len(self._queue) >= self._queue_size or waiting + nbytes > self._buffer_bytes):
+        queue = self._queue
+        if waiting and ((queue is not None and len(queue) >= self._queue_size)
+                        or waiting + nbytes > self._buffer_bytes):
             self._overflow(waiting + nbytes)
             return False
-        self._queue.append((item, nbytes))
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append((item, nbytes))
         self._backlog += nbytes
-        self._wakeup.set()
+        self._start_writer()
         return True
 
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._dead:
+            self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"writer {self.conn}")
+            self._writer.add_done_callback(self._writer_done)
+
     def _overflow(self, nbytes: int) -> None:
+        queued = len(self._queue) if self._queue is not None else 0
         log.warning("%r: %s (%d bytes, %d messages), closing as a slow consumer (PRESENCE_SEND_BUFFER_BYTES %d, "
-                    "PRESENCE_SEND_QUEUE_SIZE %d)", self, QUEUE_FULL, nbytes, len(self._queue) + 1,
+                    "PRESENCE_SEND_QUEUE_SIZE %d)", self, QUEUE_FULL, nbytes, queued + 1,
                     self._buffer_bytes, self._queue_size)
-        self._queue.clear()
+        self._queue = None
         self._backlog = 0
         self.closing = Closing(Overloaded.close_code, "slow consumer: send queue overflow")
         # The writer is stuck in a send to this client: do not wait behind it.
@@ -167,7 +192,8 @@ class Output:
         if self._transport is not None and self._transport.buffered() > self._buffer_bytes:
             self._abort("its unread data is over PRESENCE_SEND_BUFFER_BYTES: not even the close can get through")
             return
-        self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
+        if not self._dead:
+            self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
         self._arm_watchdog()
 
     def close(self, code: int, reason: str = "") -> None:
@@ -175,9 +201,7 @@ class Output:
         if self.closing is not None:
             return
         self.closing = Closing(code, reason[:120])
-        self._wakeup.set()
-        if self._writer is None:  # never started: close directly
-            self._closer = asyncio.get_running_loop().create_task(self._send_close(), name=f"close {self.conn}")
+        self._start_writer()  # a running writer sends the close once the queue is empty
         self._arm_watchdog()
 
     def _arm_watchdog(self) -> None:
@@ -198,8 +222,10 @@ class Output:
             log.debug("%r: abort failed", self, exc_info=True)
 
     async def _write(self) -> None:
+        """Send what is queued, then the close if one was requested; then end (the next message
+        that has to wait starts another)."""
         loop = asyncio.get_running_loop()
-        while True:
+        try:
             while self._queue:
                 item, nbytes = self._queue.popleft()
                 self._writing = True
@@ -208,11 +234,14 @@ class Output:
                 finally:
                     self._writing = False
                     self._backlog = max(0, self._backlog - nbytes)
+            self._queue = None
             if self.closing is not None:
                 await self._send_close()
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+        except BaseException:
+            self._dead = True  # a failed send: the connection is broken (cancelled: it is closing or over)
+            raise
+        finally:
+            self._writer = None
 
     async def _send_close(self) -> None:
         if self.close_sent or self.closing is None:
@@ -232,11 +261,12 @@ class Output:
             log.debug("%r: writer stopped: %r", self, exc)
 
     async def stop(self) -> None:
-        """Stop the writer (the connection is over). Idempotent.
+        """Stop the writer (the connection is over); nothing is written after this. Idempotent.
 
         A close watchdog stays armed: the connection ends as soon as the close frame is handed to
         the server, but a peer that does not read can keep that frame (and the socket) buffered forever.
         """
+        self._dead = True
         for task in (self._writer, self._closer):
             if task is not None and not task.done():
                 await cancel_and_wait(task)

@@ -70,6 +70,8 @@ class Parts:
 
 
 class Session:
+    __slots__ = ("output", "parts", "role", "throttle", "websocket")
+
     def __init__(self, parts: Parts, websocket: WebSocket, output: Output) -> None:
         self.parts = parts
         self.websocket = websocket

@@ -40,6 +40,8 @@ log = logging.getLogger("presence.session")
 
 
 class TabRole:
+    __slots__ = ("commands", "credential", "tab", "workspaces")
+
     def __init__(self, tab: Tab, workspaces: Workspaces, commands: LeaseCommands) -> None:
         self.tab = tab
         self.credential = tab.credential

@@ -30,6 +30,8 @@ FRAMES_PER_S = 100  # any frames; statuses move with cursors, so this is the flo
 class Throttle:
     """``admit`` each frame, ``charge`` each decoded request, report each bad one with ``bad``.
     ``admit``, ``charge`` and ``bad`` raise ``CloseError`` when the connection must close."""
+    __slots__ = ("bad_frames", "bucket", "budget", "frames", "refused", "send", "throttled")
+
 
     def __init__(self, rate: float, burst: int, budget: TokenBucket, send: Callable[[ServerMessage], None]) -> None:
         self.frames = TokenBucket(max(FRAMES_PER_S, rate), max(2 * FRAMES_PER_S, burst))

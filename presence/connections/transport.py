@@ -4,7 +4,8 @@ protocol object (uvicorn's), duck-typed and optional:
 - how many bytes the server holds for the peer below ASGI (its transport's write buffer), counted
   with what the connection still queues itself against ``PRESENCE_SEND_BUFFER_BYTES``;
 - aborting a connection whose close cannot get through (a peer that stopped reading);
-- writing a frame encoded once for many connections straight to the socket.
+- writing a frame straight to the socket (one encoded once for many connections, or any message
+  of a connection that has nothing queued), without a task or ASGI ``send`` in between.
 
 Without them (another server) only the connection's own queue counts, nothing is aborted, and
 every frame takes the ASGI ``send``.
@@ -12,6 +13,7 @@ every frame takes the ASGI ``send``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -71,16 +73,19 @@ class ServerTransport:
 
 
 class ExposeTransport:
-    """ASGI middleware: puts a :class:`Transport` of the server's connection into a WebSocket's scope."""
+    """ASGI middleware: puts a :class:`Transport` of the server's connection into a WebSocket's scope.
+
+    A plain function that returns the app's own awaitable: a coroutine of its own would stay alive
+    (a frame of a few hundred bytes) for as long as each connection does."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket":
             protocol = getattr(send, "__self__", None)
             transport = getattr(protocol, "transport", None)
             # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
             if all(callable(getattr(transport, m, None)) for m in _TRANSPORT):
                 scope[TRANSPORT_SCOPE_KEY] = ServerTransport(protocol, transport)
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,9 +115,14 @@ class RefusedAtStartup:
         self.app = app
         self.refusal: SettingsError | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Anything but the lifespan: the app's own awaitable, not a coroutine of this one that
+        # would stay alive (a frame of a few hundred bytes) for as long as each WebSocket does.
         if scope["type"] != "lifespan":
-            return await self.app(scope, receive, send)
+            return self.app(scope, receive, send)
+        return self._lifespan(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         failed: list[Message] = []
 
         async def hold_failure(message: Message) -> None:
@@ -181,6 +187,7 @@ def uvicorn_config(
         ws_max_size=max_message_bytes,
         ws_per_message_deflate=False,  # memory per tab matters more than bytes on the wire
         ws_ping_interval=None,  # the application heartbeat does this job
+        interface="asgi3",  # every app here is one (detection would take a plain __call__ for ASGI 2)
         lifespan="on",
         log_config=None,
         timeout_graceful_shutdown=5,

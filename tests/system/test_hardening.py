@@ -112,9 +112,8 @@ class _NoSocket:
 def _server_tab(
     hub: Server, conn: str, user: str, ws: str, tab_id: str, kind: type[ServerTab] = ServerTab
 ) -> ServerTab:
-    """A tab of ``hub`` on a connection that sends nowhere (its output started: stop it after)."""
+    """A tab of ``hub`` on a connection that sends nowhere (stop its output after)."""
     output = Output(_NoSocket(), conn)
-    output.start()
     identity = Identity(Person(user, user.title()), None, True)
     return kind(output, Credential(identity, output, hub.endpoint.parts.verifier), ws, tab_id)
 
