@@ -13,10 +13,11 @@ every frame takes the ASGI ``send``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from websockets.protocol import OPEN
 
 TRANSPORT_SCOPE_KEY = "presence.transport"
@@ -73,13 +74,22 @@ class ServerTransport:
 
 
 class ExposeTransport:
-    """ASGI middleware: puts a :class:`Transport` of the server's connection into a WebSocket's scope.
+    """ASGI middleware: puts a :class:`Transport` of the server's connection into a WebSocket's
+    scope, and hands a WebSocket at ``path`` straight to ``endpoint``.
 
-    A plain function that returns the app's own awaitable: a coroutine of its own would stay alive
-    (a frame of a few hundred bytes) for as long as each connection does."""
+    Both to keep what each open connection holds small. Starlette's exception middleware, router
+    and route wrappers would stay alive on every connection for as long as it is open (their
+    coroutines and the handler lookups they build, about 3 KiB), and do nothing for this route,
+    which raises no HTTP or WebSocket exception; under a root path the router matches as usual.
+    And this middleware is a plain function that returns the awaitable it hands on: a coroutine
+    of its own would be one more frame per connection."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, path: str | None = None, endpoint: Callable[[WebSocket], Awaitable[None]] | None = None,
+    ) -> None:
         self.app = app
+        self.path = path
+        self.endpoint = endpoint
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket":
@@ -88,4 +98,6 @@ class ExposeTransport:
             # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.
             if all(callable(getattr(transport, m, None)) for m in _TRANSPORT):
                 scope[TRANSPORT_SCOPE_KEY] = ServerTransport(protocol, transport)
+            if self.endpoint is not None and scope["path"] == self.path and not scope.get("root_path"):
+                return self.endpoint(WebSocket(scope, receive, send))
         return self.app(scope, receive, send)

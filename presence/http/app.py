@@ -113,6 +113,6 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     ]
     middleware = [
         Middleware(ConnectionLimit, max_connections=settings.max_connections, telemetry=server.metrics),
-        Middleware(ExposeTransport),
+        Middleware(ExposeTransport, path="/ws", endpoint=server.endpoint.serve),  # the route above, taken directly
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
