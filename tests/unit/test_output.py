@@ -1,14 +1,22 @@
 """Output: a connection's outgoing frames, against a socket and a server transport of our own
-(what the server's tests cannot see: which task sends, in which order, stamped when)."""
+(what the server's tests cannot see: which task sends, in which order, stamped when); and the
+middleware that hands ``/ws`` its connections."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from presence.connections.output import Output
+from presence.connections.transport import ExposeTransport
 from presence.wire.messages import Ping, Refreshed, encode
 
 
@@ -189,3 +197,25 @@ async def test_a_failed_send_starts_no_writer_again_and_stop_awaits_what_runs() 
     assert writer.cancelled()
     output.send(Refreshed(id=1, expires_in_ms=None))
     assert writers() == [] and socket.sent == []
+
+
+def test_the_ws_route_is_taken_directly_and_by_the_router_under_a_root_path() -> None:
+    taken: list[str] = []
+
+    def endpoint(by: str) -> Callable[[WebSocket], Awaitable[None]]:
+        async def serve(websocket: WebSocket) -> None:
+            taken.append(by)
+            await websocket.accept()
+            await websocket.send_text(by)
+            await websocket.close()
+        return serve
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint("router"))],
+                    middleware=[Middleware(ExposeTransport, path="/ws", endpoint=endpoint("direct"))])
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "direct"
+    with TestClient(app, root_path="/presence") as client, client.websocket_connect("/presence/ws") as ws:
+        assert ws.receive_text() == "router"  # a root path: matched as Starlette does
+    with TestClient(app) as client, pytest.raises(WebSocketDisconnect), client.websocket_connect("/wss"):
+        pass  # any other path: the router, which has no such route
+    assert taken == ["direct", "router"]
