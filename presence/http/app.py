@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -113,6 +114,9 @@ def create_app(settings: Settings, server: Server | None = None) -> Starlette:
     ]
     middleware = [
         Middleware(ConnectionLimit, max_connections=settings.max_connections, telemetry=server.metrics),
-        Middleware(ExposeTransport, path="/ws", endpoint=server.endpoint.serve),  # the route above, taken directly
+        # Starlette types a middleware as a coroutine function before 0.38 and as any awaitable since;
+        # ExposeTransport returns the awaitable of the app it hands on, right under both. /ws is the
+        # route above, taken directly.
+        Middleware(cast(Any, ExposeTransport), path="/ws", endpoint=server.endpoint.serve),
     ]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
