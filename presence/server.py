@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from .connections.admission import Admission
@@ -61,6 +62,8 @@ def policy_of(settings: Settings) -> Policy:
         handoff_timeout_ms=s.handoff_timeout_ms, handoff_takeover=s.handoff_takeover,
         idle_release_ms=s.idle_release_ms, wait_replicas=s.redis_wait_replicas > 0,
         meta_interval_ms=s.meta_interval_ms,
+        # The event loop's clock is CLOCK_MONOTONIC (asyncio's and uvloop's alike).
+        clock_offset_s=time.time() - time.monotonic(),
     )
 
 

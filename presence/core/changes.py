@@ -28,6 +28,7 @@ import msgspec
 
 from ..wire.messages import Acquired, Change, Declined, Released, Requested, ServerMessage, State
 from . import rules
+from .cadence import next_instant
 from .deadline import Deadline
 from .effects import Arm, CheckExpiry, Disarm, Effect, Resync, Send, Timer
 from .events import LEASE_KINDS, Event, HandoffRequested, LeaseEvent, RequestEnded, TabLeft, change_of
@@ -62,7 +63,7 @@ class Changes:
         self._deadlines: dict[str, Deadline] = {}
         self._change: Change | None = None  # the latest change not yet sent in an update
         self._flushed_at = float("-inf")  # loop time of the last update sent
-        self._armed: set[tuple[Timer, str]] = set()
+        self._armed: dict[tuple[Timer, str], float] = {}  # each armed timer: when it is due
         self.request_conn: dict[str, str] = {}  # lock -> whose deadline its REQUEST timer watches
         self.idle_fence: dict[str, int] = {}  # lock -> which lease its IDLE timer watches
         self._out: list[Effect] = []
@@ -79,23 +80,21 @@ class Changes:
             self._out.append(Send(tuple(conns), message))
 
     def arm(self, timer: Timer, at: float, key: str = "") -> None:
-        self._armed.add((timer, key))
+        self._armed[timer, key] = at
         self._out.append(Arm(timer, at, key))
 
     def disarm(self, timer: Timer, key: str = "") -> None:
-        if (timer, key) in self._armed:
-            self._armed.discard((timer, key))
+        if self._armed.pop((timer, key), None) is not None:
             self._out.append(Disarm(timer, key))
 
     def armed(self, timer: Timer, key: str = "") -> bool:
         return (timer, key) in self._armed
 
-    def fired(self, timer: Timer, key: str) -> bool:
-        """The shell's timer went off: whether it was still armed (else it is stale: ignore it)."""
-        if (timer, key) not in self._armed:
-            return False
-        self._armed.discard((timer, key))
-        return True
+    def fired(self, timer: Timer, key: str) -> float | None:
+        """The shell's timer went off: when it was due, if it was still armed (None: it is stale,
+        ignore it). A timer goes off a little after it is due; what keeps a cadence counts from
+        when it was due."""
+        return self._armed.pop((timer, key), None)
 
     # -- applying what Redis did --------------------------------------------------------------
 
@@ -178,8 +177,11 @@ class Changes:
             self._change = rules.merged_change(self._change, change_of(event))
             if not self.armed(Timer.FLUSH):
                 # The window opens with an update sent: a change after a quiet moment goes out at
-                # once (with the rest of this loop turn), only a burst waits and is merged.
-                self.arm(Timer.FLUSH, max(now, self._flushed_at + self.policy.update_window_ms / 1000))
+                # once (with the rest of this loop turn), only a burst waits and is merged, sent
+                # at the cadence's next instant a window or more after the last update.
+                window = self.policy.update_window_ms / 1000
+                due = self._flushed_at + window
+                self.arm(Timer.FLUSH, now if now >= due else next_instant(due, window, self.policy.clock_offset_s))
         if not holding:
             self.cancel_deadline(lock)
         if event is not None:
@@ -199,13 +201,14 @@ class Changes:
         self._change = None
         self.disarm(Timer.FLUSH)
 
-    def flush(self, now: float) -> None:
-        """Send what changed since the tabs' view, as one update (nothing if nothing visible)."""
+    def flush(self, now: float, due: float | None = None) -> None:
+        """Send what changed since the tabs' view, as one update (nothing if nothing visible);
+        ``due``: the cadence's instant this flush was armed for (the window counts from it)."""
         self.disarm(Timer.FLUSH)
         change, self._change = self._change, None
         sends = self.shown.catch_up(self.members.welcomed(), change)
         if sends:
-            self._flushed_at = now
+            self._flushed_at = now if due is None else due
         self._out += sends
 
     def _tell_request(self, lock: str, event: Event, now: float) -> None:

@@ -25,6 +25,8 @@ class Policy:
     - ``wait_replicas``: grants are confirmed on Redis replicas before tabs are told of them.
     - ``meta_interval_ms``: a tab's presence is written at most this often (the latest wins).
     - ``max_locks_per_tab``: named locks one tab may hold at once.
+    - ``clock_offset_s``: wall-clock time minus the event loop's time, so that every process puts
+      a burst's updates and presence writes on the same instants (:mod:`~presence.core.cadence`).
     """
 
     lease_ttl_ms: int = 15000
@@ -38,3 +40,4 @@ class Policy:
     wait_replicas: bool = False
     meta_interval_ms: int = 50
     max_locks_per_tab: int = 20
+    clock_offset_s: float = 0.0

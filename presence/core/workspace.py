@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import msgspec
 
 from ..wire.messages import Acquired, State, Welcome
+from .cadence import next_write
 from .changes import REQUEST_SLACK_S, Changes
 from .effects import Effect, IdleDue, Replicate, Replication, RequestDue, Timer, WriteStatus
 from .events import Event
@@ -196,14 +197,21 @@ class Workspace(LeaseRequests):
             self._write_status(m, now)
         return c.drain()
 
-    def _write_status(self, m: Member, now: float) -> None:
+    def _write_status(self, m: Member, now: float, due: float | None = None) -> None:
+        """Write tab ``m``'s presence now (``due``: the time the meta interval's timer was due,
+        from which the next interval counts), unless a write is already waiting for its time."""
         c = self._c
         if c.armed(Timer.STATUS, m.conn):
             return  # written when the interval ends: the latest by then
         m.written = (m.active, m.meta)
         c.add(WriteStatus(m.conn, m.info(self.server)))
-        if self.policy.meta_interval_ms > 0:
-            c.arm(Timer.STATUS, now + self.policy.meta_interval_ms / 1000, m.conn)
+        p = self.policy
+        if p.meta_interval_ms > 0:
+            # The next write a meta interval or more after this one was due, just before an update
+            # instant (a timer that went off late does not push the cadence back).
+            since = now if due is None else due
+            at = next_write(since + p.meta_interval_ms / 1000, p.update_window_ms / 1000, p.clock_offset_s)
+            c.arm(Timer.STATUS, at, m.conn)
 
     def write_failed(self, conn: str, now: float) -> list[Effect]:
         """Tab ``conn``'s presence write failed (Redis unavailable): write it again after a
@@ -258,7 +266,8 @@ class Workspace(LeaseRequests):
     def fire(self, timer: Timer, key: str, now: float) -> list[Effect]:
         """The shell's timer ``timer`` of ``key`` (a lock, or a conn) went off."""
         c = self._c
-        if not c.fired(timer, key):
+        due = c.fired(timer, key)
+        if due is None:
             return []
         match timer:
             case Timer.DEADLINE:
@@ -271,14 +280,14 @@ class Workspace(LeaseRequests):
                 may_take = self.policy.handoff_takeover and m is not None and m.may_take_over and not m.read_only
                 c.add(RequestDue(conn, may_take, key))
             case Timer.FLUSH:
-                c.flush(now)
+                c.flush(now, due)
             case Timer.REPLICATE:
                 if fence := c.holding.replicating.get(key):
                     c.add(Replicate(fence, key))
             case Timer.STATUS:
                 m = c.members.get(key)
                 if m is not None and (m.active, m.meta) != m.written:
-                    self._write_status(m, now)
+                    self._write_status(m, now, due)
             case Timer.IDLE:
                 c.add(IdleDue(c.idle_fence.get(key, 0), key))
         return c.drain()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from core_driver import ALICE, BOB, CAROL, POLICY, T0, Driver, armed, holder, info, outcome, sent
 
 from presence.core.effects import CheckExpiry, IdleDue, Replicate, Replication, RequestDue, Resync, Send, Timer
@@ -47,13 +48,47 @@ def test_the_update_window_opens_with_an_update_sent_so_only_a_burst_is_merged()
                         now=5.01)
     effects += d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 3})}),
                          now=5.02)
-    assert armed(effects, Timer.FLUSH) == 5.0 + window and sent(effects, "c1") == []
+    assert armed(effects, Timer.FLUSH) == pytest.approx(5.0 + window) and sent(effects, "c1") == []
     (update,) = sent(d.flush(5.0 + window), "c1", Update)
     assert update.seq == d.seq and update.viewers[0].presence[0].meta == {"x": 3}  # type: ignore[index]
     # Quiet again: the next change is not delayed.
     effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 4})}),
                         now=9.0)
     assert armed(effects, Timer.FLUSH) == 9.0
+
+
+def test_a_burst_goes_out_on_the_instants_every_process_shares() -> None:
+    # Two processes whose event loops' clocks differ (each its own offset to the wall clock):
+    # a burst's updates go out at the same wall-clock instants, multiples of the window, on both.
+    window = POLICY.update_window_ms / 1000
+    instants = []
+    for offset in (0.0, 1234.567):
+        d = Driver(policy=dataclasses.replace(POLICY, clock_offset_s=offset))
+        d.join("c1", ALICE)
+        loop_t = 77.013 - offset  # both at wall time 77.013, off the cadence
+        d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 1})}),
+                  now=loop_t)
+        assert len(sent(d.flush(loop_t), "c1", Update)) == 1  # after a quiet moment: at once
+        effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 2})}),
+                            now=loop_t + 0.01)
+        at = armed(effects, Timer.FLUSH)
+        assert at is not None and at >= loop_t + window  # never two updates within a window
+        instants.append(at + offset)
+    assert instants[0] == pytest.approx(77.1) and instants[1] == pytest.approx(77.1)
+
+
+def test_a_flush_that_goes_off_late_keeps_the_cadence() -> None:
+    d = Driver()
+    d.join("c1", ALICE)
+    d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 1})}), now=3.0)
+    d.flush(3.0)
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 2})}),
+                        now=3.01)
+    assert armed(effects, Timer.FLUSH) == pytest.approx(3.05)
+    d.flush(3.054)  # 4 ms late
+    effects = d.publish(StatusChanged(seq=d.next_seq(), user=ALICE, add={"c1": info(ALICE, "t-c1", meta={"x": 3})}),
+                        now=3.06)
+    assert armed(effects, Timer.FLUSH) == pytest.approx(3.1)  # the next instant, not one later
 
 
 def test_updates_merge_and_a_change_nobody_sees_sends_nothing() -> None:
