@@ -187,8 +187,8 @@ class Settings:
         "`watch` is answered `too_many_watched`"
     ))] = 100_000
     meta_interval_ms: Annotated[int, _ms(
-        0, 1000, "a tab's presence (`status`: active and meta) is written at most this often; the latest wins "
-        "(0: every one at once)"
+        0, 1000, "a tab's presence (`status`: active and meta) is written at most this often; the latest wins, "
+        "written in a stream just before an `update` goes out (0: every one at once)"
     )] = 50
     max_locks: Annotated[int, Meta(ge=1, le=10_000, description=(
         "named locks held at once in one workspace; more: `too_many_locks`"
@@ -210,7 +210,8 @@ class Settings:
     )] = 0
     update_window_ms: Annotated[int, _ms(
         0, 50, "a change after a quiet moment reaches every tab at once; those within this window of an "
-        "`update` are merged into the next one (0: those of one event-loop turn)"
+        "`update` are merged into the next one, sent at a multiple of the window in wall-clock time, the "
+        "same instants on every process (0: those of one event-loop turn)"
     )] = 50
     audit_max_len: Annotated[int, Meta(ge=100, le=10_000_000, description=(
         "entries kept in each audit stream in Redis (`XADD MAXLEN ~`)"
