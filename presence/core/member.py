@@ -42,7 +42,8 @@ class Member:
     - ``seq``: the sequence number of the view the tab was last sent (its ``base`` for updates),
       written by :class:`~presence.core.view.Shown`.
     - ``active``, ``meta``: the tab's presence as its latest ``status`` set it; ``written``: as
-      last written to Redis (a status is written at most once per meta interval).
+      last written to Redis (a status is written at most once per meta interval), ``written_at``
+      when (loop time; in a stream, the cadence's write time it was due at).
     """
 
     conn: str
@@ -56,6 +57,7 @@ class Member:
     active: bool = True
     meta: dict[str, object] | None = None
     written: tuple[bool, dict[str, object] | None] = (True, None)
+    written_at: float = float("-inf")
 
     def hold(self, lock: str = "") -> Hold:
         """What the tab knows of ``lock`` (read only: an empty hold when nothing)."""

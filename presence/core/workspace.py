@@ -198,20 +198,23 @@ class Workspace(LeaseRequests):
         return c.drain()
 
     def _write_status(self, m: Member, now: float, due: float | None = None) -> None:
-        """Write tab ``m``'s presence now (``due``: the time the meta interval's timer was due,
-        from which the next interval counts), unless a write is already waiting for its time."""
+        """Write tab ``m``'s presence now (``due``: the time the timer that asks for it was due).
+        Within a meta interval of the last write it waits instead, for the cadence's next write
+        time, just before an update instant, so every process has it when it sends; a status
+        after a quiet moment is written at once."""
         c = self._c
         if c.armed(Timer.STATUS, m.conn):
             return  # written when the interval ends: the latest by then
-        m.written = (m.active, m.meta)
-        c.add(WriteStatus(m.conn, m.info(self.server)))
         p = self.policy
-        if p.meta_interval_ms > 0:
-            # The next write a meta interval or more after this one was due, just before an update
-            # instant (a timer that went off late does not push the cadence back).
-            since = now if due is None else due
-            at = next_write(since + p.meta_interval_ms / 1000, p.update_window_ms / 1000, p.clock_offset_s)
-            c.arm(Timer.STATUS, at, m.conn)
+        interval = p.meta_interval_ms / 1000
+        if due is None and interval > 0 and now < m.written_at + interval:
+            c.arm(Timer.STATUS, next_write(m.written_at + interval, p.update_window_ms / 1000, p.clock_offset_s),
+                  m.conn)
+            return
+        m.written = (m.active, m.meta)
+        # A timer that went off late does not push the cadence back: the interval counts from when it was due.
+        m.written_at = now if due is None else due
+        c.add(WriteStatus(m.conn, m.info(self.server)))
 
     def write_failed(self, conn: str, now: float) -> list[Effect]:
         """Tab ``conn``'s presence write failed (Redis unavailable): write it again after a

@@ -219,24 +219,31 @@ def test_a_status_is_written_at_once_then_at_most_once_per_meta_interval_the_lat
     effects = d.core.status("c1", None, {"cursor": 1}, 10.0)
     (write,) = [e for e in effects if isinstance(e, WriteStatus)]
     assert write.info.meta == {"cursor": 1}
-    # The next write a meta interval or more later, just before an update instant (10.1: the
-    # cadence's, a multiple of the window), so every process has it when it sends that update.
+    assert armed(effects, Timer.STATUS, "c1") is None  # nothing waits
+    # Within the interval: kept, not written. It waits for the next write a meta interval or more
+    # later, just before an update instant (10.1: the cadence's, a multiple of the window), so
+    # every process has it when it sends that update.
+    effects = d.core.status("c1", None, {"cursor": 2}, 10.01)
+    assert [e for e in effects if isinstance(e, WriteStatus)] == []
     at = armed(effects, Timer.STATUS, "c1")
     assert at is not None and at >= 10.0 + POLICY.meta_interval_ms / 1000
     assert at == pytest.approx(10.1 - LEAD_S)
-    for n in (2, 3, 4):  # within the interval: kept, not written
-        assert [e for e in d.core.status("c1", None, {"cursor": n}, 10.01) if isinstance(e, WriteStatus)] == []
+    for n in (3, 4):
+        assert [e for e in d.core.status("c1", None, {"cursor": n}, 10.02) if isinstance(e, WriteStatus)] == []
     effects = d.fire(Timer.STATUS, "c1", now=at)
-    (write,) = [e for e in effects if isinstance(e, WriteStatus)]
-    assert write.info.meta == {"cursor": 4}
+    assert [e.info.meta for e in effects if isinstance(e, WriteStatus)] == [{"cursor": 4}]
     # In a stream the writes keep that place: one window apart, each before an instant.
+    effects = d.core.status("c1", None, {"cursor": 5}, 10.12)
     assert armed(effects, Timer.STATUS, "c1") == pytest.approx(10.15 - LEAD_S)
-    d.core.status("c1", None, {"cursor": 5}, 10.12)
     # The timer goes off 4 ms late: the next write still counts from when it was due.
     effects = d.fire(Timer.STATUS, "c1", now=10.15 - LEAD_S + 0.004)
     assert [e.info.meta for e in effects if isinstance(e, WriteStatus)] == [{"cursor": 5}]
+    effects = d.core.status("c1", None, {"cursor": 6}, 10.16)
     assert armed(effects, Timer.STATUS, "c1") == pytest.approx(10.2 - LEAD_S)
-    assert d.fire(Timer.STATUS, "c1", now=10.2 - LEAD_S) == []  # nothing new: nothing written, no timer
+    # A status after a quiet moment (a meta interval after the last write) is written at once.
+    d.fire(Timer.STATUS, "c1", now=10.2 - LEAD_S)
+    effects = d.core.status("c1", None, {"cursor": 7}, 10.5)
+    assert [e.info.meta for e in effects if isinstance(e, WriteStatus)] == [{"cursor": 7}]
 
 
 def test_a_status_that_changes_nothing_writes_nothing_and_null_clears_the_meta() -> None:
