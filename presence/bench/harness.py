@@ -71,6 +71,18 @@ def summary(seconds: list[float]) -> dict[str, float]:
             "max": ms[-1]}
 
 
+async def acquire_once(tab: WsClient, i: int) -> float:
+    """Seconds from sending ``acquire`` (request id ``i``) to its ``acquired``; the grant is released
+    again before this returns."""
+    started = time.perf_counter()
+    reply = await tab.request({"type": "acquire", "id": i})
+    elapsed = time.perf_counter() - started
+    if reply["type"] != "acquired":
+        raise RuntimeError(f"acquire answered {reply}")
+    await tab.request({"type": "release", "id": -1 - i})
+    return elapsed
+
+
 async def acquire_round_trips(b: Bench, server: ServerProcess, user: str, workspace: str, samples: int) -> list[float]:
     """Seconds from sending ``acquire`` to its ``acquired``, one tab, ``samples`` times after a warm-up;
     each grant released again and the next request ``GAP_S`` later."""
@@ -79,12 +91,7 @@ async def acquire_round_trips(b: Bench, server: ServerProcess, user: str, worksp
     took: list[float] = []
     try:
         for i in range(warm + samples):
-            started = time.perf_counter()
-            reply = await tab.request({"type": "acquire", "id": i})
-            elapsed = time.perf_counter() - started
-            if reply["type"] != "acquired":
-                raise RuntimeError(f"acquire answered {reply}")
-            await tab.request({"type": "release", "id": -1 - i})
+            elapsed = await acquire_once(tab, i)
             if i >= warm:
                 took.append(elapsed)
             await asyncio.sleep(GAP_S)

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
 
 from ..core.outcomes import AcquireReply, Granted, Outcome, Rejoined
-from .harness import GAP_S, HOST, Bench, Plan, summary, timings
+from .harness import GAP_S, HOST, Bench, Plan, acquire_once, summary, timings
 from .procs import BareProc, Proc, ServerProcess
 from .wsclient import Message, WsClient
 
@@ -48,13 +48,7 @@ async def acquire_latency(b: Bench, server: ServerProcess, bare: BareProc) -> di
         seq = 0
 
         async def ours() -> float:
-            started = time.perf_counter()
-            reply = await tab.request({"type": "acquire", "id": seq})
-            elapsed = time.perf_counter() - started
-            if reply["type"] != "acquired":
-                raise RuntimeError(f"acquire answered {reply}")
-            await tab.request({"type": "release", "id": -1 - seq})
-            return elapsed
+            return await acquire_once(tab, seq)
 
         async def echo() -> float:
             started = time.perf_counter()
