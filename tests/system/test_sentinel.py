@@ -173,14 +173,16 @@ async def test_a_lagging_replica_promoted_never_hands_out_a_lower_fence(
 
 @pytest.fixture
 def replicated_redis() -> Iterator[tuple[RedisServer, RedisServer]]:
-    primary = RedisServer().start()
-    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(primary.port)]).start()
-    wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", 10, "replica in sync")
-    yield primary, replica
-    if replica.proc is not None:
-        replica.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
-    replica.close()
-    primary.close()
+    primary = RedisServer()
+    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(primary.port)])
+    try:  # both closed whatever fails, the start or the sync included: no redis-server outlives the test
+        primary.start()
+        replica.start()
+        wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", 10, "replica in sync")
+        yield primary, replica
+    finally:
+        replica.close()  # sends SIGCONT first, in case a test left it paused
+        primary.close()
 
 
 async def test_wait_replicas_confirms_only_acknowledged_grants(
