@@ -188,7 +188,8 @@ class Settings:
     ))] = 100_000
     meta_interval_ms: Annotated[int, _ms(
         0, 1000, "a tab's presence (`status`: active and meta) is written at most this often; the latest wins, "
-        "written in a stream just before an `update` goes out (0: every one at once)"
+        "written in a stream just before an `update` goes out; the interval counts from when a write was due, "
+        "so a write the event loop delayed brings the next one closer by as much (0: every one at once)"
     )] = 50
     max_locks: Annotated[int, Meta(ge=1, le=10_000, description=(
         "named locks held at once in one workspace; more: `too_many_locks`"
